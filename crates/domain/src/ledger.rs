@@ -1,0 +1,133 @@
+//! Double-entry ledger rules for virtual currency.
+//!
+//! A transfer moves a positive amount from one account to another of the same currency.
+//! The issuance account of a currency is where units come from, so its balance is minus
+//! everything ever issued and the sum of all balances per currency is always zero.
+//! User wallets may never go below zero; the store enforces that with a constraint too.
+
+use crate::ids::{OrderId, UserId};
+use serde::Serialize;
+use std::fmt;
+
+/// Longest transfer id, in bytes. Ids are built from causes like `order:<uuid>:credit`.
+pub const TRANSFER_ID_BYTES_MAX: usize = 128;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountKind {
+    /// A user's balance; never negative.
+    Wallet,
+    /// The source of every unit of a currency; its balance is minus the units in circulation.
+    Issuance,
+}
+
+impl AccountKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountKind::Wallet => "wallet",
+            AccountKind::Issuance => "issuance",
+        }
+    }
+
+    /// Whether the account's balance may go below zero.
+    pub fn may_go_negative(self) -> bool {
+        match self {
+            AccountKind::Wallet => false,
+            AccountKind::Issuance => true,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct AccountId(String);
+
+impl AccountId {
+    pub fn wallet(user: &UserId, currency: &str) -> AccountId {
+        AccountId(format!("wallet:{currency}:{user}"))
+    }
+
+    pub fn issuance(currency: &str) -> AccountId {
+        AccountId(format!("issuance:{currency}"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One movement of units. Its id names its cause, so retrying the cause is a no-op.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Transfer {
+    pub id: String,
+    pub from: AccountId,
+    pub from_kind: AccountKind,
+    pub to: AccountId,
+    pub to_kind: AccountKind,
+    pub currency: String,
+    pub amount: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TransferError {
+    #[error("transfer amount must be positive, got {0}")]
+    NotPositive(i64),
+    #[error("a transfer cannot move units from an account to itself")]
+    SameAccount,
+    #[error("transfer id must be 1 to {TRANSFER_ID_BYTES_MAX} bytes")]
+    BadId,
+}
+
+impl Transfer {
+    /// The credit that delivers a currency pack: issuance → the user's wallet, once per order.
+    pub fn order_credit(order: OrderId, user: &UserId, currency: &str, amount: i64) -> Result<Transfer, TransferError> {
+        Transfer::new(
+            format!("order:{order}:credit"),
+            (AccountId::issuance(currency), AccountKind::Issuance),
+            (AccountId::wallet(user, currency), AccountKind::Wallet),
+            currency,
+            amount,
+        )
+    }
+
+    pub fn new(
+        id: String,
+        from: (AccountId, AccountKind),
+        to: (AccountId, AccountKind),
+        currency: &str,
+        amount: i64,
+    ) -> Result<Transfer, TransferError> {
+        if amount <= 0 {
+            return Err(TransferError::NotPositive(amount));
+        }
+        if from.0 == to.0 {
+            return Err(TransferError::SameAccount);
+        }
+        if id.is_empty() || id.len() > TRANSFER_ID_BYTES_MAX {
+            return Err(TransferError::BadId);
+        }
+        Ok(Transfer { id, from: from.0, from_kind: from.1, to: to.0, to_kind: to.1, currency: currency.to_owned(), amount })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_credit_names_its_cause_and_moves_from_issuance() {
+        let user = UserId::parse("u1").unwrap();
+        let order = OrderId::new();
+        let t = Transfer::order_credit(order, &user, "DIAMOND", 60).unwrap();
+        assert_eq!(t.id, format!("order:{order}:credit"));
+        assert_eq!(t.from.as_str(), "issuance:DIAMOND");
+        assert_eq!(t.to.as_str(), "wallet:DIAMOND:u1");
+        assert!(Transfer::order_credit(order, &user, "DIAMOND", 0).is_err());
+        assert!(!AccountKind::Wallet.may_go_negative());
+    }
+}
