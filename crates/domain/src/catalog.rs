@@ -38,7 +38,7 @@ impl LatePolicy {
 }
 
 /// What a product grants on delivery.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ProductKind {
     /// Credits `units` of `virtual_currency` (e.g. DIAMOND) to the user's wallet.
@@ -56,7 +56,9 @@ impl ProductKind {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// A product as sold. Orders keep a JSON snapshot of it, so a later catalog edit never
+/// changes what an existing order grants or how long its delivery may take.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Product {
     pub sku: Sku,
     pub title: String,
@@ -267,6 +269,14 @@ mod tests {
             assert!(err.contains(needle), "{err} should mention {needle}");
         }
         assert_eq!(Catalog::from_toml("").unwrap_err(), CatalogError::Empty);
+    }
+
+    #[test]
+    fn a_product_snapshot_round_trips_through_json() {
+        for product in Catalog::default_catalog().products() {
+            let json = serde_json::to_string(product).unwrap();
+            assert_eq!(&serde_json::from_str::<Product>(&json).unwrap(), product);
+        }
     }
 
     #[test]

@@ -53,6 +53,12 @@ impl AccountId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The user a wallet belongs to; `None` for platform accounts.
+    pub fn wallet_owner(&self) -> Option<&str> {
+        let rest = self.0.strip_prefix("wallet:")?;
+        rest.split_once(':').map(|(_currency, user)| user)
+    }
 }
 
 impl fmt::Display for AccountId {
@@ -129,5 +135,7 @@ mod tests {
         assert_eq!(t.to.as_str(), "wallet:DIAMOND:u1");
         assert!(Transfer::order_credit(order, &user, "DIAMOND", 0).is_err());
         assert!(!AccountKind::Wallet.may_go_negative());
+        assert_eq!(t.to.wallet_owner(), Some("u1"));
+        assert_eq!(t.from.wallet_owner(), None);
     }
 }

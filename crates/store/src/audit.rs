@@ -1,0 +1,269 @@
+//! `zerodrop audit`: checks the whole database against the invariants the promise rests
+//! on. Each check counts its violations and keeps a few examples for the report.
+
+use crate::{events, Result, Store};
+use serde::Serialize;
+use sqlx::Row;
+use zerodrop_domain::order::OrderStatus;
+
+/// Examples kept per check; the count is always complete.
+pub const EXAMPLES_MAX: usize = 5;
+/// Orders folded per page when checking status against events, to bound memory.
+const FOLD_PAGE_ORDERS: i64 = 2_000;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub violations: i64,
+    pub examples: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub checked_at_ms: i64,
+    pub checks: Vec<Check>,
+    /// Orders a person must look at (not violations: handed over, never dropped).
+    pub orders_in_attention: i64,
+}
+
+impl Report {
+    pub fn passed(&self) -> bool {
+        self.checks.iter().all(|c| c.violations == 0)
+    }
+
+    pub fn violations(&self) -> i64 {
+        self.checks.iter().map(|c| c.violations).sum()
+    }
+}
+
+pub struct AuditOptions {
+    /// A parked notification older than this without an attention item is a violation.
+    pub parked_age_ms_max: i64,
+}
+
+/// Runs every check against a consistent-enough view (each check reads committed data;
+/// run it on a quiet system for an exact snapshot).
+pub async fn run(store: &Store, options: &AuditOptions, now_ms: i64) -> Result<Report> {
+    let mut conn = store.reader().await?;
+    let c = &mut *conn;
+    let mut checks = Vec::new();
+
+    checks.push(
+        sql_check(
+            c,
+            "payment_has_outcome",
+            "every captured payment is delivered or due for refund, or still within its delivery deadline, or with a person",
+            "SELECT o.order_no FROM payments p JOIN orders o ON o.id = p.order_id \
+             WHERE o.status NOT IN ('delivered', 'refund_due') AND o.attention = 0 \
+               AND NOT (o.status = 'paid' AND o.deliver_by_ms > $1)",
+            Some(now_ms),
+        )
+        .await?,
+    );
+    checks.push(
+        sql_check(
+            c,
+            "outcome_has_payment",
+            "every paid, delivered or refund-due order has exactly one captured payment",
+            "SELECT o.order_no FROM orders o LEFT JOIN payments p ON p.order_id = o.id \
+             WHERE o.status IN ('paid', 'delivered', 'refund_due') AND p.id IS NULL",
+            None,
+        )
+        .await?,
+    );
+    checks.push(
+        sql_check(
+            c,
+            "delivered_exactly_once",
+            "delivered orders have one delivery, and only delivered orders have one",
+            "SELECT o.order_no FROM orders o LEFT JOIN deliveries d ON d.order_id = o.id \
+             WHERE (o.status = 'delivered') <> (d.order_id IS NOT NULL)",
+            None,
+        )
+        .await?,
+    );
+    checks.push(
+        sql_check(
+            c,
+            "one_grant_per_order",
+            "no order credited a wallet or extended a membership more than once, or both",
+            "SELECT order_id FROM ( \
+                 SELECT order_id FROM ledger_transfers WHERE order_id IS NOT NULL \
+                 UNION ALL SELECT order_id FROM membership_periods) grants \
+             GROUP BY order_id HAVING COUNT(*) > 1",
+            None,
+        )
+        .await?,
+    );
+    checks.push(
+        sql_check(
+            c,
+            "grant_matches_delivery",
+            "every delivered order's grant exists, and every grant belongs to a delivered order",
+            "SELECT d.order_id FROM deliveries d \
+             WHERE NOT EXISTS (SELECT 1 FROM ledger_transfers t WHERE t.order_id = d.order_id) \
+               AND NOT EXISTS (SELECT 1 FROM membership_periods m WHERE m.order_id = d.order_id) \
+             UNION ALL \
+             SELECT t.order_id FROM ledger_transfers t WHERE t.order_id IS NOT NULL \
+               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.order_id = t.order_id) \
+             UNION ALL \
+             SELECT m.order_id FROM membership_periods m \
+               WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.order_id = m.order_id)",
+            None,
+        )
+        .await?,
+    );
+    checks.push(
+        sql_check(
+            c,
+            "ledger_sums_to_zero",
+            "per currency, all account balances sum to zero",
+            "SELECT currency FROM ledger_accounts GROUP BY currency HAVING SUM(balance) <> 0",
+            None,
+        )
+        .await?,
+    );
+    checks.push(
+        sql_check(
+            c,
+            "balance_equals_entries",
+            "every account's balance equals the sum of its entries",
+            "SELECT a.id FROM ledger_accounts a \
+             WHERE a.balance <> COALESCE((SELECT SUM(e.amount) FROM ledger_entries e WHERE e.account_id = a.id), 0)",
+            None,
+        )
+        .await?,
+    );
+    checks.push(
+        sql_check(
+            c,
+            "transfer_balanced",
+            "every transfer has exactly two entries that cancel out",
+            "SELECT t.id FROM ledger_transfers t \
+             WHERE (SELECT COUNT(*) FROM ledger_entries e WHERE e.transfer_id = t.id) <> 2 \
+                OR (SELECT SUM(e.amount) FROM ledger_entries e WHERE e.transfer_id = t.id) <> 0",
+            None,
+        )
+        .await?,
+    );
+    checks.push(
+        sql_check(
+            c,
+            "no_negative_wallet",
+            "no user wallet is below zero",
+            "SELECT id FROM ledger_accounts WHERE kind = 'wallet' AND balance < 0",
+            None,
+        )
+        .await?,
+    );
+    checks.push(status_is_fold(c).await?);
+    checks.push(
+        sql_check(
+            c,
+            "parked_not_forgotten",
+            "no parked notification is older than its limit without being in front of a person",
+            "SELECT CAST(n.id AS TEXT) FROM notifications n WHERE n.verdict = 'parked' AND n.received_at_ms < $1 \
+               AND NOT EXISTS (SELECT 1 FROM attention_items a WHERE a.notification_id = n.id)",
+            Some(now_ms - options.parked_age_ms_max),
+        )
+        .await?,
+    );
+    checks.push(
+        sql_check(
+            c,
+            "exhausted_jobs_seen",
+            "every job that exhausted its attempts is in front of a person (its order flagged, or an item raised)",
+            "SELECT CAST(j.id AS TEXT) FROM jobs j WHERE j.state = 'attention' AND NOT EXISTS \
+               (SELECT 1 FROM attention_items a WHERE a.job_id = j.id OR (j.order_id IS NOT NULL AND a.order_id = j.order_id))",
+            None,
+        )
+        .await?,
+    );
+
+    let attention: i64 = sqlx::query("SELECT COUNT(*) FROM orders WHERE attention = 1")
+        .fetch_one(&mut *c)
+        .await?
+        .try_get(0)?;
+    Ok(Report { checked_at_ms: now_ms, checks, orders_in_attention: attention })
+}
+
+async fn sql_check(
+    conn: &mut crate::Conn,
+    name: &'static str,
+    description: &'static str,
+    sql: &str,
+    param: Option<i64>,
+) -> Result<Check> {
+    let mut query = sqlx::query(sql);
+    if let Some(p) = param {
+        query = query.bind(p);
+    }
+    let rows = query.fetch_all(conn).await?;
+    let examples = rows
+        .iter()
+        .take(EXAMPLES_MAX)
+        .map(|r| r.try_get::<Option<String>, _>(0).map(|v| v.unwrap_or_default()))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Check { name, description, violations: rows.len() as i64, examples })
+}
+
+/// Every order's stored status and attention flag equal the fold of its events, and its
+/// event counter equals the number of events.
+async fn status_is_fold(conn: &mut crate::Conn) -> Result<Check> {
+    let mut violations = 0;
+    let mut examples = Vec::new();
+    let mut after = String::new();
+    loop {
+        let orders = sqlx::query(
+            "SELECT id, order_no, status, attention, event_seq FROM orders WHERE id > $1 ORDER BY id LIMIT $2",
+        )
+        .bind(&after)
+        .bind(FOLD_PAGE_ORDERS)
+        .fetch_all(&mut *conn)
+        .await?;
+        let Some(last) = orders.last() else { break };
+        let last_id: String = last.try_get(0)?;
+        let events = sqlx::query(
+            "SELECT order_id, kind FROM order_events WHERE order_id > $1 AND order_id <= $2 ORDER BY order_id, seq",
+        )
+        .bind(&after)
+        .bind(&last_id)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut kinds_by_order: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
+        for e in &events {
+            kinds_by_order.entry(e.try_get(0)?).or_default().push(e.try_get(1)?);
+        }
+        for o in &orders {
+            let id: String = o.try_get(0)?;
+            let order_no: String = o.try_get(1)?;
+            let status: String = o.try_get(2)?;
+            let attention = o.try_get::<i64, _>(3)? != 0;
+            let seq: i64 = o.try_get(4)?;
+            let kinds = kinds_by_order.remove(&id).unwrap_or_default();
+            let folded = events::fold_kinds(&kinds);
+            let ok = match &folded {
+                Ok(Some(state)) => {
+                    Some(state.status) == OrderStatus::parse(&status)
+                        && state.attention == attention
+                        && seq == kinds.len() as i64
+                }
+                Ok(None) | Err(_) => false,
+            };
+            if !ok {
+                violations += 1;
+                if examples.len() < EXAMPLES_MAX {
+                    examples.push(format!("{order_no}: stored {status}, events fold to {folded:?}"));
+                }
+            }
+        }
+        after = last_id;
+    }
+    Ok(Check {
+        name: "status_is_fold",
+        description: "every order's status equals the fold of its events",
+        violations,
+        examples,
+    })
+}

@@ -1,0 +1,214 @@
+//! Connecting, pools and transactions for both engines.
+
+use crate::{migrate, Result, StoreError};
+use sqlx::any::AnyPoolOptions;
+use sqlx::AnyConnection;
+use sqlx::{Any, AnyPool, Executor};
+use std::ops::{Deref, DerefMut};
+use std::time::Duration;
+
+/// A connection either engine hands out; repositories take `&mut Conn`.
+pub type Conn = AnyConnection;
+
+/// Current UTC time in milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    pub fn from_url(url: &str) -> Result<Dialect> {
+        if url.starts_with("sqlite:") {
+            Ok(Dialect::Sqlite)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Ok(Dialect::Postgres)
+        } else {
+            Err(StoreError::UnsupportedUrl)
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "sqlite",
+            Dialect::Postgres => "postgres",
+        }
+    }
+
+    /// Row lock for read-modify-write. SQLite needs none: its single writer
+    /// connection already holds the database's write lock for the transaction.
+    pub(crate) fn for_update(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR UPDATE",
+        }
+    }
+}
+
+/// Pool sizing. The defaults suit this 2-core machine; production PostgreSQL may raise them.
+#[derive(Clone, Debug)]
+pub struct PoolConfig {
+    /// PostgreSQL connections, shared by the API and the workers.
+    pub postgres_connections_max: u32,
+    /// SQLite read connections; writes always go through one connection.
+    pub sqlite_readers_max: u32,
+    /// How long a request waits for a connection before failing (and being retried by its caller).
+    pub acquire_timeout_ms: u64,
+    /// How long SQLite waits on a lock held by another process before giving up.
+    pub sqlite_busy_timeout_ms: u64,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            postgres_connections_max: 16,
+            sqlite_readers_max: 4,
+            acquire_timeout_ms: 30_000,
+            sqlite_busy_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// The database. Cheap to clone (pools are shared handles).
+#[derive(Clone, Debug)]
+pub struct Store {
+    write: AnyPool,
+    read: AnyPool,
+    dialect: Dialect,
+}
+
+impl Store {
+    /// Connects without migrating. `serve` and `migrate` call [`Store::migrate`] next.
+    pub async fn connect(url: &str, config: &PoolConfig) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let dialect = Dialect::from_url(url)?;
+        let acquire = Duration::from_millis(config.acquire_timeout_ms);
+        match dialect {
+            Dialect::Postgres => {
+                let pool = AnyPoolOptions::new()
+                    .max_connections(config.postgres_connections_max)
+                    .min_connections(0)
+                    .acquire_timeout(acquire)
+                    .connect(url)
+                    .await?;
+                Ok(Store { write: pool.clone(), read: pool, dialect })
+            }
+            Dialect::Sqlite => {
+                ensure_sqlite_parent_dir(url)?;
+                let busy_ms = config.sqlite_busy_timeout_ms;
+                // SQLite allows one writer at a time. One write connection makes that
+                // explicit: writers queue in the pool instead of failing with SQLITE_BUSY.
+                let write = sqlite_pool(url, 1, acquire, busy_ms).await?;
+                let read = sqlite_pool(url, config.sqlite_readers_max, acquire, busy_ms).await?;
+                Ok(Store { write, read, dialect })
+            }
+        }
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Applies every pending migration. Safe to run from several processes at once.
+    pub async fn migrate(&self) -> Result<usize> {
+        migrate::run(self).await
+    }
+
+    /// Starts a write transaction.
+    pub async fn begin(&self) -> Result<Tx> {
+        let inner = self.write.begin().await?;
+        Ok(Tx { inner, dialect: self.dialect })
+    }
+
+    /// A connection for reads outside any transaction.
+    pub async fn reader(&self) -> Result<sqlx::pool::PoolConnection<Any>> {
+        Ok(self.read.acquire().await?)
+    }
+
+    pub(crate) fn write_pool(&self) -> &AnyPool {
+        &self.write
+    }
+
+    pub async fn close(&self) {
+        self.write.close().await;
+        self.read.close().await;
+    }
+}
+
+async fn sqlite_pool(url: &str, max: u32, acquire: Duration, busy_ms: u64) -> Result<AnyPool> {
+    let url = if url.contains('?') { url.to_owned() } else { format!("{url}?mode=rwc") };
+    let pool = AnyPoolOptions::new()
+        .max_connections(max)
+        .min_connections(0)
+        .acquire_timeout(acquire)
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                // WAL lets readers run beside the writer; synchronous=FULL makes every
+                // commit durable before it returns, which the acknowledgement relies on.
+                let pragmas = format!(
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {busy_ms};"
+                );
+                conn.execute(sqlx::raw_sql(&pragmas)).await?;
+                Ok(())
+            })
+        })
+        .connect(&url)
+        .await?;
+    Ok(pool)
+}
+
+fn ensure_sqlite_parent_dir(url: &str) -> Result<()> {
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:")
+        .split('?')
+        .next()
+        .unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        return Ok(());
+    }
+    if let Some(parent) = std::path::Path::new(path).parent() {
+        if !parent.as_os_str().is_empty() {
+            std::fs::create_dir_all(parent).map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
+        }
+    }
+    Ok(())
+}
+
+/// A write transaction that knows its dialect. Dropping it without `commit` rolls back.
+pub struct Tx {
+    inner: sqlx::Transaction<'static, Any>,
+    dialect: Dialect,
+}
+
+impl Tx {
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    pub async fn commit(self) -> Result<()> {
+        self.inner.commit().await?;
+        Ok(())
+    }
+}
+
+impl Deref for Tx {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        &self.inner
+    }
+}
+
+impl DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.inner
+    }
+}

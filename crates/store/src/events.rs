@@ -1,0 +1,164 @@
+//! Order events: the append-only history whose fold is the order's status.
+//!
+//! `append` is the only code that changes `orders.status`: it asks the domain's status
+//! machine whether the event is allowed, inserts the event with the next sequence
+//! number, and updates the order row to the folded state, in the caller's transaction.
+
+use crate::orders::OrderRow;
+use crate::{attention, Conn, Result, StoreError, Tx};
+use serde::Serialize;
+use sqlx::Row;
+use zerodrop_domain::order::{self, Actor, EventKind, OrderState, OrderStatus};
+use zerodrop_domain::OrderId;
+
+pub struct NewEvent {
+    pub kind: EventKind,
+    pub actor: Actor,
+    /// What brought the event about, e.g. `notification:42`, `job:7`, `api`.
+    pub cause: String,
+    pub data: serde_json::Value,
+}
+
+impl NewEvent {
+    pub fn new(kind: EventKind, actor: Actor, cause: &str, data: serde_json::Value) -> NewEvent {
+        NewEvent { kind, actor, cause: cause.to_owned(), data }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct EventRow {
+    pub seq: i64,
+    pub at_ms: i64,
+    pub kind: String,
+    pub actor: String,
+    pub cause: String,
+    pub data: serde_json::Value,
+}
+
+/// Appends the first event of a freshly inserted order (whose row has no events yet).
+pub(crate) async fn append_first(tx: &mut Tx, order: &mut OrderRow, event: NewEvent, now_ms: i64) -> Result<()> {
+    let state = order::apply(None, event.kind)?;
+    write(tx, order, state, event, now_ms).await
+}
+
+/// Appends an event to an order the caller has locked (see [`crate::orders::lock`]) and
+/// moves the row to the folded state. Refused transitions are errors and roll back.
+pub async fn append(tx: &mut Tx, order: &mut OrderRow, event: NewEvent, now_ms: i64) -> Result<()> {
+    let current = OrderState { status: order.status, attention: order.attention };
+    let state = order::apply(Some(current), event.kind)?;
+    write(tx, order, state, event, now_ms).await
+}
+
+async fn write(tx: &mut Tx, order: &mut OrderRow, state: OrderState, event: NewEvent, now_ms: i64) -> Result<()> {
+    let seq = order.event_seq + 1;
+    let data = serde_json::to_string(&event.data).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    sqlx::query(
+        "INSERT INTO order_events (order_id, seq, at_ms, kind, actor, cause, data) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(order.id.to_string())
+    .bind(seq)
+    .bind(now_ms)
+    .bind(event.kind.as_str())
+    .bind(event.actor.as_str())
+    .bind(&event.cause)
+    .bind(&data)
+    .execute(&mut **tx)
+    .await?;
+
+    let mut next = order.clone();
+    next.status = state.status;
+    next.attention = state.attention;
+    next.event_seq = seq;
+    derive_columns(&mut next, &event, now_ms);
+    let updated = sqlx::query(
+        "UPDATE orders SET status = $1, attention = $2, attention_reason = $3, paid_at_ms = $4, \
+             deliver_by_ms = $5, settled_at_ms = $6, event_seq = $7 \
+         WHERE id = $8 AND event_seq = $9",
+    )
+    .bind(next.status.as_str())
+    .bind(i64::from(next.attention))
+    .bind(&next.attention_reason)
+    .bind(next.paid_at_ms)
+    .bind(next.deliver_by_ms)
+    .bind(next.settled_at_ms)
+    .bind(seq)
+    .bind(order.id.to_string())
+    .bind(order.event_seq)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if updated != 1 {
+        // Another writer moved the order since we read it: never overwrite its state.
+        return Err(StoreError::Invariant(format!("order {} changed concurrently", order.id)));
+    }
+    if event.kind == EventKind::AttentionRaised {
+        let reason = next.attention_reason.clone().unwrap_or_default();
+        attention::raise(tx, attention::NewItem::for_order(order.id, &reason, event.data.clone()), now_ms).await?;
+    }
+    *order = next;
+    Ok(())
+}
+
+/// Columns that summarise the timeline for queries (when paid, delivery deadline, when
+/// settled, why attention is needed). They are derived from events, never set apart from them.
+fn derive_columns(order: &mut OrderRow, event: &NewEvent, now_ms: i64) {
+    match event.kind {
+        EventKind::PaymentCaptured => {
+            // The provider's payment time when it gave one (never in our future, whatever
+            // its clock says); the delivery deadline runs from the payment, not from when
+            // zerodrop happened to learn of it.
+            let provider_ms = event.data.get("paid_at_ms").and_then(|v| v.as_i64());
+            let paid_ms = provider_ms.map_or(now_ms, |ms| ms.min(now_ms));
+            order.paid_at_ms = Some(paid_ms);
+            order.deliver_by_ms = Some(paid_ms + order.product.delivery_deadline_secs * 1000);
+        }
+        EventKind::Delivered | EventKind::RefundDue | EventKind::Expired => {
+            order.settled_at_ms = Some(now_ms);
+        }
+        EventKind::AttentionRaised => {
+            let reason = event.data.get("reason").and_then(|r| r.as_str()).unwrap_or("attention raised");
+            order.attention_reason = Some(reason.chars().take(200).collect());
+        }
+        EventKind::AttentionCleared => order.attention_reason = None,
+        EventKind::Created
+        | EventKind::ProviderQueried
+        | EventKind::ProviderCloseRequested
+        | EventKind::NotificationRejected => {}
+    }
+}
+
+pub async fn list(conn: &mut Conn, order_id: OrderId) -> Result<Vec<EventRow>> {
+    let rows = sqlx::query(
+        "SELECT seq, at_ms, kind, actor, cause, data FROM order_events WHERE order_id = $1 ORDER BY seq",
+    )
+    .bind(order_id.to_string())
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let data: String = r.try_get("data")?;
+            Ok(EventRow {
+                seq: r.try_get("seq")?,
+                at_ms: r.try_get("at_ms")?,
+                kind: r.try_get("kind")?,
+                actor: r.try_get("actor")?,
+                cause: r.try_get("cause")?,
+                data: serde_json::from_str(&data).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            })
+        })
+        .collect()
+}
+
+/// Folds stored event kinds into a state, for the audit and for tests.
+pub fn fold_kinds(kinds: &[String]) -> Result<Option<OrderState>, String> {
+    let parsed: Vec<EventKind> = kinds
+        .iter()
+        .map(|k| EventKind::parse(k).ok_or_else(|| format!("unknown event kind {k:?}")))
+        .collect::<Result<_, _>>()?;
+    order::fold(parsed).map_err(|e| e.to_string())
+}
+
+/// Status names, for readers that need to say which statuses are settled.
+pub fn settled_statuses() -> Vec<&'static str> {
+    OrderStatus::ALL.into_iter().filter(|s| s.is_settled()).map(|s| s.as_str()).collect()
+}

@@ -1,0 +1,111 @@
+//! Membership plans per user, and the history of periods each order added.
+
+use crate::{Conn, Result, Tx};
+use serde::Serialize;
+use sqlx::Row;
+use zerodrop_domain::membership;
+use zerodrop_domain::{OrderId, UserId};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Period {
+    pub order_id: String,
+    pub days: i64,
+    pub starts_at_ms: i64,
+    pub ends_at_ms: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Membership {
+    pub plan: String,
+    pub started_at_ms: i64,
+    pub ends_at_ms: i64,
+    pub last_order_id: String,
+    pub periods: Vec<Period>,
+}
+
+/// Extends `plan` by `days` for the order, stacking after the current end. Once per
+/// order: the period's primary key is the order id, so a second call fails the transaction.
+pub async fn extend(tx: &mut Tx, user: &UserId, plan: &str, days: i64, order: OrderId, now_ms: i64) -> Result<Period> {
+    let sql = format!(
+        "SELECT ends_at_ms FROM memberships WHERE user_id = $1 AND plan = $2{}",
+        tx.dialect().for_update()
+    );
+    let current: Option<i64> = sqlx::query(&sql)
+        .bind(user.as_str())
+        .bind(plan)
+        .fetch_optional(&mut **tx)
+        .await?
+        .map(|r| r.try_get(0))
+        .transpose()?;
+    let (starts_at_ms, ends_at_ms) = membership::extension(current, now_ms, days);
+    sqlx::query(
+        "INSERT INTO membership_periods (order_id, user_id, plan, days, starts_at_ms, ends_at_ms, created_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(order.to_string())
+    .bind(user.as_str())
+    .bind(plan)
+    .bind(days)
+    .bind(starts_at_ms)
+    .bind(ends_at_ms)
+    .bind(now_ms)
+    .execute(&mut **tx)
+    .await?;
+    // A lapsed membership restarts: its start moves to the new period's start.
+    sqlx::query(
+        "INSERT INTO memberships (user_id, plan, started_at_ms, ends_at_ms, updated_at_ms, last_order_id) \
+         VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (user_id, plan) DO UPDATE SET \
+             started_at_ms = CASE WHEN memberships.ends_at_ms < $7 THEN $3 ELSE memberships.started_at_ms END, \
+             ends_at_ms = $4, updated_at_ms = $5, last_order_id = $6",
+    )
+    .bind(user.as_str())
+    .bind(plan)
+    .bind(starts_at_ms)
+    .bind(ends_at_ms)
+    .bind(now_ms)
+    .bind(order.to_string())
+    .bind(now_ms)
+    .execute(&mut **tx)
+    .await?;
+    Ok(Period { order_id: order.to_string(), days, starts_at_ms, ends_at_ms })
+}
+
+pub async fn for_user(conn: &mut Conn, user: &UserId) -> Result<Vec<Membership>> {
+    let plans = sqlx::query(
+        "SELECT plan, started_at_ms, ends_at_ms, last_order_id FROM memberships WHERE user_id = $1 ORDER BY plan",
+    )
+    .bind(user.as_str())
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut memberships = Vec::with_capacity(plans.len());
+    for row in plans {
+        let plan: String = row.try_get(0)?;
+        let periods = sqlx::query(
+            "SELECT order_id, days, starts_at_ms, ends_at_ms FROM membership_periods \
+             WHERE user_id = $1 AND plan = $2 ORDER BY starts_at_ms",
+        )
+        .bind(user.as_str())
+        .bind(&plan)
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|p| {
+            Ok(Period {
+                order_id: p.try_get(0)?,
+                days: p.try_get(1)?,
+                starts_at_ms: p.try_get(2)?,
+                ends_at_ms: p.try_get(3)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+        memberships.push(Membership {
+            plan,
+            started_at_ms: row.try_get(1)?,
+            ends_at_ms: row.try_get(2)?,
+            last_order_id: row.try_get(3)?,
+            periods,
+        });
+    }
+    Ok(memberships)
+}

@@ -1,0 +1,143 @@
+//! The notification inbox: every provider request, stored raw with the verdict zerodrop
+//! reached, kept forever as evidence (forged and rejected ones included).
+
+use crate::{Conn, Result, StoreError, Tx};
+use serde::Serialize;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+/// What zerodrop concluded about a notification.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Verified and acted on (a payment recorded).
+    Accepted,
+    /// Verified; the fact was already recorded. Acknowledged the same way.
+    Duplicate,
+    /// Verified; nothing to do (e.g. WAIT_BUYER_PAY).
+    Ignored,
+    /// Refused: bad signature, wrong merchant, amount mismatch, malformed.
+    Rejected,
+    /// Verified, but for an order zerodrop does not know. Kept and retried, never dropped.
+    Parked,
+    /// A parked notification later matched its order and was applied.
+    Resolved,
+    /// Processing failed inside zerodrop; the provider was told to retry.
+    Failed,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Accepted => "accepted",
+            Verdict::Duplicate => "duplicate",
+            Verdict::Ignored => "ignored",
+            Verdict::Rejected => "rejected",
+            Verdict::Parked => "parked",
+            Verdict::Resolved => "resolved",
+            Verdict::Failed => "failed",
+        }
+    }
+}
+
+pub struct NewNotification<'a> {
+    pub provider: &'a str,
+    pub remote_addr: Option<String>,
+    pub headers: serde_json::Value,
+    pub body: &'a [u8],
+    pub verdict: Verdict,
+    pub reason: Option<String>,
+    pub order_no: Option<String>,
+    pub trade_no: Option<String>,
+    pub notify_id: Option<String>,
+}
+
+pub async fn insert(conn: &mut Conn, n: &NewNotification<'_>, now_ms: i64) -> Result<i64> {
+    let row = sqlx::query(
+        "INSERT INTO notifications (provider, received_at_ms, remote_addr, headers, body, verdict, reason, \
+             order_no, trade_no, notify_id, processed_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+    )
+    .bind(n.provider)
+    .bind(now_ms)
+    .bind(&n.remote_addr)
+    .bind(n.headers.to_string())
+    .bind(n.body.to_vec())
+    .bind(n.verdict.as_str())
+    .bind(&n.reason)
+    .bind(&n.order_no)
+    .bind(&n.trade_no)
+    .bind(&n.notify_id)
+    .bind(now_ms)
+    .fetch_one(conn)
+    .await?;
+    Ok(row.try_get(0)?)
+}
+
+pub async fn set_verdict(tx: &mut Tx, id: i64, verdict: Verdict, reason: Option<&str>, now_ms: i64) -> Result<()> {
+    sqlx::query("UPDATE notifications SET verdict = $1, reason = $2, processed_at_ms = $3 WHERE id = $4")
+        .bind(verdict.as_str())
+        .bind(reason)
+        .bind(now_ms)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct NotificationRow {
+    pub id: i64,
+    pub provider: String,
+    pub received_at_ms: i64,
+    pub verdict: String,
+    pub reason: Option<String>,
+    pub order_no: Option<String>,
+    pub trade_no: Option<String>,
+    pub notify_id: Option<String>,
+    #[serde(skip)]
+    pub headers: String,
+    #[serde(skip)]
+    pub body: Vec<u8>,
+}
+
+const COLUMNS: &str = "id, provider, received_at_ms, verdict, reason, order_no, trade_no, notify_id, headers, body";
+
+pub async fn get(conn: &mut Conn, id: i64) -> Result<NotificationRow> {
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM notifications WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    decode(&row)
+}
+
+pub async fn for_order_no(conn: &mut Conn, order_no: &str) -> Result<Vec<NotificationRow>> {
+    let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM notifications WHERE order_no = $1 ORDER BY id"))
+        .bind(order_no)
+        .fetch_all(conn)
+        .await?;
+    rows.iter().map(decode).collect()
+}
+
+pub async fn count_by_verdict(conn: &mut Conn) -> Result<Vec<(String, i64)>> {
+    let rows = sqlx::query("SELECT verdict, COUNT(*) FROM notifications GROUP BY verdict ORDER BY verdict")
+        .fetch_all(conn)
+        .await?;
+    rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+}
+
+fn decode(row: &AnyRow) -> Result<NotificationRow> {
+    Ok(NotificationRow {
+        id: row.try_get("id")?,
+        provider: row.try_get("provider")?,
+        received_at_ms: row.try_get("received_at_ms")?,
+        verdict: row.try_get("verdict")?,
+        reason: row.try_get("reason")?,
+        order_no: row.try_get("order_no")?,
+        trade_no: row.try_get("trade_no")?,
+        notify_id: row.try_get("notify_id")?,
+        headers: row.try_get("headers")?,
+        body: row.try_get("body")?,
+    })
+}

@@ -1,0 +1,151 @@
+//! Test support: a fresh database per test on either engine, and `both_engines!`, which
+//! runs one test body against SQLite and PostgreSQL.
+//!
+//! PostgreSQL tests run when `ZERODROP_TEST_PG` holds a server URL (e.g.
+//! `postgres://postgres@127.0.0.1:5432/postgres`); each test creates its own database
+//! there and drops it when it passes. Without the variable they report themselves
+//! skipped; CI sets it, and sets `ZERODROP_TEST_PG_MARKER` to a file each PostgreSQL
+//! test appends to, so CI can prove the suite ran.
+
+use crate::{PoolConfig, Store};
+use std::io::Write;
+use std::path::PathBuf;
+
+pub const PG_URL_ENV: &str = "ZERODROP_TEST_PG";
+pub const PG_MARKER_ENV: &str = "ZERODROP_TEST_PG_MARKER";
+/// Test databases are named with this prefix so CI can sweep leftovers of failed runs.
+pub const PG_DB_PREFIX: &str = "zd_test_";
+
+pub struct TestDb {
+    pub url: String,
+    pub store: Store,
+    cleanup: Cleanup,
+}
+
+enum Cleanup {
+    Dir(PathBuf),
+    PgDatabase { admin_url: String, name: String },
+}
+
+impl TestDb {
+    pub async fn sqlite() -> TestDb {
+        let dir = std::env::temp_dir().join(format!("zerodrop-test-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let url = format!("sqlite://{}/zerodrop.db", dir.display());
+        let store = Store::connect(&url, &PoolConfig::default()).await.expect("sqlite connect");
+        store.migrate().await.expect("sqlite migrate");
+        TestDb { url, store, cleanup: Cleanup::Dir(dir) }
+    }
+
+    /// `None` (the test is skipped) when no PostgreSQL server is configured.
+    pub async fn postgres() -> Option<TestDb> {
+        let Ok(admin_url) = std::env::var(PG_URL_ENV) else {
+            eprintln!("skipped: set {PG_URL_ENV} to run PostgreSQL tests");
+            return None;
+        };
+        let name = format!("{PG_DB_PREFIX}{}", uuid::Uuid::new_v4().simple());
+        let admin = Store::connect(&admin_url, &PoolConfig { postgres_connections_max: 1, ..PoolConfig::default() })
+            .await
+            .unwrap_or_else(|e| panic!("{PG_URL_ENV} is set but PostgreSQL is unreachable: {e}"));
+        let mut conn = admin.reader().await.expect("admin connection");
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut *conn).await.expect("create test database");
+        drop(conn);
+        admin.close().await;
+        let url = replace_database(&admin_url, &name);
+        let store = Store::connect(&url, &PoolConfig::default()).await.expect("postgres connect");
+        store.migrate().await.expect("postgres migrate");
+        if let Ok(marker) = std::env::var(PG_MARKER_ENV) {
+            let mut file = std::fs::OpenOptions::new().create(true).append(true).open(marker).expect("marker file");
+            writeln!(file, "{name}").expect("marker write");
+        }
+        Some(TestDb { url, store, cleanup: Cleanup::PgDatabase { admin_url, name } })
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.cleanup, Cleanup::PgDatabase { .. })
+    }
+
+    /// Removes the database. Called at the end of a passing test; a failing test leaves
+    /// its database behind for inspection (CI sweeps them before each run).
+    pub async fn finish(self) {
+        self.store.close().await;
+        match self.cleanup {
+            Cleanup::Dir(dir) => {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            Cleanup::PgDatabase { admin_url, name } => {
+                let admin = Store::connect(&admin_url, &PoolConfig { postgres_connections_max: 1, ..PoolConfig::default() })
+                    .await
+                    .expect("admin connect");
+                let mut conn = admin.reader().await.expect("admin connection");
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut *conn).await;
+                drop(conn);
+                admin.close().await;
+            }
+        }
+    }
+}
+
+/// Replaces the database name in a PostgreSQL URL, keeping any query string.
+pub fn replace_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let path_start = base[scheme_end..].find('/').map(|i| i + scheme_end);
+    let host_part = match path_start {
+        Some(i) => &base[..i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{host_part}/{name}?{q}"),
+        None => format!("{host_part}/{name}"),
+    }
+}
+
+/// Runs one async test body on SQLite and on PostgreSQL, as `name::sqlite` and
+/// `name::postgres`. The body sees `$db: &TestDb`.
+#[macro_export]
+macro_rules! both_engines {
+    ($(#[$meta:meta])* async fn $name:ident($db:ident) $body:block) => {
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let owned = $crate::testing::TestDb::sqlite().await;
+                {
+                    let $db = &owned;
+                    $body
+                }
+                owned.finish().await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let Some(owned) = $crate::testing::TestDb::postgres().await else { return };
+                {
+                    let $db = &owned;
+                    $body
+                }
+                owned.finish().await;
+            }
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn database_names_are_replaced_in_urls() {
+        assert_eq!(
+            super::replace_database("postgres://postgres@127.0.0.1:5432/postgres", "x"),
+            "postgres://postgres@127.0.0.1:5432/x"
+        );
+        assert_eq!(super::replace_database("postgres://u@h/db?sslmode=disable", "y"), "postgres://u@h/y?sslmode=disable");
+        assert_eq!(super::replace_database("postgres://u@h", "z"), "postgres://u@h/z");
+    }
+}

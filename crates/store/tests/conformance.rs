@@ -1,0 +1,235 @@
+//! The storage conformance suite: every test runs on SQLite and on PostgreSQL.
+
+use serde_json::json;
+use zerodrop_domain::ledger::{AccountId, AccountKind, Transfer};
+use zerodrop_domain::order::{Actor, EventKind, OrderStatus};
+use zerodrop_domain::{Catalog, OrderId, OrderNo, UserId};
+use zerodrop_store::events::{self, NewEvent};
+use zerodrop_store::jobs::{self, NewJob};
+use zerodrop_store::ledger::{self, TransferOutcome, TransferRefused};
+use zerodrop_store::orders::{self, NewOrder, OrderRow};
+use zerodrop_store::payments::{self, NewPayment, PaymentSource};
+use zerodrop_store::{audit, both_engines, memberships, now_ms, Store};
+
+async fn new_order(store: &Store, sku: &str) -> OrderRow {
+    let catalog = Catalog::default_catalog();
+    let product = catalog.get(sku).unwrap().clone();
+    let order = NewOrder {
+        id: OrderId::new(),
+        order_no: OrderNo::from_random(rand::random::<u64>()),
+        user_id: UserId::parse("user-1").unwrap(),
+        amount: product.total(1).unwrap(),
+        product,
+        quantity: 1,
+        provider: "sandbox".into(),
+        expires_at_ms: now_ms() + 900_000,
+    };
+    let mut tx = store.begin().await.unwrap();
+    let row = orders::insert(&mut tx, &order, "test", now_ms()).await.unwrap().unwrap();
+    tx.commit().await.unwrap();
+    row
+}
+
+both_engines! {
+    async fn migrations_are_idempotent(db) {
+        assert_eq!(db.store.migrate().await.unwrap(), 0, "a second run applies nothing");
+    }
+}
+
+both_engines! {
+    async fn status_changes_only_through_events(db) {
+        let order = new_order(&db.store, "diamonds_60").await;
+        assert_eq!(order.status, OrderStatus::AwaitingPayment);
+        assert_eq!(order.event_seq, 1);
+
+        let mut tx = db.store.begin().await.unwrap();
+        let mut locked = orders::lock(&mut tx, order.id).await.unwrap();
+        let event = NewEvent::new(EventKind::Delivered, Actor::System, "test", json!({}));
+        let refused = events::append(&mut tx, &mut locked, event, now_ms()).await;
+        assert!(refused.is_err(), "delivering an unpaid order is refused");
+        drop(tx);
+
+        let mut tx = db.store.begin().await.unwrap();
+        let mut locked = orders::lock(&mut tx, order.id).await.unwrap();
+        for kind in [EventKind::PaymentCaptured, EventKind::Delivered] {
+            events::append(&mut tx, &mut locked, NewEvent::new(kind, Actor::Provider, "test", json!({})), now_ms()).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+
+        let mut conn = db.store.reader().await.unwrap();
+        let stored = orders::get_by_no(&mut conn, order.order_no.as_str()).await.unwrap().unwrap();
+        assert_eq!(stored.status, OrderStatus::Delivered);
+        assert!(stored.paid_at_ms.is_some() && stored.settled_at_ms.is_some());
+        let timeline = events::list(&mut conn, order.id).await.unwrap();
+        let kinds: Vec<_> = timeline.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["created", "payment_captured", "delivered"]);
+    }
+}
+
+both_engines! {
+    async fn payments_are_unique_per_trade_and_per_order(db) {
+        let a = new_order(&db.store, "diamonds_60").await;
+        let b = new_order(&db.store, "diamonds_60").await;
+        let payment = |order: OrderId, trade: &'static str| NewPayment {
+            order_id: order, provider: "sandbox", trade_no: trade, amount: a.amount,
+            paid_at_ms: None, source: PaymentSource::Query, late: false,
+        };
+        let mut tx = db.store.begin().await.unwrap();
+        assert!(payments::insert(&mut tx, &payment(a.id, "T1"), now_ms()).await.unwrap());
+        assert!(!payments::insert(&mut tx, &payment(a.id, "T1"), now_ms()).await.unwrap(), "same trade twice");
+        assert!(!payments::insert(&mut tx, &payment(a.id, "T2"), now_ms()).await.unwrap(), "second trade for one order");
+        assert!(!payments::insert(&mut tx, &payment(b.id, "T1"), now_ms()).await.unwrap(), "one trade for two orders");
+        tx.commit().await.unwrap();
+    }
+}
+
+both_engines! {
+    async fn ledger_transfers_apply_once_and_never_overdraw(db) {
+        let order = new_order(&db.store, "diamonds_60").await;
+        let user = UserId::parse("user-1").unwrap();
+        let credit = Transfer::order_credit(order.id, &user, "DIAMOND", 60).unwrap();
+        let mut tx = db.store.begin().await.unwrap();
+        assert_eq!(ledger::apply(&mut tx, &credit, Some(order.id), now_ms()).await.unwrap().unwrap(), TransferOutcome::Applied);
+        assert_eq!(ledger::apply(&mut tx, &credit, Some(order.id), now_ms()).await.unwrap().unwrap(), TransferOutcome::AlreadyApplied);
+        let overdraw = Transfer::new(
+            "spend:1".into(),
+            (AccountId::wallet(&user, "DIAMOND"), AccountKind::Wallet),
+            (AccountId::issuance("DIAMOND"), AccountKind::Issuance),
+            "DIAMOND",
+            61,
+        ).unwrap();
+        let refused = ledger::apply(&mut tx, &overdraw, None, now_ms()).await.unwrap();
+        assert!(matches!(refused, Err(TransferRefused::Insufficient { balance: 60, amount: 61, .. })));
+        tx.commit().await.unwrap();
+
+        let mut conn = db.store.reader().await.unwrap();
+        let wallet = ledger::wallet(&mut conn, &user).await.unwrap();
+        assert_eq!(wallet.len(), 1);
+        assert_eq!(wallet[0].balance, 60);
+        assert_eq!(wallet[0].last_credit_order_id.as_deref(), Some(order.id.to_string().as_str()));
+        assert!(wallet[0].last_entry_id.is_some());
+    }
+}
+
+both_engines! {
+    async fn the_record_is_append_only(db) {
+        let order = new_order(&db.store, "diamonds_60").await;
+        let mut tx = db.store.begin().await.unwrap();
+        let deleted = sqlx::query("DELETE FROM orders WHERE id = $1").bind(order.id.to_string()).execute(&mut *tx).await;
+        assert!(deleted.is_err(), "orders are never deleted");
+        drop(tx);
+        let mut tx = db.store.begin().await.unwrap();
+        let changed = sqlx::query("UPDATE order_events SET kind = 'delivered'").execute(&mut *tx).await;
+        assert!(changed.is_err(), "events are never changed");
+    }
+}
+
+both_engines! {
+    async fn memberships_stack_once_per_order(db) {
+        let user = UserId::parse("user-1").unwrap();
+        let first = new_order(&db.store, "svip_30d").await;
+        let second = new_order(&db.store, "svip_90d").await;
+        let now = now_ms();
+        let mut tx = db.store.begin().await.unwrap();
+        let p1 = memberships::extend(&mut tx, &user, "svip", 30, first.id, now).await.unwrap();
+        let p2 = memberships::extend(&mut tx, &user, "svip", 90, second.id, now).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(p2.starts_at_ms, p1.ends_at_ms, "the second purchase starts when the first ends");
+        let mut tx = db.store.begin().await.unwrap();
+        assert!(memberships::extend(&mut tx, &user, "svip", 30, first.id, now).await.is_err(), "once per order");
+        drop(tx);
+        let mut conn = db.store.reader().await.unwrap();
+        let list = memberships::for_user(&mut conn, &user).await.unwrap();
+        assert_eq!(list[0].ends_at_ms, p2.ends_at_ms);
+        assert_eq!(list[0].periods.len(), 2);
+    }
+}
+
+both_engines! {
+    async fn jobs_are_leased_retried_and_bounded(db) {
+        let now = now_ms();
+        let mut tx = db.store.begin().await.unwrap();
+        let job = NewJob { kind: "probe", order_id: None, payload: json!({"n": 1}), run_at_ms: now, max_attempts: 2, dedupe_key: Some("probe:1".into()) };
+        assert!(jobs::enqueue(&mut tx, &job, now).await.unwrap());
+        assert!(!jobs::enqueue(&mut tx, &job, now).await.unwrap(), "deduplicated");
+        tx.commit().await.unwrap();
+
+        let claimed = jobs::claim(&db.store, "w1", now, 30_000, 10).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].attempt, 1);
+        assert!(jobs::claim(&db.store, "w2", now, 30_000, 10).await.unwrap().is_empty(), "leased");
+        // After the lease expires another worker takes it over (a killed process).
+        let taken = jobs::claim(&db.store, "w2", now + 31_000, 30_000, 10).await.unwrap();
+        assert_eq!(taken.len(), 1);
+        assert_eq!(taken[0].attempt, 2);
+        let mut tx = db.store.begin().await.unwrap();
+        assert!(jobs::fail(&mut tx, &taken[0], "provider down", now + 31_000).await.unwrap(), "exhausted");
+        tx.commit().await.unwrap();
+        let mut conn = db.store.reader().await.unwrap();
+        let counts = jobs::counts(&mut conn).await.unwrap();
+        assert_eq!((counts[0].state.as_str(), counts[0].count), ("attention", 1));
+        assert_eq!(zerodrop_store::attention::count_open(&mut conn).await.unwrap(), 1);
+    }
+}
+
+both_engines! {
+    async fn concurrent_claimers_never_share_a_job(db) {
+        let now = now_ms();
+        let mut tx = db.store.begin().await.unwrap();
+        for n in 0..200 {
+            let job = NewJob { kind: "probe", order_id: None, payload: json!({"n": n}), run_at_ms: now, max_attempts: 3, dedupe_key: None };
+            jobs::enqueue(&mut tx, &job, now).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+        let mut handles = Vec::new();
+        for w in 0..4 {
+            let store = db.store.clone();
+            handles.push(tokio::spawn(async move {
+                let mut ids = Vec::new();
+                loop {
+                    let batch = jobs::claim(&store, &format!("w{w}"), now, 60_000, 7).await.unwrap();
+                    if batch.is_empty() { break ids; }
+                    ids.extend(batch.into_iter().map(|j| j.id));
+                }
+            }));
+        }
+        let mut all = Vec::new();
+        for h in handles { all.extend(h.await.unwrap()); }
+        let total = all.len();
+        all.sort();
+        all.dedup();
+        assert_eq!(total, 200);
+        assert_eq!(all.len(), 200, "no job claimed twice");
+    }
+}
+
+both_engines! {
+    async fn the_audit_passes_a_consistent_database_and_catches_tampering(db) {
+        let order = new_order(&db.store, "diamonds_60").await;
+        let user = UserId::parse("user-1").unwrap();
+        let mut tx = db.store.begin().await.unwrap();
+        let mut locked = orders::lock(&mut tx, order.id).await.unwrap();
+        let payment = NewPayment { order_id: order.id, provider: "sandbox", trade_no: "T9", amount: order.amount, paid_at_ms: None, source: PaymentSource::Query, late: false };
+        payments::insert(&mut tx, &payment, now_ms()).await.unwrap();
+        events::append(&mut tx, &mut locked, NewEvent::new(EventKind::PaymentCaptured, Actor::Provider, "t", json!({})), now_ms()).await.unwrap();
+        ledger::apply(&mut tx, &Transfer::order_credit(order.id, &user, "DIAMOND", 60).unwrap(), Some(order.id), now_ms()).await.unwrap().unwrap();
+        payments::insert_delivery(&mut tx, order.id, "currency_pack", &json!({}), now_ms()).await.unwrap();
+        events::append(&mut tx, &mut locked, NewEvent::new(EventKind::Delivered, Actor::System, "t", json!({})), now_ms()).await.unwrap();
+        tx.commit().await.unwrap();
+
+        let options = audit::AuditOptions { parked_age_ms_max: 3_600_000 };
+        let report = audit::run(&db.store, &options, now_ms()).await.unwrap();
+        assert!(report.passed(), "{report:#?}");
+
+        // An operator's slip: a balance edited by hand. The audit must notice.
+        let mut tx = db.store.begin().await.unwrap();
+        sqlx::query("UPDATE ledger_accounts SET balance = balance + 5 WHERE kind = 'wallet'").execute(&mut *tx).await.unwrap();
+        sqlx::query("UPDATE orders SET status = 'awaiting_payment'").execute(&mut *tx).await.unwrap();
+        tx.commit().await.unwrap();
+        let report = audit::run(&db.store, &options, now_ms()).await.unwrap();
+        let failed: Vec<_> = report.checks.iter().filter(|c| c.violations > 0).map(|c| c.name).collect();
+        for name in ["balance_equals_entries", "ledger_sums_to_zero", "status_is_fold", "payment_has_outcome", "delivered_exactly_once"] {
+            assert!(failed.contains(&name), "{name} should fail, failed: {failed:?}");
+        }
+    }
+}
