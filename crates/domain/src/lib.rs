@@ -10,8 +10,10 @@ pub mod ledger;
 pub mod membership;
 pub mod money;
 pub mod order;
+pub mod secret;
 
 pub use catalog::{Catalog, LatePolicy, Product, ProductKind};
 pub use ids::{OrderId, OrderNo, Sku, UserId};
 pub use money::{Currency, Money};
 pub use order::{Actor, EventKind, OrderState, OrderStatus};
+pub use secret::Secret;

@@ -1,0 +1,171 @@
+//! Payment providers behind one trait.
+//!
+//! zerodrop asks three things of a provider: is this notification genuine and what does
+//! it say; what is the state of this order's payment; close this unpaid order. Each
+//! adapter speaks its provider's wire format. The sandbox provider is not an adapter: it
+//! is a separate HTTP service speaking Alipay's format, reached through the Alipay adapter.
+
+pub mod alipay;
+pub mod keys;
+
+use std::future::Future;
+use std::pin::Pin;
+use zerodrop_domain::money::Money;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a provider needs to know about an order.
+#[derive(Clone, Debug)]
+pub struct OrderRef {
+    /// Our order number, sent to the provider as its merchant order id (`out_trade_no`).
+    pub order_no: String,
+    pub amount: Money,
+    pub subject: String,
+    pub expires_at_ms: i64,
+}
+
+/// A verified notification, reduced to what zerodrop acts on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notice {
+    /// The provider's id for this notification (deduplication and evidence).
+    pub notify_id: Option<String>,
+    pub order_no: String,
+    pub trade_no: Option<String>,
+    pub status: NoticeStatus,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NoticeStatus {
+    /// The provider says the order is paid.
+    Paid { amount: Money, paid_at_ms: Option<i64> },
+    /// Created but not paid yet; nothing to do.
+    AwaitingPayment,
+    /// Closed (unpaid, or fully refunded).
+    Closed,
+}
+
+/// Why a notification was refused. The code is stable and stored with the notification.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {detail}")]
+pub struct Rejection {
+    pub code: RejectCode,
+    pub detail: String,
+    /// The order the notification claims to be about, when it could be read, so the
+    /// order can be flagged for a person.
+    pub order_no: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RejectCode {
+    Malformed,
+    MissingSignature,
+    BadSignature,
+    WrongApp,
+    WrongSeller,
+    UnsupportedType,
+    BadAmount,
+}
+
+impl RejectCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectCode::Malformed => "malformed",
+            RejectCode::MissingSignature => "missing_signature",
+            RejectCode::BadSignature => "bad_signature",
+            RejectCode::WrongApp => "wrong_app_id",
+            RejectCode::WrongSeller => "wrong_seller_id",
+            RejectCode::UnsupportedType => "unsupported_type",
+            RejectCode::BadAmount => "bad_amount",
+        }
+    }
+
+    /// Rejections that point at a specific order mean someone sent a genuine-looking
+    /// message about it that does not add up: a person should look.
+    pub fn flags_order(self) -> bool {
+        match self {
+            RejectCode::WrongApp | RejectCode::WrongSeller | RejectCode::BadAmount | RejectCode::BadSignature => true,
+            RejectCode::Malformed | RejectCode::MissingSignature | RejectCode::UnsupportedType => false,
+        }
+    }
+}
+
+impl std::fmt::Display for RejectCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The provider's answer to "is this order paid?".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PaymentStatus {
+    /// No trade exists yet: the user never opened the cashier.
+    NotFound,
+    AwaitingPayment,
+    Paid { trade_no: String, amount: Money, paid_at_ms: Option<i64> },
+    Closed,
+}
+
+/// The provider's answer to "close this unpaid order". Whatever it says, the caller
+/// queries once more: a close that fails because the trade is paid is a payment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CloseOutcome {
+    Closed,
+    /// There was no trade to close; with the expiry sent at creation, none can start now.
+    NotFound,
+    /// The provider refused because the trade is not awaiting payment: it is paid, or
+    /// was closed before.
+    NotOpen,
+}
+
+/// How a notification was handled, for the provider-protocol reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AckKind {
+    /// Stored and acted on (or a duplicate of something already acted on): stop sending.
+    Accepted,
+    /// Refused (forged, malformed, not ours): the provider may send it again, and we will
+    /// refuse it again.
+    Rejected,
+    /// Not processed because of a fault on our side, or parked: please send it again.
+    RetryLater,
+}
+
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error("provider unreachable: {0}")]
+    Transport(String),
+    #[error("provider answered that the outcome is unknown ({0}); ask again")]
+    Unknown(String),
+    #[error("provider answer could not be trusted: {0}")]
+    BadResponse(String),
+    #[error("provider refused: {code} {sub_code}: {message}")]
+    Refused { code: String, sub_code: String, message: String },
+    #[error("provider configuration: {0}")]
+    Config(String),
+}
+
+/// How to answer the provider after handling a notification, in its own protocol.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ack {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+pub trait Provider: Send + Sync {
+    /// The name orders and routes use (`/v1/providers/{name}/notify`).
+    fn name(&self) -> &str;
+
+    /// Verifies a notification's signature and merchant identity, and reads it. Pure:
+    /// no IO, so it can run before anything is stored and again when replaying evidence.
+    fn verify_notification(&self, headers: &http::HeaderMap, body: &[u8]) -> Result<Notice, Rejection>;
+
+    /// What the client needs to pay this order at the provider.
+    fn payment_instructions(&self, order: &OrderRef) -> Result<serde_json::Value, ProviderError>;
+
+    fn query_payment<'a>(&'a self, order: &'a OrderRef) -> BoxFuture<'a, Result<PaymentStatus, ProviderError>>;
+
+    fn close_payment<'a>(&'a self, order: &'a OrderRef) -> BoxFuture<'a, Result<CloseOutcome, ProviderError>>;
+
+    /// The reply in the provider's own protocol.
+    fn ack(&self, kind: AckKind) -> Ack;
+}
