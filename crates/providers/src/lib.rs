@@ -6,6 +6,7 @@
 //! is a separate HTTP service speaking Alipay's format, reached through the Alipay adapter.
 
 pub mod alipay;
+pub mod http_client;
 pub mod keys;
 
 use std::future::Future;

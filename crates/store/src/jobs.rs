@@ -7,7 +7,7 @@
 //! second run changes nothing. Attempts are counted at claim time, so even a job that
 //! crashes its process every time is bounded. An exhausted job ends in `attention`.
 
-use crate::{attention, Dialect, Result, Store, StoreError, Tx};
+use crate::{Dialect, Result, Store, StoreError, Tx};
 use rand::Rng;
 use serde::Serialize;
 use sqlx::Row;
@@ -83,27 +83,31 @@ pub struct ClaimedJob {
     pub owner: String,
 }
 
-/// Claims up to `limit` due jobs for `owner` until `now + lease_ms`.
-pub async fn claim(store: &Store, owner: &str, now_ms: i64, lease_ms: i64, limit: i64) -> Result<Vec<ClaimedJob>> {
+/// Claims up to `limit` due jobs of the given kinds for `owner` until `now + lease_ms`.
+/// Kinds this build does not handle stay queued, visible, for a build that does.
+pub async fn claim(store: &Store, kinds: &[&str], owner: &str, now_ms: i64, lease_ms: i64, limit: i64) -> Result<Vec<ClaimedJob>> {
+    if kinds.is_empty() || limit < 1 {
+        return Ok(Vec::new());
+    }
     let skip_locked = match store.dialect() {
         Dialect::Sqlite => "",
         Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
     };
+    let kind_params: Vec<String> = (0..kinds.len()).map(|i| format!("${}", i + 5)).collect();
     let sql = format!(
         "UPDATE jobs SET lease_until_ms = $1, lease_owner = $2, attempts = attempts + 1 \
          WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' AND run_at_ms <= $3 \
-                      AND (lease_until_ms IS NULL OR lease_until_ms < $3) \
+                      AND (lease_until_ms IS NULL OR lease_until_ms < $3) AND kind IN ({}) \
                       ORDER BY run_at_ms LIMIT $4{skip_locked}) \
-         RETURNING id, kind, order_id, payload, attempts, max_attempts"
+         RETURNING id, kind, order_id, payload, attempts, max_attempts",
+        kind_params.join(", ")
     );
+    let mut query = sqlx::query(&sql).bind(now_ms + lease_ms).bind(owner).bind(now_ms).bind(limit);
+    for kind in kinds {
+        query = query.bind(*kind);
+    }
     let mut tx = store.begin().await?;
-    let rows = sqlx::query(&sql)
-        .bind(now_ms + lease_ms)
-        .bind(owner)
-        .bind(now_ms)
-        .bind(limit)
-        .fetch_all(&mut *tx)
-        .await?;
+    let rows = query.fetch_all(&mut *tx).await?;
     tx.commit().await?;
     rows.iter()
         .map(|r| {
@@ -150,8 +154,8 @@ pub async fn run_again_at(tx: &mut Tx, job: &ClaimedJob, run_at_ms: i64, note: O
 }
 
 /// A failed run. Retries with backoff while attempts remain; otherwise the job ends in
-/// `attention`, its order is flagged (by the caller's `on_exhausted`) and a person sees it.
-/// Returns true if the job was exhausted.
+/// `attention` and returns true: the caller then puts it in front of a person (flags its
+/// order, or raises an attention item) in the same transaction.
 pub async fn fail(tx: &mut Tx, job: &ClaimedJob, error: &str, now_ms: i64) -> Result<bool> {
     let error = truncate(error);
     if job.attempt >= job.max_attempts {
@@ -164,17 +168,6 @@ pub async fn fail(tx: &mut Tx, job: &ClaimedJob, error: &str, now_ms: i64) -> Re
         .bind(job.id)
         .execute(&mut **tx)
         .await?;
-        if job.order_id.is_none() {
-            let detail = serde_json::json!({ "kind": job.kind, "attempts": job.attempt, "last_error": error });
-            let item = attention::NewItem {
-                order_id: None,
-                notification_id: None,
-                job_id: Some(job.id),
-                reason: format!("job {} exhausted its attempts", job.kind),
-                detail,
-            };
-            attention::raise(tx, item, now_ms).await?;
-        }
         return Ok(true);
     }
     let run_at_ms = now_ms + backoff_ms(job.attempt);

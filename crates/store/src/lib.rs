@@ -20,7 +20,7 @@ pub mod orders;
 pub mod payments;
 pub mod testing;
 
-pub use db::{now_ms, Conn, Dialect, PoolConfig, Store, Tx};
+pub use db::{bench_insert, now_ms, raw_execute, Conn, Dialect, PoolConfig, Store, Tx};
 pub use migrate::MIGRATIONS_LATEST;
 
 use zerodrop_domain::order::TransitionError;

@@ -119,6 +119,32 @@ pub async fn list_by_status(conn: &mut Conn, status: OrderStatus, limit: i64) ->
     rows.iter().map(decode).collect()
 }
 
+/// A light view of an order, for reports over many orders.
+#[derive(Clone, Debug)]
+pub struct OrderSummary {
+    pub order_no: String,
+    pub status: String,
+    pub attention: bool,
+    pub settled_at_ms: Option<i64>,
+}
+
+/// Every order, lightly (for reports and the demo; not for request paths).
+pub async fn summaries(conn: &mut Conn) -> Result<Vec<OrderSummary>> {
+    let rows = sqlx::query("SELECT order_no, status, attention, settled_at_ms FROM orders ORDER BY created_at_ms")
+        .fetch_all(conn)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(OrderSummary {
+                order_no: r.try_get(0)?,
+                status: r.try_get(1)?,
+                attention: r.try_get::<i64, _>(2)? != 0,
+                settled_at_ms: r.try_get(3)?,
+            })
+        })
+        .collect()
+}
+
 /// Counts of orders per status, and of orders flagged for attention.
 pub async fn count_by_status(conn: &mut Conn) -> Result<Vec<(String, i64, i64)>> {
     let rows = sqlx::query(

@@ -122,6 +122,14 @@ fn decode(row: &AnyRow) -> Result<PaymentRow> {
     })
 }
 
+/// When each delivered order was delivered, by order number: (order id, delivered at).
+pub async fn delivered_at_by_order_no(conn: &mut Conn) -> Result<std::collections::HashMap<String, (String, i64)>> {
+    let rows = sqlx::query("SELECT o.order_no, o.id, d.delivered_at_ms FROM deliveries d JOIN orders o ON o.id = d.order_id")
+        .fetch_all(conn)
+        .await?;
+    rows.iter().map(|r| Ok((r.try_get(0)?, (r.try_get(1)?, r.try_get(2)?)))).collect()
+}
+
 /// Records the one delivery of an order. A second delivery violates the primary key and
 /// fails the transaction: double delivery is impossible by construction, not by care.
 pub async fn insert_delivery(tx: &mut Tx, order_id: OrderId, kind: &str, detail: &serde_json::Value, now_ms: i64) -> Result<()> {

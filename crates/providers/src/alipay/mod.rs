@@ -55,15 +55,7 @@ pub struct Alipay {
 
 impl Alipay {
     pub fn new(config: AlipayConfig) -> Result<Alipay, ProviderError> {
-        // rustls needs a process-wide crypto provider; installing it twice is harmless.
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let timeout = Duration::from_millis(config.timeout_ms);
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(3)))
-            // A payment gateway never redirects; following one could leak signed requests.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
+        let client = crate::http_client::client(Duration::from_millis(config.timeout_ms))
             .map_err(|e| ProviderError::Config(format!("http client: {e}")))?;
         Ok(Alipay { config: Arc::new(config), client })
     }

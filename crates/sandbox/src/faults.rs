@@ -1,0 +1,60 @@
+//! Fault knobs. Rates are whole percentages (0–100); no floats near the dice either.
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Faults {
+    /// Share of payments whose notifications are never sent at all (S1: 支付未同步).
+    pub drop_rate_pct: u32,
+    /// Share of notifications sent twice.
+    pub duplicate_rate_pct: u32,
+    /// Share of payments followed by a stale `WAIT_BUYER_PAY` notification that arrives
+    /// after the `TRADE_SUCCESS` one (out-of-order delivery).
+    pub reorder_rate_pct: u32,
+    /// Each notification waits a random time in this range before it is sent, so
+    /// notifications of different orders (and copies of one) arrive in any order.
+    pub delay_ms_min: u64,
+    pub delay_ms_max: u64,
+    /// The gateway answers HTTP 503 until this time (Unix ms): an outage.
+    pub gateway_down_until_ms: i64,
+    /// The gateway waits this long before answering.
+    pub gateway_slow_ms: u64,
+    /// Share of gateway calls answered with code 20000 (outcome unknown).
+    pub gateway_unknown_rate_pct: u32,
+    /// How long after an order's `time_expire` the sandbox still accepts payment, as a
+    /// provider with a laxer clock would: such payments land on expired orders (late).
+    pub late_pay_grace_ms: i64,
+    /// Retry schedule scale for unacknowledged notifications, in percent of Alipay's
+    /// real schedule (4m, 10m, 10m, 1h, 2h, 6h, 15h). 100 is realistic; tests use ~1.
+    pub retry_scale_pct: u32,
+}
+
+impl Faults {
+    /// No faults, and Alipay's real retry schedule.
+    pub fn none() -> Faults {
+        Faults { retry_scale_pct: 100, ..Faults::default() }
+    }
+}
+
+/// True with probability `pct` percent.
+pub fn roll(pct: u32) -> bool {
+    pct > 0 && rand::rng().random_range(0..100) < pct
+}
+
+pub fn delay_ms(faults: &Faults) -> u64 {
+    if faults.delay_ms_max <= faults.delay_ms_min {
+        return faults.delay_ms_min;
+    }
+    rand::rng().random_range(faults.delay_ms_min..=faults.delay_ms_max)
+}
+
+/// Alipay's retry intervals after an unacknowledged notification, in seconds: 8 sends in
+/// about 25 hours, then silence.
+pub const ALIPAY_RETRY_SECS: [u64; 7] = [240, 600, 600, 3_600, 7_200, 21_600, 54_000];
+
+pub fn retry_delay_ms(faults: &Faults, retry: usize) -> Option<u64> {
+    let secs = ALIPAY_RETRY_SECS.get(retry)?;
+    Some(secs * 1000 * u64::from(faults.retry_scale_pct) / 100)
+}

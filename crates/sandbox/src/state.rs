@@ -1,0 +1,77 @@
+//! What the sandbox knows: merchants, trades and its own ledger of charges.
+
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use zerodrop_domain::money::Money;
+use zerodrop_providers::keys::RsaPublicKey;
+
+#[derive(Clone, Debug)]
+pub struct Merchant {
+    pub app_id: String,
+    pub seller_id: String,
+    pub app_public_key: RsaPublicKey,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum TradeStatus {
+    WaitBuyerPay,
+    Success,
+    Closed,
+}
+
+impl TradeStatus {
+    pub fn alipay_name(self) -> &'static str {
+        match self {
+            TradeStatus::WaitBuyerPay => "WAIT_BUYER_PAY",
+            TradeStatus::Success => "TRADE_SUCCESS",
+            TradeStatus::Closed => "TRADE_CLOSED",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Trade {
+    pub trade_no: String,
+    pub out_trade_no: String,
+    pub app_id: String,
+    pub seller_id: String,
+    pub amount: Money,
+    pub subject: String,
+    pub status: TradeStatus,
+    pub created_at_ms: i64,
+    pub paid_at_ms: Option<i64>,
+    pub notify_url: String,
+}
+
+/// One charge the sandbox made: what a real provider's bill would list.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Charge {
+    pub trade_no: String,
+    pub out_trade_no: String,
+    pub amount_minor: i64,
+    pub paid_at_ms: i64,
+    /// Paid after the order's `time_expire` (only possible with `late_pay_grace_ms`).
+    pub late: bool,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Stats {
+    pub notifications_planned: u64,
+    pub notifications_dropped: u64,
+    pub notifications_duplicated: u64,
+    pub notifications_stale: u64,
+    pub sends: u64,
+    pub sends_acknowledged: u64,
+    pub sends_refused: u64,
+    pub gateway_calls: u64,
+    pub gateway_failed: u64,
+}
+
+#[derive(Default)]
+pub struct Ledger {
+    pub merchants: HashMap<String, Merchant>,
+    pub trades: HashMap<String, Trade>,
+    pub charges: Vec<Charge>,
+    pub next_trade_seq: u64,
+    pub stats: Stats,
+}

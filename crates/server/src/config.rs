@@ -1,0 +1,323 @@
+//! Configuration: one typed struct, loaded once from a TOML file plus `ZERODROP_*`
+//! environment variables, and passed down. Secrets are redacted wherever it is printed.
+//!
+//! Environment variables name a key path with `__` between levels, upper-cased:
+//! `ZERODROP_DATABASE_URL`, `ZERODROP_ORDERS__TTL_SECS`, `ZERODROP_PROVIDERS__0__APP_ID`.
+//! Values are read as TOML (numbers, arrays, booleans) and fall back to plain strings.
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use zerodrop_domain::Secret;
+
+pub const ENV_PREFIX: &str = "ZERODROP_";
+/// Default SQLite file, under `./data/` as the design says.
+pub const DATABASE_URL_DEFAULT: &str = "sqlite://./data/zerodrop.db";
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub database_url: String,
+    pub listen: String,
+    /// How providers reach this server (notification URLs are built from it).
+    pub public_base_url: String,
+    /// Empty: the catalog that ships with zerodrop.
+    pub catalog_path: String,
+    /// Provider used when an order does not name one.
+    pub default_provider: String,
+    pub api: ApiConfig,
+    pub orders: OrderConfig,
+    pub jobs: JobConfig,
+    pub audit: AuditConfig,
+    pub providers: Vec<ProviderConfig>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Keys the platform's back end presents as `Authorization: Bearer <key>`.
+    pub merchant_api_keys: Vec<Secret<String>>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OrderConfig {
+    /// How long a user may take to pay.
+    pub ttl_secs: i64,
+    /// When to ask the provider about an unpaid order, counted from its creation. Points
+    /// at or after expiry are skipped: the expiry job closes and queries once more.
+    pub query_schedule_secs: Vec<i64>,
+    /// After an order expires, one more query this much later catches a payment that
+    /// raced the close (a late payment), in case its notification is lost.
+    pub late_sweep_secs: i64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobConfig {
+    /// Jobs run at once by one process (mostly waiting on providers).
+    pub concurrency: usize,
+    /// Longest sleep between looks at the queue when idle.
+    pub poll_interval_ms: u64,
+    /// How long a claimed job is reserved for its worker; a killed worker's jobs are
+    /// taken over after this.
+    pub lease_ms: i64,
+    /// Setting this false runs an API-only process (another process runs the jobs).
+    pub enabled: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// A parked notification older than this must be in front of a person.
+    pub parked_age_secs_max: i64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub name: String,
+    /// Wire format: `alipay` (the sandbox provider speaks it too).
+    pub kind: String,
+    #[serde(deserialize_with = "string_or_integer")]
+    pub app_id: String,
+    #[serde(deserialize_with = "string_or_integer")]
+    pub seller_id: String,
+    pub gateway_url: String,
+    /// The app's private key, PEM or bare base64; or `app_private_key_file`.
+    #[serde(default)]
+    pub app_private_key: Option<Secret<String>>,
+    #[serde(default)]
+    pub app_private_key_file: Option<String>,
+    /// The provider's public key, PEM or bare base64; or `provider_public_key_file`.
+    #[serde(default)]
+    pub provider_public_key: Option<String>,
+    #[serde(default)]
+    pub provider_public_key_file: Option<String>,
+    #[serde(default = "gateway_timeout_ms_default")]
+    pub timeout_ms: u64,
+}
+
+/// Provider ids are long digit strings ("2088…"); written bare in TOML or in an
+/// environment variable they arrive as integers, and mean the same digits.
+fn string_or_integer<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Id {
+        Text(String),
+        Number(i64),
+    }
+    Ok(match Id::deserialize(deserializer)? {
+        Id::Text(text) => text,
+        Id::Number(n) => n.to_string(),
+    })
+}
+
+fn gateway_timeout_ms_default() -> u64 {
+    zerodrop_providers::alipay::GATEWAY_TIMEOUT_MS_DEFAULT
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            database_url: DATABASE_URL_DEFAULT.into(),
+            listen: "127.0.0.1:8080".into(),
+            public_base_url: "http://127.0.0.1:8080".into(),
+            catalog_path: String::new(),
+            default_provider: "sandbox".into(),
+            api: ApiConfig::default(),
+            orders: OrderConfig::default(),
+            jobs: JobConfig::default(),
+            audit: AuditConfig::default(),
+            providers: Vec::new(),
+        }
+    }
+}
+
+impl Default for OrderConfig {
+    fn default() -> Self {
+        OrderConfig { ttl_secs: 900, query_schedule_secs: vec![30, 60, 120, 300, 600], late_sweep_secs: 600 }
+    }
+}
+
+impl Default for JobConfig {
+    fn default() -> Self {
+        JobConfig { concurrency: 16, poll_interval_ms: 250, lease_ms: 60_000, enabled: true }
+    }
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig { parked_age_secs_max: 7_200 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("configuration is not valid: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads `path` (if given) and applies `ZERODROP_*` variables from `env`.
+    pub fn load<I>(path: Option<&Path>, env: I) -> Result<Config, ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.display().to_string(), source })?,
+            None => String::new(),
+        };
+        let mut table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        for (name, value) in env {
+            if let Some(key) = name.strip_prefix(ENV_PREFIX) {
+                apply_env(&mut table, key, &value)?;
+            }
+        }
+        let config: Config = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if self.orders.ttl_secs < 10 || self.orders.ttl_secs > 7 * 86_400 {
+            return invalid("orders.ttl_secs must be between 10 and 604800".into());
+        }
+        if self.orders.query_schedule_secs.iter().any(|s| *s < 1) || self.orders.query_schedule_secs.len() > 50 {
+            return invalid("orders.query_schedule_secs must be at most 50 positive numbers".into());
+        }
+        if self.orders.late_sweep_secs < 1 {
+            return invalid("orders.late_sweep_secs must be positive".into());
+        }
+        if self.jobs.concurrency == 0 || self.jobs.concurrency > 256 {
+            return invalid("jobs.concurrency must be 1..=256".into());
+        }
+        if self.jobs.lease_ms < 5_000 {
+            return invalid("jobs.lease_ms must be at least 5000".into());
+        }
+        for p in &self.providers {
+            if p.kind != "alipay" {
+                return invalid(format!("provider {}: kind {:?} is not supported (alipay)", p.name, p.kind));
+            }
+            if zerodrop_domain::Sku::parse(&p.name).is_err() {
+                return invalid(format!("provider name {:?} must be a short identifier", p.name));
+            }
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, with every secret replaced by `[redacted]`.
+    pub fn redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render configuration: {e}"))
+    }
+}
+
+fn apply_env(table: &mut toml::Table, key: &str, value: &str) -> Result<(), ConfigError> {
+    let path: Vec<String> = key.split("__").map(|s| s.to_ascii_lowercase()).collect();
+    let parsed = parse_env_value(value);
+    set_path(&mut toml::Value::Table(std::mem::take(table)), &path, parsed)
+        .map(|root| {
+            if let toml::Value::Table(t) = root {
+                *table = t;
+            }
+        })
+        .map_err(|m| ConfigError::Invalid(format!("{ENV_PREFIX}{key}: {m}")))
+}
+
+fn parse_env_value(value: &str) -> toml::Value {
+    // `x = <value>` parses numbers, booleans and arrays; anything else is a string.
+    match toml::from_str::<toml::Table>(&format!("x = {value}")) {
+        Ok(mut t) => t.remove("x").unwrap_or_else(|| toml::Value::String(value.into())),
+        Err(_) => toml::Value::String(value.into()),
+    }
+}
+
+fn set_path(root: &mut toml::Value, path: &[String], value: toml::Value) -> Result<toml::Value, String> {
+    let mut node = &mut *root;
+    for (i, segment) in path.iter().enumerate() {
+        let last = i + 1 == path.len();
+        node = match node {
+            toml::Value::Table(t) => {
+                if last {
+                    t.insert(segment.clone(), value);
+                    return Ok(std::mem::replace(root, toml::Value::Boolean(false)));
+                }
+                let next_is_index = path[i + 1].parse::<usize>().is_ok();
+                t.entry(segment.clone()).or_insert_with(|| {
+                    if next_is_index {
+                        toml::Value::Array(Vec::new())
+                    } else {
+                        toml::Value::Table(toml::Table::new())
+                    }
+                })
+            }
+            toml::Value::Array(items) => {
+                let index: usize = segment.parse().map_err(|_| format!("{segment} is not an index"))?;
+                if index > items.len() {
+                    return Err(format!("index {index} skips entries"));
+                }
+                if index == items.len() {
+                    items.push(toml::Value::Table(toml::Table::new()));
+                }
+                if last {
+                    items[index] = value;
+                    return Ok(std::mem::replace(root, toml::Value::Boolean(false)));
+                }
+                &mut items[index]
+            }
+            _ => return Err(format!("{segment} is not a table")),
+        };
+    }
+    Err("empty key".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn environment_overrides_file_values_at_any_depth() {
+        let dir = std::env::temp_dir().join(format!("zd-config-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("zerodrop.toml");
+        std::fs::write(&file, "listen = \"0.0.0.0:1\"\n[orders]\nttl_secs = 60\n").unwrap();
+        let config = Config::load(
+            Some(&file),
+            env(&[
+                ("ZERODROP_ORDERS__TTL_SECS", "120"),
+                ("ZERODROP_ORDERS__QUERY_SCHEDULE_SECS", "[5, 10]"),
+                ("ZERODROP_API__MERCHANT_API_KEYS", "[\"k1\"]"),
+                ("ZERODROP_PROVIDERS__0__NAME", "sandbox"),
+                ("ZERODROP_PROVIDERS__0__KIND", "alipay"),
+                ("ZERODROP_PROVIDERS__0__APP_ID", "2021"),
+                ("ZERODROP_PROVIDERS__0__SELLER_ID", "2088"),
+                ("ZERODROP_PROVIDERS__0__GATEWAY_URL", "http://127.0.0.1:9/gateway.do"),
+                ("ZERODROP_PROVIDERS__0__APP_PRIVATE_KEY", "very-secret-key"),
+                ("HOME", "/ignored"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.listen, "0.0.0.0:1");
+        assert_eq!(config.orders.ttl_secs, 120);
+        assert_eq!(config.orders.query_schedule_secs, vec![5, 10]);
+        assert_eq!(config.providers[0].app_id, "2021", "a numeric-looking id stays as written");
+        let printed = config.redacted_toml();
+        assert!(!printed.contains("very-secret-key") && !printed.contains("k1"), "{printed}");
+        assert!(printed.contains("[redacted]"));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn bad_configuration_is_refused_with_the_key_named() {
+        let err = Config::load(None, env(&[("ZERODROP_ORDERS__TTL_SECS", "1")])).unwrap_err().to_string();
+        assert!(err.contains("ttl_secs"), "{err}");
+        let err = Config::load(None, env(&[("ZERODROP_SURPRISE", "1")])).unwrap_err().to_string();
+        assert!(err.contains("surprise"), "{err}");
+    }
+}

@@ -1,0 +1,239 @@
+//! Provider notification intake: `POST /v1/providers/{provider}/notify`.
+//!
+//! Verification is a pure function of the request, so it runs first; then one
+//! transaction stores the raw request with its verdict and, for a payment, records it
+//! through the one payment path. Only after that commit does the provider get its
+//! acknowledgement. Refused requests are stored too, as evidence. A notification for an
+//! unknown order is parked with a job that keeps trying to match it, never acknowledged
+//! and forgotten. Any fault on our side stores what it can and asks the provider to retry.
+
+use crate::app::App;
+use crate::payment::{self, PaymentFact, Recorded};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use std::net::SocketAddr;
+use zerodrop_domain::order::{Actor, EventKind};
+use zerodrop_providers::{AckKind, Notice, NoticeStatus, Provider, Rejection};
+use zerodrop_store::events::{self, NewEvent};
+use zerodrop_store::jobs::NewJob;
+use zerodrop_store::notifications::{self, NewNotification, Verdict};
+use zerodrop_store::payments::PaymentSource;
+use zerodrop_store::{now_ms, orders, StoreError, Tx};
+
+/// Largest notification body accepted. Real notifications are a few KiB.
+pub const NOTIFY_BODY_BYTES_MAX: usize = 64 * 1024;
+/// Headers that are never stored with the evidence.
+const HEADERS_NOT_STORED: &[&str] = &["authorization", "cookie", "proxy-authorization"];
+/// A parked notification is retried for about 45 minutes before a person is asked.
+pub const RESOLVE_PARKED_ATTEMPTS_MAX: i64 = 12;
+
+pub struct Request<'a> {
+    pub provider: &'a str,
+    pub remote: Option<SocketAddr>,
+    pub headers: &'a HeaderMap,
+    /// The body, or `None` when it was larger than [`NOTIFY_BODY_BYTES_MAX`].
+    pub body: Option<&'a [u8]>,
+}
+
+pub async fn handle(app: &App, request: Request<'_>) -> Response {
+    let Some(provider) = app.provider(request.provider).cloned() else {
+        let stored = store_refusal(app, &request, "unknown_provider", "no such provider").await;
+        log_store_failure(stored);
+        return (StatusCode::NOT_FOUND, "unknown provider").into_response();
+    };
+    let Some(body) = request.body else {
+        let detail = format!("body larger than {NOTIFY_BODY_BYTES_MAX} bytes");
+        log_store_failure(store_refusal(app, &request, "body_too_large", &detail).await);
+        let ack = provider.ack(AckKind::Rejected);
+        return ack_response(ack, StatusCode::PAYLOAD_TOO_LARGE);
+    };
+    let verified = provider.verify_notification(request.headers, body);
+    let outcome = match verified {
+        Ok(notice) => accept(app, &request, body, &notice).await,
+        Err(rejection) => reject(app, &request, body, &rejection).await,
+    };
+    let kind = match outcome {
+        Ok(kind) => kind,
+        Err(e) => {
+            tracing::error!(error = %e, provider = request.provider, "notification not processed; provider will retry");
+            let stored = store_row(app, &request, body, Verdict::Failed, Some(&e.to_string()), None).await;
+            log_store_failure(stored.map(|_| ()));
+            AckKind::RetryLater
+        }
+    };
+    let ack = provider.ack(kind);
+    ack_response(ack, StatusCode::OK)
+}
+
+fn ack_response(ack: zerodrop_providers::Ack, fallback: StatusCode) -> Response {
+    let status = StatusCode::from_u16(ack.status).unwrap_or(fallback);
+    (status, [("content-type", ack.content_type)], ack.body).into_response()
+}
+
+fn log_store_failure(result: Result<(), StoreError>) {
+    if let Err(e) = result {
+        tracing::error!(error = %e, "could not store a refused notification");
+    }
+}
+
+async fn accept(app: &App, request: &Request<'_>, body: &[u8], notice: &Notice) -> Result<AckKind, StoreError> {
+    let mut tx = app.store.begin().await?;
+    let now = now_ms();
+    let order = orders::get_by_no(&mut tx, &notice.order_no).await?;
+    let Some(order) = order else {
+        let id = insert(&mut tx, request, body, Verdict::Parked, Some("unknown order"), Some(notice), now).await?;
+        let job = NewJob {
+            kind: crate::jobs::RESOLVE_PARKED,
+            order_id: None,
+            payload: json!({ "notification_id": id, "provider": request.provider }),
+            run_at_ms: now + 1_000,
+            max_attempts: RESOLVE_PARKED_ATTEMPTS_MAX,
+            dedupe_key: Some(format!("parked:{id}")),
+        };
+        zerodrop_store::jobs::enqueue(&mut tx, &job, now).await?;
+        tx.commit().await?;
+        tracing::warn!(provider = request.provider, order.no = %notice.order_no, "notification for an unknown order parked");
+        // Not acknowledged: the provider keeps resending while we keep looking.
+        return Ok(AckKind::RetryLater);
+    };
+    let NoticeStatus::Paid { amount, paid_at_ms } = &notice.status else {
+        insert(&mut tx, request, body, Verdict::Ignored, Some("not a payment"), Some(notice), now).await?;
+        tx.commit().await?;
+        return Ok(AckKind::Accepted);
+    };
+    let Some(trade_no) = notice.trade_no.clone() else {
+        insert(&mut tx, request, body, Verdict::Rejected, Some("malformed: paid without trade_no"), Some(notice), now).await?;
+        tx.commit().await?;
+        return Ok(AckKind::Rejected);
+    };
+    let id = insert(&mut tx, request, body, Verdict::Accepted, None, Some(notice), now).await?;
+    let fact = PaymentFact { provider: request.provider.to_owned(), trade_no, amount: *amount, paid_at_ms: *paid_at_ms };
+    let cause = format!("notification:{id}");
+    let recorded = payment::record_in(&mut tx, order.id, &fact, PaymentSource::Notification, &cause, now).await?;
+    let kind = match recorded {
+        Recorded::Delivered { .. } | Recorded::RefundDue => AckKind::Accepted,
+        Recorded::Duplicate => {
+            notifications::set_verdict(&mut tx, id, Verdict::Duplicate, Some("payment already recorded"), now).await?;
+            AckKind::Accepted
+        }
+        Recorded::Refused { reason } => {
+            notifications::set_verdict(&mut tx, id, Verdict::Rejected, Some(reason), now).await?;
+            AckKind::Rejected
+        }
+    };
+    tx.commit().await?;
+    Ok(kind)
+}
+
+async fn reject(app: &App, request: &Request<'_>, body: &[u8], rejection: &Rejection) -> Result<AckKind, StoreError> {
+    let mut tx = app.store.begin().await?;
+    let now = now_ms();
+    let reason = format!("{}: {}", rejection.code, rejection.detail);
+    let id = insert_raw(&mut tx, request, body, Verdict::Rejected, Some(&reason), rejection.order_no.as_deref(), None, None, now).await?;
+    if rejection.code.flags_order() {
+        if let Some(order_no) = &rejection.order_no {
+            if let Some(order) = orders::get_by_no(&mut tx, order_no).await? {
+                let mut order = orders::lock(&mut tx, order.id).await?;
+                let cause = format!("notification:{id}");
+                let data = json!({ "notification_id": id, "code": rejection.code.as_str(), "reason": rejection.code.as_str() });
+                events::append(&mut tx, &mut order, NewEvent::new(EventKind::NotificationRejected, Actor::Provider, &cause, data.clone()), now).await?;
+                events::append(&mut tx, &mut order, NewEvent::new(EventKind::AttentionRaised, Actor::System, &cause, data), now).await?;
+            }
+        }
+    }
+    tx.commit().await?;
+    tracing::warn!(provider = request.provider, code = %rejection.code, "notification refused");
+    Ok(AckKind::Rejected)
+}
+
+async fn insert(
+    tx: &mut Tx,
+    request: &Request<'_>,
+    body: &[u8],
+    verdict: Verdict,
+    reason: Option<&str>,
+    notice: Option<&Notice>,
+    now: i64,
+) -> Result<i64, StoreError> {
+    let order_no = notice.map(|n| n.order_no.as_str());
+    let trade_no = notice.and_then(|n| n.trade_no.as_deref());
+    let notify_id = notice.and_then(|n| n.notify_id.as_deref());
+    insert_raw(tx, request, body, verdict, reason, order_no, trade_no, notify_id, now).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn insert_raw(
+    tx: &mut Tx,
+    request: &Request<'_>,
+    body: &[u8],
+    verdict: Verdict,
+    reason: Option<&str>,
+    order_no: Option<&str>,
+    trade_no: Option<&str>,
+    notify_id: Option<&str>,
+    now: i64,
+) -> Result<i64, StoreError> {
+    let clip = |s: &str| s.chars().take(128).collect::<String>();
+    let row = NewNotification {
+        provider: &clip(request.provider),
+        remote_addr: request.remote.map(|a| a.to_string()),
+        headers: stored_headers(request.headers),
+        body,
+        verdict,
+        reason: reason.map(|r| r.chars().take(500).collect()),
+        order_no: order_no.map(clip),
+        trade_no: trade_no.map(clip),
+        notify_id: notify_id.map(clip),
+    };
+    notifications::insert(tx, &row, now).await
+}
+
+/// Stores a refused request in its own transaction (nothing else to do with it).
+async fn store_refusal(app: &App, request: &Request<'_>, code: &str, detail: &str) -> Result<(), StoreError> {
+    let body = request.body.unwrap_or_default();
+    store_row(app, request, body, Verdict::Rejected, Some(&format!("{code}: {detail}")), None).await.map(|_| ())
+}
+
+async fn store_row(
+    app: &App,
+    request: &Request<'_>,
+    body: &[u8],
+    verdict: Verdict,
+    reason: Option<&str>,
+    notice: Option<&Notice>,
+) -> Result<i64, StoreError> {
+    let mut tx = app.store.begin().await?;
+    let id = insert(&mut tx, request, body, verdict, reason, notice, now_ms()).await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+fn stored_headers(headers: &HeaderMap) -> serde_json::Value {
+    let mut map = serde_json::Map::new();
+    for (name, value) in headers {
+        if HEADERS_NOT_STORED.contains(&name.as_str()) {
+            continue;
+        }
+        let text: String = String::from_utf8_lossy(value.as_bytes()).chars().take(512).collect();
+        map.insert(name.as_str().to_owned(), serde_json::Value::String(text));
+    }
+    serde_json::Value::Object(map)
+}
+
+/// Re-verifies a stored notification (used when resolving parked ones).
+pub fn reverify(provider: &dyn Provider, headers_json: &str, body: &[u8]) -> Result<Notice, Rejection> {
+    let mut headers = HeaderMap::new();
+    if let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(headers_json) {
+        for (name, value) in map {
+            let (Ok(name), Some(Ok(value))) = (
+                axum::http::HeaderName::from_bytes(name.as_bytes()),
+                value.as_str().map(axum::http::HeaderValue::from_str),
+            ) else {
+                continue;
+            };
+            headers.insert(name, value);
+        }
+    }
+    provider.verify_notification(&headers, body)
+}

@@ -1,0 +1,174 @@
+//! The one path by which an order becomes paid.
+//!
+//! A notification, a query answer, a close that found the order paid, a parked
+//! notification resolved later: whoever brings the news calls [`record_in`]. In the
+//! caller's transaction it locks the order, records the payment (unique per provider
+//! trade and per order), delivers internal goods or marks a late payment for refund,
+//! appends the events and enqueues follow-ups. Duplicates and races between sources are
+//! settled by the order lock and the database's unique constraints, not by timing.
+
+use crate::app::App;
+use crate::delivery;
+use serde_json::json;
+use zerodrop_domain::catalog::LatePolicy;
+use zerodrop_domain::money::Money;
+use zerodrop_domain::order::{Actor, EventKind, OrderStatus};
+use zerodrop_domain::OrderId;
+use zerodrop_store::events::{self, NewEvent};
+use zerodrop_store::jobs::{self, NewJob};
+use zerodrop_store::orders::{self, OrderRow};
+use zerodrop_store::payments::{self, NewPayment, PaymentSource};
+use zerodrop_store::{StoreError, Tx};
+
+/// Attempts at a payment transaction that hit a transient conflict (a serialization
+/// failure, a busy database) before the error goes back to the caller, whose own retry
+/// (the provider's resend, the job's backoff) takes over.
+pub const RECORD_ATTEMPTS_MAX: u32 = 3;
+/// Refund jobs retry for a long time: money is owed to the user.
+pub const REFUND_ATTEMPTS_MAX: i64 = 50;
+
+/// What a provider says was paid.
+#[derive(Clone, Debug)]
+pub struct PaymentFact {
+    pub provider: String,
+    pub trade_no: String,
+    pub amount: Money,
+    pub paid_at_ms: Option<i64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Recorded {
+    /// Captured and delivered in the same transaction.
+    Delivered { late: bool },
+    /// Captured after expiry under a refund policy; a refund job is stored.
+    RefundDue,
+    /// Already recorded (same provider trade): nothing changed.
+    Duplicate,
+    /// Does not add up (amount, provider, a second trade): nothing delivered, the order
+    /// is flagged for a person.
+    Refused { reason: &'static str },
+}
+
+/// Records the payment in its own transaction, retrying transient conflicts.
+pub async fn record(
+    app: &App,
+    order_id: OrderId,
+    fact: &PaymentFact,
+    source: PaymentSource,
+    cause: &str,
+) -> Result<Recorded, StoreError> {
+    let mut attempt = 1;
+    loop {
+        let mut tx = app.store.begin().await?;
+        let outcome = record_in(&mut tx, order_id, fact, source, cause, zerodrop_store::now_ms()).await;
+        let outcome = match outcome {
+            Ok(recorded) => tx.commit().await.map(|()| recorded),
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Err(e) if e.is_retryable() && attempt < RECORD_ATTEMPTS_MAX => attempt += 1,
+            other => return other,
+        }
+    }
+}
+
+/// Records the payment in the caller's transaction. The caller commits.
+pub async fn record_in(
+    tx: &mut Tx,
+    order_id: OrderId,
+    fact: &PaymentFact,
+    source: PaymentSource,
+    cause: &str,
+    now_ms: i64,
+) -> Result<Recorded, StoreError> {
+    let mut order = orders::lock(tx, order_id).await?;
+    if let Some(existing) = payments::for_order(tx, order_id).await? {
+        if existing.provider == fact.provider && existing.trade_no == fact.trade_no {
+            return Ok(Recorded::Duplicate);
+        }
+        let detail = json!({ "recorded_trade_no": existing.trade_no, "other_trade_no": fact.trade_no, "source": source });
+        return refuse(tx, &mut order, "second_trade_for_paid_order", detail, cause, now_ms).await;
+    }
+    if let Some(other) = payments::by_trade(tx, &fact.provider, &fact.trade_no).await? {
+        let detail = json!({ "trade_no": fact.trade_no, "recorded_for_order": other.order_id, "source": source });
+        return refuse(tx, &mut order, "trade_already_used", detail, cause, now_ms).await;
+    }
+    if fact.provider != order.provider {
+        let detail = json!({ "order_provider": order.provider, "payment_provider": fact.provider, "source": source });
+        return refuse(tx, &mut order, "provider_mismatch", detail, cause, now_ms).await;
+    }
+    if fact.amount != order.amount {
+        let detail = json!({
+            "expected": order.amount.to_decimal(), "expected_currency": order.amount.currency.code(),
+            "reported": fact.amount.to_decimal(), "reported_currency": fact.amount.currency.code(),
+            "trade_no": fact.trade_no, "source": source,
+        });
+        return refuse(tx, &mut order, "amount_mismatch", detail, cause, now_ms).await;
+    }
+    let late = match order.status {
+        OrderStatus::AwaitingPayment => fact.paid_at_ms.is_some_and(|paid| paid > order.expires_at_ms),
+        OrderStatus::Expired => true,
+        OrderStatus::Paid | OrderStatus::Delivered | OrderStatus::RefundDue => {
+            // A paid status without a payment row would mean the record is broken:
+            // stop here rather than deliver on top of it.
+            return Err(StoreError::Invariant(format!("order {} is {} but has no payment", order.order_no, order.status)));
+        }
+    };
+
+    let payment = NewPayment {
+        order_id,
+        provider: &fact.provider,
+        trade_no: &fact.trade_no,
+        amount: fact.amount,
+        paid_at_ms: fact.paid_at_ms,
+        source,
+        late,
+    };
+    if !payments::insert(tx, &payment, now_ms).await? {
+        // The order lock rules out a second payment for this order, so only a concurrent
+        // use of the same trade for another order gets here; retrying re-reads it.
+        return Err(StoreError::Invariant(format!("payment for {} raced another writer", order.order_no)));
+    }
+    let captured = json!({
+        "trade_no": fact.trade_no, "amount": fact.amount.to_decimal(), "currency": fact.amount.currency.code(),
+        "paid_at_ms": fact.paid_at_ms, "source": source, "late": late,
+    });
+    events::append(tx, &mut order, NewEvent::new(EventKind::PaymentCaptured, Actor::Provider, cause, captured), now_ms).await?;
+
+    if late && order.product.late_payment == LatePolicy::Refund {
+        mark_refund_due(tx, &mut order, "late_payment", now_ms).await?;
+        return Ok(Recorded::RefundDue);
+    }
+    delivery::deliver_internal(tx, &mut order, now_ms).await?;
+    Ok(Recorded::Delivered { late })
+}
+
+async fn refuse(
+    tx: &mut Tx,
+    order: &mut OrderRow,
+    reason: &'static str,
+    mut detail: serde_json::Value,
+    cause: &str,
+    now_ms: i64,
+) -> Result<Recorded, StoreError> {
+    detail["reason"] = json!(reason);
+    events::append(tx, order, NewEvent::new(EventKind::AttentionRaised, Actor::System, cause, detail), now_ms).await?;
+    tracing::warn!(order.no = %order.order_no, reason, "payment refused; order flagged for attention");
+    Ok(Recorded::Refused { reason })
+}
+
+/// Marks a captured order for refund and stores the refund job in the same transaction.
+pub async fn mark_refund_due(tx: &mut Tx, order: &mut OrderRow, reason: &str, now_ms: i64) -> Result<(), StoreError> {
+    let data = json!({ "reason": reason, "policy": order.product.late_payment.as_str() });
+    events::append(tx, order, NewEvent::new(EventKind::RefundDue, Actor::System, "late_payment_policy", data), now_ms).await?;
+    let job = NewJob {
+        kind: crate::jobs::REFUND,
+        order_id: Some(order.id),
+        payload: json!({ "order_id": order.id.to_string(), "reason": reason }),
+        run_at_ms: now_ms,
+        max_attempts: REFUND_ATTEMPTS_MAX,
+        dedupe_key: Some(format!("refund:{}", order.id)),
+    };
+    jobs::enqueue(tx, &job, now_ms).await?;
+    Ok(())
+}

@@ -1,0 +1,38 @@
+//! `zerodrop audit`: prints the report and exits non-zero on any violation.
+
+use anyhow::Result;
+use std::process::ExitCode;
+use zerodrop_server::Config;
+use zerodrop_store::audit::{self, AuditOptions, Report};
+use zerodrop_store::{now_ms, PoolConfig, Store};
+
+pub async fn run(config: &Config, json: bool) -> Result<ExitCode> {
+    let store = Store::connect(&config.database_url, &PoolConfig::default()).await?;
+    let report = check(&store, config).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", render(&report));
+    }
+    store.close().await;
+    Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+pub async fn check(store: &Store, config: &Config) -> Result<Report> {
+    let options = AuditOptions { parked_age_ms_max: config.audit.parked_age_secs_max * 1000 };
+    Ok(audit::run(store, &options, now_ms()).await?)
+}
+
+pub fn render(report: &Report) -> String {
+    let mut out = String::new();
+    for check in &report.checks {
+        let mark = if check.violations == 0 { "ok  " } else { "FAIL" };
+        out.push_str(&format!("{mark} {:<24} {}\n", check.name, check.description));
+        if check.violations > 0 {
+            out.push_str(&format!("     {} violation(s), e.g. {}\n", check.violations, check.examples.join(", ")));
+        }
+    }
+    out.push_str(&format!("orders in front of a person (attention): {}\n", report.orders_in_attention));
+    out.push_str(if report.passed() { "audit: PASSED\n" } else { "audit: FAILED\n" });
+    out
+}

@@ -1,0 +1,8 @@
+//! The zerodrop binary's library half: the local stack used by the demo, the benchmark
+//! and the black-box tests, and the commands themselves.
+
+pub mod audit;
+pub mod bench;
+pub mod demo;
+pub mod psp;
+pub mod stack;

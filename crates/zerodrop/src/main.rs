@@ -1,0 +1,171 @@
+//! `zerodrop`: one binary with role subcommands.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use zerodrop_server::Config;
+
+#[derive(Parser)]
+#[command(name = "zerodrop", version, about = "No paid order is ever dropped.")]
+struct Cli {
+    /// Configuration file (TOML). ZERODROP_* environment variables override it.
+    #[arg(long, global = true, env = "ZERODROP_CONFIG")]
+    config: Option<PathBuf>,
+    /// Database URL (sqlite://… or postgres://…); overrides the configuration.
+    #[arg(long, global = true)]
+    database_url: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API and run the job workers (applies migrations first).
+    Serve {
+        /// Address to listen on; overrides the configuration.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Configuration commands.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Check the whole database against zerodrop's invariants; exit 1 on any violation.
+    Audit {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the sandbox payment provider (Alipay wire format) as its own HTTP service.
+    SandboxPsp(zerodrop::psp::Args),
+    /// Simulated users buying with faults on; prints the outcome and the audit verdict.
+    Demo(zerodrop::demo::Args),
+    /// Benchmarks (not tests): see docs/BENCHMARKS.md.
+    Bench {
+        #[command(subcommand)]
+        command: zerodrop::bench::Command,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration, secrets redacted, and check it.
+    Check,
+}
+
+fn load_config(cli: &Cli) -> Result<Config> {
+    let mut config = Config::load(cli.config.as_deref(), std::env::vars()).context("loading configuration")?;
+    if let Some(url) = &cli.database_url {
+        config.database_url = url.clone();
+    }
+    Ok(config)
+}
+
+fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ZERODROP_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<std::process::ExitCode> {
+    match &cli.command {
+        Command::Serve { listen } => {
+            init_tracing("info");
+            let mut config = load_config(&cli)?;
+            if let Some(listen) = listen {
+                config.listen = listen.clone();
+            }
+            serve(config).await?;
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Migrate => {
+            init_tracing("info");
+            let config = load_config(&cli)?;
+            let store = zerodrop_store::Store::connect(&config.database_url, &Default::default()).await?;
+            let applied = store.migrate().await?;
+            println!("{applied} migration(s) applied; schema at version {}", zerodrop_store::MIGRATIONS_LATEST);
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Config { command: ConfigCommand::Check } => {
+            let config = load_config(&cli)?;
+            print!("{}", config.redacted_toml());
+            zerodrop_server::app::load_catalog(&config.catalog_path)?;
+            zerodrop_server::app::build_providers(&config)?;
+            eprintln!("configuration is valid");
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Audit { json } => {
+            init_tracing("warn");
+            let config = load_config(&cli)?;
+            zerodrop::audit::run(&config, *json).await
+        }
+        Command::SandboxPsp(args) => {
+            init_tracing("info");
+            zerodrop::psp::run(args).await?;
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Demo(args) => {
+            init_tracing("warn");
+            zerodrop::demo::run(args).await
+        }
+        Command::Bench { command } => {
+            init_tracing("warn");
+            zerodrop::bench::run(command).await?;
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn serve(config: Config) -> Result<()> {
+    if config.api.merchant_api_keys.is_empty() {
+        anyhow::bail!("api.merchant_api_keys is empty: set at least one key (e.g. ZERODROP_API__MERCHANT_API_KEYS='[\"…\"]')");
+    }
+    let listener = tokio::net::TcpListener::bind(&config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    let app = zerodrop_server::App::start(config).await?;
+    tracing::info!(listen = %listener.local_addr()?, database = app.store.dialect().name(), "zerodrop serving");
+    zerodrop_server::serve(app, listener, shutdown_signal()).await?;
+    tracing::info!("zerodrop stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,267 @@
+//! A local stack: the sandbox provider, a merchant key pair registered with it, and a
+//! zerodrop configuration that talks to it through the Alipay adapter over HTTP. The
+//! demo, the benchmark and the black-box tests all start from here; zerodrop itself can
+//! run in this process or as a child `zerodrop serve` reading the written config.
+
+use anyhow::{anyhow, Context, Result};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use zerodrop_providers::keys::RsaPrivateKey;
+use zerodrop_sandbox::faults::Faults;
+use zerodrop_sandbox::state::{Charge, Merchant};
+use zerodrop_sandbox::Sandbox;
+use zerodrop_server::config::{Config, ProviderConfig};
+use zerodrop_server::App;
+
+pub const API_KEY: &str = "zd_local_merchant_key";
+pub const PROVIDER: &str = "sandbox";
+pub const APP_ID: &str = "2021000000000001";
+pub const SELLER_ID: &str = "2088000000000001";
+/// Time allowed for one request from a simulated client.
+const CLIENT_TIMEOUT_MS: u64 = 15_000;
+
+/// A running sandbox with a merchant registered, and the keys to configure zerodrop.
+pub struct SandboxSide {
+    pub sandbox: Sandbox,
+    pub url: String,
+    app_key_pem: String,
+    sandbox_key_pem: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl SandboxSide {
+    pub async fn start(faults: Faults) -> Result<SandboxSide> {
+        let sandbox_key = RsaPrivateKey::generate().map_err(|e| anyhow!("sandbox key: {e}"))?;
+        let sandbox_key_pem = sandbox_key.to_pkcs8_pem().map_err(|e| anyhow!("sandbox key: {e}"))?;
+        let sandbox = Sandbox::with_key(sandbox_key, faults)?;
+        let app_key = RsaPrivateKey::generate().map_err(|e| anyhow!("app key: {e}"))?;
+        sandbox.add_merchant(Merchant { app_id: APP_ID.into(), seller_id: SELLER_ID.into(), app_public_key: app_key.public_key() });
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = sandbox.clone();
+        let task = tokio::spawn(async move {
+            let _ = server.serve(listener, async move { let _ = stopped.await; }).await;
+        });
+        let app_key_pem = app_key.to_pkcs8_pem().map_err(|e| anyhow!("app key: {e}"))?;
+        Ok(SandboxSide { sandbox, url, app_key_pem, sandbox_key_pem, stop: Some(stop), task })
+    }
+
+    /// The sandbox's own signing key, for benchmarks that sign notifications ahead of time.
+    pub fn sandbox_key(&self) -> Option<RsaPrivateKey> {
+        RsaPrivateKey::parse(&self.sandbox_key_pem, "sandbox key").ok()
+    }
+
+    /// zerodrop's provider entry for this sandbox.
+    pub fn provider_config(&self) -> ProviderConfig {
+        ProviderConfig {
+            name: PROVIDER.into(),
+            kind: "alipay".into(),
+            app_id: APP_ID.into(),
+            seller_id: SELLER_ID.into(),
+            gateway_url: format!("{}/gateway.do", self.url),
+            app_private_key: Some(zerodrop_domain::Secret::new(self.app_key_pem.clone())),
+            app_private_key_file: None,
+            provider_public_key: Some(self.sandbox.public_key().to_pem()),
+            provider_public_key_file: None,
+            timeout_ms: 5_000,
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = self.task.await;
+    }
+}
+
+/// The knobs a stack's zerodrop is started with.
+#[derive(Clone, Debug)]
+pub struct Tuning {
+    pub ttl_secs: i64,
+    pub query_schedule_secs: Vec<i64>,
+    pub late_sweep_secs: i64,
+    pub poll_interval_ms: u64,
+    pub concurrency: usize,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        let orders = zerodrop_server::config::OrderConfig::default();
+        Tuning {
+            ttl_secs: orders.ttl_secs,
+            query_schedule_secs: orders.query_schedule_secs,
+            late_sweep_secs: orders.late_sweep_secs,
+            poll_interval_ms: 250,
+            concurrency: 16,
+        }
+    }
+}
+
+pub fn config(database_url: &str, listen: &str, sandbox: &SandboxSide, tuning: &Tuning) -> Config {
+    let mut config = Config {
+        database_url: database_url.into(),
+        listen: listen.into(),
+        public_base_url: format!("http://{listen}"),
+        default_provider: PROVIDER.into(),
+        providers: vec![sandbox.provider_config()],
+        ..Config::default()
+    };
+    config.api.merchant_api_keys = vec![zerodrop_domain::Secret::new(API_KEY.into())];
+    config.orders.ttl_secs = tuning.ttl_secs;
+    config.orders.query_schedule_secs = tuning.query_schedule_secs.clone();
+    config.orders.late_sweep_secs = tuning.late_sweep_secs;
+    config.jobs.poll_interval_ms = tuning.poll_interval_ms;
+    config.jobs.concurrency = tuning.concurrency;
+    config
+}
+
+/// Writes a config a child `zerodrop serve --config` can read; secrets go in files
+/// beside it, readable by the owner only.
+pub fn write_config(config: &Config, dir: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let mut config = config.clone();
+    let keys = [("app_private_key.pem", 0), ("provider_public_key.pem", 1)];
+    for provider in &mut config.providers {
+        let private = provider.app_private_key.take().map(|s| s.expose().clone()).unwrap_or_default();
+        let public = provider.provider_public_key.take().unwrap_or_default();
+        for (file, which) in keys {
+            let path = dir.join(format!("{}_{file}", provider.name));
+            std::fs::write(&path, if which == 0 { &private } else { &public })?;
+            restrict(&path)?;
+            let path = path.display().to_string();
+            if which == 0 {
+                provider.app_private_key_file = Some(path);
+            } else {
+                provider.provider_public_key_file = Some(path);
+            }
+        }
+    }
+    // The API keys are secrets too: they travel as an environment variable instead.
+    config.api.merchant_api_keys.clear();
+    let path = dir.join("zerodrop.toml");
+    std::fs::write(&path, toml::to_string_pretty(&config)?)?;
+    Ok(path)
+}
+
+#[cfg(unix)]
+fn restrict(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn restrict(_path: &Path) -> Result<()> {
+    Ok(())
+}
+
+/// zerodrop served from this process.
+pub struct InProcess {
+    pub app: App,
+    pub base_url: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl InProcess {
+    pub async fn start(config_for: impl FnOnce(&str) -> Config) -> Result<InProcess> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let listen = listener.local_addr()?.to_string();
+        let config = config_for(&listen);
+        let app = App::start(config).await.context("starting zerodrop")?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(zerodrop_server::serve(app.clone(), listener, async move {
+            let _ = stopped.await;
+        }));
+        Ok(InProcess { app, base_url: format!("http://{listen}"), stop: Some(stop), task })
+    }
+
+    pub async fn stop(mut self) -> Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.await??;
+        Ok(())
+    }
+}
+
+/// A platform back end and its users, as HTTP clients.
+#[derive(Clone)]
+pub struct Client {
+    pub base_url: String,
+    pub sandbox_url: String,
+    pub http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new(base_url: &str, sandbox_url: &str) -> Result<Client> {
+        let http = zerodrop_providers::http_client::client(Duration::from_millis(CLIENT_TIMEOUT_MS))?;
+        Ok(Client { base_url: base_url.into(), sandbox_url: sandbox_url.into(), http })
+    }
+
+    /// Creates an order; returns (HTTP status, body).
+    pub async fn create_order(&self, body: &Value, idempotency_key: Option<&str>) -> Result<(u16, Value)> {
+        let mut request = self.http.post(format!("{}/v1/orders", self.base_url)).bearer_auth(API_KEY).json(body);
+        if let Some(key) = idempotency_key {
+            request = request.header("idempotency-key", key);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await.unwrap_or(Value::Null)))
+    }
+
+    pub async fn get(&self, path: &str) -> Result<(u16, Value)> {
+        let response = self.http.get(format!("{}{path}", self.base_url)).bearer_auth(API_KEY).send().await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await.unwrap_or(Value::Null)))
+    }
+
+    pub async fn order(&self, order_no: &str) -> Result<Value> {
+        let (status, body) = self.get(&format!("/v1/orders/{order_no}")).await?;
+        if status != 200 {
+            return Err(anyhow!("GET order {order_no}: HTTP {status} {body}"));
+        }
+        Ok(body)
+    }
+
+    /// The user pays at the sandbox with the order string zerodrop handed out.
+    pub async fn pay(&self, created: &Value) -> Result<std::result::Result<Charge, String>> {
+        let order_string = created["pay"]["order_string"].as_str().ok_or_else(|| anyhow!("no order string in {created}"))?;
+        let response = self
+            .http
+            .post(format!("{}/sandbox/pay", self.sandbox_url))
+            .json(&serde_json::json!({ "order_string": order_string }))
+            .send()
+            .await?;
+        if response.status().is_success() {
+            Ok(Ok(response.json().await?))
+        } else {
+            Ok(Err(response.text().await.unwrap_or_default()))
+        }
+    }
+}
+
+/// Polls `check` until it returns `Some`, or fails after `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await? {
+            return Ok(value);
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(anyhow!("timed out after {limit:?} waiting for {what}"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
