@@ -14,8 +14,6 @@ use anyhow::{anyhow, Context, Result};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use zerodrop_domain::{Catalog, OrderId, OrderNo, UserId};
-use zerodrop_providers::alipay::clock::format_cst;
-use zerodrop_providers::alipay::sign::signing_string;
 use zerodrop_providers::keys::RsaPrivateKey;
 use zerodrop_store::orders::{self, NewOrder};
 use zerodrop_store::{now_ms, PoolConfig, Store};
@@ -199,25 +197,9 @@ async fn prepare(store: &Store, key: &Arc<RsaPrivateKey>, count: usize) -> Resul
 }
 
 fn sign(key: &RsaPrivateKey, order_no: &str, seq: usize, amount: String) -> Result<Prepared> {
-    let now = now_ms();
-    let mut params: Vec<(&str, String)> = vec![
-        ("notify_time", format_cst(now)),
-        ("notify_type", "trade_status_sync".into()),
-        ("notify_id", format!("bench{seq}")),
-        ("app_id", stack::APP_ID.into()),
-        ("charset", "utf-8".into()),
-        ("version", "1.0".into()),
-        ("sign_type", "RSA2".into()),
-        ("trade_no", format!("2026BENCH{:012}{seq}", rand::random::<u32>())),
-        ("out_trade_no", order_no.into()),
-        ("seller_id", stack::SELLER_ID.into()),
-        ("trade_status", "TRADE_SUCCESS".into()),
-        ("total_amount", amount),
-        ("gmt_payment", format_cst(now)),
-    ];
-    let message = signing_string(params.iter().map(|(k, v)| (*k, v.as_str())), false);
-    params.push(("sign", key.sign_sha256_base64(message.as_bytes()).map_err(|e| anyhow!("{e}"))?));
-    Ok(Prepared { body: serde_urlencoded::to_string(&params)? })
+    let trade_no = format!("2026BENCH{:012}{seq}", rand::random::<u32>());
+    let fields = stack::payment_notification(order_no, &trade_no, &amount);
+    Ok(Prepared { body: stack::sign_notification(key, &fields)? })
 }
 
 async fn post(client: &reqwest::Client, url: &str, body: String) -> Result<()> {

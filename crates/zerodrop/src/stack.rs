@@ -265,3 +265,36 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The fields of an Alipay `trade_status_sync` payment notification from this stack's
+/// sandbox merchant; callers may change any field before signing it.
+pub fn payment_notification(order_no: &str, trade_no: &str, amount: &str) -> Vec<(String, String)> {
+    let now = zerodrop_providers::alipay::clock::format_cst(zerodrop_store::now_ms());
+    [
+        ("notify_time", now.clone()),
+        ("notify_type", "trade_status_sync".into()),
+        ("notify_id", format!("n{}", uuid::Uuid::new_v4().simple())),
+        ("app_id", APP_ID.into()),
+        ("charset", "utf-8".into()),
+        ("version", "1.0".into()),
+        ("sign_type", "RSA2".into()),
+        ("trade_no", trade_no.into()),
+        ("out_trade_no", order_no.into()),
+        ("seller_id", SELLER_ID.into()),
+        ("trade_status", "TRADE_SUCCESS".into()),
+        ("total_amount", amount.into()),
+        ("gmt_payment", now),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+/// Signs notification fields the way Alipay does and form-encodes them.
+pub fn sign_notification(key: &RsaPrivateKey, fields: &[(String, String)]) -> Result<String> {
+    let message = zerodrop_providers::alipay::sign::signing_string(fields.iter().map(|(k, v)| (k.as_str(), v.as_str())), false);
+    let sign = key.sign_sha256_base64(message.as_bytes()).map_err(|e| anyhow!("{e}"))?;
+    let mut all = fields.to_vec();
+    all.push(("sign".into(), sign));
+    Ok(serde_urlencoded::to_string(&all)?)
+}
