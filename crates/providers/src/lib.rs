@@ -80,12 +80,14 @@ impl RejectCode {
         }
     }
 
-    /// Rejections that point at a specific order mean someone sent a genuine-looking
-    /// message about it that does not add up: a person should look.
+    /// Rejections of a genuinely signed message that does not add up (another merchant's
+    /// app or seller id, an unreadable amount) flag the order it names: a person should
+    /// look. Forged or unsigned messages do not: anyone can send those, and letting them
+    /// flag real orders would let anyone bury the console in noise.
     pub fn flags_order(self) -> bool {
         match self {
-            RejectCode::WrongApp | RejectCode::WrongSeller | RejectCode::BadAmount | RejectCode::BadSignature => true,
-            RejectCode::Malformed | RejectCode::MissingSignature | RejectCode::UnsupportedType => false,
+            RejectCode::WrongApp | RejectCode::WrongSeller | RejectCode::BadAmount => true,
+            RejectCode::BadSignature | RejectCode::Malformed | RejectCode::MissingSignature | RejectCode::UnsupportedType => false,
         }
     }
 }

@@ -45,8 +45,9 @@ pub async fn handle(app: &App, request: Request<'_>) -> Response {
     let Some(body) = request.body else {
         let detail = format!("body larger than {NOTIFY_BODY_BYTES_MAX} bytes");
         log_store_failure(store_refusal(app, &request, "body_too_large", &detail).await);
+        // The provider's own refusal body, with the status that says why.
         let ack = provider.ack(AckKind::Rejected);
-        return ack_response(ack, StatusCode::PAYLOAD_TOO_LARGE);
+        return (StatusCode::PAYLOAD_TOO_LARGE, [("content-type", ack.content_type)], ack.body).into_response();
     };
     let verified = provider.verify_notification(request.headers, body);
     let outcome = match verified {
@@ -63,11 +64,7 @@ pub async fn handle(app: &App, request: Request<'_>) -> Response {
         }
     };
     let ack = provider.ack(kind);
-    ack_response(ack, StatusCode::OK)
-}
-
-fn ack_response(ack: zerodrop_providers::Ack, fallback: StatusCode) -> Response {
-    let status = StatusCode::from_u16(ack.status).unwrap_or(fallback);
+    let status = StatusCode::from_u16(ack.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (status, [("content-type", ack.content_type)], ack.body).into_response()
 }
 

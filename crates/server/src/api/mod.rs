@@ -1,7 +1,7 @@
 //! The HTTP surface: the merchant API under `/v1`, provider notification routes, and
 //! operations endpoints. Every input is validated here, at the edge.
 
-mod ops;
+pub mod ops;
 mod orders;
 mod users;
 
@@ -18,6 +18,8 @@ use std::net::SocketAddr;
 
 /// Largest API request body, in bytes. Order requests are a few hundred bytes.
 pub const API_BODY_BYTES_MAX: usize = 64 * 1024;
+
+pub use ops::OPENAPI_JSON;
 
 pub fn router(app: App) -> Router {
     Router::new()
@@ -53,20 +55,14 @@ pub(crate) fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> 
     }
 }
 
-/// Reads a body up to `limit` bytes; `None` when it is larger.
+/// Reads a body up to `limit` bytes; `None` when it is larger. Reading stops at the
+/// limit, so an oversized body never sits in memory whole.
 pub(crate) async fn read_limited(body: Body, limit: usize) -> Result<Option<Bytes>, ApiError> {
-    match axum::body::to_bytes(body, limit).await {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(e) => {
-            // axum reports an over-limit body as a length-limit error somewhere in the
-            // source chain; anything else is a broken connection.
-            let text = format!("{e:?}");
-            if text.contains("LengthLimit") || text.contains("length limit") {
-                Ok(None)
-            } else {
-                Err(ApiError::invalid("invalid_request", "the request body could not be read"))
-            }
-        }
+    use http_body_util::BodyExt;
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(Some(collected.to_bytes())),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Ok(None),
+        Err(_) => Err(ApiError::invalid("invalid_request", "the request body could not be read")),
     }
 }
 
