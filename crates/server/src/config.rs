@@ -10,6 +10,9 @@ use std::path::Path;
 use zerodrop_domain::Secret;
 
 pub const ENV_PREFIX: &str = "ZERODROP_";
+/// `ZERODROP_*` variables that are not configuration keys: the config file's path, the
+/// log filter, and the test suite's PostgreSQL switches.
+pub const ENV_NOT_CONFIG: &[&str] = &["CONFIG", "LOG", "TEST_PG", "TEST_PG_MARKER"];
 /// Default SQLite file, under `./data/` as the design says.
 pub const DATABASE_URL_DEFAULT: &str = "sqlite://./data/zerodrop.db";
 
@@ -171,7 +174,7 @@ impl Config {
         };
         let mut table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         for (name, value) in env {
-            if let Some(key) = name.strip_prefix(ENV_PREFIX) {
+            if let Some(key) = name.strip_prefix(ENV_PREFIX).filter(|k| !ENV_NOT_CONFIG.contains(k)) {
                 apply_env(&mut table, key, &value)?;
             }
         }
@@ -300,6 +303,9 @@ mod tests {
                 ("ZERODROP_PROVIDERS__0__GATEWAY_URL", "http://127.0.0.1:9/gateway.do"),
                 ("ZERODROP_PROVIDERS__0__APP_PRIVATE_KEY", "very-secret-key"),
                 ("HOME", "/ignored"),
+                ("ZERODROP_LOG", "debug"),
+                ("ZERODROP_CONFIG", "/etc/zerodrop.toml"),
+                ("ZERODROP_TEST_PG", "postgres://x"),
             ]),
         )
         .unwrap();

@@ -223,6 +223,16 @@ pub async fn for_order(conn: &mut crate::Conn, order_id: OrderId) -> Result<Vec<
         .collect()
 }
 
+/// Which workers finished jobs, with how many each (to see that processes shared work).
+pub async fn finished_by_owner(conn: &mut crate::Conn) -> Result<Vec<(String, i64)>> {
+    let rows = sqlx::query(
+        "SELECT lease_owner, COUNT(*) FROM jobs WHERE state = 'done' AND lease_owner IS NOT NULL GROUP BY lease_owner ORDER BY lease_owner",
+    )
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+}
+
 /// When the next queued job is due, so an idle worker can sleep until then.
 pub async fn next_due_ms(conn: &mut crate::Conn) -> Result<Option<i64>> {
     let row = sqlx::query("SELECT MIN(run_at_ms) FROM jobs WHERE state = 'queued'")
