@@ -23,6 +23,8 @@ pub struct Inner {
     pub wake_workers: Notify,
     /// Names this process's job leases (visible in the jobs table when debugging).
     pub instance_id: String,
+    /// Group commit for notifications.
+    pub committer: crate::committer::Committer,
 }
 
 impl std::ops::Deref for App {
@@ -43,9 +45,12 @@ pub enum StartError {
 }
 
 impl App {
+    /// Builds the application. Must run inside the Tokio runtime (it starts the committer).
     pub fn new(config: Config, store: Store, catalog: Catalog, providers: Vec<Arc<dyn Provider>>) -> App {
         let providers = providers.into_iter().map(|p| (p.name().to_owned(), p)).collect();
+        let committer = crate::committer::Committer::start(store.clone());
         App(Arc::new(Inner {
+            committer,
             config,
             store,
             catalog,

@@ -10,7 +10,9 @@ use zerodrop_store::ledger::{self, TransferOutcome};
 use zerodrop_store::orders::OrderRow;
 use zerodrop_store::{memberships, payments, StoreError, Tx};
 
-pub async fn deliver_internal(tx: &mut Tx, order: &mut OrderRow, now_ms: i64) -> Result<(), StoreError> {
+/// Grants the order's goods and appends `pending` events (the capture) followed by
+/// `delivered`, all in the caller's transaction.
+pub async fn deliver_internal(tx: &mut Tx, order: &mut OrderRow, mut pending: Vec<NewEvent>, now_ms: i64) -> Result<(), StoreError> {
     let invariant = |m: String| StoreError::Invariant(m);
     let detail = match &order.product.kind {
         ProductKind::Membership { plan, days } => {
@@ -24,7 +26,8 @@ pub async fn deliver_internal(tx: &mut Tx, order: &mut OrderRow, now_ms: i64) ->
         }
     };
     payments::insert_delivery(tx, order.id, order.product.kind.name(), &detail, now_ms).await?;
-    events::append(tx, order, NewEvent::new(EventKind::Delivered, Actor::System, "internal_delivery", detail), now_ms).await?;
+    pending.push(NewEvent::new(EventKind::Delivered, Actor::System, "internal_delivery", detail));
+    events::append_all(tx, order, pending, now_ms).await?;
     // The ledger transfer goes last: on PostgreSQL it locks the currency's issuance
     // account, which every credit touches, so holding it only until commit keeps
     // concurrent deliveries from queueing behind each other.

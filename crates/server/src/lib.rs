@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod app;
+pub mod committer;
 pub mod config;
 pub mod delivery;
 pub mod error;

@@ -36,6 +36,25 @@ pub struct Request<'a> {
     pub body: Option<&'a [u8]>,
 }
 
+/// A received notification as it is stored: owned, so it can wait for the committer.
+pub struct Inbound {
+    pub provider: String,
+    pub remote: Option<String>,
+    pub headers: serde_json::Value,
+    pub body: Vec<u8>,
+}
+
+impl Inbound {
+    fn new(request: &Request<'_>, body: &[u8]) -> Inbound {
+        Inbound {
+            provider: request.provider.chars().take(128).collect(),
+            remote: request.remote.map(|a| a.to_string()),
+            headers: stored_headers(request.headers),
+            body: body.to_vec(),
+        }
+    }
+}
+
 pub async fn handle(app: &App, request: Request<'_>) -> Response {
     let Some(provider) = app.provider(request.provider).cloned() else {
         let stored = store_refusal(app, &request, "unknown_provider", "no such provider").await;
@@ -50,15 +69,17 @@ pub async fn handle(app: &App, request: Request<'_>) -> Response {
         return (StatusCode::PAYLOAD_TOO_LARGE, [("content-type", ack.content_type)], ack.body).into_response();
     };
     let verified = provider.verify_notification(request.headers, body);
+    let inbound = Inbound::new(&request, body);
     let outcome = match verified {
-        Ok(notice) => accept(app, &request, body, &notice).await,
-        Err(rejection) => reject(app, &request, body, &rejection).await,
+        Ok(notice) => app.committer.submit(inbound, notice).await,
+        Err(rejection) => reject(app, &inbound, &rejection).await.map_err(|e| e.to_string()),
     };
     let kind = match outcome {
         Ok(kind) => kind,
         Err(e) => {
             tracing::error!(error = %e, provider = request.provider, "notification not processed; provider will retry");
-            let stored = store_row(app, &request, body, Verdict::Failed, Some(&e.to_string()), None).await;
+            let inbound = Inbound::new(&request, body);
+            let stored = store_row(app, &inbound, Verdict::Failed, Some(&e), None).await;
             log_store_failure(stored.map(|_| ()));
             AckKind::RetryLater
         }
@@ -74,60 +95,54 @@ fn log_store_failure(result: Result<(), StoreError>) {
     }
 }
 
-async fn accept(app: &App, request: &Request<'_>, body: &[u8], notice: &Notice) -> Result<AckKind, StoreError> {
-    let mut tx = app.store.begin().await?;
-    let now = now_ms();
-    let order = orders::get_by_no(&mut tx, &notice.order_no).await?;
-    let Some(order) = order else {
-        let id = insert(&mut tx, request, body, Verdict::Parked, Some("unknown order"), Some(notice), now).await?;
+/// Stores a verified notification and acts on it, in the caller's transaction (the
+/// committer's batch). Returns how to answer the provider once that transaction commits.
+pub async fn accept_in(tx: &mut Tx, inbound: &Inbound, notice: &Notice, now: i64) -> Result<AckKind, StoreError> {
+    let Some(mut order) = orders::lock_by_no(tx, &notice.order_no).await? else {
+        let id = insert(tx, inbound, Verdict::Parked, Some("unknown order"), Some(notice), now).await?;
         let job = NewJob {
             kind: crate::jobs::RESOLVE_PARKED,
             order_id: None,
-            payload: json!({ "notification_id": id, "provider": request.provider }),
+            payload: json!({ "notification_id": id, "provider": inbound.provider }),
             run_at_ms: now + 1_000,
             max_attempts: RESOLVE_PARKED_ATTEMPTS_MAX,
             dedupe_key: Some(format!("parked:{id}")),
         };
-        zerodrop_store::jobs::enqueue(&mut tx, &job, now).await?;
-        tx.commit().await?;
-        tracing::warn!(provider = request.provider, order.no = %notice.order_no, "notification for an unknown order parked");
+        zerodrop_store::jobs::enqueue(tx, &job, now).await?;
+        tracing::warn!(provider = %inbound.provider, order.no = %notice.order_no, "notification for an unknown order parked");
         // Not acknowledged: the provider keeps resending while we keep looking.
         return Ok(AckKind::RetryLater);
     };
     let NoticeStatus::Paid { amount, paid_at_ms } = &notice.status else {
-        insert(&mut tx, request, body, Verdict::Ignored, Some("not a payment"), Some(notice), now).await?;
-        tx.commit().await?;
+        insert(tx, inbound, Verdict::Ignored, Some("not a payment"), Some(notice), now).await?;
         return Ok(AckKind::Accepted);
     };
     let Some(trade_no) = notice.trade_no.clone() else {
-        insert(&mut tx, request, body, Verdict::Rejected, Some("malformed: paid without trade_no"), Some(notice), now).await?;
-        tx.commit().await?;
+        insert(tx, inbound, Verdict::Rejected, Some("malformed: paid without trade_no"), Some(notice), now).await?;
         return Ok(AckKind::Rejected);
     };
-    let id = insert(&mut tx, request, body, Verdict::Accepted, None, Some(notice), now).await?;
-    let fact = PaymentFact { provider: request.provider.to_owned(), trade_no, amount: *amount, paid_at_ms: *paid_at_ms };
+    let id = insert(tx, inbound, Verdict::Accepted, None, Some(notice), now).await?;
+    let fact = PaymentFact { provider: inbound.provider.clone(), trade_no, amount: *amount, paid_at_ms: *paid_at_ms };
     let cause = format!("notification:{id}");
-    let recorded = payment::record_in(&mut tx, order.id, &fact, PaymentSource::Notification, &cause, now).await?;
-    let kind = match recorded {
+    let recorded = payment::record_locked(tx, &mut order, &fact, PaymentSource::Notification, &cause, now).await?;
+    Ok(match recorded {
         Recorded::Delivered { .. } | Recorded::RefundDue => AckKind::Accepted,
         Recorded::Duplicate => {
-            notifications::set_verdict(&mut tx, id, Verdict::Duplicate, Some("payment already recorded"), now).await?;
+            notifications::set_verdict(tx, id, Verdict::Duplicate, Some("payment already recorded"), now).await?;
             AckKind::Accepted
         }
         Recorded::Refused { reason } => {
-            notifications::set_verdict(&mut tx, id, Verdict::Rejected, Some(reason), now).await?;
+            notifications::set_verdict(tx, id, Verdict::Rejected, Some(reason), now).await?;
             AckKind::Rejected
         }
-    };
-    tx.commit().await?;
-    Ok(kind)
+    })
 }
 
-async fn reject(app: &App, request: &Request<'_>, body: &[u8], rejection: &Rejection) -> Result<AckKind, StoreError> {
+async fn reject(app: &App, inbound: &Inbound, rejection: &Rejection) -> Result<AckKind, StoreError> {
     let mut tx = app.store.begin().await?;
     let now = now_ms();
     let reason = format!("{}: {}", rejection.code, rejection.detail);
-    let id = insert_raw(&mut tx, request, body, Verdict::Rejected, Some(&reason), rejection.order_no.as_deref(), None, None, now).await?;
+    let id = insert_raw(&mut tx, inbound, Verdict::Rejected, Some(&reason), rejection.order_no.as_deref(), None, None, now).await?;
     if rejection.code.flags_order() {
         if let Some(order_no) = &rejection.order_no {
             if let Some(order) = orders::get_by_no(&mut tx, order_no).await? {
@@ -140,14 +155,13 @@ async fn reject(app: &App, request: &Request<'_>, body: &[u8], rejection: &Rejec
         }
     }
     tx.commit().await?;
-    tracing::warn!(provider = request.provider, code = %rejection.code, "notification refused");
+    tracing::warn!(provider = %inbound.provider, code = %rejection.code, "notification refused");
     Ok(AckKind::Rejected)
 }
 
 async fn insert(
     tx: &mut Tx,
-    request: &Request<'_>,
-    body: &[u8],
+    inbound: &Inbound,
     verdict: Verdict,
     reason: Option<&str>,
     notice: Option<&Notice>,
@@ -156,14 +170,13 @@ async fn insert(
     let order_no = notice.map(|n| n.order_no.as_str());
     let trade_no = notice.and_then(|n| n.trade_no.as_deref());
     let notify_id = notice.and_then(|n| n.notify_id.as_deref());
-    insert_raw(tx, request, body, verdict, reason, order_no, trade_no, notify_id, now).await
+    insert_raw(tx, inbound, verdict, reason, order_no, trade_no, notify_id, now).await
 }
 
 #[allow(clippy::too_many_arguments)]
 async fn insert_raw(
     tx: &mut Tx,
-    request: &Request<'_>,
-    body: &[u8],
+    inbound: &Inbound,
     verdict: Verdict,
     reason: Option<&str>,
     order_no: Option<&str>,
@@ -173,10 +186,10 @@ async fn insert_raw(
 ) -> Result<i64, StoreError> {
     let clip = |s: &str| s.chars().take(128).collect::<String>();
     let row = NewNotification {
-        provider: &clip(request.provider),
-        remote_addr: request.remote.map(|a| a.to_string()),
-        headers: stored_headers(request.headers),
-        body,
+        provider: &inbound.provider,
+        remote_addr: inbound.remote.clone(),
+        headers: inbound.headers.clone(),
+        body: &inbound.body,
         verdict,
         reason: reason.map(|r| r.chars().take(500).collect()),
         order_no: order_no.map(clip),
@@ -188,20 +201,13 @@ async fn insert_raw(
 
 /// Stores a refused request in its own transaction (nothing else to do with it).
 async fn store_refusal(app: &App, request: &Request<'_>, code: &str, detail: &str) -> Result<(), StoreError> {
-    let body = request.body.unwrap_or_default();
-    store_row(app, request, body, Verdict::Rejected, Some(&format!("{code}: {detail}")), None).await.map(|_| ())
+    let inbound = Inbound::new(request, request.body.unwrap_or_default());
+    store_row(app, &inbound, Verdict::Rejected, Some(&format!("{code}: {detail}")), None).await.map(|_| ())
 }
 
-async fn store_row(
-    app: &App,
-    request: &Request<'_>,
-    body: &[u8],
-    verdict: Verdict,
-    reason: Option<&str>,
-    notice: Option<&Notice>,
-) -> Result<i64, StoreError> {
+async fn store_row(app: &App, inbound: &Inbound, verdict: Verdict, reason: Option<&str>, notice: Option<&Notice>) -> Result<i64, StoreError> {
     let mut tx = app.store.begin().await?;
-    let id = insert(&mut tx, request, body, verdict, reason, notice, now_ms()).await?;
+    let id = insert(&mut tx, inbound, verdict, reason, notice, now_ms()).await?;
     tx.commit().await?;
     Ok(id)
 }

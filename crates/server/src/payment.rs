@@ -82,20 +82,37 @@ pub async fn record_in(
     now_ms: i64,
 ) -> Result<Recorded, StoreError> {
     let mut order = orders::lock(tx, order_id).await?;
-    if let Some(existing) = payments::for_order(tx, order_id).await? {
-        if existing.provider == fact.provider && existing.trade_no == fact.trade_no {
-            return Ok(Recorded::Duplicate);
+    record_locked(tx, &mut order, fact, source, cause, now_ms).await
+}
+
+/// Records the payment for an order the caller has already locked in `tx`.
+pub async fn record_locked(
+    tx: &mut Tx,
+    order: &mut OrderRow,
+    fact: &PaymentFact,
+    source: PaymentSource,
+    cause: &str,
+    now_ms: i64,
+) -> Result<Recorded, StoreError> {
+    let late = match order.status {
+        OrderStatus::AwaitingPayment => fact.paid_at_ms.is_some_and(|paid| paid > order.expires_at_ms),
+        OrderStatus::Expired => true,
+        // Paid statuses always come with their payment (the audit checks it): this is a
+        // duplicate, or a second trade for an order already paid.
+        OrderStatus::Paid | OrderStatus::Delivered | OrderStatus::RefundDue => {
+            let existing = payments::for_order(tx, order.id).await?.ok_or_else(|| {
+                StoreError::Invariant(format!("order {} is {} but has no payment", order.order_no, order.status))
+            })?;
+            if existing.provider == fact.provider && existing.trade_no == fact.trade_no {
+                return Ok(Recorded::Duplicate);
+            }
+            let detail = json!({ "recorded_trade_no": existing.trade_no, "other_trade_no": fact.trade_no, "source": source });
+            return refuse(tx, order, "second_trade_for_paid_order", detail, cause, now_ms).await;
         }
-        let detail = json!({ "recorded_trade_no": existing.trade_no, "other_trade_no": fact.trade_no, "source": source });
-        return refuse(tx, &mut order, "second_trade_for_paid_order", detail, cause, now_ms).await;
-    }
-    if let Some(other) = payments::by_trade(tx, &fact.provider, &fact.trade_no).await? {
-        let detail = json!({ "trade_no": fact.trade_no, "recorded_for_order": other.order_id, "source": source });
-        return refuse(tx, &mut order, "trade_already_used", detail, cause, now_ms).await;
-    }
+    };
     if fact.provider != order.provider {
         let detail = json!({ "order_provider": order.provider, "payment_provider": fact.provider, "source": source });
-        return refuse(tx, &mut order, "provider_mismatch", detail, cause, now_ms).await;
+        return refuse(tx, order, "provider_mismatch", detail, cause, now_ms).await;
     }
     if fact.amount != order.amount {
         let detail = json!({
@@ -103,20 +120,11 @@ pub async fn record_in(
             "reported": fact.amount.to_decimal(), "reported_currency": fact.amount.currency.code(),
             "trade_no": fact.trade_no, "source": source,
         });
-        return refuse(tx, &mut order, "amount_mismatch", detail, cause, now_ms).await;
+        return refuse(tx, order, "amount_mismatch", detail, cause, now_ms).await;
     }
-    let late = match order.status {
-        OrderStatus::AwaitingPayment => fact.paid_at_ms.is_some_and(|paid| paid > order.expires_at_ms),
-        OrderStatus::Expired => true,
-        OrderStatus::Paid | OrderStatus::Delivered | OrderStatus::RefundDue => {
-            // A paid status without a payment row would mean the record is broken:
-            // stop here rather than deliver on top of it.
-            return Err(StoreError::Invariant(format!("order {} is {} but has no payment", order.order_no, order.status)));
-        }
-    };
 
     let payment = NewPayment {
-        order_id,
+        order_id: order.id,
         provider: &fact.provider,
         trade_no: &fact.trade_no,
         amount: fact.amount,
@@ -125,21 +133,25 @@ pub async fn record_in(
         late,
     };
     if !payments::insert(tx, &payment, now_ms).await? {
-        // The order lock rules out a second payment for this order, so only a concurrent
-        // use of the same trade for another order gets here; retrying re-reads it.
-        return Err(StoreError::Invariant(format!("payment for {} raced another writer", order.order_no)));
+        // This order has no payment (its status says so, under its lock), so the trade
+        // number is already recorded for another order.
+        let other = payments::by_trade(tx, &fact.provider, &fact.trade_no).await?;
+        let detail = json!({ "trade_no": fact.trade_no, "recorded_for_order": other.map(|p| p.order_id), "source": source });
+        return refuse(tx, order, "trade_already_used", detail, cause, now_ms).await;
     }
     let captured = json!({
         "trade_no": fact.trade_no, "amount": fact.amount.to_decimal(), "currency": fact.amount.currency.code(),
         "paid_at_ms": fact.paid_at_ms, "source": source, "late": late,
     });
-    events::append(tx, &mut order, NewEvent::new(EventKind::PaymentCaptured, Actor::Provider, cause, captured), now_ms).await?;
+    let captured = NewEvent::new(EventKind::PaymentCaptured, Actor::Provider, cause, captured);
 
     if late && order.product.late_payment == LatePolicy::Refund {
-        mark_refund_due(tx, &mut order, "late_payment", now_ms).await?;
+        let refund_due = refund_due_event(order, "late_payment");
+        events::append_all(tx, order, vec![captured, refund_due], now_ms).await?;
+        enqueue_refund(tx, order, "late_payment", now_ms).await?;
         return Ok(Recorded::RefundDue);
     }
-    delivery::deliver_internal(tx, &mut order, now_ms).await?;
+    delivery::deliver_internal(tx, order, vec![captured], now_ms).await?;
     Ok(Recorded::Delivered { late })
 }
 
@@ -157,10 +169,13 @@ async fn refuse(
     Ok(Recorded::Refused { reason })
 }
 
-/// Marks a captured order for refund and stores the refund job in the same transaction.
-pub async fn mark_refund_due(tx: &mut Tx, order: &mut OrderRow, reason: &str, now_ms: i64) -> Result<(), StoreError> {
+fn refund_due_event(order: &OrderRow, reason: &str) -> NewEvent {
     let data = json!({ "reason": reason, "policy": order.product.late_payment.as_str() });
-    events::append(tx, order, NewEvent::new(EventKind::RefundDue, Actor::System, "late_payment_policy", data), now_ms).await?;
+    NewEvent::new(EventKind::RefundDue, Actor::System, "late_payment_policy", data)
+}
+
+/// Stores the refund job in the transaction that marks the order refund-due.
+async fn enqueue_refund(tx: &mut Tx, order: &OrderRow, reason: &str, now_ms: i64) -> Result<(), StoreError> {
     let job = NewJob {
         kind: crate::jobs::REFUND,
         order_id: Some(order.id),

@@ -124,7 +124,7 @@ impl Store {
     /// Starts a write transaction.
     pub async fn begin(&self) -> Result<Tx> {
         let inner = self.write.begin().await?;
-        Ok(Tx { inner, dialect: self.dialect })
+        Ok(Tx { inner, dialect: self.dialect, ledger: crate::ledger::Pending::default() })
     }
 
     /// A connection for reads outside any transaction.
@@ -184,9 +184,13 @@ fn ensure_sqlite_parent_dir(url: &str) -> Result<()> {
 }
 
 /// A write transaction that knows its dialect. Dropping it without `commit` rolls back.
+///
+/// It also carries the ledger movements deferred to commit (see [`crate::ledger`]):
+/// `commit` applies them, each account once and in account order, then commits.
 pub struct Tx {
     inner: sqlx::Transaction<'static, Any>,
     dialect: Dialect,
+    pub(crate) ledger: crate::ledger::Pending,
 }
 
 impl Tx {
@@ -194,7 +198,8 @@ impl Tx {
         self.dialect
     }
 
-    pub async fn commit(self) -> Result<()> {
+    pub async fn commit(mut self) -> Result<()> {
+        crate::ledger::flush(&mut self).await?;
         self.inner.commit().await?;
         Ok(())
     }

@@ -38,38 +38,58 @@ pub struct EventRow {
 /// Appends the first event of a freshly inserted order (whose row has no events yet).
 pub(crate) async fn append_first(tx: &mut Tx, order: &mut OrderRow, event: NewEvent, now_ms: i64) -> Result<()> {
     let state = order::apply(None, event.kind)?;
-    write(tx, order, state, event, now_ms).await
+    write(tx, order, vec![(state, event)], now_ms).await
 }
 
 /// Appends an event to an order the caller has locked (see [`crate::orders::lock`]) and
 /// moves the row to the folded state. Refused transitions are errors and roll back.
 pub async fn append(tx: &mut Tx, order: &mut OrderRow, event: NewEvent, now_ms: i64) -> Result<()> {
-    let current = OrderState { status: order.status, attention: order.attention };
-    let state = order::apply(Some(current), event.kind)?;
-    write(tx, order, state, event, now_ms).await
+    append_all(tx, order, vec![event], now_ms).await
 }
 
-async fn write(tx: &mut Tx, order: &mut OrderRow, state: OrderState, event: NewEvent, now_ms: i64) -> Result<()> {
-    let seq = order.event_seq + 1;
-    let data = serde_json::to_string(&event.data).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    sqlx::query(
-        "INSERT INTO order_events (order_id, seq, at_ms, kind, actor, cause, data) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(order.id.to_string())
-    .bind(seq)
-    .bind(now_ms)
-    .bind(event.kind.as_str())
-    .bind(event.actor.as_str())
-    .bind(&event.cause)
-    .bind(&data)
-    .execute(&mut **tx)
-    .await?;
+/// Appends several events in order, as one insert and one update of the order row.
+pub async fn append_all(tx: &mut Tx, order: &mut OrderRow, events: Vec<NewEvent>, now_ms: i64) -> Result<()> {
+    let mut state = OrderState { status: order.status, attention: order.attention };
+    let mut steps = Vec::with_capacity(events.len());
+    for event in events {
+        state = order::apply(Some(state), event.kind)?;
+        steps.push((state, event));
+    }
+    write(tx, order, steps, now_ms).await
+}
 
+async fn write(tx: &mut Tx, order: &mut OrderRow, steps: Vec<(OrderState, NewEvent)>, now_ms: i64) -> Result<()> {
+    let Some((final_state, _)) = steps.last().map(|(s, e)| (*s, e.kind)) else {
+        return Ok(());
+    };
     let mut next = order.clone();
-    next.status = state.status;
-    next.attention = state.attention;
+    let mut sql = String::from("INSERT INTO order_events (order_id, seq, at_ms, kind, actor, cause, data) VALUES ");
+    for i in 0..steps.len() {
+        let p = i * 7;
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!("(${}, ${}, ${}, ${}, ${}, ${}, ${})", p + 1, p + 2, p + 3, p + 4, p + 5, p + 6, p + 7));
+    }
+    let mut insert = sqlx::query(&sql);
+    for (i, (_, event)) in steps.iter().enumerate() {
+        let data = serde_json::to_string(&event.data).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        insert = insert
+            .bind(order.id.to_string())
+            .bind(order.event_seq + 1 + i as i64)
+            .bind(now_ms)
+            .bind(event.kind.as_str())
+            .bind(event.actor.as_str())
+            .bind(event.cause.clone())
+            .bind(data);
+        derive_columns(&mut next, event, now_ms);
+    }
+    insert.execute(&mut **tx).await?;
+
+    let seq = order.event_seq + steps.len() as i64;
+    next.status = final_state.status;
+    next.attention = final_state.attention;
     next.event_seq = seq;
-    derive_columns(&mut next, &event, now_ms);
     let updated = sqlx::query(
         "UPDATE orders SET status = $1, attention = $2, attention_reason = $3, paid_at_ms = $4, \
              deliver_by_ms = $5, settled_at_ms = $6, event_seq = $7 \
@@ -91,9 +111,9 @@ async fn write(tx: &mut Tx, order: &mut OrderRow, state: OrderState, event: NewE
         // Another writer moved the order since we read it: never overwrite its state.
         return Err(StoreError::Invariant(format!("order {} changed concurrently", order.id)));
     }
-    if event.kind == EventKind::AttentionRaised {
-        let reason = next.attention_reason.clone().unwrap_or_default();
-        attention::raise(tx, attention::NewItem::for_order(order.id, &reason, event.data.clone()), now_ms).await?;
+    for (_, event) in steps.iter().filter(|(_, e)| e.kind == EventKind::AttentionRaised) {
+        let reason = event.data.get("reason").and_then(|r| r.as_str()).unwrap_or("attention raised");
+        attention::raise(tx, attention::NewItem::for_order(order.id, reason, event.data.clone()), now_ms).await?;
     }
     *order = next;
     Ok(())

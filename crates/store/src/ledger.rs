@@ -4,10 +4,47 @@
 //! no-op), moves both balances, and writes one entry per side with the balance after it.
 //! Wallets cannot go negative: the table's CHECK constraint refuses it, and we check first
 //! to give a clear error.
+//!
+//! Movements that cannot fail (credits, and anything on an account that may go negative,
+//! such as a currency's issuance account, which every delivery touches) are deferred to
+//! the transaction's commit: there each account is updated once, in account-id order,
+//! and the entries get their balances from the final one. Two things follow: the hot
+//! issuance row is locked only for the commit itself, and every transaction takes
+//! account locks in the same global order, so concurrent transactions never deadlock on
+//! them. Debits of wallets stay immediate, because they must be checked.
 
 use crate::{Conn, Result, StoreError, Tx};
 use serde::Serialize;
 use sqlx::Row;
+use std::collections::BTreeMap;
+
+/// Entries written per statement at commit (5 parameters each, far below both engines'
+/// parameter limits).
+const ENTRIES_PER_INSERT_MAX: usize = 200;
+
+/// Ledger work a transaction carries until its commit.
+#[derive(Default)]
+pub(crate) struct Pending {
+    /// Entries whose balance is already known (immediate movements).
+    entries: Vec<Entry>,
+    /// Deferred movements per account, in the order they happened.
+    deferred: BTreeMap<String, Deferred>,
+}
+
+struct Entry {
+    transfer_id: String,
+    account: String,
+    amount: i64,
+    balance_after: i64,
+    at_ms: i64,
+}
+
+struct Deferred {
+    kind: AccountKind,
+    currency: String,
+    owner: Option<String>,
+    movements: Vec<(String, i64, i64)>,
+}
 use zerodrop_domain::ledger::{AccountId, AccountKind, Transfer};
 use zerodrop_domain::{OrderId, UserId};
 
@@ -26,17 +63,16 @@ pub enum TransferRefused {
     IdReused(String),
 }
 
-/// Applies `transfer` in the caller's transaction. The source's balance moves last, so
-/// the hottest row (a currency's issuance account) is locked for as short a time as
-/// possible before commit.
+/// Applies `transfer` in the caller's transaction: four statements, whatever the accounts'
+/// history (accounts are created by their first movement). The source's balance moves
+/// last, so the hottest row (a currency's issuance account) is locked for as short a
+/// time as possible before commit.
 pub async fn apply(
     tx: &mut Tx,
     transfer: &Transfer,
     order_id: Option<OrderId>,
     now_ms: i64,
 ) -> Result<Result<TransferOutcome, TransferRefused>> {
-    ensure_account(tx, &transfer.from, transfer.from_kind, &transfer.currency).await?;
-    ensure_account(tx, &transfer.to, transfer.to_kind, &transfer.currency).await?;
     let inserted = sqlx::query(
         "INSERT INTO ledger_transfers (id, from_account, to_account, currency, amount, order_id, at_ms) \
          VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
@@ -55,6 +91,10 @@ pub async fn apply(
         return same_transfer_again(tx, transfer).await;
     }
     if !transfer.from_kind.may_go_negative() {
+        // Credits this transaction deferred for the account count toward its balance.
+        flush_account(tx, transfer.from.as_str()).await?;
+        // A clear refusal instead of the CHECK constraint's error; the constraint stays
+        // as the guarantee.
         let balance = balance_of(tx, &transfer.from).await?;
         if balance < transfer.amount {
             return Ok(Err(TransferRefused::Insufficient {
@@ -64,9 +104,74 @@ pub async fn apply(
             }));
         }
     }
-    move_balance(tx, &transfer.id, &transfer.to, transfer.amount, now_ms).await?;
-    move_balance(tx, &transfer.id, &transfer.from, -transfer.amount, now_ms).await?;
+    // The credit side is deferred (a credit cannot fail); the debit side is deferred
+    // only for accounts that may go negative. A checked wallet debit moves now.
+    defer(tx, &transfer.id, &transfer.to, transfer.to_kind, &transfer.currency, transfer.amount, now_ms);
+    if transfer.from_kind.may_go_negative() {
+        defer(tx, &transfer.id, &transfer.from, transfer.from_kind, &transfer.currency, -transfer.amount, now_ms);
+    } else {
+        let after = move_balance(tx, &transfer.from, transfer.from_kind, &transfer.currency, -transfer.amount).await?;
+        tx.ledger.entries.push(Entry {
+            transfer_id: transfer.id.clone(),
+            account: transfer.from.to_string(),
+            amount: -transfer.amount,
+            balance_after: after,
+            at_ms: now_ms,
+        });
+    }
     Ok(Ok(TransferOutcome::Applied))
+}
+
+/// Applies one account's deferred movements now, recording their entries.
+async fn flush_account(tx: &mut Tx, account: &str) -> Result<()> {
+    let Some(deferred) = tx.ledger.deferred.remove(account) else {
+        return Ok(());
+    };
+    let total: i64 = deferred.movements.iter().map(|(_, delta, _)| delta).sum();
+    let id = AccountId::from_stored(account);
+    let after = move_balance_owned(tx, &id, deferred.kind, &deferred.currency, deferred.owner.as_deref(), total).await?;
+    let mut balance = after - total;
+    for (transfer_id, delta, at_ms) in deferred.movements {
+        balance += delta;
+        tx.ledger.entries.push(Entry { transfer_id, account: account.to_owned(), amount: delta, balance_after: balance, at_ms });
+    }
+    Ok(())
+}
+
+fn defer(tx: &mut Tx, transfer_id: &str, account: &AccountId, kind: AccountKind, currency: &str, delta: i64, now_ms: i64) {
+    let deferred = tx.ledger.deferred.entry(account.to_string()).or_insert_with(|| Deferred {
+        kind,
+        currency: currency.to_owned(),
+        owner: account.wallet_owner().map(str::to_owned),
+        movements: Vec::new(),
+    });
+    deferred.movements.push((transfer_id.to_owned(), delta, now_ms));
+}
+
+/// Applies the deferred movements (each account once, in account order) and writes every
+/// pending entry. Called by [`Tx::commit`] just before the database commit.
+pub(crate) async fn flush(tx: &mut Tx) -> Result<()> {
+    let accounts: Vec<String> = tx.ledger.deferred.keys().cloned().collect();
+    for account in accounts {
+        flush_account(tx, &account).await?;
+    }
+    let entries = std::mem::take(&mut tx.ledger.entries);
+    for chunk in entries.chunks(ENTRIES_PER_INSERT_MAX) {
+        let mut sql = String::from("INSERT INTO ledger_entries (transfer_id, account_id, amount, balance_after, at_ms) VALUES ");
+        for i in 0..chunk.len() {
+            let p = i * 5;
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("(${}, ${}, ${}, ${}, ${})", p + 1, p + 2, p + 3, p + 4, p + 5));
+        }
+        let mut insert = sqlx::query(&sql);
+        for e in chunk {
+            insert = insert.bind(e.transfer_id.clone()).bind(e.account.clone()).bind(e.amount).bind(e.balance_after).bind(e.at_ms);
+        }
+        insert.execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 async fn same_transfer_again(tx: &mut Tx, transfer: &Transfer) -> Result<Result<TransferOutcome, TransferRefused>> {
@@ -84,50 +189,43 @@ async fn same_transfer_again(tx: &mut Tx, transfer: &Transfer) -> Result<Result<
     }
 }
 
-async fn ensure_account(tx: &mut Tx, id: &AccountId, kind: AccountKind, currency: &str) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO ledger_accounts (id, kind, currency, owner, balance) VALUES ($1, $2, $3, $4, 0) ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(id.as_str())
-    .bind(kind.as_str())
-    .bind(currency)
-    .bind(id.wallet_owner())
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
 async fn balance_of(conn: &mut Conn, id: &AccountId) -> Result<i64> {
     let row = sqlx::query("SELECT balance FROM ledger_accounts WHERE id = $1")
         .bind(id.as_str())
-        .fetch_one(conn)
+        .fetch_optional(conn)
         .await?;
-    Ok(row.try_get(0)?)
+    row.map_or(Ok(0), |r| Ok(r.try_get(0)?))
 }
 
-async fn move_balance(tx: &mut Tx, transfer_id: &str, account: &AccountId, delta: i64, now_ms: i64) -> Result<()> {
-    let row = sqlx::query("UPDATE ledger_accounts SET balance = balance + $1 WHERE id = $2 RETURNING balance, kind")
-        .bind(delta)
-        .bind(account.as_str())
-        .fetch_one(&mut **tx)
-        .await?;
+/// Moves an account's balance by `delta`, creating the account on its first movement,
+/// and returns the balance after.
+async fn move_balance(tx: &mut Tx, account: &AccountId, kind: AccountKind, currency: &str, delta: i64) -> Result<i64> {
+    move_balance_owned(tx, account, kind, currency, account.wallet_owner(), delta).await
+}
+
+async fn move_balance_owned(tx: &mut Tx, account: &AccountId, kind: AccountKind, currency: &str, owner: Option<&str>, delta: i64) -> Result<i64> {
+    let row = sqlx::query(
+        "INSERT INTO ledger_accounts (id, kind, currency, owner, balance) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (id) DO UPDATE SET balance = ledger_accounts.balance + excluded.balance \
+         RETURNING balance, kind",
+    )
+    .bind(account.as_str())
+    .bind(kind.as_str())
+    .bind(currency)
+    .bind(owner)
+    .bind(delta)
+    .fetch_one(&mut **tx)
+    .await?;
     let balance_after: i64 = row.try_get(0)?;
-    let kind: String = row.try_get(1)?;
-    if kind == AccountKind::Wallet.as_str() && balance_after < 0 {
+    let stored_kind: String = row.try_get(1)?;
+    if stored_kind != kind.as_str() {
+        return Err(StoreError::Invariant(format!("account {account} is a {stored_kind}, not a {}", kind.as_str())));
+    }
+    if !kind.may_go_negative() && balance_after < 0 {
         // The CHECK constraint should already have refused this; never carry on if not.
         return Err(StoreError::Invariant(format!("wallet {account} would go below zero")));
     }
-    sqlx::query(
-        "INSERT INTO ledger_entries (transfer_id, account_id, amount, balance_after, at_ms) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(transfer_id)
-    .bind(account.as_str())
-    .bind(delta)
-    .bind(balance_after)
-    .bind(now_ms)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    Ok(balance_after)
 }
 
 /// One balance of a user's wallet, with the ledger position it reflects.

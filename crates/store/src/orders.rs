@@ -107,6 +107,13 @@ pub async fn lock(tx: &mut Tx, id: OrderId) -> Result<OrderRow> {
     row.map(|r| decode(&r)).transpose()?.ok_or(StoreError::NotFound)
 }
 
+/// Reads the order with this number for a change, holding its row lock.
+pub async fn lock_by_no(tx: &mut Tx, order_no: &str) -> Result<Option<OrderRow>> {
+    let sql = format!("SELECT {COLUMNS} FROM orders WHERE order_no = $1{}", tx.dialect().for_update());
+    let row = sqlx::query(&sql).bind(order_no).fetch_optional(&mut **tx).await?;
+    row.map(|r| decode(&r)).transpose()
+}
+
 /// Orders in a status, oldest first, for sweeps and reports.
 pub async fn list_by_status(conn: &mut Conn, status: OrderStatus, limit: i64) -> Result<Vec<OrderRow>> {
     let rows = sqlx::query(&format!(

@@ -69,8 +69,10 @@ CREATE INDEX ledger_accounts_by_owner ON ledger_accounts (owner);
 
 CREATE TABLE ledger_transfers (
     id           TEXT PRIMARY KEY,
-    from_account TEXT NOT NULL REFERENCES ledger_accounts (id),
-    to_account   TEXT NOT NULL REFERENCES ledger_accounts (id),
+    -- Checked at commit: a transfer is recorded first (its id is what makes a retry a
+    -- no-op), and its accounts are created by their first movement just after.
+    from_account TEXT NOT NULL REFERENCES ledger_accounts (id) DEFERRABLE INITIALLY DEFERRED,
+    to_account   TEXT NOT NULL REFERENCES ledger_accounts (id) DEFERRABLE INITIALLY DEFERRED,
     currency     TEXT NOT NULL,
     amount       INTEGER NOT NULL CHECK (amount > 0),
     order_id     TEXT,
@@ -82,7 +84,7 @@ CREATE INDEX ledger_transfers_by_to_account ON ledger_transfers (to_account, at_
 CREATE TABLE ledger_entries (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
     transfer_id   TEXT NOT NULL REFERENCES ledger_transfers (id),
-    account_id    TEXT NOT NULL REFERENCES ledger_accounts (id),
+    account_id    TEXT NOT NULL REFERENCES ledger_accounts (id) DEFERRABLE INITIALLY DEFERRED,
     amount        INTEGER NOT NULL CHECK (amount <> 0),
     balance_after INTEGER NOT NULL,
     at_ms         INTEGER NOT NULL,
