@@ -42,7 +42,10 @@ impl LatePolicy {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ProductKind {
     /// Credits `units` of `virtual_currency` (e.g. DIAMOND) to the user's wallet.
-    CurrencyPack { virtual_currency: String, units: i64 },
+    CurrencyPack {
+        virtual_currency: String,
+        units: i64,
+    },
     /// Adds `days` to the user's `plan`, stacking after its current end.
     Membership { plan: String, days: i64 },
 }
@@ -74,10 +77,18 @@ impl Product {
     /// The total for `quantity` units, refusing quantities outside the product's bounds.
     pub fn total(&self, quantity: i64) -> Result<Money, CatalogError> {
         if quantity < 1 || quantity > self.quantity_max {
-            return Err(CatalogError::Quantity { sku: self.sku.to_string(), max: self.quantity_max, got: quantity });
+            return Err(CatalogError::Quantity {
+                sku: self.sku.to_string(),
+                max: self.quantity_max,
+                got: quantity,
+            });
         }
         // Bounded by validation: price ≤ AMOUNT_MINOR_MAX and quantity ≤ 1000.
-        let minor = self.price.minor.checked_mul(quantity).ok_or(CatalogError::Overflow)?;
+        let minor = self
+            .price
+            .minor
+            .checked_mul(quantity)
+            .ok_or(CatalogError::Overflow)?;
         Ok(Money::new(minor, self.price.currency))
     }
 }
@@ -142,7 +153,8 @@ impl Catalog {
     }
 
     pub fn from_toml(text: &str) -> Result<Catalog, CatalogError> {
-        let raw: RawCatalog = toml::from_str(text).map_err(|e| CatalogError::Syntax(e.to_string()))?;
+        let raw: RawCatalog =
+            toml::from_str(text).map_err(|e| CatalogError::Syntax(e.to_string()))?;
         if raw.products.is_empty() {
             return Err(CatalogError::Empty);
         }
@@ -170,15 +182,22 @@ impl Catalog {
 }
 
 fn validate(raw: RawProduct) -> Result<Product, CatalogError> {
-    let invalid = |problem: String| CatalogError::Invalid { sku: raw.sku.clone(), problem };
+    let invalid = |problem: String| CatalogError::Invalid {
+        sku: raw.sku.clone(),
+        problem,
+    };
     let sku = Sku::parse(&raw.sku).map_err(|e| invalid(e.to_string()))?;
-    let currency = Currency::parse(&raw.currency).ok_or_else(|| invalid(format!("unknown currency {:?}", raw.currency)))?;
-    let price_minor = parse_decimal_minor(&raw.price, currency.exponent()).map_err(|e| invalid(e.to_string()))?;
+    let currency = Currency::parse(&raw.currency)
+        .ok_or_else(|| invalid(format!("unknown currency {:?}", raw.currency)))?;
+    let price_minor =
+        parse_decimal_minor(&raw.price, currency.exponent()).map_err(|e| invalid(e.to_string()))?;
     if price_minor == 0 {
         return Err(invalid("price must be above zero".into()));
     }
     let kind = product_kind(&raw).map_err(invalid)?;
-    let deadline = raw.delivery_deadline_secs.unwrap_or(DELIVERY_DEADLINE_SECS_DEFAULT);
+    let deadline = raw
+        .delivery_deadline_secs
+        .unwrap_or(DELIVERY_DEADLINE_SECS_DEFAULT);
     if !(DELIVERY_DEADLINE_SECS_MIN..=DELIVERY_DEADLINE_SECS_MAX).contains(&deadline) {
         return Err(invalid(format!(
             "delivery_deadline_secs must be {DELIVERY_DEADLINE_SECS_MIN}..={DELIVERY_DEADLINE_SECS_MAX}"
@@ -186,7 +205,9 @@ fn validate(raw: RawProduct) -> Result<Product, CatalogError> {
     }
     let quantity_max = raw.quantity_max.unwrap_or(QUANTITY_MAX_DEFAULT);
     if !(1..=QUANTITY_MAX_CEILING).contains(&quantity_max) {
-        return Err(invalid(format!("quantity_max must be 1..={QUANTITY_MAX_CEILING}")));
+        return Err(invalid(format!(
+            "quantity_max must be 1..={QUANTITY_MAX_CEILING}"
+        )));
     }
     Ok(Product {
         sku,
@@ -205,16 +226,24 @@ fn product_kind(raw: &RawProduct) -> Result<ProductKind, String> {
             if raw.plan.is_some() || raw.days.is_some() {
                 return Err("a currency_pack has no plan or days".into());
             }
-            let currency = raw.virtual_currency.clone().ok_or("virtual_currency is required")?;
+            let currency = raw
+                .virtual_currency
+                .clone()
+                .ok_or("virtual_currency is required")?;
             let units = raw.units.ok_or("units is required")?;
-            let ok_name = !currency.is_empty() && currency.len() <= 16 && currency.bytes().all(|b| b.is_ascii_uppercase());
+            let ok_name = !currency.is_empty()
+                && currency.len() <= 16
+                && currency.bytes().all(|b| b.is_ascii_uppercase());
             if !ok_name {
                 return Err("virtual_currency must be 1-16 uppercase letters".into());
             }
             if !(1..=CURRENCY_UNITS_MAX).contains(&units) {
                 return Err(format!("units must be 1..={CURRENCY_UNITS_MAX}"));
             }
-            Ok(ProductKind::CurrencyPack { virtual_currency: currency, units })
+            Ok(ProductKind::CurrencyPack {
+                virtual_currency: currency,
+                units,
+            })
         }
         "membership" => {
             if raw.virtual_currency.is_some() || raw.units.is_some() {
@@ -230,7 +259,9 @@ fn product_kind(raw: &RawProduct) -> Result<ProductKind, String> {
             }
             Ok(ProductKind::Membership { plan, days })
         }
-        other => Err(format!("unknown kind {other:?} (expected currency_pack or membership)")),
+        other => Err(format!(
+            "unknown kind {other:?} (expected currency_pack or membership)"
+        )),
     }
 }
 
@@ -241,16 +272,35 @@ mod tests {
     #[test]
     fn the_shipped_catalog_has_the_diamond_packs_and_svip_plans() {
         let catalog = Catalog::default_catalog();
-        let packs = [(60, 600), (300, 3000), (980, 9800), (1980, 19800), (3280, 32800), (6480, 64800)];
+        let packs = [
+            (60, 600),
+            (300, 3000),
+            (980, 9800),
+            (1980, 19800),
+            (3280, 32800),
+            (6480, 64800),
+        ];
         for (units, price) in packs {
             let product = catalog.get(&format!("diamonds_{units}")).unwrap();
             assert_eq!(product.price, Money::new(price, Currency::Cny));
-            assert_eq!(product.kind, ProductKind::CurrencyPack { virtual_currency: "DIAMOND".into(), units });
+            assert_eq!(
+                product.kind,
+                ProductKind::CurrencyPack {
+                    virtual_currency: "DIAMOND".into(),
+                    units
+                }
+            );
             assert_eq!(product.delivery_deadline_secs, 300);
         }
         for days in [30, 90, 365] {
             let product = catalog.get(&format!("svip_{days}d")).unwrap();
-            assert_eq!(product.kind, ProductKind::Membership { plan: "svip".into(), days });
+            assert_eq!(
+                product.kind,
+                ProductKind::Membership {
+                    plan: "svip".into(),
+                    days
+                }
+            );
         }
     }
 
@@ -259,10 +309,19 @@ mod tests {
         let base = "[[product]]\nsku = \"p\"\ntitle = \"t\"\ncurrency = \"CNY\"\nkind = \"membership\"\nplan = \"svip\"\n";
         let cases = [
             (format!("{base}price = \"0\"\ndays = 3\n"), "above zero"),
-            (format!("{base}price = \"1.001\"\ndays = 3\n"), "decimal places"),
+            (
+                format!("{base}price = \"1.001\"\ndays = 3\n"),
+                "decimal places",
+            ),
             (format!("{base}price = \"1\"\ndays = 0\n"), "days"),
-            (format!("{base}price = \"1\"\ndays = 3\ndelivery_deadline_secs = 1\n"), "deadline"),
-            (format!("{base}price = \"1\"\ndays = 3\nsurprise = 1\n"), "surprise"),
+            (
+                format!("{base}price = \"1\"\ndays = 3\ndelivery_deadline_secs = 1\n"),
+                "deadline",
+            ),
+            (
+                format!("{base}price = \"1\"\ndays = 3\nsurprise = 1\n"),
+                "surprise",
+            ),
         ];
         for (text, needle) in cases {
             let err = Catalog::from_toml(&text).unwrap_err().to_string();

@@ -26,7 +26,11 @@ fn check_external(what: &'static str, text: &str) -> Result<(), IdError> {
         return Ok(());
     }
     let got: String = text.chars().take(EXTERNAL_ID_BYTES_MAX + 1).collect();
-    Err(IdError { what, max: EXTERNAL_ID_BYTES_MAX, got })
+    Err(IdError {
+        what,
+        max: EXTERNAL_ID_BYTES_MAX,
+        got,
+    })
 }
 
 macro_rules! external_id {
@@ -161,7 +165,10 @@ mod tests {
         let no = OrderNo::from_random(0x0fff_ffff_ffff_ffff);
         assert_eq!(no.as_str().len(), 14);
         assert_eq!(OrderNo::parse(no.as_str()), Some(no));
-        assert!(OrderNo::parse("ZD0000000000O0").is_none(), "O is not in the alphabet");
+        assert!(
+            OrderNo::parse("ZD0000000000O0").is_none(),
+            "O is not in the alphabet"
+        );
         assert!(OrderNo::parse("ZD000").is_none());
         assert!(OrderNo::parse("XX000000000000").is_none());
     }

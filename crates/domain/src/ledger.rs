@@ -96,7 +96,12 @@ pub enum TransferError {
 
 impl Transfer {
     /// The credit that delivers a currency pack: issuance → the user's wallet, once per order.
-    pub fn order_credit(order: OrderId, user: &UserId, currency: &str, amount: i64) -> Result<Transfer, TransferError> {
+    pub fn order_credit(
+        order: OrderId,
+        user: &UserId,
+        currency: &str,
+        amount: i64,
+    ) -> Result<Transfer, TransferError> {
         Transfer::new(
             format!("order:{order}:credit"),
             (AccountId::issuance(currency), AccountKind::Issuance),
@@ -122,7 +127,15 @@ impl Transfer {
         if id.is_empty() || id.len() > TRANSFER_ID_BYTES_MAX {
             return Err(TransferError::BadId);
         }
-        Ok(Transfer { id, from: from.0, from_kind: from.1, to: to.0, to_kind: to.1, currency: currency.to_owned(), amount })
+        Ok(Transfer {
+            id,
+            from: from.0,
+            from_kind: from.1,
+            to: to.0,
+            to_kind: to.1,
+            currency: currency.to_owned(),
+            amount,
+        })
     }
 }
 

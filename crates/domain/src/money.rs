@@ -172,8 +172,13 @@ mod tests {
 
     #[test]
     fn rejects_what_is_not_an_exact_amount() {
-        for bad in ["", "-1", "+1", "1e3", " 1", "1 ", "1,00", ".5", "1.2.3", "0x10", "9.999", "NaN"] {
-            assert!(parse_decimal_minor(bad, 2).is_err(), "{bad:?} must be rejected");
+        for bad in [
+            "", "-1", "+1", "1e3", " 1", "1 ", "1,00", ".5", "1.2.3", "0x10", "9.999", "NaN",
+        ] {
+            assert!(
+                parse_decimal_minor(bad, 2).is_err(),
+                "{bad:?} must be rejected"
+            );
         }
         assert!(matches!(
             parse_decimal_minor("99999999999999999999", 2),

@@ -149,9 +149,15 @@ impl Actor {
     }
 
     pub fn parse(text: &str) -> Option<Actor> {
-        [Actor::Provider, Actor::System, Actor::User, Actor::Operator, Actor::Merchant]
-            .into_iter()
-            .find(|a| a.as_str() == text)
+        [
+            Actor::Provider,
+            Actor::System,
+            Actor::User,
+            Actor::Operator,
+            Actor::Merchant,
+        ]
+        .into_iter()
+        .find(|a| a.as_str() == text)
     }
 }
 
@@ -171,19 +177,33 @@ pub enum TransitionError {
     #[error("order already created")]
     CreatedTwice,
     #[error("event `{event}` is not allowed in status `{status}`")]
-    NotAllowed { event: &'static str, status: &'static str },
+    NotAllowed {
+        event: &'static str,
+        status: &'static str,
+    },
 }
 
 /// Applies one event. `None` is the state before the order exists.
 pub fn apply(state: Option<OrderState>, kind: EventKind) -> Result<OrderState, TransitionError> {
     let Some(state) = state else {
         return match kind {
-            EventKind::Created => Ok(OrderState { status: OrderStatus::AwaitingPayment, attention: false }),
+            EventKind::Created => Ok(OrderState {
+                status: OrderStatus::AwaitingPayment,
+                attention: false,
+            }),
             other => Err(TransitionError::NotCreatedFirst(other.as_str())),
         };
     };
-    let refuse = || TransitionError::NotAllowed { event: kind.as_str(), status: state.status.as_str() };
-    let with_status = |status| Ok(OrderState { status, attention: state.attention });
+    let refuse = || TransitionError::NotAllowed {
+        event: kind.as_str(),
+        status: state.status.as_str(),
+    };
+    let with_status = |status| {
+        Ok(OrderState {
+            status,
+            attention: state.attention,
+        })
+    };
     match kind {
         EventKind::Created => Err(TransitionError::CreatedTwice),
         EventKind::PaymentCaptured => match state.status {
@@ -212,8 +232,14 @@ pub fn apply(state: Option<OrderState>, kind: EventKind) -> Result<OrderState, T
             | OrderStatus::Expired
             | OrderStatus::RefundDue => Err(refuse()),
         },
-        EventKind::AttentionRaised => Ok(OrderState { status: state.status, attention: true }),
-        EventKind::AttentionCleared => Ok(OrderState { status: state.status, attention: false }),
+        EventKind::AttentionRaised => Ok(OrderState {
+            status: state.status,
+            attention: true,
+        }),
+        EventKind::AttentionCleared => Ok(OrderState {
+            status: state.status,
+            attention: false,
+        }),
         EventKind::ProviderQueried
         | EventKind::ProviderCloseRequested
         | EventKind::NotificationRejected => Ok(state),
@@ -221,7 +247,9 @@ pub fn apply(state: Option<OrderState>, kind: EventKind) -> Result<OrderState, T
 }
 
 /// Folds a sequence of events into the state they describe.
-pub fn fold<I: IntoIterator<Item = EventKind>>(events: I) -> Result<Option<OrderState>, TransitionError> {
+pub fn fold<I: IntoIterator<Item = EventKind>>(
+    events: I,
+) -> Result<Option<OrderState>, TransitionError> {
     let mut state = None;
     for kind in events {
         state = Some(apply(state, kind)?);
@@ -236,20 +264,41 @@ mod tests {
 
     #[test]
     fn the_happy_path_folds_to_delivered() {
-        let state = fold([EventKind::Created, EventKind::ProviderQueried, EventKind::PaymentCaptured, EventKind::Delivered]);
-        assert_eq!(state, Ok(Some(OrderState { status: OrderStatus::Delivered, attention: false })));
+        let state = fold([
+            EventKind::Created,
+            EventKind::ProviderQueried,
+            EventKind::PaymentCaptured,
+            EventKind::Delivered,
+        ]);
+        assert_eq!(
+            state,
+            Ok(Some(OrderState {
+                status: OrderStatus::Delivered,
+                attention: false
+            }))
+        );
     }
 
     #[test]
     fn a_second_capture_or_delivery_is_refused() {
-        let paid = fold([EventKind::Created, EventKind::PaymentCaptured, EventKind::Delivered]).unwrap();
+        let paid = fold([
+            EventKind::Created,
+            EventKind::PaymentCaptured,
+            EventKind::Delivered,
+        ])
+        .unwrap();
         assert!(apply(paid, EventKind::PaymentCaptured).is_err());
         assert!(apply(paid, EventKind::Delivered).is_err());
     }
 
     #[test]
     fn a_late_payment_reopens_an_expired_order() {
-        let state = fold([EventKind::Created, EventKind::Expired, EventKind::PaymentCaptured, EventKind::RefundDue]);
+        let state = fold([
+            EventKind::Created,
+            EventKind::Expired,
+            EventKind::PaymentCaptured,
+            EventKind::RefundDue,
+        ]);
         assert_eq!(state.unwrap().unwrap().status, OrderStatus::RefundDue);
     }
 

@@ -38,7 +38,10 @@ pub struct Notice {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NoticeStatus {
     /// The provider says the order is paid.
-    Paid { amount: Money, paid_at_ms: Option<i64> },
+    Paid {
+        amount: Money,
+        paid_at_ms: Option<i64>,
+    },
     /// Created but not paid yet; nothing to do.
     AwaitingPayment,
     /// Closed (unpaid, or fully refunded).
@@ -87,7 +90,10 @@ impl RejectCode {
     pub fn flags_order(self) -> bool {
         match self {
             RejectCode::WrongApp | RejectCode::WrongSeller | RejectCode::BadAmount => true,
-            RejectCode::BadSignature | RejectCode::Malformed | RejectCode::MissingSignature | RejectCode::UnsupportedType => false,
+            RejectCode::BadSignature
+            | RejectCode::Malformed
+            | RejectCode::MissingSignature
+            | RejectCode::UnsupportedType => false,
         }
     }
 }
@@ -104,7 +110,11 @@ pub enum PaymentStatus {
     /// No trade exists yet: the user never opened the cashier.
     NotFound,
     AwaitingPayment,
-    Paid { trade_no: String, amount: Money, paid_at_ms: Option<i64> },
+    Paid {
+        trade_no: String,
+        amount: Money,
+        paid_at_ms: Option<i64>,
+    },
     Closed,
 }
 
@@ -141,7 +151,11 @@ pub enum ProviderError {
     #[error("provider answer could not be trusted: {0}")]
     BadResponse(String),
     #[error("provider refused: {code} {sub_code}: {message}")]
-    Refused { code: String, sub_code: String, message: String },
+    Refused {
+        code: String,
+        sub_code: String,
+        message: String,
+    },
     #[error("provider configuration: {0}")]
     Config(String),
 }
@@ -160,14 +174,24 @@ pub trait Provider: Send + Sync {
 
     /// Verifies a notification's signature and merchant identity, and reads it. Pure:
     /// no IO, so it can run before anything is stored and again when replaying evidence.
-    fn verify_notification(&self, headers: &http::HeaderMap, body: &[u8]) -> Result<Notice, Rejection>;
+    fn verify_notification(
+        &self,
+        headers: &http::HeaderMap,
+        body: &[u8],
+    ) -> Result<Notice, Rejection>;
 
     /// What the client needs to pay this order at the provider.
     fn payment_instructions(&self, order: &OrderRef) -> Result<serde_json::Value, ProviderError>;
 
-    fn query_payment<'a>(&'a self, order: &'a OrderRef) -> BoxFuture<'a, Result<PaymentStatus, ProviderError>>;
+    fn query_payment<'a>(
+        &'a self,
+        order: &'a OrderRef,
+    ) -> BoxFuture<'a, Result<PaymentStatus, ProviderError>>;
 
-    fn close_payment<'a>(&'a self, order: &'a OrderRef) -> BoxFuture<'a, Result<CloseOutcome, ProviderError>>;
+    fn close_payment<'a>(
+        &'a self,
+        order: &'a OrderRef,
+    ) -> BoxFuture<'a, Result<CloseOutcome, ProviderError>>;
 
     /// The reply in the provider's own protocol.
     fn ack(&self, kind: AckKind) -> Ack;

@@ -3,7 +3,7 @@
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Faults {
     /// Share of payments whose notifications are never sent at all (S1: 支付未同步).
@@ -34,7 +34,44 @@ pub struct Faults {
 impl Faults {
     /// No faults, and Alipay's real retry schedule.
     pub fn none() -> Faults {
-        Faults { retry_scale_pct: 100, ..Faults::default() }
+        Faults {
+            drop_rate_pct: 0,
+            duplicate_rate_pct: 0,
+            reorder_rate_pct: 0,
+            delay_ms_min: 0,
+            delay_ms_max: 0,
+            gateway_down_until_ms: 0,
+            gateway_slow_ms: 0,
+            gateway_unknown_rate_pct: 0,
+            late_pay_grace_ms: 0,
+            retry_scale_pct: 100,
+        }
+    }
+}
+
+/// Fields left out of a faults document (`--faults`, `POST /sandbox/faults`) mean "no
+/// fault" and Alipay's real retry schedule, never a retry loop with no pause.
+impl Default for Faults {
+    fn default() -> Self {
+        Faults::none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partial_faults_document_keeps_the_real_retry_schedule() {
+        let faults: Faults = serde_json::from_str(r#"{"drop_rate_pct": 20}"#).unwrap();
+        assert_eq!(faults.drop_rate_pct, 20);
+        assert_eq!(faults.retry_scale_pct, 100);
+        assert_eq!(retry_delay_ms(&faults, 0), Some(240_000));
+        assert_eq!(retry_delay_ms(&faults, 7), None, "8 sends, then silence");
+        assert!(
+            serde_json::from_str::<Faults>(r#"{"drop": 1}"#).is_err(),
+            "unknown knobs are refused"
+        );
     }
 }
 

@@ -69,11 +69,18 @@ pub enum PayError {
 }
 
 impl Sandbox {
-
     pub fn with_key(key: RsaPrivateKey, faults: Faults) -> Result<Sandbox, reqwest::Error> {
-        let client = zerodrop_providers::http_client::client(Duration::from_millis(NOTIFY_TIMEOUT_MS))?;
-        let shared = Shared { ledger: Mutex::new(Ledger::default()), faults: Mutex::new(faults), key, client };
-        Ok(Sandbox { shared: Arc::new(shared) })
+        let client =
+            zerodrop_providers::http_client::client(Duration::from_millis(NOTIFY_TIMEOUT_MS))?;
+        let shared = Shared {
+            ledger: Mutex::new(Ledger::default()),
+            faults: Mutex::new(faults),
+            key,
+            client,
+        };
+        Ok(Sandbox {
+            shared: Arc::new(shared),
+        })
     }
 
     /// The key zerodrop configures as the "Alipay public key" for this provider.
@@ -88,7 +95,11 @@ impl Sandbox {
     }
 
     pub fn faults(&self) -> Faults {
-        self.shared.faults.lock().map(|f| f.clone()).unwrap_or_default()
+        self.shared
+            .faults
+            .lock()
+            .map(|f| f.clone())
+            .unwrap_or_default()
     }
 
     pub fn set_faults(&self, faults: Faults) {
@@ -99,44 +110,79 @@ impl Sandbox {
 
     /// Every charge made so far: the provider's side of the books.
     pub fn charges(&self) -> Vec<Charge> {
-        self.shared.ledger.lock().map(|l| l.charges.clone()).unwrap_or_default()
+        self.shared
+            .ledger
+            .lock()
+            .map(|l| l.charges.clone())
+            .unwrap_or_default()
     }
 
     pub fn stats(&self) -> Stats {
-        self.shared.ledger.lock().map(|l| l.stats.clone()).unwrap_or_default()
+        self.shared
+            .ledger
+            .lock()
+            .map(|l| l.stats.clone())
+            .unwrap_or_default()
     }
 
     /// A user pays with the order string the merchant gave them. Paying twice returns
     /// the first charge.
     pub fn pay(&self, order_string: &str) -> Result<Charge, PayError> {
         let faults = self.faults();
-        let params: Vec<(String, String)> =
-            serde_urlencoded::from_str(order_string).map_err(|e| PayError::Malformed(e.to_string()))?;
-        let fields: HashMap<&str, &str> = params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let field = |name: &str| fields.get(name).copied().ok_or_else(|| PayError::Malformed(format!("{name} missing")));
+        let params: Vec<(String, String)> = serde_urlencoded::from_str(order_string)
+            .map_err(|e| PayError::Malformed(e.to_string()))?;
+        let fields: HashMap<&str, &str> = params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let field = |name: &str| {
+            fields
+                .get(name)
+                .copied()
+                .ok_or_else(|| PayError::Malformed(format!("{name} missing")))
+        };
         let app_id = field("app_id")?;
         let notify_url = field("notify_url")?.to_owned();
-        let biz: serde_json::Value =
-            serde_json::from_str(field("biz_content")?).map_err(|e| PayError::Malformed(e.to_string()))?;
+        let biz: serde_json::Value = serde_json::from_str(field("biz_content")?)
+            .map_err(|e| PayError::Malformed(e.to_string()))?;
         let biz_text = |name: &str| {
-            biz.get(name).and_then(|v| v.as_str()).ok_or_else(|| PayError::Malformed(format!("biz_content.{name} missing")))
+            biz.get(name)
+                .and_then(|v| v.as_str())
+                .ok_or_else(|| PayError::Malformed(format!("biz_content.{name} missing")))
         };
         let out_trade_no = biz_text("out_trade_no")?.to_owned();
-        let amount = Money::parse_decimal(biz_text("total_amount")?, Currency::Cny).map_err(|e| PayError::Malformed(e.to_string()))?;
-        let expire_ms = parse_cst(biz_text("time_expire")?).ok_or_else(|| PayError::Malformed("time_expire".into()))?;
+        let amount = Money::parse_decimal(biz_text("total_amount")?, Currency::Cny)
+            .map_err(|e| PayError::Malformed(e.to_string()))?;
+        let expire_ms = parse_cst(biz_text("time_expire")?)
+            .ok_or_else(|| PayError::Malformed("time_expire".into()))?;
         let subject = biz_text("subject")?.to_owned();
 
         let now = now_ms();
-        let mut ledger = self.shared.ledger.lock().map_err(|_| PayError::Malformed("sandbox state poisoned".into()))?;
-        let merchant = ledger.merchants.get(app_id).cloned().ok_or(PayError::UnknownMerchant)?;
+        let mut ledger = self
+            .shared
+            .ledger
+            .lock()
+            .map_err(|_| PayError::Malformed("sandbox state poisoned".into()))?;
+        let merchant = ledger
+            .merchants
+            .get(app_id)
+            .cloned()
+            .ok_or(PayError::UnknownMerchant)?;
         let message = signing_string(params.iter().map(|(k, v)| (k.as_str(), v.as_str())), true);
-        if !merchant.app_public_key.verify_sha256_base64(message.as_bytes(), field("sign")?) {
+        if !merchant
+            .app_public_key
+            .verify_sha256_base64(message.as_bytes(), field("sign")?)
+        {
             return Err(PayError::BadSignature);
         }
         if let Some(existing) = ledger.trades.get(&out_trade_no) {
             match existing.status {
                 TradeStatus::Success => {
-                    let charge = ledger.charges.iter().find(|c| c.out_trade_no == out_trade_no).cloned();
+                    let charge = ledger
+                        .charges
+                        .iter()
+                        .find(|c| c.out_trade_no == out_trade_no)
+                        .cloned();
                     return charge.ok_or(PayError::Closed);
                 }
                 TradeStatus::Closed => return Err(PayError::Closed),
@@ -148,7 +194,14 @@ impl Sandbox {
             return Err(PayError::Expired);
         }
         ledger.next_trade_seq += 1;
-        let trade_no = format!("{}{:012}", format_cst(now).get(..10).unwrap_or("2026-01-01").replace('-', ""), ledger.next_trade_seq);
+        let trade_no = format!(
+            "{}{:012}",
+            format_cst(now)
+                .get(..10)
+                .unwrap_or("2026-01-01")
+                .replace('-', ""),
+            ledger.next_trade_seq
+        );
         let trade = Trade {
             trade_no: trade_no.clone(),
             out_trade_no: out_trade_no.clone(),
@@ -161,7 +214,13 @@ impl Sandbox {
             paid_at_ms: Some(now),
             notify_url,
         };
-        let charge = Charge { trade_no, out_trade_no: out_trade_no.clone(), amount_minor: amount.minor, paid_at_ms: now, late };
+        let charge = Charge {
+            trade_no,
+            out_trade_no: out_trade_no.clone(),
+            amount_minor: amount.minor,
+            paid_at_ms: now,
+            late,
+        };
         ledger.charges.push(charge.clone());
         ledger.trades.insert(out_trade_no, trade.clone());
         drop(ledger);
@@ -182,12 +241,21 @@ impl Sandbox {
     }
 
     /// Serves until `shutdown` resolves. Bind port 0 in tests.
-    pub async fn serve(self, listener: tokio::net::TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        axum::serve(listener, self.router()).with_graceful_shutdown(shutdown).await
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await
     }
 
     fn gateway_answer(&self, params: &[(String, String)]) -> Response {
-        let fields: HashMap<&str, &str> = params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let fields: HashMap<&str, &str> = params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         let method = fields.get("method").copied().unwrap_or_default();
         let faults = self.faults();
         if let Ok(mut ledger) = self.shared.ledger.lock() {
@@ -214,7 +282,11 @@ impl Sandbox {
         }
     }
 
-    fn authenticate(&self, fields: &HashMap<&str, &str>, params: &[(String, String)]) -> Result<(), serde_json::Value> {
+    fn authenticate(
+        &self,
+        fields: &HashMap<&str, &str>,
+        params: &[(String, String)],
+    ) -> Result<(), serde_json::Value> {
         let invalid = |sub_code: &str| serde_json::json!({"code": "40002", "msg": "Invalid Arguments", "sub_code": sub_code});
         let app_id = fields.get("app_id").copied().unwrap_or_default();
         let merchant = self
@@ -226,18 +298,26 @@ impl Sandbox {
             .ok_or_else(|| invalid("isv.invalid-app-id"))?;
         let message = signing_string(params.iter().map(|(k, v)| (k.as_str(), v.as_str())), true);
         let sign = fields.get("sign").copied().unwrap_or_default();
-        if !merchant.app_public_key.verify_sha256_base64(message.as_bytes(), sign) {
+        if !merchant
+            .app_public_key
+            .verify_sha256_base64(message.as_bytes(), sign)
+        {
             return Err(invalid("isv.invalid-signature"));
         }
         Ok(())
     }
 
     fn run_method(&self, method: &str, fields: &HashMap<&str, &str>) -> serde_json::Value {
-        let biz: serde_json::Value = fields.get("biz_content").and_then(|b| serde_json::from_str(b).ok()).unwrap_or_default();
-        let out_trade_no = biz.get("out_trade_no").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
-        let business = |sub_code: &str, sub_msg: &str| {
-            serde_json::json!({"code": "40004", "msg": "Business Failed", "sub_code": sub_code, "sub_msg": sub_msg})
-        };
+        let biz: serde_json::Value = fields
+            .get("biz_content")
+            .and_then(|b| serde_json::from_str(b).ok())
+            .unwrap_or_default();
+        let out_trade_no = biz
+            .get("out_trade_no")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let business = |sub_code: &str, sub_msg: &str| serde_json::json!({"code": "40004", "msg": "Business Failed", "sub_code": sub_code, "sub_msg": sub_msg});
         let Ok(mut ledger) = self.shared.ledger.lock() else {
             return serde_json::json!({"code": "20000", "msg": "Service Currently Unavailable"});
         };
@@ -263,9 +343,13 @@ impl Sandbox {
                     trade.status = TradeStatus::Closed;
                     serde_json::json!({"code": "10000", "msg": "Success", "trade_no": trade.trade_no, "out_trade_no": trade.out_trade_no})
                 }
-                TradeStatus::Success | TradeStatus::Closed => business("ACQ.TRADE_STATUS_ERROR", "交易状态不合法"),
+                TradeStatus::Success | TradeStatus::Closed => {
+                    business("ACQ.TRADE_STATUS_ERROR", "交易状态不合法")
+                }
             },
-            _ => serde_json::json!({"code": "40004", "msg": "Business Failed", "sub_code": "isv.invalid-method"}),
+            _ => {
+                serde_json::json!({"code": "40004", "msg": "Business Failed", "sub_code": "isv.invalid-method"})
+            }
         }
     }
 
@@ -274,8 +358,15 @@ impl Sandbox {
         let Ok(sign) = self.shared.key.sign_sha256_base64(text.as_bytes()) else {
             return (StatusCode::INTERNAL_SERVER_ERROR, "signing failed").into_response();
         };
-        let key = response_key(if method.is_empty() { "alipay.error" } else { method });
-        let body = format!("{{\"{key}\":{text},\"sign\":{}}}", serde_json::Value::String(sign));
+        let key = response_key(if method.is_empty() {
+            "alipay.error"
+        } else {
+            method
+        });
+        let body = format!(
+            "{{\"{key}\":{text},\"sign\":{}}}",
+            serde_json::Value::String(sign)
+        );
         ([("content-type", "application/json; charset=utf-8")], body).into_response()
     }
 }
@@ -302,7 +393,9 @@ async fn pay(State(sandbox): State<Sandbox>, Json(request): Json<PayRequest>) ->
         Err(e) => {
             let status = match e {
                 PayError::Expired | PayError::Closed => StatusCode::CONFLICT,
-                PayError::Malformed(_) | PayError::UnknownMerchant | PayError::BadSignature => StatusCode::BAD_REQUEST,
+                PayError::Malformed(_) | PayError::UnknownMerchant | PayError::BadSignature => {
+                    StatusCode::BAD_REQUEST
+                }
             };
             (status, Json(serde_json::json!({"error": e.to_string()}))).into_response()
         }

@@ -24,7 +24,10 @@ pub(crate) fn plan(shared: &Arc<Shared>, trade: &Trade, faults: &Faults) {
         sends.push((TradeStatus::Success, faults::delay_ms(faults)));
     }
     if stale {
-        sends.push((TradeStatus::WaitBuyerPay, first_ms + 1 + faults::delay_ms(faults)));
+        sends.push((
+            TradeStatus::WaitBuyerPay,
+            first_ms + 1 + faults::delay_ms(faults),
+        ));
     }
     if let Ok(mut ledger) = shared.ledger.lock() {
         let stats = &mut ledger.stats;
@@ -77,7 +80,10 @@ async fn send_once(shared: &Shared, url: &str, body: &str) -> bool {
     let response = shared
         .client
         .post(url)
-        .header("content-type", "application/x-www-form-urlencoded; charset=utf-8")
+        .header(
+            "content-type",
+            "application/x-www-form-urlencoded; charset=utf-8",
+        )
         .body(body.to_owned())
         .send()
         .await;

@@ -46,8 +46,16 @@ pub enum StartError {
 
 impl App {
     /// Builds the application. Must run inside the Tokio runtime (it starts the committer).
-    pub fn new(config: Config, store: Store, catalog: Catalog, providers: Vec<Arc<dyn Provider>>) -> App {
-        let providers = providers.into_iter().map(|p| (p.name().to_owned(), p)).collect();
+    pub fn new(
+        config: Config,
+        store: Store,
+        catalog: Catalog,
+        providers: Vec<Arc<dyn Provider>>,
+    ) -> App {
+        let providers = providers
+            .into_iter()
+            .map(|p| (p.name().to_owned(), p))
+            .collect();
         let committer = crate::committer::Committer::start(store.clone());
         App(Arc::new(Inner {
             committer,
@@ -82,21 +90,45 @@ pub fn load_catalog(path: &str) -> Result<Catalog, StartError> {
     if path.is_empty() {
         return Ok(Catalog::default_catalog());
     }
-    let text = std::fs::read_to_string(path).map_err(|e| StartError::Catalog(format!("{path}: {e}")))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| StartError::Catalog(format!("{path}: {e}")))?;
     Catalog::from_toml(&text).map_err(|e| StartError::Catalog(format!("{path}: {e}")))
 }
 
 pub fn build_providers(config: &Config) -> Result<Vec<Arc<dyn Provider>>, StartError> {
-    config.providers.iter().map(|p| build_provider(config, p)).collect()
+    config
+        .providers
+        .iter()
+        .map(|p| build_provider(config, p))
+        .collect()
 }
 
 fn build_provider(config: &Config, p: &ProviderConfig) -> Result<Arc<dyn Provider>, StartError> {
-    let problem = |problem: String| StartError::Provider { name: p.name.clone(), problem };
-    let private_text = inline_or_file(p.app_private_key.as_ref().map(|s| s.expose().as_str()), p.app_private_key_file.as_deref(), "app_private_key").map_err(problem)?;
-    let public_text = inline_or_file(p.provider_public_key.as_deref(), p.provider_public_key_file.as_deref(), "provider_public_key").map_err(problem)?;
-    let app_private_key = RsaPrivateKey::parse(&private_text, "app_private_key").map_err(|e| problem(e.to_string()))?;
-    let alipay_public_key = RsaPublicKey::parse(&public_text, "provider_public_key").map_err(|e| problem(e.to_string()))?;
-    let notify_url = format!("{}/v1/providers/{}/notify", config.public_base_url.trim_end_matches('/'), p.name);
+    let problem = |problem: String| StartError::Provider {
+        name: p.name.clone(),
+        problem,
+    };
+    let private_text = inline_or_file(
+        p.app_private_key.as_ref().map(|s| s.expose().as_str()),
+        p.app_private_key_file.as_deref(),
+        "app_private_key",
+    )
+    .map_err(problem)?;
+    let public_text = inline_or_file(
+        p.provider_public_key.as_deref(),
+        p.provider_public_key_file.as_deref(),
+        "provider_public_key",
+    )
+    .map_err(problem)?;
+    let app_private_key = RsaPrivateKey::parse(&private_text, "app_private_key")
+        .map_err(|e| problem(e.to_string()))?;
+    let alipay_public_key = RsaPublicKey::parse(&public_text, "provider_public_key")
+        .map_err(|e| problem(e.to_string()))?;
+    let notify_url = format!(
+        "{}/v1/providers/{}/notify",
+        config.public_base_url.trim_end_matches('/'),
+        p.name
+    );
     let alipay = Alipay::new(AlipayConfig {
         name: p.name.clone(),
         app_id: p.app_id.clone(),
@@ -114,7 +146,9 @@ fn build_provider(config: &Config, p: &ProviderConfig) -> Result<Arc<dyn Provide
 fn inline_or_file(inline: Option<&str>, file: Option<&str>, what: &str) -> Result<String, String> {
     match (inline, file) {
         (Some(text), None) => Ok(text.to_owned()),
-        (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| format!("{what}_file {path}: {e}")),
+        (None, Some(path)) => {
+            std::fs::read_to_string(path).map_err(|e| format!("{what}_file {path}: {e}"))
+        }
         (Some(_), Some(_)) => Err(format!("set {what} or {what}_file, not both")),
         (None, None) => Err(format!("{what} (or {what}_file) is required")),
     }

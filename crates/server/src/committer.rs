@@ -65,10 +65,16 @@ impl Committer {
         let queue = &self.queues[(hasher.finish() % self.queues.len() as u64) as usize];
         let (reply, answer) = oneshot::channel();
         queue
-            .send(Work { inbound, notice, reply })
+            .send(Work {
+                inbound,
+                notice,
+                reply,
+            })
             .await
             .map_err(|_| "the committer has stopped".to_owned())?;
-        answer.await.map_err(|_| "the committer dropped the request".to_owned())?
+        answer
+            .await
+            .map_err(|_| "the committer dropped the request".to_owned())?
     }
 }
 
@@ -94,7 +100,9 @@ async fn commit(store: &Store, batch: Vec<Work>) {
                 }
                 return;
             }
-            Err(e) => tracing::warn!(error = %e, size = batch.len(), "batch failed; recording its notifications one by one"),
+            Err(e) => {
+                tracing::warn!(error = %e, size = batch.len(), "batch failed; recording its notifications one by one")
+            }
         }
     }
     for work in batch {

@@ -102,7 +102,9 @@ pub struct ProviderConfig {
 
 /// Provider ids are long digit strings ("2088…"); written bare in TOML or in an
 /// environment variable they arrive as integers, and mean the same digits.
-fn string_or_integer<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+fn string_or_integer<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<String, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Id {
@@ -138,26 +140,40 @@ impl Default for Config {
 
 impl Default for OrderConfig {
     fn default() -> Self {
-        OrderConfig { ttl_secs: 900, query_schedule_secs: vec![30, 60, 120, 300, 600], late_sweep_secs: 600 }
+        OrderConfig {
+            ttl_secs: 900,
+            query_schedule_secs: vec![30, 60, 120, 300, 600],
+            late_sweep_secs: 600,
+        }
     }
 }
 
 impl Default for JobConfig {
     fn default() -> Self {
-        JobConfig { concurrency: 16, poll_interval_ms: 250, lease_ms: 60_000, enabled: true }
+        JobConfig {
+            concurrency: 16,
+            poll_interval_ms: 250,
+            lease_ms: 60_000,
+            enabled: true,
+        }
     }
 }
 
 impl Default for AuditConfig {
     fn default() -> Self {
-        AuditConfig { parked_age_secs_max: 7_200 }
+        AuditConfig {
+            parked_age_secs_max: 7_200,
+        }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("configuration is not valid: {0}")]
     Invalid(String),
 }
@@ -169,16 +185,25 @@ impl Config {
         I: IntoIterator<Item = (String, String)>,
     {
         let text = match path {
-            Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.display().to_string(), source })?,
+            Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.display().to_string(),
+                source,
+            })?,
             None => String::new(),
         };
-        let mut table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let mut table: toml::Table =
+            toml::from_str(&text).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         for (name, value) in env {
-            if let Some(key) = name.strip_prefix(ENV_PREFIX).filter(|k| !ENV_NOT_CONFIG.contains(k)) {
+            if let Some(key) = name
+                .strip_prefix(ENV_PREFIX)
+                .filter(|k| !ENV_NOT_CONFIG.contains(k))
+            {
                 apply_env(&mut table, key, &value)?;
             }
         }
-        let config: Config = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
         config.validate()?;
         Ok(config)
     }
@@ -188,8 +213,12 @@ impl Config {
         if self.orders.ttl_secs < 10 || self.orders.ttl_secs > 7 * 86_400 {
             return invalid("orders.ttl_secs must be between 10 and 604800".into());
         }
-        if self.orders.query_schedule_secs.iter().any(|s| *s < 1) || self.orders.query_schedule_secs.len() > 50 {
-            return invalid("orders.query_schedule_secs must be at most 50 positive numbers".into());
+        if self.orders.query_schedule_secs.iter().any(|s| *s < 1)
+            || self.orders.query_schedule_secs.len() > 50
+        {
+            return invalid(
+                "orders.query_schedule_secs must be at most 50 positive numbers".into(),
+            );
         }
         if self.orders.late_sweep_secs < 1 {
             return invalid("orders.late_sweep_secs must be positive".into());
@@ -202,10 +231,16 @@ impl Config {
         }
         for p in &self.providers {
             if p.kind != "alipay" {
-                return invalid(format!("provider {}: kind {:?} is not supported (alipay)", p.name, p.kind));
+                return invalid(format!(
+                    "provider {}: kind {:?} is not supported (alipay)",
+                    p.name, p.kind
+                ));
             }
             if zerodrop_domain::Sku::parse(&p.name).is_err() {
-                return invalid(format!("provider name {:?} must be a short identifier", p.name));
+                return invalid(format!(
+                    "provider name {:?} must be a short identifier",
+                    p.name
+                ));
             }
         }
         Ok(())
@@ -213,31 +248,42 @@ impl Config {
 
     /// The effective configuration as TOML, with every secret replaced by `[redacted]`.
     pub fn redacted_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render configuration: {e}"))
+        toml::to_string_pretty(self)
+            .unwrap_or_else(|e| format!("# cannot render configuration: {e}"))
     }
 }
 
 fn apply_env(table: &mut toml::Table, key: &str, value: &str) -> Result<(), ConfigError> {
     let path: Vec<String> = key.split("__").map(|s| s.to_ascii_lowercase()).collect();
     let parsed = parse_env_value(value);
-    set_path(&mut toml::Value::Table(std::mem::take(table)), &path, parsed)
-        .map(|root| {
-            if let toml::Value::Table(t) = root {
-                *table = t;
-            }
-        })
-        .map_err(|m| ConfigError::Invalid(format!("{ENV_PREFIX}{key}: {m}")))
+    set_path(
+        &mut toml::Value::Table(std::mem::take(table)),
+        &path,
+        parsed,
+    )
+    .map(|root| {
+        if let toml::Value::Table(t) = root {
+            *table = t;
+        }
+    })
+    .map_err(|m| ConfigError::Invalid(format!("{ENV_PREFIX}{key}: {m}")))
 }
 
 fn parse_env_value(value: &str) -> toml::Value {
     // `x = <value>` parses numbers, booleans and arrays; anything else is a string.
     match toml::from_str::<toml::Table>(&format!("x = {value}")) {
-        Ok(mut t) => t.remove("x").unwrap_or_else(|| toml::Value::String(value.into())),
+        Ok(mut t) => t
+            .remove("x")
+            .unwrap_or_else(|| toml::Value::String(value.into())),
         Err(_) => toml::Value::String(value.into()),
     }
 }
 
-fn set_path(root: &mut toml::Value, path: &[String], value: toml::Value) -> Result<toml::Value, String> {
+fn set_path(
+    root: &mut toml::Value,
+    path: &[String],
+    value: toml::Value,
+) -> Result<toml::Value, String> {
     let mut node = &mut *root;
     for (i, segment) in path.iter().enumerate() {
         let last = i + 1 == path.len();
@@ -257,7 +303,9 @@ fn set_path(root: &mut toml::Value, path: &[String], value: toml::Value) -> Resu
                 })
             }
             toml::Value::Array(items) => {
-                let index: usize = segment.parse().map_err(|_| format!("{segment} is not an index"))?;
+                let index: usize = segment
+                    .parse()
+                    .map_err(|_| format!("{segment} is not an index"))?;
                 if index > items.len() {
                     return Err(format!("index {index} skips entries"));
                 }
@@ -281,7 +329,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -300,7 +351,10 @@ mod tests {
                 ("ZERODROP_PROVIDERS__0__KIND", "alipay"),
                 ("ZERODROP_PROVIDERS__0__APP_ID", "2021"),
                 ("ZERODROP_PROVIDERS__0__SELLER_ID", "2088"),
-                ("ZERODROP_PROVIDERS__0__GATEWAY_URL", "http://127.0.0.1:9/gateway.do"),
+                (
+                    "ZERODROP_PROVIDERS__0__GATEWAY_URL",
+                    "http://127.0.0.1:9/gateway.do",
+                ),
                 ("ZERODROP_PROVIDERS__0__APP_PRIVATE_KEY", "very-secret-key"),
                 ("HOME", "/ignored"),
                 ("ZERODROP_LOG", "debug"),
@@ -312,18 +366,28 @@ mod tests {
         assert_eq!(config.listen, "0.0.0.0:1");
         assert_eq!(config.orders.ttl_secs, 120);
         assert_eq!(config.orders.query_schedule_secs, vec![5, 10]);
-        assert_eq!(config.providers[0].app_id, "2021", "a numeric-looking id stays as written");
+        assert_eq!(
+            config.providers[0].app_id, "2021",
+            "a numeric-looking id stays as written"
+        );
         let printed = config.redacted_toml();
-        assert!(!printed.contains("very-secret-key") && !printed.contains("k1"), "{printed}");
+        assert!(
+            !printed.contains("very-secret-key") && !printed.contains("k1"),
+            "{printed}"
+        );
         assert!(printed.contains("[redacted]"));
         let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
     fn bad_configuration_is_refused_with_the_key_named() {
-        let err = Config::load(None, env(&[("ZERODROP_ORDERS__TTL_SECS", "1")])).unwrap_err().to_string();
+        let err = Config::load(None, env(&[("ZERODROP_ORDERS__TTL_SECS", "1")]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("ttl_secs"), "{err}");
-        let err = Config::load(None, env(&[("ZERODROP_SURPRISE", "1")])).unwrap_err().to_string();
+        let err = Config::load(None, env(&[("ZERODROP_SURPRISE", "1")]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("surprise"), "{err}");
     }
 }

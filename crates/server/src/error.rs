@@ -16,7 +16,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into(), details: serde_json::Value::Null }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            details: serde_json::Value::Null,
+        }
     }
 
     pub fn with_details(mut self, details: serde_json::Value) -> ApiError {
@@ -25,7 +30,11 @@ impl ApiError {
     }
 
     pub fn unauthorized() -> ApiError {
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid merchant API key is required (Authorization: Bearer <key>)")
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid merchant API key is required (Authorization: Bearer <key>)",
+        )
     }
 
     pub fn invalid(code: &'static str, message: impl Into<String>) -> ApiError {
@@ -39,7 +48,11 @@ impl ApiError {
     /// A fault inside zerodrop. The cause is logged; the client sees only that it may retry.
     pub fn internal(cause: impl std::fmt::Display) -> ApiError {
         tracing::error!(error = %cause, "request failed inside zerodrop");
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "zerodrop could not complete the request; retry it (with the same Idempotency-Key)")
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "zerodrop could not complete the request; retry it (with the same Idempotency-Key)",
+        )
     }
 }
 

@@ -44,24 +44,37 @@ pub struct Idempotency {
 
 const IDEMPOTENCY_SCOPE: &str = "create_order";
 
-pub async fn create(app: &App, request: CreateOrder, idempotency: Option<Idempotency>) -> Result<(StatusCode, String), ApiError> {
+pub async fn create(
+    app: &App,
+    request: CreateOrder,
+    idempotency: Option<Idempotency>,
+) -> Result<(StatusCode, String), ApiError> {
     if let Some(idem) = &idempotency {
         let mut conn = app.store.reader().await?;
         if let Some(stored) = idempotency::get(&mut conn, IDEMPOTENCY_SCOPE, &idem.key).await? {
             return replay(stored, idem);
         }
     }
-    let user_id = UserId::parse(&request.user_id).map_err(|e| ApiError::invalid("invalid_user_id", e.to_string()))?;
+    let user_id = UserId::parse(&request.user_id)
+        .map_err(|e| ApiError::invalid("invalid_user_id", e.to_string()))?;
     let product = app
         .catalog
         .get(&request.sku)
         .map_err(|e| ApiError::invalid("unknown_sku", e.to_string()))?
         .clone();
-    let amount = product.total(request.quantity).map_err(|e| ApiError::invalid("invalid_quantity", e.to_string()))?;
-    let provider_name = request.provider.unwrap_or_else(|| app.config.default_provider.clone());
+    let amount = product
+        .total(request.quantity)
+        .map_err(|e| ApiError::invalid("invalid_quantity", e.to_string()))?;
+    let provider_name = request
+        .provider
+        .unwrap_or_else(|| app.config.default_provider.clone());
     let provider = app.provider(&provider_name).ok_or_else(|| {
         let known: Vec<&String> = app.providers.keys().collect();
-        ApiError::invalid("unknown_provider", format!("no provider named {provider_name:?}")).with_details(json!({ "providers": known }))
+        ApiError::invalid(
+            "unknown_provider",
+            format!("no provider named {provider_name:?}"),
+        )
+        .with_details(json!({ "providers": known }))
     })?;
 
     let now = now_ms();
@@ -83,7 +96,9 @@ pub async fn create(app: &App, request: CreateOrder, idempotency: Option<Idempot
             subject: product.title.clone(),
             expires_at_ms,
         };
-        let pay = provider.payment_instructions(&order_ref).map_err(ApiError::internal)?;
+        let pay = provider
+            .payment_instructions(&order_ref)
+            .map_err(ApiError::internal)?;
         let mut tx = app.store.begin().await?;
         let Some(order) = orders::insert(&mut tx, &new, "api", now).await? else {
             continue; // order number taken: draw another
@@ -91,13 +106,19 @@ pub async fn create(app: &App, request: CreateOrder, idempotency: Option<Idempot
         enqueue_follow_ups(app, &mut tx, &order, now).await?;
         let body = json!({ "order": views::order(&order), "pay": pay }).to_string();
         if let Some(idem) = &idempotency {
-            let stored = Stored { request_hash: idem.request_hash.clone(), status_code: 201, response: body.clone() };
+            let stored = Stored {
+                request_hash: idem.request_hash.clone(),
+                status_code: 201,
+                response: body.clone(),
+            };
             if !idempotency::put(&mut tx, IDEMPOTENCY_SCOPE, &idem.key, &stored, now).await? {
                 // A concurrent request with the same key committed first: ours rolls back
                 // (no second order) and we answer with what that one stored.
                 drop(tx);
                 let mut conn = app.store.reader().await?;
-                let stored = idempotency::get(&mut conn, IDEMPOTENCY_SCOPE, &idem.key).await?.ok_or_else(|| ApiError::internal("idempotency key vanished"))?;
+                let stored = idempotency::get(&mut conn, IDEMPOTENCY_SCOPE, &idem.key)
+                    .await?
+                    .ok_or_else(|| ApiError::internal("idempotency key vanished"))?;
                 return replay(stored, idem);
             }
         }
@@ -121,8 +142,18 @@ fn replay(stored: Stored, idem: &Idempotency) -> Result<(StatusCode, String), Ap
 }
 
 /// The first payment query and the expiry, stored with the order.
-async fn enqueue_follow_ups(app: &App, tx: &mut Tx, order: &orders::OrderRow, now: i64) -> Result<(), ApiError> {
-    if let Some(first) = jobs::query::next_query_at(&app.config.orders, order.created_at_ms, order.expires_at_ms, now) {
+async fn enqueue_follow_ups(
+    app: &App,
+    tx: &mut Tx,
+    order: &orders::OrderRow,
+    now: i64,
+) -> Result<(), ApiError> {
+    if let Some(first) = jobs::query::next_query_at(
+        &app.config.orders,
+        order.created_at_ms,
+        order.expires_at_ms,
+        now,
+    ) {
         let job = NewJob {
             kind: jobs::QUERY_PAYMENT,
             order_id: Some(order.id),

@@ -60,7 +60,15 @@ pub async fn record(
     let mut attempt = 1;
     loop {
         let mut tx = app.store.begin().await?;
-        let outcome = record_in(&mut tx, order_id, fact, source, cause, zerodrop_store::now_ms()).await;
+        let outcome = record_in(
+            &mut tx,
+            order_id,
+            fact,
+            source,
+            cause,
+            zerodrop_store::now_ms(),
+        )
+        .await;
         let outcome = match outcome {
             Ok(recorded) => tx.commit().await.map(|()| recorded),
             Err(e) => Err(e),
@@ -95,19 +103,32 @@ pub async fn record_locked(
     now_ms: i64,
 ) -> Result<Recorded, StoreError> {
     let late = match order.status {
-        OrderStatus::AwaitingPayment => fact.paid_at_ms.is_some_and(|paid| paid > order.expires_at_ms),
+        OrderStatus::AwaitingPayment => fact
+            .paid_at_ms
+            .is_some_and(|paid| paid > order.expires_at_ms),
         OrderStatus::Expired => true,
         // Paid statuses always come with their payment (the audit checks it): this is a
         // duplicate, or a second trade for an order already paid.
         OrderStatus::Paid | OrderStatus::Delivered | OrderStatus::RefundDue => {
             let existing = payments::for_order(tx, order.id).await?.ok_or_else(|| {
-                StoreError::Invariant(format!("order {} is {} but has no payment", order.order_no, order.status))
+                StoreError::Invariant(format!(
+                    "order {} is {} but has no payment",
+                    order.order_no, order.status
+                ))
             })?;
             if existing.provider == fact.provider && existing.trade_no == fact.trade_no {
                 return Ok(Recorded::Duplicate);
             }
             let detail = json!({ "recorded_trade_no": existing.trade_no, "other_trade_no": fact.trade_no, "source": source });
-            return refuse(tx, order, "second_trade_for_paid_order", detail, cause, now_ms).await;
+            return refuse(
+                tx,
+                order,
+                "second_trade_for_paid_order",
+                detail,
+                cause,
+                now_ms,
+            )
+            .await;
         }
     };
     if fact.provider != order.provider {
@@ -164,18 +185,34 @@ async fn refuse(
     now_ms: i64,
 ) -> Result<Recorded, StoreError> {
     detail["reason"] = json!(reason);
-    events::append(tx, order, NewEvent::new(EventKind::AttentionRaised, Actor::System, cause, detail), now_ms).await?;
+    events::append(
+        tx,
+        order,
+        NewEvent::new(EventKind::AttentionRaised, Actor::System, cause, detail),
+        now_ms,
+    )
+    .await?;
     tracing::warn!(order.no = %order.order_no, reason, "payment refused; order flagged for attention");
     Ok(Recorded::Refused { reason })
 }
 
 fn refund_due_event(order: &OrderRow, reason: &str) -> NewEvent {
     let data = json!({ "reason": reason, "policy": order.product.late_payment.as_str() });
-    NewEvent::new(EventKind::RefundDue, Actor::System, "late_payment_policy", data)
+    NewEvent::new(
+        EventKind::RefundDue,
+        Actor::System,
+        "late_payment_policy",
+        data,
+    )
 }
 
 /// Stores the refund job in the transaction that marks the order refund-due.
-async fn enqueue_refund(tx: &mut Tx, order: &OrderRow, reason: &str, now_ms: i64) -> Result<(), StoreError> {
+async fn enqueue_refund(
+    tx: &mut Tx,
+    order: &OrderRow,
+    reason: &str,
+    now_ms: i64,
+) -> Result<(), StoreError> {
     let job = NewJob {
         kind: crate::jobs::REFUND,
         order_id: Some(order.id),

@@ -17,7 +17,13 @@ pub struct NewItem {
 
 impl NewItem {
     pub fn for_order(order_id: OrderId, reason: &str, detail: serde_json::Value) -> NewItem {
-        NewItem { order_id: Some(order_id), notification_id: None, job_id: None, reason: reason.to_owned(), detail }
+        NewItem {
+            order_id: Some(order_id),
+            notification_id: None,
+            job_id: None,
+            reason: reason.to_owned(),
+            detail,
+        }
     }
 }
 

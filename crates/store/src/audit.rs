@@ -185,7 +185,11 @@ pub async fn run(store: &Store, options: &AuditOptions, now_ms: i64) -> Result<R
         .fetch_one(&mut *c)
         .await?
         .try_get(0)?;
-    Ok(Report { checked_at_ms: now_ms, checks, orders_in_attention: attention })
+    Ok(Report {
+        checked_at_ms: now_ms,
+        checks,
+        orders_in_attention: attention,
+    })
 }
 
 async fn sql_check(
@@ -203,9 +207,17 @@ async fn sql_check(
     let examples = rows
         .iter()
         .take(EXAMPLES_MAX)
-        .map(|r| r.try_get::<Option<String>, _>(0).map(|v| v.unwrap_or_default()))
+        .map(|r| {
+            r.try_get::<Option<String>, _>(0)
+                .map(|v| v.unwrap_or_default())
+        })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Check { name, description, violations: rows.len() as i64, examples })
+    Ok(Check {
+        name,
+        description,
+        violations: rows.len() as i64,
+        examples,
+    })
 }
 
 /// Every order's stored status and attention flag equal the fold of its events, and its
@@ -231,9 +243,13 @@ async fn status_is_fold(conn: &mut crate::Conn) -> Result<Check> {
         .bind(&last_id)
         .fetch_all(&mut *conn)
         .await?;
-        let mut kinds_by_order: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
+        let mut kinds_by_order: std::collections::HashMap<String, Vec<String>> =
+            std::collections::HashMap::new();
         for e in &events {
-            kinds_by_order.entry(e.try_get(0)?).or_default().push(e.try_get(1)?);
+            kinds_by_order
+                .entry(e.try_get(0)?)
+                .or_default()
+                .push(e.try_get(1)?);
         }
         for o in &orders {
             let id: String = o.try_get(0)?;
@@ -254,7 +270,9 @@ async fn status_is_fold(conn: &mut crate::Conn) -> Result<Check> {
             if !ok {
                 violations += 1;
                 if examples.len() < EXAMPLES_MAX {
-                    examples.push(format!("{order_no}: stored {status}, events fold to {folded:?}"));
+                    examples.push(format!(
+                        "{order_no}: stored {status}, events fold to {folded:?}"
+                    ));
                 }
             }
         }

@@ -98,7 +98,11 @@ impl Store {
                     .acquire_timeout(acquire)
                     .connect(url)
                     .await?;
-                Ok(Store { write: pool.clone(), read: pool, dialect })
+                Ok(Store {
+                    write: pool.clone(),
+                    read: pool,
+                    dialect,
+                })
             }
             Dialect::Sqlite => {
                 ensure_sqlite_parent_dir(url)?;
@@ -107,7 +111,11 @@ impl Store {
                 // explicit: writers queue in the pool instead of failing with SQLITE_BUSY.
                 let write = sqlite_pool(url, 1, acquire, busy_ms).await?;
                 let read = sqlite_pool(url, config.sqlite_readers_max, acquire, busy_ms).await?;
-                Ok(Store { write, read, dialect })
+                Ok(Store {
+                    write,
+                    read,
+                    dialect,
+                })
             }
         }
     }
@@ -124,7 +132,11 @@ impl Store {
     /// Starts a write transaction.
     pub async fn begin(&self) -> Result<Tx> {
         let inner = self.write.begin().await?;
-        Ok(Tx { inner, dialect: self.dialect, ledger: crate::ledger::Pending::default() })
+        Ok(Tx {
+            inner,
+            dialect: self.dialect,
+            ledger: crate::ledger::Pending::default(),
+        })
     }
 
     /// A connection for reads outside any transaction.
@@ -143,7 +155,11 @@ impl Store {
 }
 
 async fn sqlite_pool(url: &str, max: u32, acquire: Duration, busy_ms: u64) -> Result<AnyPool> {
-    let url = if url.contains('?') { url.to_owned() } else { format!("{url}?mode=rwc") };
+    let url = if url.contains('?') {
+        url.to_owned()
+    } else {
+        format!("{url}?mode=rwc")
+    };
     let pool = AnyPoolOptions::new()
         .max_connections(max)
         .min_connections(0)

@@ -58,7 +58,11 @@ pub enum TransferOutcome {
 #[derive(Debug, thiserror::Error)]
 pub enum TransferRefused {
     #[error("insufficient balance in {account}: has {balance}, needs {amount}")]
-    Insufficient { account: String, balance: i64, amount: i64 },
+    Insufficient {
+        account: String,
+        balance: i64,
+        amount: i64,
+    },
     #[error("transfer id {0} was used for a different movement")]
     IdReused(String),
 }
@@ -106,11 +110,34 @@ pub async fn apply(
     }
     // The credit side is deferred (a credit cannot fail); the debit side is deferred
     // only for accounts that may go negative. A checked wallet debit moves now.
-    defer(tx, &transfer.id, &transfer.to, transfer.to_kind, &transfer.currency, transfer.amount, now_ms);
+    defer(
+        tx,
+        &transfer.id,
+        &transfer.to,
+        transfer.to_kind,
+        &transfer.currency,
+        transfer.amount,
+        now_ms,
+    );
     if transfer.from_kind.may_go_negative() {
-        defer(tx, &transfer.id, &transfer.from, transfer.from_kind, &transfer.currency, -transfer.amount, now_ms);
+        defer(
+            tx,
+            &transfer.id,
+            &transfer.from,
+            transfer.from_kind,
+            &transfer.currency,
+            -transfer.amount,
+            now_ms,
+        );
     } else {
-        let after = move_balance(tx, &transfer.from, transfer.from_kind, &transfer.currency, -transfer.amount).await?;
+        let after = move_balance(
+            tx,
+            &transfer.from,
+            transfer.from_kind,
+            &transfer.currency,
+            -transfer.amount,
+        )
+        .await?;
         tx.ledger.entries.push(Entry {
             transfer_id: transfer.id.clone(),
             account: transfer.from.to_string(),
@@ -129,23 +156,51 @@ async fn flush_account(tx: &mut Tx, account: &str) -> Result<()> {
     };
     let total: i64 = deferred.movements.iter().map(|(_, delta, _)| delta).sum();
     let id = AccountId::from_stored(account);
-    let after = move_balance_owned(tx, &id, deferred.kind, &deferred.currency, deferred.owner.as_deref(), total).await?;
+    let after = move_balance_owned(
+        tx,
+        &id,
+        deferred.kind,
+        &deferred.currency,
+        deferred.owner.as_deref(),
+        total,
+    )
+    .await?;
     let mut balance = after - total;
     for (transfer_id, delta, at_ms) in deferred.movements {
         balance += delta;
-        tx.ledger.entries.push(Entry { transfer_id, account: account.to_owned(), amount: delta, balance_after: balance, at_ms });
+        tx.ledger.entries.push(Entry {
+            transfer_id,
+            account: account.to_owned(),
+            amount: delta,
+            balance_after: balance,
+            at_ms,
+        });
     }
     Ok(())
 }
 
-fn defer(tx: &mut Tx, transfer_id: &str, account: &AccountId, kind: AccountKind, currency: &str, delta: i64, now_ms: i64) {
-    let deferred = tx.ledger.deferred.entry(account.to_string()).or_insert_with(|| Deferred {
-        kind,
-        currency: currency.to_owned(),
-        owner: account.wallet_owner().map(str::to_owned),
-        movements: Vec::new(),
-    });
-    deferred.movements.push((transfer_id.to_owned(), delta, now_ms));
+fn defer(
+    tx: &mut Tx,
+    transfer_id: &str,
+    account: &AccountId,
+    kind: AccountKind,
+    currency: &str,
+    delta: i64,
+    now_ms: i64,
+) {
+    let deferred = tx
+        .ledger
+        .deferred
+        .entry(account.to_string())
+        .or_insert_with(|| Deferred {
+            kind,
+            currency: currency.to_owned(),
+            owner: account.wallet_owner().map(str::to_owned),
+            movements: Vec::new(),
+        });
+    deferred
+        .movements
+        .push((transfer_id.to_owned(), delta, now_ms));
 }
 
 /// Applies the deferred movements (each account once, in account order) and writes every
@@ -163,22 +218,38 @@ pub(crate) async fn flush(tx: &mut Tx) -> Result<()> {
             if i > 0 {
                 sql.push_str(", ");
             }
-            sql.push_str(&format!("(${}, ${}, ${}, ${}, ${})", p + 1, p + 2, p + 3, p + 4, p + 5));
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, ${}, ${})",
+                p + 1,
+                p + 2,
+                p + 3,
+                p + 4,
+                p + 5
+            ));
         }
         let mut insert = sqlx::query(&sql);
         for e in chunk {
-            insert = insert.bind(e.transfer_id.clone()).bind(e.account.clone()).bind(e.amount).bind(e.balance_after).bind(e.at_ms);
+            insert = insert
+                .bind(e.transfer_id.clone())
+                .bind(e.account.clone())
+                .bind(e.amount)
+                .bind(e.balance_after)
+                .bind(e.at_ms);
         }
         insert.execute(&mut **tx).await?;
     }
     Ok(())
 }
 
-async fn same_transfer_again(tx: &mut Tx, transfer: &Transfer) -> Result<Result<TransferOutcome, TransferRefused>> {
-    let row = sqlx::query("SELECT from_account, to_account, amount FROM ledger_transfers WHERE id = $1")
-        .bind(&transfer.id)
-        .fetch_one(&mut **tx)
-        .await?;
+async fn same_transfer_again(
+    tx: &mut Tx,
+    transfer: &Transfer,
+) -> Result<Result<TransferOutcome, TransferRefused>> {
+    let row =
+        sqlx::query("SELECT from_account, to_account, amount FROM ledger_transfers WHERE id = $1")
+            .bind(&transfer.id)
+            .fetch_one(&mut **tx)
+            .await?;
     let same = row.try_get::<String, _>(0)? == transfer.from.as_str()
         && row.try_get::<String, _>(1)? == transfer.to.as_str()
         && row.try_get::<i64, _>(2)? == transfer.amount;
@@ -199,11 +270,24 @@ async fn balance_of(conn: &mut Conn, id: &AccountId) -> Result<i64> {
 
 /// Moves an account's balance by `delta`, creating the account on its first movement,
 /// and returns the balance after.
-async fn move_balance(tx: &mut Tx, account: &AccountId, kind: AccountKind, currency: &str, delta: i64) -> Result<i64> {
+async fn move_balance(
+    tx: &mut Tx,
+    account: &AccountId,
+    kind: AccountKind,
+    currency: &str,
+    delta: i64,
+) -> Result<i64> {
     move_balance_owned(tx, account, kind, currency, account.wallet_owner(), delta).await
 }
 
-async fn move_balance_owned(tx: &mut Tx, account: &AccountId, kind: AccountKind, currency: &str, owner: Option<&str>, delta: i64) -> Result<i64> {
+async fn move_balance_owned(
+    tx: &mut Tx,
+    account: &AccountId,
+    kind: AccountKind,
+    currency: &str,
+    owner: Option<&str>,
+    delta: i64,
+) -> Result<i64> {
     let row = sqlx::query(
         "INSERT INTO ledger_accounts (id, kind, currency, owner, balance) VALUES ($1, $2, $3, $4, $5) \
          ON CONFLICT (id) DO UPDATE SET balance = ledger_accounts.balance + excluded.balance \
@@ -219,11 +303,16 @@ async fn move_balance_owned(tx: &mut Tx, account: &AccountId, kind: AccountKind,
     let balance_after: i64 = row.try_get(0)?;
     let stored_kind: String = row.try_get(1)?;
     if stored_kind != kind.as_str() {
-        return Err(StoreError::Invariant(format!("account {account} is a {stored_kind}, not a {}", kind.as_str())));
+        return Err(StoreError::Invariant(format!(
+            "account {account} is a {stored_kind}, not a {}",
+            kind.as_str()
+        )));
     }
     if !kind.may_go_negative() && balance_after < 0 {
         // The CHECK constraint should already have refused this; never carry on if not.
-        return Err(StoreError::Invariant(format!("wallet {account} would go below zero")));
+        return Err(StoreError::Invariant(format!(
+            "wallet {account} would go below zero"
+        )));
     }
     Ok(balance_after)
 }

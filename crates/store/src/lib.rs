@@ -51,7 +51,10 @@ impl StoreError {
                 let code = e.code().map(|c| c.into_owned()).unwrap_or_default();
                 // PostgreSQL: serialization_failure, deadlock_detected, unique_violation.
                 // SQLite: SQLITE_BUSY (5), SQLITE_LOCKED (6).
-                matches!(code.as_str(), "40001" | "40P01" | "23505" | "5" | "6" | "517")
+                matches!(
+                    code.as_str(),
+                    "40001" | "40P01" | "23505" | "5" | "6" | "517"
+                )
             }
             StoreError::Db(sqlx::Error::PoolTimedOut) | StoreError::Db(sqlx::Error::Io(_)) => true,
             StoreError::Db(_)

@@ -25,7 +25,14 @@ pub struct Membership {
 
 /// Extends `plan` by `days` for the order, stacking after the current end. Once per
 /// order: the period's primary key is the order id, so a second call fails the transaction.
-pub async fn extend(tx: &mut Tx, user: &UserId, plan: &str, days: i64, order: OrderId, now_ms: i64) -> Result<Period> {
+pub async fn extend(
+    tx: &mut Tx,
+    user: &UserId,
+    plan: &str,
+    days: i64,
+    order: OrderId,
+    now_ms: i64,
+) -> Result<Period> {
     let sql = format!(
         "SELECT ends_at_ms FROM memberships WHERE user_id = $1 AND plan = $2{}",
         tx.dialect().for_update()
@@ -68,7 +75,12 @@ pub async fn extend(tx: &mut Tx, user: &UserId, plan: &str, days: i64, order: Or
     .bind(now_ms)
     .execute(&mut **tx)
     .await?;
-    Ok(Period { order_id: order.to_string(), days, starts_at_ms, ends_at_ms })
+    Ok(Period {
+        order_id: order.to_string(),
+        days,
+        starts_at_ms,
+        ends_at_ms,
+    })
 }
 
 pub async fn for_user(conn: &mut Conn, user: &UserId) -> Result<Vec<Membership>> {

@@ -28,11 +28,13 @@ pub(crate) async fn run(store: &Store) -> Result<usize> {
     let mut conn = store.write_pool().acquire().await?;
     let dialect = store.dialect();
     if dialect == Dialect::Postgres {
-        conn.execute(sqlx::query("SELECT pg_advisory_lock($1)").bind(PG_MIGRATION_LOCK_KEY)).await?;
+        conn.execute(sqlx::query("SELECT pg_advisory_lock($1)").bind(PG_MIGRATION_LOCK_KEY))
+            .await?;
     }
     let outcome = apply_pending(&mut conn, dialect).await;
     if dialect == Dialect::Postgres {
-        conn.execute(sqlx::query("SELECT pg_advisory_unlock($1)").bind(PG_MIGRATION_LOCK_KEY)).await?;
+        conn.execute(sqlx::query("SELECT pg_advisory_unlock($1)").bind(PG_MIGRATION_LOCK_KEY))
+            .await?;
     }
     outcome
 }
@@ -64,14 +66,20 @@ async fn apply_pending(conn: &mut sqlx::AnyConnection, dialect: Dialect) -> Resu
         };
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         tx.execute(sqlx::raw_sql(sql)).await?;
-        sqlx::query("INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES ($1, $2, $3)")
-            .bind(migration.version)
-            .bind(migration.name)
-            .bind(crate::now_ms())
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES ($1, $2, $3)",
+        )
+        .bind(migration.version)
+        .bind(migration.name)
+        .bind(crate::now_ms())
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
-        tracing::info!(version = migration.version, name = migration.name, "migration applied");
+        tracing::info!(
+            version = migration.version,
+            name = migration.name,
+            "migration applied"
+        );
         count += 1;
     }
     Ok(count)

@@ -45,8 +45,14 @@ const COLUMNS: &str = "id, order_no, user_id, product, quantity, amount_minor, c
 
 /// Inserts the order and its `created` event. Returns `None` if the order number is
 /// already taken, so the caller can draw another.
-pub async fn insert(tx: &mut Tx, order: &NewOrder, cause: &str, now_ms: i64) -> Result<Option<OrderRow>> {
-    let product = serde_json::to_string(&order.product).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+pub async fn insert(
+    tx: &mut Tx,
+    order: &NewOrder,
+    cause: &str,
+    now_ms: i64,
+) -> Result<Option<OrderRow>> {
+    let product =
+        serde_json::to_string(&order.product).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let inserted = sqlx::query(
         "INSERT INTO orders (id, order_no, user_id, sku, product, quantity, amount_minor, currency, provider, \
              status, attention, created_at_ms, expires_at_ms, event_seq) \
@@ -80,7 +86,13 @@ pub async fn insert(tx: &mut Tx, order: &NewOrder, cause: &str, now_ms: i64) -> 
         "amount": order.amount.to_decimal(), "currency": order.amount.currency.code(),
         "expires_at_ms": order.expires_at_ms, "provider": order.provider,
     });
-    events::append_first(tx, &mut row, NewEvent::new(EventKind::Created, Actor::Merchant, cause, data), now_ms).await?;
+    events::append_first(
+        tx,
+        &mut row,
+        NewEvent::new(EventKind::Created, Actor::Merchant, cause, data),
+        now_ms,
+    )
+    .await?;
     Ok(Some(row))
 }
 
@@ -102,20 +114,38 @@ pub async fn get_by_no(conn: &mut Conn, order_no: &str) -> Result<Option<OrderRo
 
 /// Reads the order for a change, holding its row lock until the transaction ends.
 pub async fn lock(tx: &mut Tx, id: OrderId) -> Result<OrderRow> {
-    let sql = format!("SELECT {COLUMNS} FROM orders WHERE id = $1{}", tx.dialect().for_update());
-    let row = sqlx::query(&sql).bind(id.to_string()).fetch_optional(&mut **tx).await?;
-    row.map(|r| decode(&r)).transpose()?.ok_or(StoreError::NotFound)
+    let sql = format!(
+        "SELECT {COLUMNS} FROM orders WHERE id = $1{}",
+        tx.dialect().for_update()
+    );
+    let row = sqlx::query(&sql)
+        .bind(id.to_string())
+        .fetch_optional(&mut **tx)
+        .await?;
+    row.map(|r| decode(&r))
+        .transpose()?
+        .ok_or(StoreError::NotFound)
 }
 
 /// Reads the order with this number for a change, holding its row lock.
 pub async fn lock_by_no(tx: &mut Tx, order_no: &str) -> Result<Option<OrderRow>> {
-    let sql = format!("SELECT {COLUMNS} FROM orders WHERE order_no = $1{}", tx.dialect().for_update());
-    let row = sqlx::query(&sql).bind(order_no).fetch_optional(&mut **tx).await?;
+    let sql = format!(
+        "SELECT {COLUMNS} FROM orders WHERE order_no = $1{}",
+        tx.dialect().for_update()
+    );
+    let row = sqlx::query(&sql)
+        .bind(order_no)
+        .fetch_optional(&mut **tx)
+        .await?;
     row.map(|r| decode(&r)).transpose()
 }
 
 /// Orders in a status, oldest first, for sweeps and reports.
-pub async fn list_by_status(conn: &mut Conn, status: OrderStatus, limit: i64) -> Result<Vec<OrderRow>> {
+pub async fn list_by_status(
+    conn: &mut Conn,
+    status: OrderStatus,
+    limit: i64,
+) -> Result<Vec<OrderRow>> {
     let rows = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM orders WHERE status = $1 ORDER BY created_at_ms LIMIT $2"
     ))
@@ -137,9 +167,11 @@ pub struct OrderSummary {
 
 /// Every order, lightly (for reports and the demo; not for request paths).
 pub async fn summaries(conn: &mut Conn) -> Result<Vec<OrderSummary>> {
-    let rows = sqlx::query("SELECT order_no, status, attention, settled_at_ms FROM orders ORDER BY created_at_ms")
-        .fetch_all(conn)
-        .await?;
+    let rows = sqlx::query(
+        "SELECT order_no, status, attention, settled_at_ms FROM orders ORDER BY created_at_ms",
+    )
+    .fetch_all(conn)
+    .await?;
     rows.iter()
         .map(|r| {
             Ok(OrderSummary {

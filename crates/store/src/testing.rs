@@ -29,12 +29,19 @@ enum Cleanup {
 
 impl TestDb {
     pub async fn sqlite() -> TestDb {
-        let dir = std::env::temp_dir().join(format!("zerodrop-test-{}", uuid::Uuid::new_v4().simple()));
+        let dir =
+            std::env::temp_dir().join(format!("zerodrop-test-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let url = format!("sqlite://{}/zerodrop.db", dir.display());
-        let store = Store::connect(&url, &PoolConfig::default()).await.expect("sqlite connect");
+        let store = Store::connect(&url, &PoolConfig::default())
+            .await
+            .expect("sqlite connect");
         store.migrate().await.expect("sqlite migrate");
-        TestDb { url, store, cleanup: Cleanup::Dir(dir) }
+        TestDb {
+            url,
+            store,
+            cleanup: Cleanup::Dir(dir),
+        }
     }
 
     /// `None` (the test is skipped) when no PostgreSQL server is configured.
@@ -44,21 +51,40 @@ impl TestDb {
             return None;
         };
         let name = format!("{PG_DB_PREFIX}{}", uuid::Uuid::new_v4().simple());
-        let admin = Store::connect(&admin_url, &PoolConfig { postgres_connections_max: 1, ..PoolConfig::default() })
-            .await
-            .unwrap_or_else(|e| panic!("{PG_URL_ENV} is set but PostgreSQL is unreachable: {e}"));
+        let admin = Store::connect(
+            &admin_url,
+            &PoolConfig {
+                postgres_connections_max: 1,
+                ..PoolConfig::default()
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{PG_URL_ENV} is set but PostgreSQL is unreachable: {e}"));
         let mut conn = admin.reader().await.expect("admin connection");
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut *conn).await.expect("create test database");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut *conn)
+            .await
+            .expect("create test database");
         drop(conn);
         admin.close().await;
         let url = replace_database(&admin_url, &name);
-        let store = Store::connect(&url, &PoolConfig::default()).await.expect("postgres connect");
+        let store = Store::connect(&url, &PoolConfig::default())
+            .await
+            .expect("postgres connect");
         store.migrate().await.expect("postgres migrate");
         if let Ok(marker) = std::env::var(PG_MARKER_ENV) {
-            let mut file = std::fs::OpenOptions::new().create(true).append(true).open(marker).expect("marker file");
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(marker)
+                .expect("marker file");
             writeln!(file, "{name}").expect("marker write");
         }
-        Some(TestDb { url, store, cleanup: Cleanup::PgDatabase { admin_url, name } })
+        Some(TestDb {
+            url,
+            store,
+            cleanup: Cleanup::PgDatabase { admin_url, name },
+        })
     }
 
     pub fn is_postgres(&self) -> bool {
@@ -74,11 +100,19 @@ impl TestDb {
                 let _ = std::fs::remove_dir_all(dir);
             }
             Cleanup::PgDatabase { admin_url, name } => {
-                let admin = Store::connect(&admin_url, &PoolConfig { postgres_connections_max: 1, ..PoolConfig::default() })
-                    .await
-                    .expect("admin connect");
+                let admin = Store::connect(
+                    &admin_url,
+                    &PoolConfig {
+                        postgres_connections_max: 1,
+                        ..PoolConfig::default()
+                    },
+                )
+                .await
+                .expect("admin connect");
                 let mut conn = admin.reader().await.expect("admin connection");
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut *conn).await;
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut *conn)
+                    .await;
                 drop(conn);
                 admin.close().await;
             }
@@ -145,7 +179,13 @@ mod tests {
             super::replace_database("postgres://postgres@127.0.0.1:5432/postgres", "x"),
             "postgres://postgres@127.0.0.1:5432/x"
         );
-        assert_eq!(super::replace_database("postgres://u@h/db?sslmode=disable", "y"), "postgres://u@h/y?sslmode=disable");
-        assert_eq!(super::replace_database("postgres://u@h", "z"), "postgres://u@h/z");
+        assert_eq!(
+            super::replace_database("postgres://u@h/db?sslmode=disable", "y"),
+            "postgres://u@h/y?sslmode=disable"
+        );
+        assert_eq!(
+            super::replace_database("postgres://u@h", "z"),
+            "postgres://u@h/z"
+        );
     }
 }

@@ -25,7 +25,10 @@ async fn new_order(store: &Store, sku: &str) -> OrderRow {
         expires_at_ms: now_ms() + 900_000,
     };
     let mut tx = store.begin().await.unwrap();
-    let row = orders::insert(&mut tx, &order, "test", now_ms()).await.unwrap().unwrap();
+    let row = orders::insert(&mut tx, &order, "test", now_ms())
+        .await
+        .unwrap()
+        .unwrap();
     tx.commit().await.unwrap();
     row
 }

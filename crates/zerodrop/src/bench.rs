@@ -54,20 +54,36 @@ struct Database {
 
 async fn fresh_database(engine: &str) -> Result<Database> {
     if engine == "sqlite" {
-        let dir = std::env::temp_dir().join(format!("zerodrop-bench-{}", uuid::Uuid::new_v4().simple()));
-        return Ok(Database { url: format!("sqlite://{}/bench.db", dir.display()), cleanup: None, temp: Some(dir) });
+        let dir =
+            std::env::temp_dir().join(format!("zerodrop-bench-{}", uuid::Uuid::new_v4().simple()));
+        return Ok(Database {
+            url: format!("sqlite://{}/bench.db", dir.display()),
+            cleanup: None,
+            temp: Some(dir),
+        });
     }
     if !engine.starts_with("postgres") {
         return Err(anyhow!("--engine must be sqlite or a postgres:// URL"));
     }
     let name = format!("zd_bench_{}", uuid::Uuid::new_v4().simple());
-    let admin = Store::connect(engine, &PoolConfig { postgres_connections_max: 1, ..PoolConfig::default() }).await?;
+    let admin = Store::connect(
+        engine,
+        &PoolConfig {
+            postgres_connections_max: 1,
+            ..PoolConfig::default()
+        },
+    )
+    .await?;
     let mut conn = admin.reader().await?;
     sqlx_execute(&mut conn, &format!("CREATE DATABASE {name}")).await?;
     drop(conn);
     admin.close().await;
     let url = zerodrop_store::testing::replace_database(engine, &name);
-    Ok(Database { url, cleanup: Some((engine.to_owned(), name)), temp: None })
+    Ok(Database {
+        url,
+        cleanup: Some((engine.to_owned(), name)),
+        temp: None,
+    })
 }
 
 async fn sqlx_execute(conn: &mut zerodrop_store::Conn, sql: &str) -> Result<()> {
@@ -77,9 +93,21 @@ async fn sqlx_execute(conn: &mut zerodrop_store::Conn, sql: &str) -> Result<()> 
 
 async fn drop_database(db: &Database) {
     if let Some((admin_url, name)) = &db.cleanup {
-        if let Ok(admin) = Store::connect(admin_url, &PoolConfig { postgres_connections_max: 1, ..PoolConfig::default() }).await {
+        if let Ok(admin) = Store::connect(
+            admin_url,
+            &PoolConfig {
+                postgres_connections_max: 1,
+                ..PoolConfig::default()
+            },
+        )
+        .await
+        {
             if let Ok(mut conn) = admin.reader().await {
-                let _ = sqlx_execute(&mut conn, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+                let _ = sqlx_execute(
+                    &mut conn,
+                    &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                )
+                .await;
             }
             admin.close().await;
         }
@@ -98,7 +126,10 @@ async fn notify(args: &NotifyArgs) -> Result<()> {
 
 async fn notify_on(args: &NotifyArgs, db: &Database) -> Result<()> {
     let sandbox = SandboxSide::start(zerodrop_sandbox::faults::Faults::none()).await?;
-    let tuning = Tuning { concurrency: 1, ..Tuning::default() };
+    let tuning = Tuning {
+        concurrency: 1,
+        ..Tuning::default()
+    };
     let server = stack::InProcess::start(|listen| {
         let mut config = stack::config(&db.url, listen, &sandbox, &tuning);
         // The benchmark measures the notification path alone; no background jobs.
@@ -110,31 +141,58 @@ async fn notify_on(args: &NotifyArgs, db: &Database) -> Result<()> {
     let engine = store.dialect().name();
     println!("zerodrop bench notify on {engine} ({})", machine());
 
-    let key = Arc::new(sandbox.sandbox_key().ok_or_else(|| anyhow!("sandbox key"))?);
-    let half_n = (args.half_load_secs as usize).saturating_mul(4_000).max(1_000);
-    eprintln!("preparing {} orders and signed notifications…", args.notifications + half_n);
+    let key = Arc::new(
+        sandbox
+            .sandbox_key()
+            .ok_or_else(|| anyhow!("sandbox key"))?,
+    );
+    let half_n = (args.half_load_secs as usize)
+        .saturating_mul(4_000)
+        .max(1_000);
+    eprintln!(
+        "preparing {} orders and signed notifications…",
+        args.notifications + half_n
+    );
     let batch_a = prepare(&store, &key, args.notifications).await?;
     let batch_b = prepare(&store, &key, half_n).await?;
-    let url = format!("{}/v1/providers/{}/notify", server.base_url, stack::PROVIDER);
+    let url = format!(
+        "{}/v1/providers/{}/notify",
+        server.base_url,
+        stack::PROVIDER
+    );
     let client = zerodrop_providers::http_client::client(Duration::from_secs(30))?;
 
     eprintln!("baseline: single-row durable commits over the same pool…");
     let baseline = baseline(&store, args.clients, Duration::from_secs(5)).await?;
 
-    eprintln!("throughput: {} notifications from {} clients…", args.notifications, args.clients);
+    eprintln!(
+        "throughput: {} notifications from {} clients…",
+        args.notifications, args.clients
+    );
     let started = Instant::now();
     let latencies = closed_loop(&client, &url, batch_a, args.clients).await?;
     let elapsed = started.elapsed();
     let rate = args.notifications as f64 / elapsed.as_secs_f64();
     let delivered = delivered_count(&store).await?;
     if delivered != args.notifications as i64 {
-        return Err(anyhow!("expected {} deliveries, found {delivered}", args.notifications));
+        return Err(anyhow!(
+            "expected {} deliveries, found {delivered}",
+            args.notifications
+        ));
     }
 
     let half_rate = (rate / 2.0).max(1.0);
     let half_count = ((half_rate * args.half_load_secs as f64) as usize).min(half_n);
-    eprintln!("latency: {half_count} notifications at a fixed {half_rate:.0}/s (half the throughput)…");
-    let half = open_loop(&client, &url, batch_b.into_iter().take(half_count).collect(), half_rate).await?;
+    eprintln!(
+        "latency: {half_count} notifications at a fixed {half_rate:.0}/s (half the throughput)…"
+    );
+    let half = open_loop(
+        &client,
+        &url,
+        batch_b.into_iter().take(half_count).collect(),
+        half_rate,
+    )
+    .await?;
 
     let (p50, p99) = percentiles(latencies);
     let (h50, h99) = percentiles(half);
@@ -145,7 +203,10 @@ async fn notify_on(args: &NotifyArgs, db: &Database) -> Result<()> {
         "| {engine} | {baseline:.0} | {rate:.0} | {p50:.1} | {p99:.1} | {half_rate:.0}/s | {h50:.1} | {h99:.1} |"
     );
     println!();
-    println!("{} notifications, {} clients, all {} delivered exactly once (checked).", args.notifications, args.clients, delivered);
+    println!(
+        "{} notifications, {} clients, all {} delivered exactly once (checked).",
+        args.notifications, args.clients, delivered
+    );
     server.stop().await?;
     sandbox.stop().await;
     Ok(())
@@ -157,7 +218,10 @@ struct Prepared {
 
 /// Creates orders directly and signs one payment notification for each.
 async fn prepare(store: &Store, key: &Arc<RsaPrivateKey>, count: usize) -> Result<Vec<Prepared>> {
-    let product = Catalog::default_catalog().get("diamonds_60").map_err(|e| anyhow!("{e}"))?.clone();
+    let product = Catalog::default_catalog()
+        .get("diamonds_60")
+        .map_err(|e| anyhow!("{e}"))?
+        .clone();
     let amount = product.total(1).map_err(|e| anyhow!("{e}"))?;
     let now = now_ms();
     let mut order_nos = Vec::with_capacity(count);
@@ -167,26 +231,35 @@ async fn prepare(store: &Store, key: &Arc<RsaPrivateKey>, count: usize) -> Resul
             let order = NewOrder {
                 id: OrderId::new(),
                 order_no: OrderNo::from_random(rand::random::<u64>()),
-                user_id: UserId::parse(&format!("bench-{}", i % 1000)).map_err(|e| anyhow!("{e}"))?,
+                user_id: UserId::parse(&format!("bench-{}", i % 1000))
+                    .map_err(|e| anyhow!("{e}"))?,
                 product: product.clone(),
                 quantity: 1,
                 amount,
                 provider: stack::PROVIDER.into(),
                 expires_at_ms: now + 3_600_000,
             };
-            let row = orders::insert(&mut tx, &order, "bench", now).await?.context("order number collision")?;
+            let row = orders::insert(&mut tx, &order, "bench", now)
+                .await?
+                .context("order number collision")?;
             order_nos.push(row.order_no.to_string());
         }
         tx.commit().await?;
     }
-    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
     let per = order_nos.len().div_ceil(workers).max(1);
     let mut handles = Vec::new();
     for (w, chunk) in order_nos.chunks(per).enumerate() {
         let chunk = chunk.to_vec();
         let key = key.clone();
         handles.push(tokio::task::spawn_blocking(move || {
-            chunk.iter().enumerate().map(|(i, no)| sign(&key, no, w * 1_000_000 + i, amount.to_decimal())).collect::<Result<Vec<_>>>()
+            chunk
+                .iter()
+                .enumerate()
+                .map(|(i, no)| sign(&key, no, w * 1_000_000 + i, amount.to_decimal()))
+                .collect::<Result<Vec<_>>>()
         }));
     }
     let mut out = Vec::with_capacity(count);
@@ -199,11 +272,18 @@ async fn prepare(store: &Store, key: &Arc<RsaPrivateKey>, count: usize) -> Resul
 fn sign(key: &RsaPrivateKey, order_no: &str, seq: usize, amount: String) -> Result<Prepared> {
     let trade_no = format!("2026BENCH{:012}{seq}", rand::random::<u32>());
     let fields = stack::payment_notification(order_no, &trade_no, &amount);
-    Ok(Prepared { body: stack::sign_notification(key, &fields)? })
+    Ok(Prepared {
+        body: stack::sign_notification(key, &fields)?,
+    })
 }
 
 async fn post(client: &reqwest::Client, url: &str, body: String) -> Result<()> {
-    let response = client.post(url).header("content-type", "application/x-www-form-urlencoded").body(body).send().await?;
+    let response = client
+        .post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await?;
     let text = response.text().await?;
     if text != "success" {
         return Err(anyhow!("notification not acknowledged: {text}"));
@@ -211,7 +291,12 @@ async fn post(client: &reqwest::Client, url: &str, body: String) -> Result<()> {
     Ok(())
 }
 
-async fn closed_loop(client: &reqwest::Client, url: &str, work: Vec<Prepared>, clients: usize) -> Result<Vec<Duration>> {
+async fn closed_loop(
+    client: &reqwest::Client,
+    url: &str,
+    work: Vec<Prepared>,
+    clients: usize,
+) -> Result<Vec<Duration>> {
     let queue = Arc::new(std::sync::Mutex::new(work));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..clients {
@@ -237,7 +322,12 @@ async fn closed_loop(client: &reqwest::Client, url: &str, work: Vec<Prepared>, c
 
 /// Sends at a fixed rate, timing each request from when it was due, so a stall shows
 /// up in the latencies instead of silently lowering the rate.
-async fn open_loop(client: &reqwest::Client, url: &str, work: Vec<Prepared>, rate: f64) -> Result<Vec<Duration>> {
+async fn open_loop(
+    client: &reqwest::Client,
+    url: &str,
+    work: Vec<Prepared>,
+    rate: f64,
+) -> Result<Vec<Duration>> {
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for (i, item) in work.into_iter().enumerate() {
@@ -270,7 +360,11 @@ fn percentiles(mut latencies: Vec<Duration>) -> (f64, f64) {
 async fn baseline(store: &Store, clients: usize, duration: Duration) -> Result<f64> {
     {
         let mut tx = store.begin().await?;
-        zerodrop_store::raw_execute(&mut tx, "CREATE TABLE bench_baseline (id TEXT PRIMARY KEY, at_ms BIGINT NOT NULL)").await?;
+        zerodrop_store::raw_execute(
+            &mut tx,
+            "CREATE TABLE bench_baseline (id TEXT PRIMARY KEY, at_ms BIGINT NOT NULL)",
+        )
+        .await?;
         tx.commit().await?;
     }
     let deadline = Instant::now() + duration;
@@ -281,7 +375,8 @@ async fn baseline(store: &Store, clients: usize, duration: Duration) -> Result<f
             let mut commits = 0_u64;
             while Instant::now() < deadline {
                 let mut tx = store.begin().await?;
-                zerodrop_store::bench_insert(&mut tx, &uuid::Uuid::new_v4().to_string(), now_ms()).await?;
+                zerodrop_store::bench_insert(&mut tx, &uuid::Uuid::new_v4().to_string(), now_ms())
+                    .await?;
                 tx.commit().await?;
                 commits += 1;
             }
@@ -298,14 +393,24 @@ async fn baseline(store: &Store, clients: usize, duration: Duration) -> Result<f
 
 async fn delivered_count(store: &Store) -> Result<i64> {
     let mut conn = store.reader().await?;
-    Ok(zerodrop_store::payments::delivered_at_by_order_no(&mut conn).await?.len() as i64)
+    Ok(
+        zerodrop_store::payments::delivered_at_by_order_no(&mut conn)
+            .await?
+            .len() as i64,
+    )
 }
 
 fn machine() -> String {
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|text| text.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
     format!("{cpus} cores, {model}")
 }

@@ -57,7 +57,8 @@ enum ConfigCommand {
 }
 
 fn load_config(cli: &Cli) -> Result<Config> {
-    let mut config = Config::load(cli.config.as_deref(), std::env::vars()).context("loading configuration")?;
+    let mut config =
+        Config::load(cli.config.as_deref(), std::env::vars()).context("loading configuration")?;
     if let Some(url) = &cli.database_url {
         config.database_url = url.clone();
     }
@@ -65,13 +66,20 @@ fn load_config(cli: &Cli) -> Result<Config> {
 }
 
 fn init_tracing(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ZERODROP_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ZERODROP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .try_init();
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -101,12 +109,18 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
         Command::Migrate => {
             init_tracing("info");
             let config = load_config(&cli)?;
-            let store = zerodrop_store::Store::connect(&config.database_url, &Default::default()).await?;
+            let store =
+                zerodrop_store::Store::connect(&config.database_url, &Default::default()).await?;
             let applied = store.migrate().await?;
-            println!("{applied} migration(s) applied; schema at version {}", zerodrop_store::MIGRATIONS_LATEST);
+            println!(
+                "{applied} migration(s) applied; schema at version {}",
+                zerodrop_store::MIGRATIONS_LATEST
+            );
             Ok(std::process::ExitCode::SUCCESS)
         }
-        Command::Config { command: ConfigCommand::Check } => {
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => {
             let config = load_config(&cli)?;
             print!("{}", config.redacted_toml());
             zerodrop_server::app::load_catalog(&config.catalog_path)?;
@@ -140,7 +154,9 @@ async fn serve(config: Config) -> Result<()> {
     if config.api.merchant_api_keys.is_empty() {
         anyhow::bail!("api.merchant_api_keys is empty: set at least one key (e.g. ZERODROP_API__MERCHANT_API_KEYS='[\"…\"]')");
     }
-    let listener = tokio::net::TcpListener::bind(&config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
     let app = zerodrop_server::App::start(config).await?;
     tracing::info!(listen = %listener.local_addr()?, database = app.store.dialect().name(), "zerodrop serving");
     zerodrop_server::serve(app, listener, shutdown_signal()).await?;
@@ -152,13 +168,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -48,22 +48,32 @@ pub async fn run(args: &Args) -> Result<()> {
     let sandbox = Sandbox::with_key(key, faults)?;
     let merchant_key_text = std::fs::read_to_string(&args.merchant_public_key_file)
         .with_context(|| format!("reading {}", args.merchant_public_key_file.display()))?;
-    let app_public_key = RsaPublicKey::parse(&merchant_key_text, "merchant public key").map_err(|e| anyhow!("{e}"))?;
-    sandbox.add_merchant(Merchant { app_id: args.merchant_app_id.clone(), seller_id: args.merchant_seller_id.clone(), app_public_key });
+    let app_public_key = RsaPublicKey::parse(&merchant_key_text, "merchant public key")
+        .map_err(|e| anyhow!("{e}"))?;
+    sandbox.add_merchant(Merchant {
+        app_id: args.merchant_app_id.clone(),
+        seller_id: args.merchant_seller_id.clone(),
+        app_public_key,
+    });
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await?;
     let address = listener.local_addr()?;
     println!("sandbox provider listening on http://{address}");
     println!("  gateway:    http://{address}/gateway.do");
     println!("  public key: {}", args.public_key_out.display());
     println!("  users pay:  POST http://{address}/sandbox/pay {{\"order_string\": \"…\"}}");
-    sandbox.serve(listener, async { let _ = tokio::signal::ctrl_c().await; }).await?;
+    sandbox
+        .serve(listener, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
     Ok(())
 }
 
 fn load_or_create_key(path: &PathBuf) -> Result<RsaPrivateKey> {
     if path.exists() {
         let text = std::fs::read_to_string(path)?;
-        return RsaPrivateKey::parse(&text, "sandbox key").map_err(|e| anyhow!("{}: {e}", path.display()));
+        return RsaPrivateKey::parse(&text, "sandbox key")
+            .map_err(|e| anyhow!("{}: {e}", path.display()));
     }
     let key = RsaPrivateKey::generate().map_err(|e| anyhow!("{e}"))?;
     if let Some(dir) = path.parent() {

@@ -37,19 +37,38 @@ pub struct SandboxSide {
 impl SandboxSide {
     pub async fn start(faults: Faults) -> Result<SandboxSide> {
         let sandbox_key = RsaPrivateKey::generate().map_err(|e| anyhow!("sandbox key: {e}"))?;
-        let sandbox_key_pem = sandbox_key.to_pkcs8_pem().map_err(|e| anyhow!("sandbox key: {e}"))?;
+        let sandbox_key_pem = sandbox_key
+            .to_pkcs8_pem()
+            .map_err(|e| anyhow!("sandbox key: {e}"))?;
         let sandbox = Sandbox::with_key(sandbox_key, faults)?;
         let app_key = RsaPrivateKey::generate().map_err(|e| anyhow!("app key: {e}"))?;
-        sandbox.add_merchant(Merchant { app_id: APP_ID.into(), seller_id: SELLER_ID.into(), app_public_key: app_key.public_key() });
+        sandbox.add_merchant(Merchant {
+            app_id: APP_ID.into(),
+            seller_id: SELLER_ID.into(),
+            app_public_key: app_key.public_key(),
+        });
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         let (stop, stopped) = oneshot::channel::<()>();
         let server = sandbox.clone();
         let task = tokio::spawn(async move {
-            let _ = server.serve(listener, async move { let _ = stopped.await; }).await;
+            let _ = server
+                .serve(listener, async move {
+                    let _ = stopped.await;
+                })
+                .await;
         });
-        let app_key_pem = app_key.to_pkcs8_pem().map_err(|e| anyhow!("app key: {e}"))?;
-        Ok(SandboxSide { sandbox, url, app_key_pem, sandbox_key_pem, stop: Some(stop), task })
+        let app_key_pem = app_key
+            .to_pkcs8_pem()
+            .map_err(|e| anyhow!("app key: {e}"))?;
+        Ok(SandboxSide {
+            sandbox,
+            url,
+            app_key_pem,
+            sandbox_key_pem,
+            stop: Some(stop),
+            task,
+        })
     }
 
     /// The sandbox's own signing key, for benchmarks that sign notifications ahead of time.
@@ -129,7 +148,11 @@ pub fn write_config(config: &Config, dir: &Path) -> Result<PathBuf> {
     let mut config = config.clone();
     let keys = [("app_private_key.pem", 0), ("provider_public_key.pem", 1)];
     for provider in &mut config.providers {
-        let private = provider.app_private_key.take().map(|s| s.expose().clone()).unwrap_or_default();
+        let private = provider
+            .app_private_key
+            .take()
+            .map(|s| s.expose().clone())
+            .unwrap_or_default();
         let public = provider.provider_public_key.take().unwrap_or_default();
         for (file, which) in keys {
             let path = dir.join(format!("{}_{file}", provider.name));
@@ -180,7 +203,12 @@ impl InProcess {
         let task = tokio::spawn(zerodrop_server::serve(app.clone(), listener, async move {
             let _ = stopped.await;
         }));
-        Ok(InProcess { app, base_url: format!("http://{listen}"), stop: Some(stop), task })
+        Ok(InProcess {
+            app,
+            base_url: format!("http://{listen}"),
+            stop: Some(stop),
+            task,
+        })
     }
 
     pub async fn stop(mut self) -> Result<()> {
@@ -202,13 +230,26 @@ pub struct Client {
 
 impl Client {
     pub fn new(base_url: &str, sandbox_url: &str) -> Result<Client> {
-        let http = zerodrop_providers::http_client::client(Duration::from_millis(CLIENT_TIMEOUT_MS))?;
-        Ok(Client { base_url: base_url.into(), sandbox_url: sandbox_url.into(), http })
+        let http =
+            zerodrop_providers::http_client::client(Duration::from_millis(CLIENT_TIMEOUT_MS))?;
+        Ok(Client {
+            base_url: base_url.into(),
+            sandbox_url: sandbox_url.into(),
+            http,
+        })
     }
 
     /// Creates an order; returns (HTTP status, body).
-    pub async fn create_order(&self, body: &Value, idempotency_key: Option<&str>) -> Result<(u16, Value)> {
-        let mut request = self.http.post(format!("{}/v1/orders", self.base_url)).bearer_auth(API_KEY).json(body);
+    pub async fn create_order(
+        &self,
+        body: &Value,
+        idempotency_key: Option<&str>,
+    ) -> Result<(u16, Value)> {
+        let mut request = self
+            .http
+            .post(format!("{}/v1/orders", self.base_url))
+            .bearer_auth(API_KEY)
+            .json(body);
         if let Some(key) = idempotency_key {
             request = request.header("idempotency-key", key);
         }
@@ -218,7 +259,12 @@ impl Client {
     }
 
     pub async fn get(&self, path: &str) -> Result<(u16, Value)> {
-        let response = self.http.get(format!("{}{path}", self.base_url)).bearer_auth(API_KEY).send().await?;
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base_url))
+            .bearer_auth(API_KEY)
+            .send()
+            .await?;
         let status = response.status().as_u16();
         Ok((status, response.json().await.unwrap_or(Value::Null)))
     }
@@ -233,7 +279,9 @@ impl Client {
 
     /// The user pays at the sandbox with the order string zerodrop handed out.
     pub async fn pay(&self, created: &Value) -> Result<std::result::Result<Charge, String>> {
-        let order_string = created["pay"]["order_string"].as_str().ok_or_else(|| anyhow!("no order string in {created}"))?;
+        let order_string = created["pay"]["order_string"]
+            .as_str()
+            .ok_or_else(|| anyhow!("no order string in {created}"))?;
         let response = self
             .http
             .post(format!("{}/sandbox/pay", self.sandbox_url))
@@ -292,8 +340,13 @@ pub fn payment_notification(order_no: &str, trade_no: &str, amount: &str) -> Vec
 
 /// Signs notification fields the way Alipay does and form-encodes them.
 pub fn sign_notification(key: &RsaPrivateKey, fields: &[(String, String)]) -> Result<String> {
-    let message = zerodrop_providers::alipay::sign::signing_string(fields.iter().map(|(k, v)| (k.as_str(), v.as_str())), false);
-    let sign = key.sign_sha256_base64(message.as_bytes()).map_err(|e| anyhow!("{e}"))?;
+    let message = zerodrop_providers::alipay::sign::signing_string(
+        fields.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        false,
+    );
+    let sign = key
+        .sign_sha256_base64(message.as_bytes())
+        .map_err(|e| anyhow!("{e}"))?;
     let mut all = fields.to_vec();
     all.push(("sign".into(), sign));
     Ok(serde_urlencoded::to_string(&all)?)

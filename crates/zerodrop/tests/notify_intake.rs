@@ -13,17 +13,35 @@ use zerodrop_store::notifications;
 
 /// Orders whose notifications the sandbox drops, so the test controls every notification.
 fn quiet() -> Faults {
-    Faults { drop_rate_pct: 100, ..calm() }
+    Faults {
+        drop_rate_pct: 100,
+        ..calm()
+    }
 }
 
 /// A slow schedule, so no query races the test's own notifications.
 fn no_queries() -> zerodrop::stack::Tuning {
-    zerodrop::stack::Tuning { ttl_secs: 600, query_schedule_secs: vec![500], ..fast() }
+    zerodrop::stack::Tuning {
+        ttl_secs: 600,
+        query_schedule_secs: vec![500],
+        ..fast()
+    }
 }
 
-async fn verdicts(db: &zerodrop_store::testing::TestDb, order_no: &str) -> Vec<(String, Option<String>)> {
+/// A change to a notification's fields before it is signed.
+type Edit = fn(&mut Vec<(String, String)>);
+
+async fn verdicts(
+    db: &zerodrop_store::testing::TestDb,
+    order_no: &str,
+) -> Vec<(String, Option<String>)> {
     let mut conn = db.store.reader().await.unwrap();
-    notifications::for_order_no(&mut conn, order_no).await.unwrap().into_iter().map(|n| (n.verdict, n.reason)).collect()
+    notifications::for_order_no(&mut conn, order_no)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| (n.verdict, n.reason))
+        .collect()
 }
 
 both_engines! {
@@ -79,7 +97,7 @@ both_engines! {
 both_engines! {
     async fn genuine_but_mismatched_notifications_flag_the_order_and_deliver_nothing(db) {
         let h = Harness::start(db, quiet(), no_queries()).await;
-        let cases: [(&str, fn(&mut Vec<(String, String)>), &str); 3] = [
+        let cases: [(&str, Edit, &str); 3] = [
             ("wrong app", |f| set(f, "app_id", "2021999999999999"), "wrong_app_id"),
             ("wrong seller", |f| set(f, "seller_id", "2088999999999999"), "wrong_seller_id"),
             ("wrong amount", |f| set(f, "total_amount", "0.01"), "amount_mismatch"),

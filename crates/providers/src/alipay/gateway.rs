@@ -10,12 +10,22 @@ use zerodrop_domain::money::{Currency, Money};
 
 /// Common parameters plus `biz_content`, signed. `as_query` returns them URL-encoded
 /// (the app-pay order string); otherwise the caller posts them as a form.
-pub(super) fn signed_params(config: &AlipayConfig, method: &str, biz: &Value, with_notify_url: bool) -> Result<String, ProviderError> {
+pub(super) fn signed_params(
+    config: &AlipayConfig,
+    method: &str,
+    biz: &Value,
+    with_notify_url: bool,
+) -> Result<String, ProviderError> {
     let params = signed_pairs(config, method, biz, with_notify_url)?;
     serde_urlencoded::to_string(&params).map_err(|e| ProviderError::Config(e.to_string()))
 }
 
-fn signed_pairs(config: &AlipayConfig, method: &str, biz: &Value, with_notify_url: bool) -> Result<Vec<(String, String)>, ProviderError> {
+fn signed_pairs(
+    config: &AlipayConfig,
+    method: &str,
+    biz: &Value,
+    with_notify_url: bool,
+) -> Result<Vec<(String, String)>, ProviderError> {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -46,10 +56,19 @@ fn signed_pairs(config: &AlipayConfig, method: &str, biz: &Value, with_notify_ur
 /// What a verified gateway answer said.
 enum Answer {
     Success(Map<String, Value>),
-    Failure { code: String, sub_code: String, message: String },
+    Failure {
+        code: String,
+        sub_code: String,
+        message: String,
+    },
 }
 
-async fn call(client: &reqwest::Client, config: &AlipayConfig, method: &str, biz: Value) -> Result<Answer, ProviderError> {
+async fn call(
+    client: &reqwest::Client,
+    config: &AlipayConfig,
+    method: &str,
+    biz: Value,
+) -> Result<Answer, ProviderError> {
     let params = signed_pairs(config, method, &biz, false)?;
     let response = client
         .post(&config.gateway_url)
@@ -60,38 +79,74 @@ async fn call(client: &reqwest::Client, config: &AlipayConfig, method: &str, biz
     let status = response.status();
     let body = read_limited(response).await?;
     if !status.is_success() {
-        return Err(ProviderError::Transport(format!("gateway answered HTTP {}", status.as_u16())));
+        return Err(ProviderError::Transport(format!(
+            "gateway answered HTTP {}",
+            status.as_u16()
+        )));
     }
-    let text = std::str::from_utf8(&body).map_err(|_| ProviderError::BadResponse("response is not UTF-8".into()))?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ProviderError::BadResponse("response is not UTF-8".into()))?;
     let raw = split_response(text, method).map_err(ProviderError::BadResponse)?;
     let Some(content) = raw.content else {
         // Unsigned `error_response`: the gateway refused the request itself (bad app id,
         // bad request signature). Nothing it says about the trade can be trusted.
-        let detail = raw.error.map(|e| e.chars().take(300).collect::<String>()).unwrap_or_default();
-        return Err(ProviderError::Refused { code: "error_response".into(), sub_code: String::new(), message: detail });
+        let detail = raw
+            .error
+            .map(|e| e.chars().take(300).collect::<String>())
+            .unwrap_or_default();
+        return Err(ProviderError::Refused {
+            code: "error_response".into(),
+            sub_code: String::new(),
+            message: detail,
+        });
     };
-    let sign = raw.sign.ok_or_else(|| ProviderError::BadResponse("response is not signed".into()))?;
-    if !config.alipay_public_key.verify_sha256_base64(content.as_bytes(), &sign) {
-        return Err(ProviderError::BadResponse("response signature does not verify".into()));
+    let sign = raw
+        .sign
+        .ok_or_else(|| ProviderError::BadResponse("response is not signed".into()))?;
+    if !config
+        .alipay_public_key
+        .verify_sha256_base64(content.as_bytes(), &sign)
+    {
+        return Err(ProviderError::BadResponse(
+            "response signature does not verify".into(),
+        ));
     }
-    let fields: Map<String, Value> =
-        serde_json::from_str(content).map_err(|e| ProviderError::BadResponse(format!("response content: {e}")))?;
-    let text_of = |name: &str| fields.get(name).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let fields: Map<String, Value> = serde_json::from_str(content)
+        .map_err(|e| ProviderError::BadResponse(format!("response content: {e}")))?;
+    let text_of = |name: &str| {
+        fields
+            .get(name)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
     let code = text_of("code");
     let sub_code = text_of("sub_code");
     match (code.as_str(), sub_code.as_str()) {
         ("10000", _) => Ok(Answer::Success(fields)),
         // 20000 (service unavailable) and ACQ.SYSTEM_ERROR mean the outcome is unknown.
-        ("20000", _) | (_, "ACQ.SYSTEM_ERROR") => Err(ProviderError::Unknown(format!("{code} {sub_code}"))),
-        _ => Ok(Answer::Failure { code, sub_code, message: text_of("sub_msg") }),
+        ("20000", _) | (_, "ACQ.SYSTEM_ERROR") => {
+            Err(ProviderError::Unknown(format!("{code} {sub_code}")))
+        }
+        _ => Ok(Answer::Failure {
+            code,
+            sub_code,
+            message: text_of("sub_msg"),
+        }),
     }
 }
 
 async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, ProviderError> {
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| ProviderError::Transport(without_url(&e)))? {
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| ProviderError::Transport(without_url(&e)))?
+    {
         if body.len() + chunk.len() > GATEWAY_RESPONSE_BYTES_MAX {
-            return Err(ProviderError::BadResponse(format!("response larger than {GATEWAY_RESPONSE_BYTES_MAX} bytes")));
+            return Err(ProviderError::BadResponse(format!(
+                "response larger than {GATEWAY_RESPONSE_BYTES_MAX} bytes"
+            )));
         }
         body.extend_from_slice(&chunk);
     }
@@ -112,25 +167,53 @@ fn without_url(error: &reqwest::Error) -> String {
     format!("gateway {kind}")
 }
 
-pub(super) async fn query(client: &reqwest::Client, config: &AlipayConfig, order: &OrderRef) -> Result<PaymentStatus, ProviderError> {
+pub(super) async fn query(
+    client: &reqwest::Client,
+    config: &AlipayConfig,
+    order: &OrderRef,
+) -> Result<PaymentStatus, ProviderError> {
     let biz = serde_json::json!({ "out_trade_no": order.order_no });
     match call(client, config, "alipay.trade.query", biz).await? {
         Answer::Success(fields) => read_trade(&fields, order),
-        Answer::Failure { sub_code, .. } if sub_code == "ACQ.TRADE_NOT_EXIST" => Ok(PaymentStatus::NotFound),
-        Answer::Failure { code, sub_code, message } => Err(ProviderError::Refused { code, sub_code, message }),
+        Answer::Failure { sub_code, .. } if sub_code == "ACQ.TRADE_NOT_EXIST" => {
+            Ok(PaymentStatus::NotFound)
+        }
+        Answer::Failure {
+            code,
+            sub_code,
+            message,
+        } => Err(ProviderError::Refused {
+            code,
+            sub_code,
+            message,
+        }),
     }
 }
 
-fn read_trade(fields: &Map<String, Value>, order: &OrderRef) -> Result<PaymentStatus, ProviderError> {
-    let text = |name: &str| fields.get(name).and_then(Value::as_str).filter(|v| !v.is_empty());
+fn read_trade(
+    fields: &Map<String, Value>,
+    order: &OrderRef,
+) -> Result<PaymentStatus, ProviderError> {
+    let text = |name: &str| {
+        fields
+            .get(name)
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
+    };
     if text("out_trade_no").is_some_and(|no| no != order.order_no) {
-        return Err(ProviderError::BadResponse("answer is about another order".into()));
+        return Err(ProviderError::BadResponse(
+            "answer is about another order".into(),
+        ));
     }
     match text("trade_status").unwrap_or_default() {
         "TRADE_SUCCESS" | "TRADE_FINISHED" => {
-            let trade_no = text("trade_no").ok_or_else(|| ProviderError::BadResponse("paid trade without trade_no".into()))?;
-            let total = text("total_amount").ok_or_else(|| ProviderError::BadResponse("paid trade without total_amount".into()))?;
-            let amount = Money::parse_decimal(total, Currency::Cny).map_err(|e| ProviderError::BadResponse(e.to_string()))?;
+            let trade_no = text("trade_no")
+                .ok_or_else(|| ProviderError::BadResponse("paid trade without trade_no".into()))?;
+            let total = text("total_amount").ok_or_else(|| {
+                ProviderError::BadResponse("paid trade without total_amount".into())
+            })?;
+            let amount = Money::parse_decimal(total, Currency::Cny)
+                .map_err(|e| ProviderError::BadResponse(e.to_string()))?;
             Ok(PaymentStatus::Paid {
                 trade_no: trade_no.to_owned(),
                 amount,
@@ -139,16 +222,34 @@ fn read_trade(fields: &Map<String, Value>, order: &OrderRef) -> Result<PaymentSt
         }
         "WAIT_BUYER_PAY" => Ok(PaymentStatus::AwaitingPayment),
         "TRADE_CLOSED" => Ok(PaymentStatus::Closed),
-        other => Err(ProviderError::BadResponse(format!("unknown trade_status {other:?}"))),
+        other => Err(ProviderError::BadResponse(format!(
+            "unknown trade_status {other:?}"
+        ))),
     }
 }
 
-pub(super) async fn close(client: &reqwest::Client, config: &AlipayConfig, order: &OrderRef) -> Result<CloseOutcome, ProviderError> {
+pub(super) async fn close(
+    client: &reqwest::Client,
+    config: &AlipayConfig,
+    order: &OrderRef,
+) -> Result<CloseOutcome, ProviderError> {
     let biz = serde_json::json!({ "out_trade_no": order.order_no });
     match call(client, config, "alipay.trade.close", biz).await? {
         Answer::Success(_) => Ok(CloseOutcome::Closed),
-        Answer::Failure { sub_code, .. } if sub_code == "ACQ.TRADE_NOT_EXIST" => Ok(CloseOutcome::NotFound),
-        Answer::Failure { sub_code, .. } if sub_code == "ACQ.TRADE_STATUS_ERROR" => Ok(CloseOutcome::NotOpen),
-        Answer::Failure { code, sub_code, message } => Err(ProviderError::Refused { code, sub_code, message }),
+        Answer::Failure { sub_code, .. } if sub_code == "ACQ.TRADE_NOT_EXIST" => {
+            Ok(CloseOutcome::NotFound)
+        }
+        Answer::Failure { sub_code, .. } if sub_code == "ACQ.TRADE_STATUS_ERROR" => {
+            Ok(CloseOutcome::NotOpen)
+        }
+        Answer::Failure {
+            code,
+            sub_code,
+            message,
+        } => Err(ProviderError::Refused {
+            code,
+            sub_code,
+            message,
+        }),
     }
 }

@@ -8,7 +8,10 @@ mod notify;
 pub mod sign;
 
 use crate::keys::{RsaPrivateKey, RsaPublicKey};
-use crate::{Ack, AckKind, BoxFuture, CloseOutcome, Notice, OrderRef, PaymentStatus, Provider, ProviderError, Rejection};
+use crate::{
+    Ack, AckKind, BoxFuture, CloseOutcome, Notice, OrderRef, PaymentStatus, Provider,
+    ProviderError, Rejection,
+};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,7 +60,10 @@ impl Alipay {
     pub fn new(config: AlipayConfig) -> Result<Alipay, ProviderError> {
         let client = crate::http_client::client(Duration::from_millis(config.timeout_ms))
             .map_err(|e| ProviderError::Config(format!("http client: {e}")))?;
-        Ok(Alipay { config: Arc::new(config), client })
+        Ok(Alipay {
+            config: Arc::new(config),
+            client,
+        })
     }
 
     pub fn config(&self) -> &AlipayConfig {
@@ -70,7 +76,11 @@ impl Provider for Alipay {
         &self.config.name
     }
 
-    fn verify_notification(&self, _headers: &http::HeaderMap, body: &[u8]) -> Result<Notice, Rejection> {
+    fn verify_notification(
+        &self,
+        _headers: &http::HeaderMap,
+        body: &[u8],
+    ) -> Result<Notice, Rejection> {
         notify::verify(&self.config, body)
     }
 
@@ -84,18 +94,25 @@ impl Provider for Alipay {
             // order we have stopped waiting for (short of a provider-side race).
             "time_expire": clock::format_cst(order.expires_at_ms),
         });
-        let order_string = gateway::signed_params(&self.config, "alipay.trade.app.pay", &biz, true)?;
+        let order_string =
+            gateway::signed_params(&self.config, "alipay.trade.app.pay", &biz, true)?;
         Ok(serde_json::json!({
             "method": "alipay.trade.app.pay",
             "order_string": order_string,
         }))
     }
 
-    fn query_payment<'a>(&'a self, order: &'a OrderRef) -> BoxFuture<'a, Result<PaymentStatus, ProviderError>> {
+    fn query_payment<'a>(
+        &'a self,
+        order: &'a OrderRef,
+    ) -> BoxFuture<'a, Result<PaymentStatus, ProviderError>> {
         Box::pin(gateway::query(&self.client, &self.config, order))
     }
 
-    fn close_payment<'a>(&'a self, order: &'a OrderRef) -> BoxFuture<'a, Result<CloseOutcome, ProviderError>> {
+    fn close_payment<'a>(
+        &'a self,
+        order: &'a OrderRef,
+    ) -> BoxFuture<'a, Result<CloseOutcome, ProviderError>> {
         Box::pin(gateway::close(&self.client, &self.config, order))
     }
 
@@ -106,6 +123,10 @@ impl Provider for Alipay {
             AckKind::Rejected => (400, b"fail"),
             AckKind::RetryLater => (503, b"fail"),
         };
-        Ack { status, content_type: "text/plain; charset=utf-8", body: body.to_vec() }
+        Ack {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: body.to_vec(),
+        }
     }
 }

@@ -12,7 +12,11 @@ use zerodrop_domain::money::{Currency, Money};
 const TYPES_WITHOUT_SIGN_TYPE: &[&str] = &["trade_status_sync"];
 
 fn reject(code: RejectCode, detail: impl Into<String>, order_no: Option<&str>) -> Rejection {
-    Rejection { code, detail: detail.into(), order_no: order_no.map(str::to_owned) }
+    Rejection {
+        code,
+        detail: detail.into(),
+        order_no: order_no.map(str::to_owned),
+    }
 }
 
 /// Verifies the signature first, then that the notification is for this merchant, then
@@ -23,11 +27,18 @@ pub(super) fn verify(config: &AlipayConfig, body: &[u8]) -> Result<Notice, Rejec
     let mut fields: HashMap<&str, &str> = HashMap::with_capacity(params.len());
     for (k, v) in &params {
         if fields.insert(k.as_str(), v.as_str()).is_some() {
-            return Err(reject(RejectCode::Malformed, format!("field {k} appears twice"), None));
+            return Err(reject(
+                RejectCode::Malformed,
+                format!("field {k} appears twice"),
+                None,
+            ));
         }
     }
     // Read only to say which order a refused message claims; trusted after the signature.
-    let claimed_order = fields.get("out_trade_no").copied().filter(|v| !v.is_empty());
+    let claimed_order = fields
+        .get("out_trade_no")
+        .copied()
+        .filter(|v| !v.is_empty());
     let sign = fields
         .get("sign")
         .copied()
@@ -35,29 +46,58 @@ pub(super) fn verify(config: &AlipayConfig, body: &[u8]) -> Result<Notice, Rejec
         .ok_or_else(|| reject(RejectCode::MissingSignature, "no sign field", claimed_order))?;
     if let Some(sign_type) = fields.get("sign_type") {
         if *sign_type != "RSA2" {
-            return Err(reject(RejectCode::BadSignature, format!("sign_type {sign_type:?} is not RSA2"), claimed_order));
+            return Err(reject(
+                RejectCode::BadSignature,
+                format!("sign_type {sign_type:?} is not RSA2"),
+                claimed_order,
+            ));
         }
     }
     let notify_type = fields.get("notify_type").copied().unwrap_or_default();
     let keep_sign_type = !TYPES_WITHOUT_SIGN_TYPE.contains(&notify_type);
     let pairs = params.iter().map(|(k, v)| (k.as_str(), v.as_str()));
     let message = signing_string(pairs, keep_sign_type);
-    if !config.alipay_public_key.verify_sha256_base64(message.as_bytes(), sign) {
-        return Err(reject(RejectCode::BadSignature, "signature does not verify under the Alipay public key", claimed_order));
+    if !config
+        .alipay_public_key
+        .verify_sha256_base64(message.as_bytes(), sign)
+    {
+        return Err(reject(
+            RejectCode::BadSignature,
+            "signature does not verify under the Alipay public key",
+            claimed_order,
+        ));
     }
 
     let field = |name: &str| fields.get(name).copied().filter(|v| !v.is_empty());
     let required = |name: &'static str| {
-        field(name).ok_or_else(|| reject(RejectCode::Malformed, format!("{name} is missing"), claimed_order))
+        field(name).ok_or_else(|| {
+            reject(
+                RejectCode::Malformed,
+                format!("{name} is missing"),
+                claimed_order,
+            )
+        })
     };
     if required("app_id")? != config.app_id {
-        return Err(reject(RejectCode::WrongApp, "app_id is not this merchant's", claimed_order));
+        return Err(reject(
+            RejectCode::WrongApp,
+            "app_id is not this merchant's",
+            claimed_order,
+        ));
     }
     if notify_type != "trade_status_sync" {
-        return Err(reject(RejectCode::UnsupportedType, format!("notify_type {notify_type:?} is not handled"), claimed_order));
+        return Err(reject(
+            RejectCode::UnsupportedType,
+            format!("notify_type {notify_type:?} is not handled"),
+            claimed_order,
+        ));
     }
     if required("seller_id")? != config.seller_id {
-        return Err(reject(RejectCode::WrongSeller, "seller_id is not this merchant's", claimed_order));
+        return Err(reject(
+            RejectCode::WrongSeller,
+            "seller_id is not this merchant's",
+            claimed_order,
+        ));
     }
     let order_no = required("out_trade_no")?;
     let status = match required("trade_status")? {
@@ -65,11 +105,20 @@ pub(super) fn verify(config: &AlipayConfig, body: &[u8]) -> Result<Notice, Rejec
             let total = required("total_amount")?;
             let amount = Money::parse_decimal(total, Currency::Cny)
                 .map_err(|e| reject(RejectCode::BadAmount, e.to_string(), Some(order_no)))?;
-            NoticeStatus::Paid { amount, paid_at_ms: field("gmt_payment").and_then(parse_cst) }
+            NoticeStatus::Paid {
+                amount,
+                paid_at_ms: field("gmt_payment").and_then(parse_cst),
+            }
         }
         "WAIT_BUYER_PAY" => NoticeStatus::AwaitingPayment,
         "TRADE_CLOSED" => NoticeStatus::Closed,
-        other => return Err(reject(RejectCode::Malformed, format!("unknown trade_status {other:?}"), Some(order_no))),
+        other => {
+            return Err(reject(
+                RejectCode::Malformed,
+                format!("unknown trade_status {other:?}"),
+                Some(order_no),
+            ))
+        }
     };
     Ok(Notice {
         notify_id: field("notify_id").map(str::to_owned),

@@ -44,10 +44,19 @@ pub(crate) fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> 
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(ApiError::unauthorized)?;
-    let matches = app.config.api.merchant_api_keys.iter().fold(false, |found, key| {
-        let same = aws_lc_rs::constant_time::verify_slices_are_equal(key.expose().as_bytes(), presented.as_bytes()).is_ok();
-        found | same
-    });
+    let matches = app
+        .config
+        .api
+        .merchant_api_keys
+        .iter()
+        .fold(false, |found, key| {
+            let same = aws_lc_rs::constant_time::verify_slices_are_equal(
+                key.expose().as_bytes(),
+                presented.as_bytes(),
+            )
+            .is_ok();
+            found | same
+        });
     if matches {
         Ok(())
     } else {
@@ -61,8 +70,16 @@ pub(crate) async fn read_limited(body: Body, limit: usize) -> Result<Option<Byte
     use http_body_util::BodyExt;
     match http_body_util::Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(Some(collected.to_bytes())),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Ok(None),
-        Err(_) => Err(ApiError::invalid("invalid_request", "the request body could not be read")),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Ok(None)
+        }
+        Err(_) => Err(ApiError::invalid(
+            "invalid_request",
+            "the request body could not be read",
+        )),
     }
 }
 
@@ -77,6 +94,11 @@ async fn provider_notify(
         Ok(bytes) => bytes,
         Err(_) => Some(Bytes::new()),
     };
-    let request = notify::Request { provider: &provider, remote: Some(remote), headers: &headers, body: bytes.as_deref() };
+    let request = notify::Request {
+        provider: &provider,
+        remote: Some(remote),
+        headers: &headers,
+        body: bytes.as_deref(),
+    };
     notify::handle(&app, request).await
 }

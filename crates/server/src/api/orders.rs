@@ -13,11 +13,21 @@ use axum::Json;
 use serde_json::json;
 use zerodrop_store::{events, jobs, orders, payments};
 
-pub async fn create(State(app): State<App>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+pub async fn create(
+    State(app): State<App>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     authorize(&app, &headers)?;
-    let bytes = read_limited(body, API_BODY_BYTES_MAX).await?.ok_or_else(|| {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("request bodies are limited to {API_BODY_BYTES_MAX} bytes"))
-    })?;
+    let bytes = read_limited(body, API_BODY_BYTES_MAX)
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("request bodies are limited to {API_BODY_BYTES_MAX} bytes"),
+            )
+        })?;
     let idempotency = match headers.get("idempotency-key") {
         None => None,
         Some(value) => {
@@ -30,23 +40,36 @@ pub async fn create(State(app): State<App>, headers: HeaderMap, body: Body) -> R
                 })?;
             let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes);
             let request_hash = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-            Some(Idempotency { key: key.to_owned(), request_hash })
+            Some(Idempotency {
+                key: key.to_owned(),
+                request_hash,
+            })
         }
     };
-    let request: CreateOrder = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::invalid("invalid_request", format!("the body is not a valid order request: {e}")))?;
+    let request: CreateOrder = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::invalid(
+            "invalid_request",
+            format!("the body is not a valid order request: {e}"),
+        )
+    })?;
     let (status, body) = order::create(&app, request, idempotency).await?;
     Ok((status, [("content-type", "application/json")], body).into_response())
 }
 
-pub async fn get(State(app): State<App>, headers: HeaderMap, Path(order_no): Path<String>) -> Result<Response, ApiError> {
+pub async fn get(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(order_no): Path<String>,
+) -> Result<Response, ApiError> {
     authorize(&app, &headers)?;
     let not_found = || ApiError::not_found("order_not_found", "no order with this number");
     if zerodrop_domain::OrderNo::parse(&order_no).is_none() {
         return Err(not_found());
     }
     let mut conn = app.store.reader().await?;
-    let order = orders::get_by_no(&mut conn, &order_no).await?.ok_or_else(not_found)?;
+    let order = orders::get_by_no(&mut conn, &order_no)
+        .await?
+        .ok_or_else(not_found)?;
     let payment = payments::for_order(&mut conn, order.id).await?;
     let timeline = events::list(&mut conn, order.id).await?;
     let pending: Vec<_> = jobs::for_order(&mut conn, order.id)

@@ -17,11 +17,19 @@ fn user(text: &str) -> Result<UserId, ApiError> {
 }
 
 async fn order_no_of(conn: &mut Conn, id: Option<&str>) -> Result<Value, ApiError> {
-    let Some(id) = id.and_then(OrderId::parse) else { return Ok(Value::Null) };
-    Ok(orders::get(conn, id).await?.map_or(Value::Null, |o| json!(o.order_no)))
+    let Some(id) = id.and_then(OrderId::parse) else {
+        return Ok(Value::Null);
+    };
+    Ok(orders::get(conn, id)
+        .await?
+        .map_or(Value::Null, |o| json!(o.order_no)))
 }
 
-pub async fn wallet(State(app): State<App>, headers: HeaderMap, Path(user_id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn wallet(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(user_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     authorize(&app, &headers)?;
     let user = user(&user_id)?;
     let mut conn = app.store.reader().await?;
@@ -36,10 +44,16 @@ pub async fn wallet(State(app): State<App>, headers: HeaderMap, Path(user_id): P
             "last_credit_at": b.last_credit_at_ms.map(views::rfc3339),
         }));
     }
-    Ok(Json(json!({ "user_id": user, "balances": out, "as_of": views::rfc3339(now_ms()) })))
+    Ok(Json(
+        json!({ "user_id": user, "balances": out, "as_of": views::rfc3339(now_ms()) }),
+    ))
 }
 
-pub async fn memberships(State(app): State<App>, headers: HeaderMap, Path(user_id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn memberships(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(user_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     authorize(&app, &headers)?;
     let user = user(&user_id)?;
     let mut conn = app.store.reader().await?;
@@ -64,5 +78,7 @@ pub async fn memberships(State(app): State<App>, headers: HeaderMap, Path(user_i
             "periods": periods,
         }));
     }
-    Ok(Json(json!({ "user_id": user, "memberships": out, "as_of": views::rfc3339(now) })))
+    Ok(Json(
+        json!({ "user_id": user, "memberships": out, "as_of": views::rfc3339(now) }),
+    ))
 }

@@ -50,8 +50,18 @@ pub async fn expire_order(app: &App, job: &queue::ClaimedJob) -> Outcome {
         Err(e) => return Outcome::Retry(format!("query after close: {e}")),
     };
     let cause = format!("job:{}", job.id);
-    if let PaymentStatus::Paid { trade_no, amount, paid_at_ms } = answer {
-        let fact = PaymentFact { provider: order.provider.clone(), trade_no, amount, paid_at_ms };
+    if let PaymentStatus::Paid {
+        trade_no,
+        amount,
+        paid_at_ms,
+    } = answer
+    {
+        let fact = PaymentFact {
+            provider: order.provider.clone(),
+            trade_no,
+            amount,
+            paid_at_ms,
+        };
         return match payment::record(app, order.id, &fact, PaymentSource::Close, &cause).await {
             Ok(_) => Outcome::Done,
             Err(e) => e.into(),
@@ -64,7 +74,12 @@ pub async fn expire_order(app: &App, job: &queue::ClaimedJob) -> Outcome {
     }
 }
 
-async fn mark_expired(app: &App, order_id: zerodrop_domain::OrderId, cause: &str, data: serde_json::Value) -> Result<(), StoreError> {
+async fn mark_expired(
+    app: &App,
+    order_id: zerodrop_domain::OrderId,
+    cause: &str,
+    data: serde_json::Value,
+) -> Result<(), StoreError> {
     let mut tx = app.store.begin().await?;
     let now = now_ms();
     let mut order = orders::lock(&mut tx, order_id).await?;
@@ -72,8 +87,25 @@ async fn mark_expired(app: &App, order_id: zerodrop_domain::OrderId, cause: &str
     if order.status != OrderStatus::AwaitingPayment {
         return Ok(());
     }
-    events::append(&mut tx, &mut order, NewEvent::new(EventKind::ProviderCloseRequested, Actor::System, cause, data), now).await?;
-    events::append(&mut tx, &mut order, NewEvent::new(EventKind::Expired, Actor::System, cause, json!({})), now).await?;
+    events::append(
+        &mut tx,
+        &mut order,
+        NewEvent::new(
+            EventKind::ProviderCloseRequested,
+            Actor::System,
+            cause,
+            data,
+        ),
+        now,
+    )
+    .await?;
+    events::append(
+        &mut tx,
+        &mut order,
+        NewEvent::new(EventKind::Expired, Actor::System, cause, json!({})),
+        now,
+    )
+    .await?;
     let sweep = NewJob {
         kind: LATE_SWEEP,
         order_id: Some(order_id),

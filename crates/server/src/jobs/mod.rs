@@ -66,7 +66,16 @@ pub async fn run(app: App, mut stop: tokio::sync::watch::Receiver<bool>) {
         let mut claimed_all = false;
         if free > 0 {
             let lease_ms = app.config.jobs.lease_ms;
-            match queue::claim(&app.store, HANDLED_KINDS, &app.instance_id, now_ms(), lease_ms, free as i64).await {
+            match queue::claim(
+                &app.store,
+                HANDLED_KINDS,
+                &app.instance_id,
+                now_ms(),
+                lease_ms,
+                free as i64,
+            )
+            .await
+            {
                 Ok(jobs) => {
                     error_pause_ms = 100;
                     claimed_all = jobs.len() == free;
@@ -93,17 +102,21 @@ pub async fn run(app: App, mut stop: tokio::sync::watch::Receiver<bool>) {
         }
     }
     let drain = async { while running.join_next().await.is_some() {} };
-    if tokio::time::timeout(Duration::from_millis(SHUTDOWN_WAIT_MS), drain).await.is_err() {
+    if tokio::time::timeout(Duration::from_millis(SHUTDOWN_WAIT_MS), drain)
+        .await
+        .is_err()
+    {
         tracing::warn!("jobs still running at shutdown; their leases will expire and another worker resumes them");
     }
 }
 
 async fn run_one(app: App, job: ClaimedJob) {
     let limit_ms = (app.config.jobs.lease_ms - LEASE_MARGIN_MS).max(1_000) as u64;
-    let outcome = match tokio::time::timeout(Duration::from_millis(limit_ms), dispatch(&app, &job)).await {
-        Ok(outcome) => outcome,
-        Err(_) => Outcome::Retry(format!("timed out after {limit_ms} ms")),
-    };
+    let outcome =
+        match tokio::time::timeout(Duration::from_millis(limit_ms), dispatch(&app, &job)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Outcome::Retry(format!("timed out after {limit_ms} ms")),
+        };
     if let Outcome::Retry(error) = &outcome {
         tracing::warn!(job.id = job.id, job.kind = %job.kind, attempt = job.attempt, error = %error, "job failed");
     }
@@ -128,7 +141,9 @@ async fn finish(app: &App, job: &ClaimedJob, outcome: Outcome) -> Result<(), Sto
     let now = now_ms();
     match outcome {
         Outcome::Done => queue::complete(&mut tx, job, now).await?,
-        Outcome::RunAgainAt(at, note) => queue::run_again_at(&mut tx, job, at, note.as_deref()).await?,
+        Outcome::RunAgainAt(at, note) => {
+            queue::run_again_at(&mut tx, job, at, note.as_deref()).await?
+        }
         Outcome::Retry(error) => {
             if queue::fail(&mut tx, job, &error, now).await? {
                 put_in_front_of_a_person(&mut tx, job, &error, now).await?;
@@ -140,11 +155,21 @@ async fn finish(app: &App, job: &ClaimedJob, outcome: Outcome) -> Result<(), Sto
 
 /// An exhausted job never disappears: its order is flagged (an event in its timeline),
 /// or, for a job without an order, an attention item names what it was working on.
-async fn put_in_front_of_a_person(tx: &mut Tx, job: &ClaimedJob, error: &str, now: i64) -> Result<(), StoreError> {
+async fn put_in_front_of_a_person(
+    tx: &mut Tx,
+    job: &ClaimedJob,
+    error: &str,
+    now: i64,
+) -> Result<(), StoreError> {
     let detail = json!({ "reason": format!("{}_exhausted", job.kind), "job_id": job.id, "attempts": job.attempt, "last_error": error });
     if let Some(order_id) = job.order_id.as_deref().and_then(OrderId::parse) {
         let mut order = orders::lock(tx, order_id).await?;
-        let event = NewEvent::new(EventKind::AttentionRaised, Actor::System, &format!("job:{}", job.id), detail);
+        let event = NewEvent::new(
+            EventKind::AttentionRaised,
+            Actor::System,
+            &format!("job:{}", job.id),
+            detail,
+        );
         return events::append(tx, &mut order, event, now).await;
     }
     let item = NewItem {

@@ -35,7 +35,11 @@ pub async fn resolve(app: &App, job: &ClaimedJob) -> Outcome {
     };
     let notice = match reverify(provider.as_ref(), &stored.headers, &stored.body) {
         Ok(notice) => notice,
-        Err(rejection) => return Outcome::Retry(format!("stored notification no longer verifies: {rejection}")),
+        Err(rejection) => {
+            return Outcome::Retry(format!(
+                "stored notification no longer verifies: {rejection}"
+            ))
+        }
     };
     let mut tx = match app.store.begin().await {
         Ok(tx) => tx,
@@ -49,15 +53,31 @@ pub async fn resolve(app: &App, job: &ClaimedJob) -> Outcome {
     };
     let verdict = match (&notice.status, &notice.trade_no) {
         (NoticeStatus::Paid { amount, paid_at_ms }, Some(trade_no)) => {
-            let fact = PaymentFact { provider: stored.provider.clone(), trade_no: trade_no.clone(), amount: *amount, paid_at_ms: *paid_at_ms };
-            match payment::record_in(&mut tx, order.id, &fact, PaymentSource::Parked, &format!("notification:{id}"), now).await {
+            let fact = PaymentFact {
+                provider: stored.provider.clone(),
+                trade_no: trade_no.clone(),
+                amount: *amount,
+                paid_at_ms: *paid_at_ms,
+            };
+            match payment::record_in(
+                &mut tx,
+                order.id,
+                &fact,
+                PaymentSource::Parked,
+                &format!("notification:{id}"),
+                now,
+            )
+            .await
+            {
                 Ok(_) => Verdict::Resolved,
                 Err(e) => return e.into(),
             }
         }
         _ => Verdict::Resolved,
     };
-    if let Err(e) = notifications::set_verdict(&mut tx, id, verdict, Some("matched its order later"), now).await {
+    if let Err(e) =
+        notifications::set_verdict(&mut tx, id, verdict, Some("matched its order later"), now).await
+    {
         return e.into();
     }
     match tx.commit().await {

@@ -15,7 +15,12 @@ use zerodrop_store::{now_ms, orders, StoreError};
 
 /// The next scheduled query after `now`, or `None` once the schedule (or the order's
 /// life) is over and the expiry job takes over.
-pub fn next_query_at(config: &OrderConfig, created_ms: i64, expires_ms: i64, now_ms: i64) -> Option<i64> {
+pub fn next_query_at(
+    config: &OrderConfig,
+    created_ms: i64,
+    expires_ms: i64,
+    now_ms: i64,
+) -> Option<i64> {
     config
         .query_schedule_secs
         .iter()
@@ -42,8 +47,17 @@ pub async fn query_payment(app: &App, job: &ClaimedJob) -> Outcome {
     let answer = provider.query_payment(&order_ref(&order)).await;
     let cause = format!("job:{}", job.id);
     let note = match answer {
-        Ok(PaymentStatus::Paid { trade_no, amount, paid_at_ms }) => {
-            let fact = PaymentFact { provider: order.provider.clone(), trade_no, amount, paid_at_ms };
+        Ok(PaymentStatus::Paid {
+            trade_no,
+            amount,
+            paid_at_ms,
+        }) => {
+            let fact = PaymentFact {
+                provider: order.provider.clone(),
+                trade_no,
+                amount,
+                paid_at_ms,
+            };
             return match payment::record(app, order.id, &fact, PaymentSource::Query, &cause).await {
                 Ok(recorded) => {
                     tracing::info!(order.no = %order.order_no, ?recorded, "payment found by query");
@@ -58,7 +72,12 @@ pub async fn query_payment(app: &App, job: &ClaimedJob) -> Outcome {
     if let Err(e) = note_query(app, order.id, &cause, &note).await {
         return e.into();
     }
-    match next_query_at(&app.config.orders, order.created_at_ms, order.expires_at_ms, now_ms()) {
+    match next_query_at(
+        &app.config.orders,
+        order.created_at_ms,
+        order.expires_at_ms,
+        now_ms(),
+    ) {
         Some(at) => Outcome::RunAgainAt(at, Some(note)),
         None => Outcome::Done,
     }
@@ -83,8 +102,17 @@ pub async fn late_sweep(app: &App, job: &ClaimedJob) -> Outcome {
     };
     let cause = format!("job:{}", job.id);
     match provider.query_payment(&order_ref(&order)).await {
-        Ok(PaymentStatus::Paid { trade_no, amount, paid_at_ms }) => {
-            let fact = PaymentFact { provider: order.provider.clone(), trade_no, amount, paid_at_ms };
+        Ok(PaymentStatus::Paid {
+            trade_no,
+            amount,
+            paid_at_ms,
+        }) => {
+            let fact = PaymentFact {
+                provider: order.provider.clone(),
+                trade_no,
+                amount,
+                paid_at_ms,
+            };
             match payment::record(app, order.id, &fact, PaymentSource::Query, &cause).await {
                 Ok(recorded) => {
                     tracing::info!(order.no = %order.order_no, ?recorded, "late payment found by the sweep");
@@ -101,16 +129,31 @@ pub async fn late_sweep(app: &App, job: &ClaimedJob) -> Outcome {
     }
 }
 
-async fn load(app: &App, order_id: zerodrop_domain::OrderId) -> Result<orders::OrderRow, StoreError> {
+async fn load(
+    app: &App,
+    order_id: zerodrop_domain::OrderId,
+) -> Result<orders::OrderRow, StoreError> {
     let mut conn = app.store.reader().await?;
-    orders::get(&mut conn, order_id).await?.ok_or(StoreError::NotFound)
+    orders::get(&mut conn, order_id)
+        .await?
+        .ok_or(StoreError::NotFound)
 }
 
 /// Puts the provider's answer in the order's timeline, so a person can see what was asked and when.
-async fn note_query(app: &App, order_id: zerodrop_domain::OrderId, cause: &str, answer: &str) -> Result<(), StoreError> {
+async fn note_query(
+    app: &App,
+    order_id: zerodrop_domain::OrderId,
+    cause: &str,
+    answer: &str,
+) -> Result<(), StoreError> {
     let mut tx = app.store.begin().await?;
     let mut order = orders::lock(&mut tx, order_id).await?;
-    let event = NewEvent::new(EventKind::ProviderQueried, Actor::System, cause, json!({ "answer": answer }));
+    let event = NewEvent::new(
+        EventKind::ProviderQueried,
+        Actor::System,
+        cause,
+        json!({ "answer": answer }),
+    );
     events::append(&mut tx, &mut order, event, now_ms()).await?;
     tx.commit().await
 }
@@ -121,11 +164,19 @@ mod tests {
 
     #[test]
     fn the_schedule_skips_past_points_and_stops_at_expiry() {
-        let config = OrderConfig { ttl_secs: 900, query_schedule_secs: vec![30, 60, 120, 300, 600], late_sweep_secs: 600 };
+        let config = OrderConfig {
+            ttl_secs: 900,
+            query_schedule_secs: vec![30, 60, 120, 300, 600],
+            late_sweep_secs: 600,
+        };
         assert_eq!(next_query_at(&config, 0, 900_000, 0), Some(30_000));
         assert_eq!(next_query_at(&config, 0, 900_000, 30_000), Some(60_000));
         assert_eq!(next_query_at(&config, 0, 900_000, 599_999), Some(600_000));
         assert_eq!(next_query_at(&config, 0, 900_000, 600_000), None);
-        assert_eq!(next_query_at(&config, 0, 60_000, 30_000), None, "a point at expiry is the expiry job's");
+        assert_eq!(
+            next_query_at(&config, 0, 60_000, 30_000),
+            None,
+            "a point at expiry is the expiry job's"
+        );
     }
 }
