@@ -57,24 +57,6 @@ impl Default for Faults {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_partial_faults_document_keeps_the_real_retry_schedule() {
-        let faults: Faults = serde_json::from_str(r#"{"drop_rate_pct": 20}"#).unwrap();
-        assert_eq!(faults.drop_rate_pct, 20);
-        assert_eq!(faults.retry_scale_pct, 100);
-        assert_eq!(retry_delay_ms(&faults, 0), Some(240_000));
-        assert_eq!(retry_delay_ms(&faults, 7), None, "8 sends, then silence");
-        assert!(
-            serde_json::from_str::<Faults>(r#"{"drop": 1}"#).is_err(),
-            "unknown knobs are refused"
-        );
-    }
-}
-
 /// True with probability `pct` percent.
 pub fn roll(pct: u32) -> bool {
     pct > 0 && rand::rng().random_range(0..100) < pct
@@ -94,4 +76,22 @@ pub const ALIPAY_RETRY_SECS: [u64; 7] = [240, 600, 600, 3_600, 7_200, 21_600, 54
 pub fn retry_delay_ms(faults: &Faults, retry: usize) -> Option<u64> {
     let secs = ALIPAY_RETRY_SECS.get(retry)?;
     Some(secs * 1000 * u64::from(faults.retry_scale_pct) / 100)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partial_faults_document_keeps_the_real_retry_schedule() {
+        let faults: Faults = serde_json::from_str(r#"{"drop_rate_pct": 20}"#).unwrap();
+        assert_eq!(faults.drop_rate_pct, 20);
+        assert_eq!(faults.retry_scale_pct, 100);
+        assert_eq!(retry_delay_ms(&faults, 0), Some(240_000));
+        assert_eq!(retry_delay_ms(&faults, 7), None, "8 sends, then silence");
+        assert!(
+            serde_json::from_str::<Faults>(r#"{"drop": 1}"#).is_err(),
+            "unknown knobs are refused"
+        );
+    }
 }
