@@ -51,23 +51,11 @@ impl TestDb {
             return None;
         };
         let name = format!("{PG_DB_PREFIX}{}", uuid::Uuid::new_v4().simple());
-        let admin = Store::connect(
-            &admin_url,
-            &PoolConfig {
-                postgres_connections_max: 1,
-                ..PoolConfig::default()
-            },
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{PG_URL_ENV} is set but PostgreSQL is unreachable: {e}"));
-        let mut conn = admin.reader().await.expect("admin connection");
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut *conn)
+        let url = crate::admin::create_postgres_database(&admin_url, &name)
             .await
-            .expect("create test database");
-        drop(conn);
-        admin.close().await;
-        let url = replace_database(&admin_url, &name);
+            .unwrap_or_else(|e| {
+                panic!("{PG_URL_ENV} is set but a test database could not be created: {e}")
+            });
         let store = Store::connect(&url, &PoolConfig::default())
             .await
             .expect("postgres connect");
@@ -100,41 +88,9 @@ impl TestDb {
                 let _ = std::fs::remove_dir_all(dir);
             }
             Cleanup::PgDatabase { admin_url, name } => {
-                let admin = Store::connect(
-                    &admin_url,
-                    &PoolConfig {
-                        postgres_connections_max: 1,
-                        ..PoolConfig::default()
-                    },
-                )
-                .await
-                .expect("admin connect");
-                let mut conn = admin.reader().await.expect("admin connection");
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut *conn)
-                    .await;
-                drop(conn);
-                admin.close().await;
+                let _ = crate::admin::drop_postgres_database(&admin_url, &name).await;
             }
         }
-    }
-}
-
-/// Replaces the database name in a PostgreSQL URL, keeping any query string.
-pub fn replace_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let path_start = base[scheme_end..].find('/').map(|i| i + scheme_end);
-    let host_part = match path_start {
-        Some(i) => &base[..i],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{host_part}/{name}?{q}"),
-        None => format!("{host_part}/{name}"),
     }
 }
 
@@ -169,23 +125,4 @@ macro_rules! both_engines {
             }
         }
     };
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn database_names_are_replaced_in_urls() {
-        assert_eq!(
-            super::replace_database("postgres://postgres@127.0.0.1:5432/postgres", "x"),
-            "postgres://postgres@127.0.0.1:5432/x"
-        );
-        assert_eq!(
-            super::replace_database("postgres://u@h/db?sslmode=disable", "y"),
-            "postgres://u@h/y?sslmode=disable"
-        );
-        assert_eq!(
-            super::replace_database("postgres://u@h", "z"),
-            "postgres://u@h/z"
-        );
-    }
 }

@@ -239,3 +239,33 @@ both_engines! {
         }
     }
 }
+
+both_engines! {
+    /// Whatever sequence of events is attempted (allowed or not, in any order), the stored
+    /// status and attention flag always equal the fold of the events actually stored.
+    async fn stored_status_is_always_the_fold_of_stored_events(db) {
+        use rand::Rng;
+        let kinds = EventKind::ALL;
+        for _ in 0..25 {
+            let order = new_order(&db.store, "diamonds_60").await;
+            let attempts = rand::rng().random_range(1..12);
+            for _ in 0..attempts {
+                let kind = kinds[rand::rng().random_range(0..kinds.len())];
+                let mut tx = db.store.begin().await.unwrap();
+                let mut locked = orders::lock(&mut tx, order.id).await.unwrap();
+                let event = NewEvent::new(kind, Actor::System, "property", json!({"reason": "p"}));
+                if events::append(&mut tx, &mut locked, event, now_ms()).await.is_ok() {
+                    tx.commit().await.unwrap();
+                }
+            }
+            let mut conn = db.store.reader().await.unwrap();
+            let stored = orders::get(&mut conn, order.id).await.unwrap().unwrap();
+            let timeline = events::list(&mut conn, order.id).await.unwrap();
+            let kinds: Vec<String> = timeline.iter().map(|e| e.kind.clone()).collect();
+            let folded = events::fold_kinds(&kinds).unwrap().unwrap();
+            assert_eq!((stored.status, stored.attention), (folded.status, folded.attention), "{kinds:?}");
+            assert_eq!(stored.event_seq, timeline.len() as i64);
+            assert!(timeline.iter().enumerate().all(|(i, e)| e.seq == i as i64 + 1), "sequence numbers have no gaps");
+        }
+    }
+}

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use zerodrop_domain::{Catalog, OrderId, OrderNo, UserId};
 use zerodrop_providers::keys::RsaPrivateKey;
 use zerodrop_store::orders::{self, NewOrder};
-use zerodrop_store::{now_ms, PoolConfig, Store};
+use zerodrop_store::{now_ms, Store};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum Command {
@@ -66,19 +66,7 @@ async fn fresh_database(engine: &str) -> Result<Database> {
         return Err(anyhow!("--engine must be sqlite or a postgres:// URL"));
     }
     let name = format!("zd_bench_{}", uuid::Uuid::new_v4().simple());
-    let admin = Store::connect(
-        engine,
-        &PoolConfig {
-            postgres_connections_max: 1,
-            ..PoolConfig::default()
-        },
-    )
-    .await?;
-    let mut conn = admin.reader().await?;
-    sqlx_execute(&mut conn, &format!("CREATE DATABASE {name}")).await?;
-    drop(conn);
-    admin.close().await;
-    let url = zerodrop_store::testing::replace_database(engine, &name);
+    let url = zerodrop_store::admin::create_postgres_database(engine, &name).await?;
     Ok(Database {
         url,
         cleanup: Some((engine.to_owned(), name)),
@@ -86,30 +74,10 @@ async fn fresh_database(engine: &str) -> Result<Database> {
     })
 }
 
-async fn sqlx_execute(conn: &mut zerodrop_store::Conn, sql: &str) -> Result<()> {
-    zerodrop_store::raw_execute(conn, sql).await?;
-    Ok(())
-}
-
 async fn drop_database(db: &Database) {
     if let Some((admin_url, name)) = &db.cleanup {
-        if let Ok(admin) = Store::connect(
-            admin_url,
-            &PoolConfig {
-                postgres_connections_max: 1,
-                ..PoolConfig::default()
-            },
-        )
-        .await
-        {
-            if let Ok(mut conn) = admin.reader().await {
-                let _ = sqlx_execute(
-                    &mut conn,
-                    &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-                )
-                .await;
-            }
-            admin.close().await;
+        if let Err(e) = zerodrop_store::admin::drop_postgres_database(admin_url, name).await {
+            eprintln!("could not drop the benchmark database {name}: {e}");
         }
     }
     if let Some(dir) = &db.temp {

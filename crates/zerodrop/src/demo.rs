@@ -321,6 +321,18 @@ async fn simulated_user(
     drop(permit);
 }
 
+type OrderStates = HashMap<String, (String, bool, Option<i64>)>;
+
+/// A charge has an outcome when its order is delivered, due for refund, or in front of a
+/// person. A charge without one, once everything settled, is a dropped order.
+fn has_outcome(states: &OrderStates, charge: &Charge) -> bool {
+    states
+        .get(&charge.out_trade_no)
+        .is_some_and(|(status, attention, _)| {
+            *attention || matches!(status.as_str(), "delivered" | "refund_due")
+        })
+}
+
 struct Progress {
     settled: u64,
     unsettled: u64,
@@ -328,7 +340,7 @@ struct Progress {
 }
 
 /// Reads zerodrop's view of the demo's orders.
-async fn order_states(server: &InProcess) -> Result<HashMap<String, (String, bool, Option<i64>)>> {
+async fn order_states(server: &InProcess) -> Result<OrderStates> {
     let mut conn = server.app.store.reader().await?;
     let rows = zerodrop_store::orders::summaries(&mut conn).await?;
     Ok(rows
@@ -349,16 +361,8 @@ async fn settlement(
         })
     };
     let settled = order_nos.iter().filter(|no| settled_state(no)).count() as u64;
-    let charges_without_outcome = charges
-        .iter()
-        .filter(|c| {
-            !states
-                .get(&c.out_trade_no)
-                .is_some_and(|(status, attention, _)| {
-                    *attention || matches!(status.as_str(), "delivered" | "refund_due")
-                })
-        })
-        .count() as u64;
+    let charges_without_outcome =
+        charges.iter().filter(|c| !has_outcome(&states, c)).count() as u64;
     Ok(Progress {
         settled,
         unsettled: order_nos.len() as u64 - settled,
@@ -428,16 +432,7 @@ async fn summarise(server: &InProcess, charges: &[Charge], order_nos: &[String])
         .count() as u64;
     // Dropped: the provider charged, and zerodrop has no outcome for it (not delivered,
     // not due for refund, not in front of a person).
-    let dropped = charges
-        .iter()
-        .filter(|c| {
-            !states
-                .get(&c.out_trade_no)
-                .is_some_and(|(status, attention, _)| {
-                    *attention || matches!(status.as_str(), "delivered" | "refund_due")
-                })
-        })
-        .count() as u64;
+    let dropped = charges.iter().filter(|c| !has_outcome(&states, c)).count() as u64;
     let late_orders: std::collections::HashSet<&str> = payments
         .iter()
         .filter(|p| p.late)

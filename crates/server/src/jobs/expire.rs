@@ -2,9 +2,8 @@
 //! expired. A close refused because the trade is paid, or a final query that finds a
 //! payment, records it like any other. An expired order gets one late sweep later.
 
-use super::{order_id_of, order_ref, Outcome, LATE_SWEEP};
+use super::{order_in_status, order_ref, record_found, Outcome, LATE_SWEEP};
 use crate::app::App;
-use crate::payment::{self, PaymentFact};
 use serde_json::json;
 use zerodrop_domain::order::{Actor, EventKind, OrderStatus};
 use zerodrop_providers::PaymentStatus;
@@ -17,26 +16,9 @@ use zerodrop_store::{now_ms, orders, StoreError};
 const LATE_SWEEP_ATTEMPTS_MAX: i64 = 15;
 
 pub async fn expire_order(app: &App, job: &queue::ClaimedJob) -> Outcome {
-    let order_id = match order_id_of(job) {
-        Ok(id) => id,
+    let (order, provider) = match order_in_status(app, job, OrderStatus::AwaitingPayment).await {
+        Ok(found) => found,
         Err(outcome) => return outcome,
-    };
-    let order = {
-        let mut conn = match app.store.reader().await {
-            Ok(conn) => conn,
-            Err(e) => return e.into(),
-        };
-        match orders::get(&mut conn, order_id).await {
-            Ok(Some(order)) => order,
-            Ok(None) => return Outcome::Retry("order not found".into()),
-            Err(e) => return e.into(),
-        }
-    };
-    if order.status != OrderStatus::AwaitingPayment {
-        return Outcome::Done;
-    }
-    let Some(provider) = app.provider(&order.provider).cloned() else {
-        return Outcome::Retry(format!("provider {} is not configured", order.provider));
     };
     let reference = order_ref(&order);
     // Closing twice is harmless (the second answer is "not open"), so a retry after a
@@ -49,26 +31,23 @@ pub async fn expire_order(app: &App, job: &queue::ClaimedJob) -> Outcome {
         Ok(answer) => answer,
         Err(e) => return Outcome::Retry(format!("query after close: {e}")),
     };
-    let cause = format!("job:{}", job.id);
     if let PaymentStatus::Paid {
         trade_no,
         amount,
         paid_at_ms,
     } = answer
     {
-        let fact = PaymentFact {
-            provider: order.provider.clone(),
-            trade_no,
-            amount,
-            paid_at_ms,
-        };
-        return match payment::record(app, order.id, &fact, PaymentSource::Close, &cause).await {
-            Ok(_) => Outcome::Done,
-            Err(e) => e.into(),
-        };
+        return record_found(
+            app,
+            job,
+            &order,
+            (trade_no, amount, paid_at_ms),
+            PaymentSource::Close,
+        )
+        .await;
     }
     let data = json!({ "close": format!("{closed:?}"), "query": format!("{answer:?}") });
-    match mark_expired(app, order_id, &cause, data).await {
+    match mark_expired(app, order.id, &format!("job:{}", job.id), data).await {
         Ok(()) => Outcome::Done,
         Err(e) => e.into(),
     }

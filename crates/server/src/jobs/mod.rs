@@ -7,14 +7,18 @@ pub mod parked;
 pub mod query;
 
 use crate::app::App;
+use crate::payment::{self, PaymentFact};
 use serde_json::json;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
-use zerodrop_domain::order::{Actor, EventKind};
+use zerodrop_domain::order::{Actor, EventKind, OrderStatus};
 use zerodrop_domain::OrderId;
+use zerodrop_providers::Provider;
 use zerodrop_store::attention::{self, NewItem};
 use zerodrop_store::events::{self, NewEvent};
 use zerodrop_store::jobs::{self as queue, ClaimedJob};
+use zerodrop_store::payments::PaymentSource;
 use zerodrop_store::{now_ms, orders, StoreError, Tx};
 
 pub const QUERY_PAYMENT: &str = "query_payment";
@@ -182,12 +186,55 @@ async fn put_in_front_of_a_person(
     attention::raise(tx, item, now).await.map(|_| ())
 }
 
-/// Reads the job's order id from its payload.
-pub(crate) fn order_id_of(job: &ClaimedJob) -> Result<OrderId, Outcome> {
-    job.order_id
+/// The job's order with its provider, if the order is still in `status`. `Err` is the
+/// outcome to return: done when the order has moved on, a retry when something is missing.
+pub(crate) async fn order_in_status(
+    app: &App,
+    job: &ClaimedJob,
+    status: OrderStatus,
+) -> Result<(orders::OrderRow, Arc<dyn Provider>), Outcome> {
+    let order_id = job
+        .order_id
         .as_deref()
         .and_then(OrderId::parse)
-        .ok_or_else(|| Outcome::Retry("job has no valid order id".into()))
+        .ok_or_else(|| Outcome::Retry("job has no valid order id".into()))?;
+    let mut conn = app.store.reader().await.map_err(Outcome::from)?;
+    let order = orders::get(&mut conn, order_id)
+        .await
+        .map_err(Outcome::from)?
+        .ok_or_else(|| Outcome::Retry("order not found".into()))?;
+    if order.status != status {
+        return Err(Outcome::Done);
+    }
+    let provider = app
+        .provider(&order.provider)
+        .cloned()
+        .ok_or_else(|| Outcome::Retry(format!("provider {} is not configured", order.provider)))?;
+    Ok((order, provider))
+}
+
+/// A payment a provider's answer revealed, recorded through the one payment path.
+pub(crate) async fn record_found(
+    app: &App,
+    job: &ClaimedJob,
+    order: &orders::OrderRow,
+    found: (String, zerodrop_domain::Money, Option<i64>),
+    source: PaymentSource,
+) -> Outcome {
+    let (trade_no, amount, paid_at_ms) = found;
+    let fact = PaymentFact {
+        provider: order.provider.clone(),
+        trade_no,
+        amount,
+        paid_at_ms,
+    };
+    match payment::record(app, order.id, &fact, source, &format!("job:{}", job.id)).await {
+        Ok(recorded) => {
+            tracing::info!(order.no = %order.order_no, ?recorded, source = source.as_str(), "payment found by asking the provider");
+            Outcome::Done
+        }
+        Err(e) => e.into(),
+    }
 }
 
 /// What a provider needs to know about a stored order.

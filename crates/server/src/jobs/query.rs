@@ -1,10 +1,9 @@
 //! Asking the provider about unpaid orders on a schedule (S1), and once more after
 //! expiry (late payments). A payment found by a query takes the same path as a notified one.
 
-use super::{order_id_of, order_ref, Outcome};
+use super::{order_in_status, order_ref, record_found, Outcome};
 use crate::app::App;
 use crate::config::OrderConfig;
-use crate::payment::{self, PaymentFact};
 use serde_json::json;
 use zerodrop_domain::order::{Actor, EventKind, OrderStatus};
 use zerodrop_providers::PaymentStatus;
@@ -30,46 +29,29 @@ pub fn next_query_at(
 }
 
 pub async fn query_payment(app: &App, job: &ClaimedJob) -> Outcome {
-    let order_id = match order_id_of(job) {
-        Ok(id) => id,
+    let (order, provider) = match order_in_status(app, job, OrderStatus::AwaitingPayment).await {
+        Ok(found) => found,
         Err(outcome) => return outcome,
     };
-    let order = match load(app, order_id).await {
-        Ok(order) => order,
-        Err(e) => return e.into(),
-    };
-    if order.status != OrderStatus::AwaitingPayment {
-        return Outcome::Done;
-    }
-    let Some(provider) = app.provider(&order.provider).cloned() else {
-        return Outcome::Retry(format!("provider {} is not configured", order.provider));
-    };
-    let answer = provider.query_payment(&order_ref(&order)).await;
-    let cause = format!("job:{}", job.id);
-    let note = match answer {
+    let note = match provider.query_payment(&order_ref(&order)).await {
         Ok(PaymentStatus::Paid {
             trade_no,
             amount,
             paid_at_ms,
         }) => {
-            let fact = PaymentFact {
-                provider: order.provider.clone(),
-                trade_no,
-                amount,
-                paid_at_ms,
-            };
-            return match payment::record(app, order.id, &fact, PaymentSource::Query, &cause).await {
-                Ok(recorded) => {
-                    tracing::info!(order.no = %order.order_no, ?recorded, "payment found by query");
-                    Outcome::Done
-                }
-                Err(e) => e.into(),
-            };
+            return record_found(
+                app,
+                job,
+                &order,
+                (trade_no, amount, paid_at_ms),
+                PaymentSource::Query,
+            )
+            .await;
         }
         Ok(other) => format!("{other:?}"),
         Err(e) => format!("error: {e}"),
     };
-    if let Err(e) = note_query(app, order.id, &cause, &note).await {
+    if let Err(e) = note_query(app, order.id, &format!("job:{}", job.id), &note).await {
         return e.into();
     }
     match next_query_at(
@@ -86,57 +68,38 @@ pub async fn query_payment(app: &App, job: &ClaimedJob) -> Outcome {
 /// After expiry, one more look: a payment that raced the close is late, and is
 /// delivered or refunded by the product's policy, never ignored.
 pub async fn late_sweep(app: &App, job: &ClaimedJob) -> Outcome {
-    let order_id = match order_id_of(job) {
-        Ok(id) => id,
+    let (order, provider) = match order_in_status(app, job, OrderStatus::Expired).await {
+        Ok(found) => found,
         Err(outcome) => return outcome,
     };
-    let order = match load(app, order_id).await {
-        Ok(order) => order,
-        Err(e) => return e.into(),
-    };
-    if order.status != OrderStatus::Expired {
-        return Outcome::Done;
-    }
-    let Some(provider) = app.provider(&order.provider).cloned() else {
-        return Outcome::Retry(format!("provider {} is not configured", order.provider));
-    };
-    let cause = format!("job:{}", job.id);
     match provider.query_payment(&order_ref(&order)).await {
         Ok(PaymentStatus::Paid {
             trade_no,
             amount,
             paid_at_ms,
         }) => {
-            let fact = PaymentFact {
-                provider: order.provider.clone(),
-                trade_no,
-                amount,
-                paid_at_ms,
-            };
-            match payment::record(app, order.id, &fact, PaymentSource::Query, &cause).await {
-                Ok(recorded) => {
-                    tracing::info!(order.no = %order.order_no, ?recorded, "late payment found by the sweep");
-                    Outcome::Done
-                }
-                Err(e) => e.into(),
-            }
+            record_found(
+                app,
+                job,
+                &order,
+                (trade_no, amount, paid_at_ms),
+                PaymentSource::Query,
+            )
+            .await
         }
-        Ok(other) => match note_query(app, order.id, &cause, &format!("{other:?}")).await {
+        Ok(other) => match note_query(
+            app,
+            order.id,
+            &format!("job:{}", job.id),
+            &format!("{other:?}"),
+        )
+        .await
+        {
             Ok(()) => Outcome::Done,
             Err(e) => e.into(),
         },
         Err(e) => Outcome::Retry(e.to_string()),
     }
-}
-
-async fn load(
-    app: &App,
-    order_id: zerodrop_domain::OrderId,
-) -> Result<orders::OrderRow, StoreError> {
-    let mut conn = app.store.reader().await?;
-    orders::get(&mut conn, order_id)
-        .await?
-        .ok_or(StoreError::NotFound)
 }
 
 /// Puts the provider's answer in the order's timeline, so a person can see what was asked and when.
