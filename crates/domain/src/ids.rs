@@ -19,18 +19,12 @@ pub struct IdError {
 fn check_external(what: &'static str, text: &str) -> Result<(), IdError> {
     let ok = !text.is_empty()
         && text.len() <= EXTERNAL_ID_BYTES_MAX
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
+        && text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
     if ok {
         return Ok(());
     }
     let got: String = text.chars().take(EXTERNAL_ID_BYTES_MAX + 1).collect();
-    Err(IdError {
-        what,
-        max: EXTERNAL_ID_BYTES_MAX,
-        got,
-    })
+    Err(IdError { what, max: EXTERNAL_ID_BYTES_MAX, got })
 }
 
 macro_rules! external_id {
@@ -127,8 +121,7 @@ impl OrderNo {
 
     pub fn parse(text: &str) -> Option<OrderNo> {
         let rest = text.strip_prefix(ORDER_NO_PREFIX)?;
-        let ok = rest.len() == ORDER_NO_RANDOM_CHARS
-            && rest.bytes().all(|b| ORDER_NO_ALPHABET.contains(&b));
+        let ok = rest.len() == ORDER_NO_RANDOM_CHARS && rest.bytes().all(|b| ORDER_NO_ALPHABET.contains(&b));
         ok.then(|| OrderNo(text.to_owned()))
     }
 
@@ -165,10 +158,7 @@ mod tests {
         let no = OrderNo::from_random(0x0fff_ffff_ffff_ffff);
         assert_eq!(no.as_str().len(), 14);
         assert_eq!(OrderNo::parse(no.as_str()), Some(no));
-        assert!(
-            OrderNo::parse("ZD0000000000O0").is_none(),
-            "O is not in the alphabet"
-        );
+        assert!(OrderNo::parse("ZD0000000000O0").is_none(), "O is not in the alphabet");
         assert!(OrderNo::parse("ZD000").is_none());
         assert!(OrderNo::parse("XX000000000000").is_none());
     }

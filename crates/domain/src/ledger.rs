@@ -19,6 +19,15 @@ pub enum AccountKind {
     Wallet,
     /// The source of every unit of a currency; its balance is minus the units in circulation.
     Issuance,
+    /// A creator's earnings from gifts; never negative.
+    Creator,
+    /// What users spent on the platform itself; never negative.
+    Platform,
+    /// The source of compensation for late deliveries; its balance is minus all compensation paid.
+    Compensation,
+    /// Units refunded but already spent, so not taken back: the platform's loss, as a
+    /// negative balance (never a debt on the user).
+    Loss,
 }
 
 impl AccountKind {
@@ -26,14 +35,18 @@ impl AccountKind {
         match self {
             AccountKind::Wallet => "wallet",
             AccountKind::Issuance => "issuance",
+            AccountKind::Creator => "creator",
+            AccountKind::Platform => "platform",
+            AccountKind::Compensation => "compensation",
+            AccountKind::Loss => "loss",
         }
     }
 
-    /// Whether the account's balance may go below zero.
+    /// Whether the account's balance may go below zero (sources of units may).
     pub fn may_go_negative(self) -> bool {
         match self {
-            AccountKind::Wallet => false,
-            AccountKind::Issuance => true,
+            AccountKind::Wallet | AccountKind::Creator | AccountKind::Platform => false,
+            AccountKind::Issuance | AccountKind::Compensation | AccountKind::Loss => true,
         }
     }
 }
@@ -48,6 +61,22 @@ impl AccountId {
 
     pub fn issuance(currency: &str) -> AccountId {
         AccountId(format!("issuance:{currency}"))
+    }
+
+    pub fn creator(creator: &UserId, currency: &str) -> AccountId {
+        AccountId(format!("creator:{currency}:{creator}"))
+    }
+
+    pub fn platform(currency: &str) -> AccountId {
+        AccountId(format!("platform:{currency}"))
+    }
+
+    pub fn compensation(currency: &str) -> AccountId {
+        AccountId(format!("compensation:{currency}"))
+    }
+
+    pub fn loss(currency: &str) -> AccountId {
+        AccountId(format!("loss:{currency}"))
     }
 
     /// An id as stored (already validated when the account was created).
@@ -96,16 +125,61 @@ pub enum TransferError {
 
 impl Transfer {
     /// The credit that delivers a currency pack: issuance → the user's wallet, once per order.
-    pub fn order_credit(
-        order: OrderId,
-        user: &UserId,
-        currency: &str,
-        amount: i64,
-    ) -> Result<Transfer, TransferError> {
+    pub fn order_credit(order: OrderId, user: &UserId, currency: &str, amount: i64) -> Result<Transfer, TransferError> {
         Transfer::new(
             format!("order:{order}:credit"),
             (AccountId::issuance(currency), AccountKind::Issuance),
             (AccountId::wallet(user, currency), AccountKind::Wallet),
+            currency,
+            amount,
+        )
+    }
+
+    /// Compensation for a late delivery: compensation account → the user's wallet, once per order.
+    pub fn compensation(order: OrderId, user: &UserId, currency: &str, amount: i64) -> Result<Transfer, TransferError> {
+        Transfer::new(
+            format!("order:{order}:compensation"),
+            (AccountId::compensation(currency), AccountKind::Compensation),
+            (AccountId::wallet(user, currency), AccountKind::Wallet),
+            currency,
+            amount,
+        )
+    }
+
+    /// Taking refunded units back from the user's wallet (only what is still there).
+    pub fn reclaim(refund_id: &str, user: &UserId, currency: &str, amount: i64) -> Result<Transfer, TransferError> {
+        Transfer::new(
+            format!("refund:{refund_id}:reclaim"),
+            (AccountId::wallet(user, currency), AccountKind::Wallet),
+            (AccountId::issuance(currency), AccountKind::Issuance),
+            currency,
+            amount,
+        )
+    }
+
+    /// Refunded units the user had already spent: written off as the platform's loss.
+    pub fn write_off(refund_id: &str, currency: &str, amount: i64) -> Result<Transfer, TransferError> {
+        Transfer::new(
+            format!("refund:{refund_id}:loss"),
+            (AccountId::loss(currency), AccountKind::Loss),
+            (AccountId::issuance(currency), AccountKind::Issuance),
+            currency,
+            amount,
+        )
+    }
+
+    /// A user spends from their wallet (a gift to a creator, a purchase on the platform).
+    pub fn spend(
+        key: &str,
+        user: &UserId,
+        currency: &str,
+        amount: i64,
+        to: (AccountId, AccountKind),
+    ) -> Result<Transfer, TransferError> {
+        Transfer::new(
+            format!("spend:{key}"),
+            (AccountId::wallet(user, currency), AccountKind::Wallet),
+            to,
             currency,
             amount,
         )

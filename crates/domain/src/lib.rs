@@ -10,6 +10,7 @@ pub mod ledger;
 pub mod membership;
 pub mod money;
 pub mod order;
+pub mod refund;
 pub mod secret;
 
 pub use catalog::{Catalog, LatePolicy, Product, ProductKind};

@@ -146,12 +146,7 @@ pub fn format_minor(minor: i64, exponent: u32) -> String {
         return format!("{sign}{abs}");
     }
     let scale = 10_u64.pow(exponent);
-    format!(
-        "{sign}{}.{:0width$}",
-        abs / scale,
-        abs % scale,
-        width = exponent as usize
-    )
+    format!("{sign}{}.{:0width$}", abs / scale, abs % scale, width = exponent as usize)
 }
 
 #[cfg(test)]
@@ -172,22 +167,11 @@ mod tests {
 
     #[test]
     fn rejects_what_is_not_an_exact_amount() {
-        for bad in [
-            "", "-1", "+1", "1e3", " 1", "1 ", "1,00", ".5", "1.2.3", "0x10", "9.999", "NaN",
-        ] {
-            assert!(
-                parse_decimal_minor(bad, 2).is_err(),
-                "{bad:?} must be rejected"
-            );
+        for bad in ["", "-1", "+1", "1e3", " 1", "1 ", "1,00", ".5", "1.2.3", "0x10", "9.999", "NaN"] {
+            assert!(parse_decimal_minor(bad, 2).is_err(), "{bad:?} must be rejected");
         }
-        assert!(matches!(
-            parse_decimal_minor("99999999999999999999", 2),
-            Err(AmountError::TooLarge(_))
-        ));
-        assert!(matches!(
-            parse_decimal_minor("10000000.01", 2),
-            Err(AmountError::TooLarge(_))
-        ));
+        assert!(matches!(parse_decimal_minor("99999999999999999999", 2), Err(AmountError::TooLarge(_))));
+        assert!(matches!(parse_decimal_minor("10000000.01", 2), Err(AmountError::TooLarge(_))));
     }
 
     #[test]

@@ -14,23 +14,31 @@ use std::fmt;
 pub enum OrderStatus {
     /// Created; the user may pay until the order expires.
     AwaitingPayment,
-    /// The provider confirmed payment; delivery has not completed yet.
+    /// The provider confirmed payment; delivery has not completed yet (waiting for stock,
+    /// or for the platform's delivery endpoint).
     Paid,
     /// The goods reached the user.
     Delivered,
     /// Closed at the provider without payment.
     Expired,
-    /// Paid but must be refunded (late payment under a refund policy); a refund job is stored.
+    /// Paid, and the money must go back (late payment or missed deadline under a refund
+    /// policy, or a refund that failed and waits for a person).
     RefundDue,
+    /// A full refund is with the provider.
+    Refunding,
+    /// The provider returned all the money.
+    Refunded,
 }
 
 impl OrderStatus {
-    pub const ALL: [OrderStatus; 5] = [
+    pub const ALL: [OrderStatus; 7] = [
         OrderStatus::AwaitingPayment,
         OrderStatus::Paid,
         OrderStatus::Delivered,
         OrderStatus::Expired,
         OrderStatus::RefundDue,
+        OrderStatus::Refunding,
+        OrderStatus::Refunded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -40,6 +48,8 @@ impl OrderStatus {
             OrderStatus::Delivered => "delivered",
             OrderStatus::Expired => "expired",
             OrderStatus::RefundDue => "refund_due",
+            OrderStatus::Refunding => "refunding",
+            OrderStatus::Refunded => "refunded",
         }
     }
 
@@ -47,19 +57,32 @@ impl OrderStatus {
         OrderStatus::ALL.into_iter().find(|s| s.as_str() == text)
     }
 
-    /// True once the order needs nothing more from zerodrop's automation.
+    /// True once nothing more will happen to the order without a person or a new request.
     pub fn is_settled(self) -> bool {
         match self {
-            OrderStatus::Delivered | OrderStatus::Expired | OrderStatus::RefundDue => true,
-            OrderStatus::AwaitingPayment | OrderStatus::Paid => false,
+            OrderStatus::Delivered | OrderStatus::Expired | OrderStatus::Refunded => true,
+            OrderStatus::AwaitingPayment | OrderStatus::Paid | OrderStatus::RefundDue | OrderStatus::Refunding => false,
         }
     }
 
-    /// True when a captured payment has reached one of its outcomes.
+    /// True when a captured payment has reached one of its outcomes (delivered, or its
+    /// money owed back, on its way back, or back).
     pub fn is_payment_outcome(self) -> bool {
         match self {
-            OrderStatus::Delivered | OrderStatus::RefundDue => true,
+            OrderStatus::Delivered | OrderStatus::RefundDue | OrderStatus::Refunding | OrderStatus::Refunded => true,
             OrderStatus::AwaitingPayment | OrderStatus::Paid | OrderStatus::Expired => false,
+        }
+    }
+
+    /// True when the provider holds (or held) the user's money for this order.
+    pub fn is_paid(self) -> bool {
+        match self {
+            OrderStatus::Paid
+            | OrderStatus::Delivered
+            | OrderStatus::RefundDue
+            | OrderStatus::Refunding
+            | OrderStatus::Refunded => true,
+            OrderStatus::AwaitingPayment | OrderStatus::Expired => false,
         }
     }
 }
@@ -70,8 +93,8 @@ impl fmt::Display for OrderStatus {
     }
 }
 
-/// What happened to an order. Some events move the status; the rest are the
-/// timeline's evidence (a query answered, a notification refused) and leave it alone.
+/// What happened to an order. Some events move the status; the rest are the timeline's
+/// evidence (a query answered, a delivery attempt, a notification refused).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
@@ -80,25 +103,53 @@ pub enum EventKind {
     Delivered,
     Expired,
     RefundDue,
+    RefundRequested,
+    RefundSucceeded,
+    RefundFailed,
+    PartialRefundRequested,
+    PartialRefundSucceeded,
+    PartialRefundFailed,
+    GoodsReclaimed,
+    AwaitingStock,
+    DeliveryAttempted,
+    DeliveryAccepted,
+    DeliveryFailed,
+    DeadlineMissed,
+    Compensated,
     AttentionRaised,
     AttentionCleared,
     ProviderQueried,
     ProviderCloseRequested,
     NotificationRejected,
+    RefundNotified,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 10] = [
+    pub const ALL: [EventKind; 24] = [
         EventKind::Created,
         EventKind::PaymentCaptured,
         EventKind::Delivered,
         EventKind::Expired,
         EventKind::RefundDue,
+        EventKind::RefundRequested,
+        EventKind::RefundSucceeded,
+        EventKind::RefundFailed,
+        EventKind::PartialRefundRequested,
+        EventKind::PartialRefundSucceeded,
+        EventKind::PartialRefundFailed,
+        EventKind::GoodsReclaimed,
+        EventKind::AwaitingStock,
+        EventKind::DeliveryAttempted,
+        EventKind::DeliveryAccepted,
+        EventKind::DeliveryFailed,
+        EventKind::DeadlineMissed,
+        EventKind::Compensated,
         EventKind::AttentionRaised,
         EventKind::AttentionCleared,
         EventKind::ProviderQueried,
         EventKind::ProviderCloseRequested,
         EventKind::NotificationRejected,
+        EventKind::RefundNotified,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -108,11 +159,25 @@ impl EventKind {
             EventKind::Delivered => "delivered",
             EventKind::Expired => "expired",
             EventKind::RefundDue => "refund_due",
+            EventKind::RefundRequested => "refund_requested",
+            EventKind::RefundSucceeded => "refund_succeeded",
+            EventKind::RefundFailed => "refund_failed",
+            EventKind::PartialRefundRequested => "partial_refund_requested",
+            EventKind::PartialRefundSucceeded => "partial_refund_succeeded",
+            EventKind::PartialRefundFailed => "partial_refund_failed",
+            EventKind::GoodsReclaimed => "goods_reclaimed",
+            EventKind::AwaitingStock => "awaiting_stock",
+            EventKind::DeliveryAttempted => "delivery_attempted",
+            EventKind::DeliveryAccepted => "delivery_accepted",
+            EventKind::DeliveryFailed => "delivery_failed",
+            EventKind::DeadlineMissed => "deadline_missed",
+            EventKind::Compensated => "compensated",
             EventKind::AttentionRaised => "attention_raised",
             EventKind::AttentionCleared => "attention_cleared",
             EventKind::ProviderQueried => "provider_queried",
             EventKind::ProviderCloseRequested => "provider_close_requested",
             EventKind::NotificationRejected => "notification_rejected",
+            EventKind::RefundNotified => "refund_notified",
         }
     }
 
@@ -149,15 +214,9 @@ impl Actor {
     }
 
     pub fn parse(text: &str) -> Option<Actor> {
-        [
-            Actor::Provider,
-            Actor::System,
-            Actor::User,
-            Actor::Operator,
-            Actor::Merchant,
-        ]
-        .into_iter()
-        .find(|a| a.as_str() == text)
+        [Actor::Provider, Actor::System, Actor::User, Actor::Operator, Actor::Merchant]
+            .into_iter()
+            .find(|a| a.as_str() == text)
     }
 }
 
@@ -177,79 +236,112 @@ pub enum TransitionError {
     #[error("order already created")]
     CreatedTwice,
     #[error("event `{event}` is not allowed in status `{status}`")]
-    NotAllowed {
-        event: &'static str,
-        status: &'static str,
-    },
+    NotAllowed { event: &'static str, status: &'static str },
 }
 
 /// Applies one event. `None` is the state before the order exists.
 pub fn apply(state: Option<OrderState>, kind: EventKind) -> Result<OrderState, TransitionError> {
     let Some(state) = state else {
         return match kind {
-            EventKind::Created => Ok(OrderState {
-                status: OrderStatus::AwaitingPayment,
-                attention: false,
-            }),
+            EventKind::Created => Ok(OrderState { status: OrderStatus::AwaitingPayment, attention: false }),
             other => Err(TransitionError::NotCreatedFirst(other.as_str())),
         };
     };
-    let refuse = || TransitionError::NotAllowed {
-        event: kind.as_str(),
-        status: state.status.as_str(),
+    // Attention is a flag beside the status: only these two events touch it.
+    let attention = if kind == EventKind::AttentionRaised {
+        true
+    } else if kind == EventKind::AttentionCleared {
+        false
+    } else {
+        state.attention
     };
-    let with_status = |status| {
-        Ok(OrderState {
-            status,
-            attention: state.attention,
-        })
-    };
+    match next_status(state.status, kind)? {
+        Some(status) => Ok(OrderState { status, attention }),
+        None => Err(TransitionError::NotAllowed { event: kind.as_str(), status: state.status.as_str() }),
+    }
+}
+
+/// The status after `kind` in `status`, or `None` when the event is not allowed there.
+fn next_status(status: OrderStatus, kind: EventKind) -> Result<Option<OrderStatus>, TransitionError> {
+    use OrderStatus::{AwaitingPayment, Delivered, Expired, Paid, RefundDue, Refunded, Refunding};
+    let to = |next: OrderStatus| Ok(Some(next));
+    let stay = Ok(Some(status));
+    let refuse = Ok(None);
     match kind {
         EventKind::Created => Err(TransitionError::CreatedTwice),
-        EventKind::PaymentCaptured => match state.status {
+        EventKind::PaymentCaptured => match status {
             // A capture on an expired order is a late payment; policy decides what follows.
-            OrderStatus::AwaitingPayment | OrderStatus::Expired => with_status(OrderStatus::Paid),
-            OrderStatus::Paid | OrderStatus::Delivered | OrderStatus::RefundDue => Err(refuse()),
+            AwaitingPayment | Expired => to(Paid),
+            Paid | Delivered | RefundDue | Refunding | Refunded => refuse,
         },
-        EventKind::Delivered => match state.status {
-            OrderStatus::Paid => with_status(OrderStatus::Delivered),
-            OrderStatus::AwaitingPayment
-            | OrderStatus::Delivered
-            | OrderStatus::Expired
-            | OrderStatus::RefundDue => Err(refuse()),
+        EventKind::Expired => match status {
+            AwaitingPayment => to(Expired),
+            Paid | Delivered | Expired | RefundDue | Refunding | Refunded => refuse,
         },
-        EventKind::RefundDue => match state.status {
-            OrderStatus::Paid => with_status(OrderStatus::RefundDue),
-            OrderStatus::AwaitingPayment
-            | OrderStatus::Delivered
-            | OrderStatus::Expired
-            | OrderStatus::RefundDue => Err(refuse()),
+        EventKind::Delivered => match status {
+            Paid => to(Delivered),
+            // Once money is owed back or on its way, the goods may not also be delivered.
+            AwaitingPayment | Delivered | Expired | RefundDue | Refunding | Refunded => refuse,
         },
-        EventKind::Expired => match state.status {
-            OrderStatus::AwaitingPayment => with_status(OrderStatus::Expired),
-            OrderStatus::Paid
-            | OrderStatus::Delivered
-            | OrderStatus::Expired
-            | OrderStatus::RefundDue => Err(refuse()),
+        EventKind::RefundDue => match status {
+            Paid => to(RefundDue),
+            AwaitingPayment | Delivered | Expired | RefundDue | Refunding | Refunded => refuse,
         },
-        EventKind::AttentionRaised => Ok(OrderState {
-            status: state.status,
-            attention: true,
-        }),
-        EventKind::AttentionCleared => Ok(OrderState {
-            status: state.status,
-            attention: false,
-        }),
-        EventKind::ProviderQueried
+        EventKind::RefundRequested => match status {
+            Paid | Delivered | RefundDue => to(Refunding),
+            AwaitingPayment | Expired | Refunding | Refunded => refuse,
+        },
+        EventKind::RefundSucceeded => match status {
+            Refunding => to(Refunded),
+            AwaitingPayment | Paid | Delivered | Expired | RefundDue | Refunded => refuse,
+        },
+        EventKind::RefundFailed => match status {
+            // The money is still owed; a person decides what next.
+            Refunding => to(RefundDue),
+            AwaitingPayment | Paid | Delivered | Expired | RefundDue | Refunded => refuse,
+        },
+        EventKind::PartialRefundRequested => match status {
+            Delivered => stay,
+            AwaitingPayment | Paid | Expired | RefundDue | Refunding | Refunded => refuse,
+        },
+        // A partial refund finishes whatever happened to the order meanwhile (a later full
+        // refund, say): its outcome is always recorded.
+        EventKind::PartialRefundSucceeded | EventKind::PartialRefundFailed => match status {
+            Delivered | RefundDue | Refunding | Refunded => stay,
+            AwaitingPayment | Paid | Expired => refuse,
+        },
+        EventKind::GoodsReclaimed => match status {
+            Delivered | Refunding => stay,
+            AwaitingPayment | Paid | Expired | RefundDue | Refunded => refuse,
+        },
+        EventKind::Compensated => match status {
+            Delivered => stay,
+            AwaitingPayment | Paid | Expired | RefundDue | Refunding | Refunded => refuse,
+        },
+        EventKind::AwaitingStock
+        | EventKind::DeliveryAttempted
+        | EventKind::DeliveryAccepted
+        | EventKind::DeliveryFailed
+        | EventKind::DeadlineMissed => match status {
+            // Delivery evidence exists only for paid orders (attempts may still report
+            // after the order moved on, and are kept).
+            Paid | Delivered | RefundDue | Refunding | Refunded => stay,
+            AwaitingPayment | Expired => refuse,
+        },
+        EventKind::RefundNotified => match status {
+            Paid | Delivered | RefundDue | Refunding | Refunded => stay,
+            AwaitingPayment | Expired => refuse,
+        },
+        EventKind::AttentionRaised
+        | EventKind::AttentionCleared
+        | EventKind::ProviderQueried
         | EventKind::ProviderCloseRequested
-        | EventKind::NotificationRejected => Ok(state),
+        | EventKind::NotificationRejected => stay,
     }
 }
 
 /// Folds a sequence of events into the state they describe.
-pub fn fold<I: IntoIterator<Item = EventKind>>(
-    events: I,
-) -> Result<Option<OrderState>, TransitionError> {
+pub fn fold<I: IntoIterator<Item = EventKind>>(events: I) -> Result<Option<OrderState>, TransitionError> {
     let mut state = None;
     for kind in events {
         state = Some(apply(state, kind)?);
@@ -264,42 +356,41 @@ mod tests {
 
     #[test]
     fn the_happy_path_folds_to_delivered() {
-        let state = fold([
-            EventKind::Created,
-            EventKind::ProviderQueried,
-            EventKind::PaymentCaptured,
-            EventKind::Delivered,
-        ]);
-        assert_eq!(
-            state,
-            Ok(Some(OrderState {
-                status: OrderStatus::Delivered,
-                attention: false
-            }))
-        );
+        let state =
+            fold([EventKind::Created, EventKind::ProviderQueried, EventKind::PaymentCaptured, EventKind::Delivered]);
+        assert_eq!(state, Ok(Some(OrderState { status: OrderStatus::Delivered, attention: false })));
     }
 
     #[test]
     fn a_second_capture_or_delivery_is_refused() {
-        let paid = fold([
-            EventKind::Created,
-            EventKind::PaymentCaptured,
-            EventKind::Delivered,
-        ])
-        .unwrap();
+        let paid = fold([EventKind::Created, EventKind::PaymentCaptured, EventKind::Delivered]).unwrap();
         assert!(apply(paid, EventKind::PaymentCaptured).is_err());
         assert!(apply(paid, EventKind::Delivered).is_err());
     }
 
     #[test]
     fn a_late_payment_reopens_an_expired_order() {
+        let state = fold([EventKind::Created, EventKind::Expired, EventKind::PaymentCaptured, EventKind::RefundDue]);
+        assert_eq!(state.unwrap().unwrap().status, OrderStatus::RefundDue);
+    }
+
+    #[test]
+    fn refunds_move_a_paid_order_to_refunded_and_never_back_to_delivery() {
         let state = fold([
             EventKind::Created,
-            EventKind::Expired,
             EventKind::PaymentCaptured,
+            EventKind::DeadlineMissed,
             EventKind::RefundDue,
-        ]);
-        assert_eq!(state.unwrap().unwrap().status, OrderStatus::RefundDue);
+            EventKind::RefundRequested,
+        ])
+        .unwrap();
+        assert_eq!(state.unwrap().status, OrderStatus::Refunding);
+        assert!(apply(state, EventKind::Delivered).is_err(), "no delivery once money is on its way back");
+        assert_eq!(apply(state, EventKind::RefundFailed).unwrap().status, OrderStatus::RefundDue);
+        assert_eq!(apply(state, EventKind::RefundSucceeded).unwrap().status, OrderStatus::Refunded);
+        let delivered = fold([EventKind::Created, EventKind::PaymentCaptured, EventKind::Delivered]).unwrap();
+        assert_eq!(apply(delivered, EventKind::PartialRefundRequested).unwrap().status, OrderStatus::Delivered);
+        assert!(apply(fold([EventKind::Created]).unwrap(), EventKind::RefundRequested).is_err(), "nothing paid");
     }
 
     #[test]
@@ -329,10 +420,15 @@ mod tests {
                     accepted.push(kind);
                 }
             }
-            let deliveries = accepted.iter().filter(|k| **k == EventKind::Delivered).count();
-            let captures = accepted.iter().filter(|k| **k == EventKind::PaymentCaptured).count();
-            prop_assert!(deliveries <= 1);
-            prop_assert!(captures <= 1);
+            let count = |kind: EventKind| accepted.iter().filter(|k| **k == kind).count();
+            prop_assert!(count(EventKind::Delivered) <= 1);
+            prop_assert!(count(EventKind::PaymentCaptured) <= 1);
+            prop_assert!(count(EventKind::RefundSucceeded) <= 1, "a full refund completes once");
+            // Never both delivered and fully refunded-before-delivery: once a refund was
+            // requested, no delivery follows it.
+            if let Some(first_refund) = accepted.iter().position(|k| *k == EventKind::RefundRequested) {
+                prop_assert!(!accepted[first_refund..].contains(&EventKind::Delivered));
+            }
             // The fold of what was accepted is the state we reached step by step.
             prop_assert_eq!(fold(accepted.iter().copied()).unwrap(), state);
         }

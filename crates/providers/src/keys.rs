@@ -33,9 +33,7 @@ fn decode(text: &str, what: &'static str) -> Result<(Option<String>, Vec<u8>), K
             body.push_str(line);
         }
     }
-    let der = STANDARD
-        .decode(body.as_bytes())
-        .map_err(|_| KeyError::Encoding(what))?;
+    let der = STANDARD.decode(body.as_bytes()).map_err(|_| KeyError::Encoding(what))?;
     if der.is_empty() {
         return Err(KeyError::Encoding(what));
     }
@@ -64,31 +62,18 @@ impl RsaPrivateKey {
             None => KeyPair::from_pkcs8(&der).or_else(|_| KeyPair::from_der(&der)),
         }
         .map_err(|_| KeyError::NotRsa(what))?;
-        Ok(RsaPrivateKey {
-            pair,
-            rng: SystemRandom::new(),
-        })
+        Ok(RsaPrivateKey { pair, rng: SystemRandom::new() })
     }
 
     /// A fresh 2048-bit key, for the sandbox provider and tests.
     pub fn generate() -> Result<RsaPrivateKey, KeyError> {
         let pair = KeyPair::generate(KeySize::Rsa2048).map_err(|_| KeyError::Sign)?;
-        Ok(RsaPrivateKey {
-            pair,
-            rng: SystemRandom::new(),
-        })
+        Ok(RsaPrivateKey { pair, rng: SystemRandom::new() })
     }
 
     pub fn sign_sha256(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
         let mut signature = vec![0; self.pair.public_modulus_len()];
-        self.pair
-            .sign(
-                &signature::RSA_PKCS1_SHA256,
-                &self.rng,
-                message,
-                &mut signature,
-            )
-            .map_err(|_| KeyError::Sign)?;
+        self.pair.sign(&signature::RSA_PKCS1_SHA256, &self.rng, message, &mut signature).map_err(|_| KeyError::Sign)?;
         Ok(signature)
     }
 
@@ -173,9 +158,8 @@ fn pem(label: &str, der: &[u8]) -> String {
 
 /// DER-wraps a PKCS#1 RSAPublicKey as SubjectPublicKeyInfo with the rsaEncryption algorithm.
 fn wrap_pkcs1_in_spki(pkcs1: &[u8]) -> Vec<u8> {
-    const RSA_ALGORITHM: [u8; 15] = [
-        0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00,
-    ];
+    const RSA_ALGORITHM: [u8; 15] =
+        [0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00];
     let mut bit_string = vec![0x00];
     bit_string.extend_from_slice(pkcs1);
     let mut inner = RSA_ALGORITHM.to_vec();
@@ -189,12 +173,7 @@ fn der_tlv(tag: u8, value: &[u8]) -> Vec<u8> {
     if len < 0x80 {
         out.push(len as u8);
     } else {
-        let bytes: Vec<u8> = len
-            .to_be_bytes()
-            .iter()
-            .copied()
-            .skip_while(|b| *b == 0)
-            .collect();
+        let bytes: Vec<u8> = len.to_be_bytes().iter().copied().skip_while(|b| *b == 0).collect();
         out.push(0x80 | bytes.len() as u8);
         out.extend(bytes);
     }
@@ -215,10 +194,7 @@ mod tests {
         assert!(!public.verify_sha256_base64(b"messagf", &signature));
         assert!(!public.verify_sha256_base64(b"message", "not base64!"));
         let again = RsaPublicKey::parse(&public.to_pem(), "key").unwrap();
-        assert_eq!(
-            again,
-            RsaPublicKey::parse(&public.to_base64(), "key").unwrap()
-        );
+        assert_eq!(again, RsaPublicKey::parse(&public.to_base64(), "key").unwrap());
         let private_again = RsaPrivateKey::parse(&key.to_pkcs8_pem().unwrap(), "key").unwrap();
         assert!(public.verify_sha256_base64(b"m", &private_again.sign_sha256_base64(b"m").unwrap()));
         assert_eq!(format!("{key:?}"), "RsaPrivateKey([redacted])");
@@ -226,18 +202,8 @@ mod tests {
 
     #[test]
     fn garbage_is_not_a_key() {
-        assert_eq!(
-            RsaPublicKey::parse("", "k").unwrap_err(),
-            KeyError::Encoding("k")
-        );
-        assert_eq!(
-            RsaPublicKey::parse("aGVsbG8=", "k").unwrap_err(),
-            KeyError::NotRsa("k")
-        );
-        assert!(RsaPrivateKey::parse(
-            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----",
-            "k"
-        )
-        .is_err());
+        assert_eq!(RsaPublicKey::parse("", "k").unwrap_err(), KeyError::Encoding("k"));
+        assert_eq!(RsaPublicKey::parse("aGVsbG8=", "k").unwrap_err(), KeyError::NotRsa("k"));
+        assert!(RsaPrivateKey::parse("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----", "k").is_err());
     }
 }

@@ -33,15 +33,47 @@ pub struct Notice {
     pub order_no: String,
     pub trade_no: Option<String>,
     pub status: NoticeStatus,
+    /// Present when the notification reports a refund on the trade.
+    pub refund: Option<RefundNotice>,
+}
+
+/// A refund the provider reports having made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefundNotice {
+    /// Our refund request number, when the provider echoes it (Alipay: `out_biz_no`).
+    pub request_no: Option<String>,
+    /// Everything refunded on the trade so far.
+    pub refunded_total: Money,
+    pub at_ms: Option<i64>,
+}
+
+/// What a provider needs to know about a refund. The request number is stable: sending
+/// the same one again is the same refund, never a second.
+#[derive(Clone, Debug)]
+pub struct RefundRef {
+    pub order: OrderRef,
+    pub request_no: String,
+    pub amount: Money,
+    pub reason: String,
+}
+
+/// Where a refund stands at the provider.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RefundStatus {
+    /// The money went back.
+    Succeeded,
+    /// Accepted, not finished: ask again later.
+    Processing,
+    /// The provider will not refund this (a definitive business refusal).
+    Failed { reason: String },
+    /// The provider has no refund with this request number (not received yet).
+    NotFound,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NoticeStatus {
     /// The provider says the order is paid.
-    Paid {
-        amount: Money,
-        paid_at_ms: Option<i64>,
-    },
+    Paid { amount: Money, paid_at_ms: Option<i64> },
     /// Created but not paid yet; nothing to do.
     AwaitingPayment,
     /// Closed (unpaid, or fully refunded).
@@ -151,11 +183,7 @@ pub enum ProviderError {
     #[error("provider answer could not be trusted: {0}")]
     BadResponse(String),
     #[error("provider refused: {code} {sub_code}: {message}")]
-    Refused {
-        code: String,
-        sub_code: String,
-        message: String,
-    },
+    Refused { code: String, sub_code: String, message: String },
     #[error("provider configuration: {0}")]
     Config(String),
 }
@@ -174,24 +202,19 @@ pub trait Provider: Send + Sync {
 
     /// Verifies a notification's signature and merchant identity, and reads it. Pure:
     /// no IO, so it can run before anything is stored and again when replaying evidence.
-    fn verify_notification(
-        &self,
-        headers: &http::HeaderMap,
-        body: &[u8],
-    ) -> Result<Notice, Rejection>;
+    fn verify_notification(&self, headers: &http::HeaderMap, body: &[u8]) -> Result<Notice, Rejection>;
 
     /// What the client needs to pay this order at the provider.
     fn payment_instructions(&self, order: &OrderRef) -> Result<serde_json::Value, ProviderError>;
 
-    fn query_payment<'a>(
-        &'a self,
-        order: &'a OrderRef,
-    ) -> BoxFuture<'a, Result<PaymentStatus, ProviderError>>;
+    fn query_payment<'a>(&'a self, order: &'a OrderRef) -> BoxFuture<'a, Result<PaymentStatus, ProviderError>>;
 
-    fn close_payment<'a>(
-        &'a self,
-        order: &'a OrderRef,
-    ) -> BoxFuture<'a, Result<CloseOutcome, ProviderError>>;
+    fn close_payment<'a>(&'a self, order: &'a OrderRef) -> BoxFuture<'a, Result<CloseOutcome, ProviderError>>;
+
+    /// Asks for a refund. Idempotent in the request number.
+    fn refund<'a>(&'a self, refund: &'a RefundRef) -> BoxFuture<'a, Result<RefundStatus, ProviderError>>;
+
+    fn query_refund<'a>(&'a self, refund: &'a RefundRef) -> BoxFuture<'a, Result<RefundStatus, ProviderError>>;
 
     /// The reply in the provider's own protocol.
     fn ack(&self, kind: AckKind) -> Ack;

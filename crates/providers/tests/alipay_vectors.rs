@@ -9,18 +9,13 @@ use zerodrop_providers::keys::{RsaPrivateKey, RsaPublicKey};
 use zerodrop_providers::{NoticeStatus, Provider, RejectCode};
 
 fn vector(name: &str) -> String {
-    let path = format!(
-        "{}/../../tests/fixtures/provider-vectors/alipay/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/../../tests/fixtures/provider-vectors/alipay/{name}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 fn form_params(file: &str) -> Vec<(String, String)> {
     let json: serde_json::Map<String, Value> = serde_json::from_str(&vector(file)).unwrap();
-    json.into_iter()
-        .map(|(k, v)| (k, v.as_str().unwrap().to_owned()))
-        .collect()
+    json.into_iter().map(|(k, v)| (k, v.as_str().unwrap().to_owned())).collect()
 }
 
 fn form_body(params: &[(String, String)]) -> Vec<u8> {
@@ -34,8 +29,7 @@ fn adapter(public_key_file: &str, app_id: &str, seller_id: &str) -> Alipay {
         seller_id: seller_id.into(),
         gateway_url: "http://127.0.0.1:9/gateway.do".into(),
         notify_url: "http://127.0.0.1:9/v1/providers/alipay/notify".into(),
-        app_private_key: RsaPrivateKey::parse(&vector("nodejs-sdk_app-private-key.pem"), "app key")
-            .unwrap(),
+        app_private_key: RsaPrivateKey::parse(&vector("nodejs-sdk_app-private-key.pem"), "app key").unwrap(),
         alipay_public_key: RsaPublicKey::parse(&vector(public_key_file), "alipay key").unwrap(),
         timeout_ms: 1_000,
     })
@@ -62,25 +56,14 @@ fn trade_status_sync_signing_string_matches_the_vector() {
 fn trade_status_sync_verifies_and_reads_the_payment() {
     let params = form_params("trade_status_sync_notify.json");
     let alipay = adapter(V1_KEY, "2019073166072302", "2088531891668739");
-    let notice = alipay
-        .verify_notification(&http::HeaderMap::new(), &form_body(&params))
-        .unwrap();
+    let notice = alipay.verify_notification(&http::HeaderMap::new(), &form_body(&params)).unwrap();
     assert_eq!(notice.order_no, "20190815155618536-564-57");
-    assert_eq!(
-        notice.trade_no.as_deref(),
-        Some("2019081522001468450512505578")
-    );
-    assert_eq!(
-        notice.notify_id.as_deref(),
-        Some("2019081500222155624068450559358070")
-    );
+    assert_eq!(notice.trade_no.as_deref(), Some("2019081522001468450512505578"));
+    assert_eq!(notice.notify_id.as_deref(), Some("2019081500222155624068450559358070"));
     // 0.10 CNY is exactly 10 fen; gmt_payment 15:56:24 in China is 07:56:24 UTC.
     assert_eq!(
         notice.status,
-        NoticeStatus::Paid {
-            amount: Money::new(10, Currency::Cny),
-            paid_at_ms: Some(1_565_855_784_000)
-        }
+        NoticeStatus::Paid { amount: Money::new(10, Currency::Cny), paid_at_ms: Some(1_565_855_784_000) }
     );
 }
 
@@ -95,65 +78,34 @@ fn trade_status_sync_negative_cases_are_refused() {
     let headers = http::HeaderMap::new();
     let other_key = adapter(V2_KEY, "2019073166072302", "2088531891668739");
     assert_eq!(
-        other_key
-            .verify_notification(&headers, &form_body(&params))
-            .unwrap_err()
-            .code,
+        other_key.verify_notification(&headers, &form_body(&params)).unwrap_err().code,
         RejectCode::BadSignature
     );
 
     let alipay = adapter(V1_KEY, "2019073166072302", "2088531891668739");
     let mut tampered = params.clone();
-    tampered
-        .iter_mut()
-        .find(|(k, _)| k == "total_amount")
-        .unwrap()
-        .1 = "100.00".into();
-    let rejection = alipay
-        .verify_notification(&headers, &form_body(&tampered))
-        .unwrap_err();
+    tampered.iter_mut().find(|(k, _)| k == "total_amount").unwrap().1 = "100.00".into();
+    let rejection = alipay.verify_notification(&headers, &form_body(&tampered)).unwrap_err();
     assert_eq!(rejection.code, RejectCode::BadSignature);
-    assert_eq!(
-        rejection.order_no.as_deref(),
-        Some("20190815155618536-564-57")
-    );
+    assert_eq!(rejection.order_no.as_deref(), Some("20190815155618536-564-57"));
 
-    let unsigned: Vec<_> = params
-        .iter()
-        .filter(|(k, _)| k != "sign")
-        .cloned()
-        .collect();
+    let unsigned: Vec<_> = params.iter().filter(|(k, _)| k != "sign").cloned().collect();
     assert_eq!(
-        alipay
-            .verify_notification(&headers, &form_body(&unsigned))
-            .unwrap_err()
-            .code,
+        alipay.verify_notification(&headers, &form_body(&unsigned)).unwrap_err().code,
         RejectCode::MissingSignature
     );
 
     let wrong_app = adapter(V1_KEY, "2021000000000000", "2088531891668739");
-    assert_eq!(
-        wrong_app
-            .verify_notification(&headers, &form_body(&params))
-            .unwrap_err()
-            .code,
-        RejectCode::WrongApp
-    );
+    assert_eq!(wrong_app.verify_notification(&headers, &form_body(&params)).unwrap_err().code, RejectCode::WrongApp);
     let wrong_seller = adapter(V1_KEY, "2019073166072302", "2088000000000000");
     assert_eq!(
-        wrong_seller
-            .verify_notification(&headers, &form_body(&params))
-            .unwrap_err()
-            .code,
+        wrong_seller.verify_notification(&headers, &form_body(&params)).unwrap_err().code,
         RejectCode::WrongSeller
     );
 
     for junk in [&b"%%%"[..], b"a=1&a=2", b"", b"\xff\xfe"] {
         let code = alipay.verify_notification(&headers, junk).unwrap_err().code;
-        assert!(
-            matches!(code, RejectCode::Malformed | RejectCode::MissingSignature),
-            "{junk:?} -> {code:?}"
-        );
+        assert!(matches!(code, RejectCode::Malformed | RejectCode::MissingSignature), "{junk:?} -> {code:?}");
     }
 }
 
@@ -161,42 +113,23 @@ fn trade_status_sync_negative_cases_are_refused() {
 fn servicemarket_notification_signs_sign_type() {
     let params = form_params("servicemarket_order_notify.json");
     let expected = vector("servicemarket_notify_signing_string_keep_sign_type.txt");
-    assert_eq!(
-        signing_string(pairs(&params), true),
-        expected.trim_end_matches('\n')
-    );
+    assert_eq!(signing_string(pairs(&params), true), expected.trim_end_matches('\n'));
     let key = RsaPublicKey::parse(&vector(V2_KEY), "k").unwrap();
     let sign = params.iter().find(|(k, _)| k == "sign").unwrap().1.clone();
     assert!(key.verify_sha256_base64(signing_string(pairs(&params), true).as_bytes(), &sign));
-    assert!(
-        !key.verify_sha256_base64(signing_string(pairs(&params), false).as_bytes(), &sign),
-        "excluding sign_type"
-    );
+    assert!(!key.verify_sha256_base64(signing_string(pairs(&params), false).as_bytes(), &sign), "excluding sign_type");
 
     // Through the adapter: the signature passes (so the type is what is refused) …
     let alipay = adapter(V2_KEY, "2017122801303261", "2088721996721370");
     let headers = http::HeaderMap::new();
     assert_eq!(
-        alipay
-            .verify_notification(&headers, &form_body(&params))
-            .unwrap_err()
-            .code,
+        alipay.verify_notification(&headers, &form_body(&params)).unwrap_err().code,
         RejectCode::UnsupportedType
     );
     // … and the upstream "verify fail" case (service_code changed) is a bad signature.
     let mut tampered = params.clone();
-    tampered
-        .iter_mut()
-        .find(|(k, _)| k == "service_code")
-        .unwrap()
-        .1 = "58621634111".into();
-    assert_eq!(
-        alipay
-            .verify_notification(&headers, &form_body(&tampered))
-            .unwrap_err()
-            .code,
-        RejectCode::BadSignature
-    );
+    tampered.iter_mut().find(|(k, _)| k == "service_code").unwrap().1 = "58621634111".into();
+    assert_eq!(alipay.verify_notification(&headers, &form_body(&tampered)).unwrap_err().code, RejectCode::BadSignature);
 }
 
 #[test]
@@ -207,17 +140,10 @@ fn gateway_response_signature_covers_the_raw_response_text() {
     let split = split_response(raw_response, "alipay.open.file.upload").unwrap();
     assert_eq!(split.content, case["signed_content"].as_str());
     let key = RsaPublicKey::parse(&vector("nodejs-sdk_alipay-public-key.pem"), "k").unwrap();
-    assert!(key.verify_sha256_base64(
-        split.content.unwrap().as_bytes(),
-        split.sign.as_deref().unwrap()
-    ));
+    assert!(key.verify_sha256_base64(split.content.unwrap().as_bytes(), split.sign.as_deref().unwrap()));
     // Re-serialising the content changes the bytes and breaks the signature: never do that.
-    let reserialised =
-        serde_json::to_string(&serde_json::from_str::<Value>(split.content.unwrap()).unwrap())
-            .unwrap();
-    let reordered = reserialised
-        .replace("\"code\":\"10000\",", "")
-        .replace('}', ",\"code\":\"10000\"}");
+    let reserialised = serde_json::to_string(&serde_json::from_str::<Value>(split.content.unwrap()).unwrap()).unwrap();
+    let reordered = reserialised.replace("\"code\":\"10000\",", "").replace('}', ",\"code\":\"10000\"}");
     assert!(!key.verify_sha256_base64(reordered.as_bytes(), split.sign.as_deref().unwrap()));
 }
 
@@ -227,11 +153,7 @@ fn app_key_pair_signs_requests_deterministically() {
     let public = RsaPublicKey::parse(&vector("nodejs-sdk_app-public-key.pem"), "k").unwrap();
     let message = b"app_id=2021&biz_content={}&method=alipay.trade.query";
     let first = private.sign_sha256_base64(message).unwrap();
-    assert_eq!(
-        first,
-        private.sign_sha256_base64(message).unwrap(),
-        "PKCS#1 v1.5 is deterministic"
-    );
+    assert_eq!(first, private.sign_sha256_base64(message).unwrap(), "PKCS#1 v1.5 is deterministic");
     assert!(public.verify_sha256_base64(message, &first));
 }
 
@@ -247,8 +169,7 @@ fn payment_instructions_are_a_signed_app_pay_order_string() {
     let instructions = alipay.payment_instructions(&order).unwrap();
     let order_string = instructions["order_string"].as_str().unwrap();
     let params: Vec<(String, String)> = serde_urlencoded::from_str(order_string).unwrap();
-    let biz: Value =
-        serde_json::from_str(&params.iter().find(|(k, _)| k == "biz_content").unwrap().1).unwrap();
+    let biz: Value = serde_json::from_str(&params.iter().find(|(k, _)| k == "biz_content").unwrap().1).unwrap();
     assert_eq!(biz["total_amount"], "9.90");
     assert_eq!(biz["time_expire"], "2019-08-15 15:56:24");
     let public = RsaPublicKey::parse(&vector("nodejs-sdk_app-public-key.pem"), "k").unwrap();

@@ -26,6 +26,8 @@ pub struct Faults {
     /// How long after an order's `time_expire` the sandbox still accepts payment, as a
     /// provider with a laxer clock would: such payments land on expired orders (late).
     pub late_pay_grace_ms: i64,
+    /// Refunds stay "processing" this long before the money goes back (0: at once).
+    pub refund_delay_ms: i64,
     /// Retry schedule scale for unacknowledged notifications, in percent of Alipay's
     /// real schedule (4m, 10m, 10m, 1h, 2h, 6h, 15h). 100 is realistic; tests use ~1.
     pub retry_scale_pct: u32,
@@ -44,6 +46,7 @@ impl Faults {
             gateway_slow_ms: 0,
             gateway_unknown_rate_pct: 0,
             late_pay_grace_ms: 0,
+            refund_delay_ms: 0,
             retry_scale_pct: 100,
         }
     }
@@ -89,9 +92,6 @@ mod tests {
         assert_eq!(faults.retry_scale_pct, 100);
         assert_eq!(retry_delay_ms(&faults, 0), Some(240_000));
         assert_eq!(retry_delay_ms(&faults, 7), None, "8 sends, then silence");
-        assert!(
-            serde_json::from_str::<Faults>(r#"{"drop": 1}"#).is_err(),
-            "unknown knobs are refused"
-        );
+        assert!(serde_json::from_str::<Faults>(r#"{"drop": 1}"#).is_err(), "unknown knobs are refused");
     }
 }

@@ -2,32 +2,45 @@
 //! retries unacknowledged ones on Alipay's schedule (scaled).
 
 use crate::faults::{self, Faults};
-use crate::state::{Trade, TradeStatus};
+use crate::state::Trade;
 use crate::Shared;
 use std::sync::Arc;
 use std::time::Duration;
+use zerodrop_domain::money::{format_minor, Money};
 use zerodrop_providers::alipay::clock::format_cst;
 use zerodrop_providers::alipay::sign::signing_string;
 
-/// Plans the notifications for a payment: maybe none (dropped), maybe two (duplicated),
-/// maybe a stale one after the real one (reordered).
-pub(crate) fn plan(shared: &Arc<Shared>, trade: &Trade, faults: &Faults) {
+/// What a notification says about the trade.
+#[derive(Clone, Debug)]
+pub(crate) enum Message {
+    Paid,
+    /// A stale "waiting for payment" that arrives after the payment (reordering).
+    Stale,
+    /// A refund went through; `refunded_total_minor` is the trade's refunded total.
+    Refunded {
+        request_no: String,
+        refunded_total_minor: i64,
+        at_ms: i64,
+        closed: bool,
+    },
+}
+
+/// Plans the notifications for a payment or a refund: maybe none (dropped), maybe two
+/// (duplicated), and for payments maybe a stale one after the real one (reordered).
+pub(crate) fn plan(shared: &Arc<Shared>, trade: &Trade, message: Message, faults: &Faults) {
     let dropped = faults::roll(faults.drop_rate_pct);
     let duplicated = !dropped && faults::roll(faults.duplicate_rate_pct);
-    let stale = !dropped && faults::roll(faults.reorder_rate_pct);
+    let stale = !dropped && matches!(message, Message::Paid) && faults::roll(faults.reorder_rate_pct);
     let first_ms = faults::delay_ms(faults);
-    let mut sends: Vec<(TradeStatus, u64)> = Vec::new();
+    let mut sends: Vec<(Message, u64)> = Vec::new();
     if !dropped {
-        sends.push((TradeStatus::Success, first_ms));
+        sends.push((message.clone(), first_ms));
     }
     if duplicated {
-        sends.push((TradeStatus::Success, faults::delay_ms(faults)));
+        sends.push((message, faults::delay_ms(faults)));
     }
     if stale {
-        sends.push((
-            TradeStatus::WaitBuyerPay,
-            first_ms + 1 + faults::delay_ms(faults),
-        ));
+        sends.push((Message::Stale, first_ms + 1 + faults::delay_ms(faults)));
     }
     if let Ok(mut ledger) = shared.ledger.lock() {
         let stats = &mut ledger.stats;
@@ -36,23 +49,20 @@ pub(crate) fn plan(shared: &Arc<Shared>, trade: &Trade, faults: &Faults) {
         stats.notifications_duplicated += u64::from(duplicated);
         stats.notifications_stale += u64::from(stale);
     }
-    for (status, delay_ms) in sends {
+    for (message, delay_ms) in sends {
         let shared = shared.clone();
         let trade = trade.clone();
         let faults = faults.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-            deliver(&shared, &trade, status, &faults).await;
+            deliver(&shared, &trade, &message, &faults).await;
         });
     }
 }
 
 /// One notification, retried until acknowledged with exactly `success` or the schedule ends.
-async fn deliver(shared: &Arc<Shared>, trade: &Trade, status: TradeStatus, faults: &Faults) {
-    let body = match signed_body(shared, trade, status) {
-        Some(body) => body,
-        None => return,
-    };
+async fn deliver(shared: &Arc<Shared>, trade: &Trade, message: &Message, faults: &Faults) {
+    let Some(body) = signed_body(shared, trade, message) else { return };
     let mut retry = 0;
     loop {
         let acknowledged = send_once(shared, &trade.notify_url, &body).await;
@@ -80,10 +90,7 @@ async fn send_once(shared: &Shared, url: &str, body: &str) -> bool {
     let response = shared
         .client
         .post(url)
-        .header(
-            "content-type",
-            "application/x-www-form-urlencoded; charset=utf-8",
-        )
+        .header("content-type", "application/x-www-form-urlencoded; charset=utf-8")
         .body(body.to_owned())
         .send()
         .await;
@@ -93,9 +100,15 @@ async fn send_once(shared: &Shared, url: &str, body: &str) -> bool {
     }
 }
 
-fn signed_body(shared: &Shared, trade: &Trade, status: TradeStatus) -> Option<String> {
+fn signed_body(shared: &Shared, trade: &Trade, message: &Message) -> Option<String> {
     let now = crate::now_ms();
     let notify_id = format!("{}{:06}", trade.trade_no, rand::random::<u32>() % 1_000_000);
+    let status = match message {
+        Message::Paid => "TRADE_SUCCESS",
+        Message::Stale => "WAIT_BUYER_PAY",
+        Message::Refunded { closed: true, .. } => "TRADE_CLOSED",
+        Message::Refunded { closed: false, .. } => "TRADE_SUCCESS",
+    };
     let mut params: Vec<(&str, String)> = vec![
         ("notify_time", format_cst(now)),
         ("notify_type", "trade_status_sync".into()),
@@ -108,16 +121,21 @@ fn signed_body(shared: &Shared, trade: &Trade, status: TradeStatus) -> Option<St
         ("out_trade_no", trade.out_trade_no.clone()),
         ("buyer_id", "2088102177846880".into()),
         ("seller_id", trade.seller_id.clone()),
-        ("trade_status", status.alipay_name().into()),
+        ("trade_status", status.into()),
         ("total_amount", trade.amount.to_decimal()),
         ("subject", trade.subject.clone()),
         ("gmt_create", format_cst(trade.created_at_ms)),
     ];
-    if status == TradeStatus::Success {
-        let paid = trade.paid_at_ms.unwrap_or(now);
+    if !matches!(message, Message::Stale) {
         params.push(("receipt_amount", trade.amount.to_decimal()));
         params.push(("buyer_pay_amount", trade.amount.to_decimal()));
-        params.push(("gmt_payment", format_cst(paid)));
+        params.push(("gmt_payment", format_cst(trade.paid_at_ms.unwrap_or(now))));
+    }
+    if let Message::Refunded { request_no, refunded_total_minor, at_ms, .. } = message {
+        let total = Money::new(*refunded_total_minor, trade.amount.currency);
+        params.push(("refund_fee", format_minor(total.minor, total.currency.exponent())));
+        params.push(("gmt_refund", format!("{}.{:03}", format_cst(*at_ms), at_ms.rem_euclid(1000))));
+        params.push(("out_biz_no", request_no.clone()));
     }
     let message = signing_string(params.iter().map(|(k, v)| (*k, v.as_str())), false);
     let sign = shared.key.sign_sha256_base64(message.as_bytes()).ok()?;

@@ -41,6 +41,27 @@ pub struct Trade {
     pub created_at_ms: i64,
     pub paid_at_ms: Option<i64>,
     pub notify_url: String,
+    /// Everything refunded on this trade so far, in minor units.
+    pub refunded_minor: i64,
+}
+
+/// A refund the sandbox holds, by (out_trade_no, out_request_no).
+#[derive(Clone, Debug)]
+pub struct SandboxRefund {
+    pub amount_minor: i64,
+    /// When the money goes back (a processing delay is a fault knob).
+    pub completes_at_ms: i64,
+    pub notified: bool,
+}
+
+/// One refund the sandbox paid out: the other half of the provider's books.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundRecord {
+    pub trade_no: String,
+    pub out_trade_no: String,
+    pub request_no: String,
+    pub amount_minor: i64,
+    pub requested_at_ms: i64,
 }
 
 /// One charge the sandbox made: what a real provider's bill would list.
@@ -72,6 +93,8 @@ pub struct Ledger {
     pub merchants: HashMap<String, Merchant>,
     pub trades: HashMap<String, Trade>,
     pub charges: Vec<Charge>,
+    pub refunds: HashMap<(String, String), SandboxRefund>,
+    pub refund_records: Vec<RefundRecord>,
     pub next_trade_seq: u64,
     pub stats: Stats,
 }

@@ -1,7 +1,7 @@
 //! The application: configuration, database, catalog and providers, shared by the API
 //! handlers and the job workers.
 
-use crate::config::{Config, ProviderConfig};
+use crate::config::{Config, EndpointConfig, ProviderConfig};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::Notify;
@@ -25,6 +25,12 @@ pub struct Inner {
     pub instance_id: String,
     /// Group commit for notifications.
     pub committer: crate::committer::Committer,
+    /// The platform's delivery endpoints, by name.
+    pub endpoints: BTreeMap<String, EndpointConfig>,
+    /// Card codes at rest; `None` when no key is configured (card keys are not sold then).
+    pub vault: Option<crate::vault::Vault>,
+    /// For calls to the platform's delivery endpoints.
+    pub http: reqwest::Client,
 }
 
 impl std::ops::Deref for App {
@@ -46,19 +52,18 @@ pub enum StartError {
 
 impl App {
     /// Builds the application. Must run inside the Tokio runtime (it starts the committer).
-    pub fn new(
-        config: Config,
-        store: Store,
-        catalog: Catalog,
-        providers: Vec<Arc<dyn Provider>>,
-    ) -> App {
-        let providers = providers
-            .into_iter()
-            .map(|p| (p.name().to_owned(), p))
-            .collect();
+    pub fn new(config: Config, store: Store, catalog: Catalog, providers: Vec<Arc<dyn Provider>>) -> App {
+        let providers = providers.into_iter().map(|p| (p.name().to_owned(), p)).collect();
         let committer = crate::committer::Committer::start(store.clone());
+        let endpoints = config.delivery_endpoints.iter().map(|e| (e.name.clone(), e.clone())).collect();
+        // A wrong card-key key is refused at start (see `App::start`); here it is optional.
+        let vault = config.card_keys.encryption_key.as_ref().and_then(|k| crate::vault::Vault::from_config(k).ok());
+        let http = zerodrop_providers::http_client::client(std::time::Duration::from_secs(30)).unwrap_or_default();
         App(Arc::new(Inner {
             committer,
+            endpoints,
+            vault,
+            http,
             config,
             store,
             catalog,
@@ -70,11 +75,18 @@ impl App {
 
     /// Connects, migrates, loads the catalog and builds the providers the configuration names.
     pub async fn start(config: Config) -> Result<App, StartError> {
+        if let Some(key) = &config.card_keys.encryption_key {
+            crate::vault::Vault::from_config(key).map_err(|e| StartError::Catalog(e.to_string()))?;
+        }
         let catalog = load_catalog(&config.catalog_path)?;
         let providers = build_providers(&config)?;
         let store = Store::connect(&config.database_url, &PoolConfig::default()).await?;
         store.migrate().await?;
         Ok(App::new(config, store, catalog, providers))
+    }
+
+    pub fn endpoint(&self, name: &str) -> Option<&EndpointConfig> {
+        self.endpoints.get(name)
     }
 
     pub fn provider(&self, name: &str) -> Option<&Arc<dyn Provider>> {
@@ -90,45 +102,29 @@ pub fn load_catalog(path: &str) -> Result<Catalog, StartError> {
     if path.is_empty() {
         return Ok(Catalog::default_catalog());
     }
-    let text =
-        std::fs::read_to_string(path).map_err(|e| StartError::Catalog(format!("{path}: {e}")))?;
+    let text = std::fs::read_to_string(path).map_err(|e| StartError::Catalog(format!("{path}: {e}")))?;
     Catalog::from_toml(&text).map_err(|e| StartError::Catalog(format!("{path}: {e}")))
 }
 
 pub fn build_providers(config: &Config) -> Result<Vec<Arc<dyn Provider>>, StartError> {
-    config
-        .providers
-        .iter()
-        .map(|p| build_provider(config, p))
-        .collect()
+    config.providers.iter().map(|p| build_provider(config, p)).collect()
 }
 
 fn build_provider(config: &Config, p: &ProviderConfig) -> Result<Arc<dyn Provider>, StartError> {
-    let problem = |problem: String| StartError::Provider {
-        name: p.name.clone(),
-        problem,
-    };
+    let problem = |problem: String| StartError::Provider { name: p.name.clone(), problem };
     let private_text = inline_or_file(
         p.app_private_key.as_ref().map(|s| s.expose().as_str()),
         p.app_private_key_file.as_deref(),
         "app_private_key",
     )
     .map_err(problem)?;
-    let public_text = inline_or_file(
-        p.provider_public_key.as_deref(),
-        p.provider_public_key_file.as_deref(),
-        "provider_public_key",
-    )
-    .map_err(problem)?;
-    let app_private_key = RsaPrivateKey::parse(&private_text, "app_private_key")
-        .map_err(|e| problem(e.to_string()))?;
-    let alipay_public_key = RsaPublicKey::parse(&public_text, "provider_public_key")
-        .map_err(|e| problem(e.to_string()))?;
-    let notify_url = format!(
-        "{}/v1/providers/{}/notify",
-        config.public_base_url.trim_end_matches('/'),
-        p.name
-    );
+    let public_text =
+        inline_or_file(p.provider_public_key.as_deref(), p.provider_public_key_file.as_deref(), "provider_public_key")
+            .map_err(problem)?;
+    let app_private_key = RsaPrivateKey::parse(&private_text, "app_private_key").map_err(|e| problem(e.to_string()))?;
+    let alipay_public_key =
+        RsaPublicKey::parse(&public_text, "provider_public_key").map_err(|e| problem(e.to_string()))?;
+    let notify_url = format!("{}/v1/providers/{}/notify", config.public_base_url.trim_end_matches('/'), p.name);
     let alipay = Alipay::new(AlipayConfig {
         name: p.name.clone(),
         app_id: p.app_id.clone(),
@@ -146,9 +142,7 @@ fn build_provider(config: &Config, p: &ProviderConfig) -> Result<Arc<dyn Provide
 fn inline_or_file(inline: Option<&str>, file: Option<&str>, what: &str) -> Result<String, String> {
     match (inline, file) {
         (Some(text), None) => Ok(text.to_owned()),
-        (None, Some(path)) => {
-            std::fs::read_to_string(path).map_err(|e| format!("{what}_file {path}: {e}"))
-        }
+        (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| format!("{what}_file {path}: {e}")),
         (Some(_), Some(_)) => Err(format!("set {what} or {what}_file, not both")),
         (None, None) => Err(format!("{what} (or {what}_file) is required")),
     }

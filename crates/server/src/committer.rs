@@ -64,17 +64,8 @@ impl Committer {
         notice.order_no.hash(&mut hasher);
         let queue = &self.queues[(hasher.finish() % self.queues.len() as u64) as usize];
         let (reply, answer) = oneshot::channel();
-        queue
-            .send(Work {
-                inbound,
-                notice,
-                reply,
-            })
-            .await
-            .map_err(|_| "the committer has stopped".to_owned())?;
-        answer
-            .await
-            .map_err(|_| "the committer dropped the request".to_owned())?
+        queue.send(Work { inbound, notice, reply }).await.map_err(|_| "the committer has stopped".to_owned())?;
+        answer.await.map_err(|_| "the committer dropped the request".to_owned())?
     }
 }
 

@@ -32,6 +32,52 @@ pub struct Config {
     pub jobs: JobConfig,
     pub audit: AuditConfig,
     pub providers: Vec<ProviderConfig>,
+    /// The platform's own delivery endpoints, named by `external` products.
+    pub delivery_endpoints: Vec<EndpointConfig>,
+    pub card_keys: CardKeyConfig,
+    pub status_pages: StatusPageConfig,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    pub name: String,
+    pub url: String,
+    /// Signs delivery requests (and verifies the endpoint's confirmations): HMAC-SHA256
+    /// over `timestamp.body`.
+    pub secret: Secret<String>,
+    #[serde(default = "endpoint_timeout_ms_default")]
+    pub timeout_ms: u64,
+}
+
+fn endpoint_timeout_ms_default() -> u64 {
+    10_000
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CardKeyConfig {
+    /// 32 bytes, base64: encrypts card codes at rest. Without it, card-key products are
+    /// not sold and no codes can be imported.
+    pub encryption_key: Option<Secret<String>>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatusPageConfig {
+    /// Signs the links that show a user one order's status page and receipt. Without it,
+    /// no links are issued.
+    pub secret: Option<Secret<String>>,
+    /// How long a link works.
+    pub link_ttl_secs: i64,
+    /// The time zone the pages show times in, as minutes east of UTC (480: China).
+    pub utc_offset_minutes: i32,
+}
+
+impl Default for StatusPageConfig {
+    fn default() -> Self {
+        StatusPageConfig { secret: None, link_ttl_secs: 7 * 86_400, utc_offset_minutes: 480 }
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -102,9 +148,7 @@ pub struct ProviderConfig {
 
 /// Provider ids are long digit strings ("2088…"); written bare in TOML or in an
 /// environment variable they arrive as integers, and mean the same digits.
-fn string_or_integer<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<String, D::Error> {
+fn string_or_integer<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Id {
@@ -134,46 +178,35 @@ impl Default for Config {
             jobs: JobConfig::default(),
             audit: AuditConfig::default(),
             providers: Vec::new(),
+            delivery_endpoints: Vec::new(),
+            card_keys: CardKeyConfig::default(),
+            status_pages: StatusPageConfig::default(),
         }
     }
 }
 
 impl Default for OrderConfig {
     fn default() -> Self {
-        OrderConfig {
-            ttl_secs: 900,
-            query_schedule_secs: vec![30, 60, 120, 300, 600],
-            late_sweep_secs: 600,
-        }
+        OrderConfig { ttl_secs: 900, query_schedule_secs: vec![30, 60, 120, 300, 600], late_sweep_secs: 600 }
     }
 }
 
 impl Default for JobConfig {
     fn default() -> Self {
-        JobConfig {
-            concurrency: 16,
-            poll_interval_ms: 250,
-            lease_ms: 60_000,
-            enabled: true,
-        }
+        JobConfig { concurrency: 16, poll_interval_ms: 250, lease_ms: 60_000, enabled: true }
     }
 }
 
 impl Default for AuditConfig {
     fn default() -> Self {
-        AuditConfig {
-            parked_age_secs_max: 7_200,
-        }
+        AuditConfig { parked_age_secs_max: 7_200 }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("configuration is not valid: {0}")]
     Invalid(String),
 }
@@ -185,25 +218,18 @@ impl Config {
         I: IntoIterator<Item = (String, String)>,
     {
         let text = match path {
-            Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
-                path: p.display().to_string(),
-                source,
-            })?,
+            Some(p) => std::fs::read_to_string(p)
+                .map_err(|source| ConfigError::Read { path: p.display().to_string(), source })?,
             None => String::new(),
         };
-        let mut table: toml::Table =
-            toml::from_str(&text).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let mut table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         for (name, value) in env {
-            if let Some(key) = name
-                .strip_prefix(ENV_PREFIX)
-                .filter(|k| !ENV_NOT_CONFIG.contains(k))
-            {
+            if let Some(key) = name.strip_prefix(ENV_PREFIX).filter(|k| !ENV_NOT_CONFIG.contains(k)) {
                 apply_env(&mut table, key, &value)?;
             }
         }
-        let config: Config = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+        let config: Config =
+            toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
         config.validate()?;
         Ok(config)
     }
@@ -213,12 +239,8 @@ impl Config {
         if self.orders.ttl_secs < 10 || self.orders.ttl_secs > 7 * 86_400 {
             return invalid("orders.ttl_secs must be between 10 and 604800".into());
         }
-        if self.orders.query_schedule_secs.iter().any(|s| *s < 1)
-            || self.orders.query_schedule_secs.len() > 50
-        {
-            return invalid(
-                "orders.query_schedule_secs must be at most 50 positive numbers".into(),
-            );
+        if self.orders.query_schedule_secs.iter().any(|s| *s < 1) || self.orders.query_schedule_secs.len() > 50 {
+            return invalid("orders.query_schedule_secs must be at most 50 positive numbers".into());
         }
         if self.orders.late_sweep_secs < 1 {
             return invalid("orders.late_sweep_secs must be positive".into());
@@ -229,18 +251,33 @@ impl Config {
         if self.jobs.lease_ms < 5_000 {
             return invalid("jobs.lease_ms must be at least 5000".into());
         }
-        for p in &self.providers {
-            if p.kind != "alipay" {
+        for e in &self.delivery_endpoints {
+            if zerodrop_domain::Sku::parse(&e.name).is_err()
+                || !(e.url.starts_with("http://") || e.url.starts_with("https://"))
+            {
                 return invalid(format!(
-                    "provider {}: kind {:?} is not supported (alipay)",
-                    p.name, p.kind
+                    "delivery endpoint {:?}: a short name and an http(s) url are required",
+                    e.name
                 ));
             }
+            if e.secret.expose().len() < 16 {
+                return invalid(format!("delivery endpoint {}: the secret must be at least 16 characters", e.name));
+            }
+        }
+        if let Some(secret) = &self.status_pages.secret {
+            if secret.expose().len() < 16 {
+                return invalid("status_pages.secret must be at least 16 characters".into());
+            }
+        }
+        if !(60..=90 * 86_400).contains(&self.status_pages.link_ttl_secs) {
+            return invalid("status_pages.link_ttl_secs must be between 60 and 7776000".into());
+        }
+        for p in &self.providers {
+            if p.kind != "alipay" {
+                return invalid(format!("provider {}: kind {:?} is not supported (alipay)", p.name, p.kind));
+            }
             if zerodrop_domain::Sku::parse(&p.name).is_err() {
-                return invalid(format!(
-                    "provider name {:?} must be a short identifier",
-                    p.name
-                ));
+                return invalid(format!("provider name {:?} must be a short identifier", p.name));
             }
         }
         Ok(())
@@ -248,42 +285,31 @@ impl Config {
 
     /// The effective configuration as TOML, with every secret replaced by `[redacted]`.
     pub fn redacted_toml(&self) -> String {
-        toml::to_string_pretty(self)
-            .unwrap_or_else(|e| format!("# cannot render configuration: {e}"))
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render configuration: {e}"))
     }
 }
 
 fn apply_env(table: &mut toml::Table, key: &str, value: &str) -> Result<(), ConfigError> {
     let path: Vec<String> = key.split("__").map(|s| s.to_ascii_lowercase()).collect();
     let parsed = parse_env_value(value);
-    set_path(
-        &mut toml::Value::Table(std::mem::take(table)),
-        &path,
-        parsed,
-    )
-    .map(|root| {
-        if let toml::Value::Table(t) = root {
-            *table = t;
-        }
-    })
-    .map_err(|m| ConfigError::Invalid(format!("{ENV_PREFIX}{key}: {m}")))
+    set_path(&mut toml::Value::Table(std::mem::take(table)), &path, parsed)
+        .map(|root| {
+            if let toml::Value::Table(t) = root {
+                *table = t;
+            }
+        })
+        .map_err(|m| ConfigError::Invalid(format!("{ENV_PREFIX}{key}: {m}")))
 }
 
 fn parse_env_value(value: &str) -> toml::Value {
     // `x = <value>` parses numbers, booleans and arrays; anything else is a string.
     match toml::from_str::<toml::Table>(&format!("x = {value}")) {
-        Ok(mut t) => t
-            .remove("x")
-            .unwrap_or_else(|| toml::Value::String(value.into())),
+        Ok(mut t) => t.remove("x").unwrap_or_else(|| toml::Value::String(value.into())),
         Err(_) => toml::Value::String(value.into()),
     }
 }
 
-fn set_path(
-    root: &mut toml::Value,
-    path: &[String],
-    value: toml::Value,
-) -> Result<toml::Value, String> {
+fn set_path(root: &mut toml::Value, path: &[String], value: toml::Value) -> Result<toml::Value, String> {
     let mut node = &mut *root;
     for (i, segment) in path.iter().enumerate() {
         let last = i + 1 == path.len();
@@ -303,9 +329,7 @@ fn set_path(
                 })
             }
             toml::Value::Array(items) => {
-                let index: usize = segment
-                    .parse()
-                    .map_err(|_| format!("{segment} is not an index"))?;
+                let index: usize = segment.parse().map_err(|_| format!("{segment} is not an index"))?;
                 if index > items.len() {
                     return Err(format!("index {index} skips entries"));
                 }
@@ -329,10 +353,7 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -351,10 +372,7 @@ mod tests {
                 ("ZERODROP_PROVIDERS__0__KIND", "alipay"),
                 ("ZERODROP_PROVIDERS__0__APP_ID", "2021"),
                 ("ZERODROP_PROVIDERS__0__SELLER_ID", "2088"),
-                (
-                    "ZERODROP_PROVIDERS__0__GATEWAY_URL",
-                    "http://127.0.0.1:9/gateway.do",
-                ),
+                ("ZERODROP_PROVIDERS__0__GATEWAY_URL", "http://127.0.0.1:9/gateway.do"),
                 ("ZERODROP_PROVIDERS__0__APP_PRIVATE_KEY", "very-secret-key"),
                 ("HOME", "/ignored"),
                 ("ZERODROP_LOG", "debug"),
@@ -366,28 +384,18 @@ mod tests {
         assert_eq!(config.listen, "0.0.0.0:1");
         assert_eq!(config.orders.ttl_secs, 120);
         assert_eq!(config.orders.query_schedule_secs, vec![5, 10]);
-        assert_eq!(
-            config.providers[0].app_id, "2021",
-            "a numeric-looking id stays as written"
-        );
+        assert_eq!(config.providers[0].app_id, "2021", "a numeric-looking id stays as written");
         let printed = config.redacted_toml();
-        assert!(
-            !printed.contains("very-secret-key") && !printed.contains("k1"),
-            "{printed}"
-        );
+        assert!(!printed.contains("very-secret-key") && !printed.contains("k1"), "{printed}");
         assert!(printed.contains("[redacted]"));
         let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
     fn bad_configuration_is_refused_with_the_key_named() {
-        let err = Config::load(None, env(&[("ZERODROP_ORDERS__TTL_SECS", "1")]))
-            .unwrap_err()
-            .to_string();
+        let err = Config::load(None, env(&[("ZERODROP_ORDERS__TTL_SECS", "1")])).unwrap_err().to_string();
         assert!(err.contains("ttl_secs"), "{err}");
-        let err = Config::load(None, env(&[("ZERODROP_SURPRISE", "1")]))
-            .unwrap_err()
-            .to_string();
+        let err = Config::load(None, env(&[("ZERODROP_SURPRISE", "1")])).unwrap_err().to_string();
         assert!(err.contains("surprise"), "{err}");
     }
 }

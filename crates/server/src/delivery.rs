@@ -1,74 +1,246 @@
-//! Delivery of internal goods, inside the payment's transaction: a wallet credit through
-//! the ledger, or a membership extension. Payment and entitlement commit together (S4).
+//! Delivery, in the caller's transaction.
+//!
+//! Internal goods (a wallet credit, membership days) are delivered in the payment's own
+//! transaction (S4). A card key is allocated there too when one is in stock; otherwise the
+//! order waits, visibly, for a restock. External goods are handed to a delivery job. Every
+//! order that does not deliver at once gets a deadline job, stored in the same
+//! transaction, so no paid order can wait unbounded.
 
+use crate::{jobs, refund};
 use serde_json::json;
-use zerodrop_domain::catalog::ProductKind;
+use zerodrop_domain::catalog::{Compensation, MissPolicy, ProductKind};
 use zerodrop_domain::ledger::Transfer;
 use zerodrop_domain::order::{Actor, EventKind};
 use zerodrop_store::events::{self, NewEvent};
+use zerodrop_store::jobs::NewJob;
 use zerodrop_store::ledger::{self, TransferOutcome};
 use zerodrop_store::orders::OrderRow;
-use zerodrop_store::{memberships, payments, StoreError, Tx};
+use zerodrop_store::{card_keys, memberships, payments, StoreError, Tx};
 
-/// Grants the order's goods and appends `pending` events (the capture) followed by
-/// `delivered`, all in the caller's transaction.
-pub async fn deliver_internal(
+/// External deliveries are retried for more than a day (backoff grows to 10 minutes):
+/// 200 attempts cover about 30 hours.
+pub const EXTERNAL_ATTEMPTS_MAX: i64 = 200;
+/// The deadline job must fire; a failure to record it is retried this often.
+const DEADLINE_ATTEMPTS_MAX: i64 = 30;
+
+/// How delivery started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Started {
+    Delivered,
+    /// Waiting for stock or for the platform's endpoint, with a deadline job stored.
+    Waiting,
+}
+
+/// Starts delivery of a freshly captured order, appending `pending` events (the capture)
+/// first.
+pub async fn start(
     tx: &mut Tx,
     order: &mut OrderRow,
     mut pending: Vec<NewEvent>,
     now_ms: i64,
-) -> Result<(), StoreError> {
-    let invariant = |m: String| StoreError::Invariant(m);
-    let detail = match &order.product.kind {
-        ProductKind::Membership { plan, days } => {
-            let days = days
-                .checked_mul(order.quantity)
-                .ok_or_else(|| invariant("membership days overflow".into()))?;
-            let period =
-                memberships::extend(tx, &order.user_id, plan, days, order.id, now_ms).await?;
-            json!({ "kind": "membership", "plan": plan, "days": days, "starts_at_ms": period.starts_at_ms, "ends_at_ms": period.ends_at_ms })
+) -> Result<Started, StoreError> {
+    match order.product.kind.clone() {
+        ProductKind::CurrencyPack { .. } | ProductKind::Membership { .. } => {
+            complete(tx, order, pending, None, false, now_ms).await?;
+            Ok(Started::Delivered)
         }
-        ProductKind::CurrencyPack {
-            virtual_currency,
-            units,
-        } => {
-            let units = units
-                .checked_mul(order.quantity)
-                .ok_or_else(|| invariant("currency units overflow".into()))?;
-            json!({ "kind": "currency_pack", "currency": virtual_currency, "units": units })
-        }
-    };
-    payments::insert_delivery(tx, order.id, order.product.kind.name(), &detail, now_ms).await?;
-    pending.push(NewEvent::new(
-        EventKind::Delivered,
-        Actor::System,
-        "internal_delivery",
-        detail,
-    ));
-    events::append_all(tx, order, pending, now_ms).await?;
-    // The ledger transfer goes last: on PostgreSQL it locks the currency's issuance
-    // account, which every credit touches, so holding it only until commit keeps
-    // concurrent deliveries from queueing behind each other.
-    if let ProductKind::CurrencyPack {
-        virtual_currency,
-        units,
-    } = &order.product.kind
-    {
-        let units = units * order.quantity;
-        let transfer = Transfer::order_credit(order.id, &order.user_id, virtual_currency, units)
-            .map_err(|e| invariant(e.to_string()))?;
-        match ledger::apply(tx, &transfer, Some(order.id), now_ms).await? {
-            Ok(TransferOutcome::Applied) => {}
-            // The deliveries row above is unique per order, so a credit that already
-            // exists means the record disagrees with itself: never credit twice.
-            Ok(TransferOutcome::AlreadyApplied) => {
-                return Err(invariant(format!(
-                    "order {} was already credited",
-                    order.order_no
-                )))
+        ProductKind::CardKey => match card_keys::allocate(tx, order.product.sku.as_str(), order.id, now_ms).await? {
+            Some(key) => {
+                complete(tx, order, pending, Some(json!({ "card_key_id": key.id })), false, now_ms).await?;
+                Ok(Started::Delivered)
             }
-            Err(refused) => return Err(invariant(refused.to_string())),
+            None => {
+                let data = json!({ "sku": order.product.sku, "reason": "out of stock" });
+                pending.push(NewEvent::new(EventKind::AwaitingStock, Actor::System, "card_key_stock", data));
+                events::append_all(tx, order, pending, now_ms).await?;
+                enqueue_deadline(tx, order, now_ms).await?;
+                Ok(Started::Waiting)
+            }
+        },
+        ProductKind::External { .. } => {
+            events::append_all(tx, order, pending, now_ms).await?;
+            enqueue_external(tx, order, None, now_ms).await?;
+            enqueue_deadline(tx, order, now_ms).await?;
+            Ok(Started::Waiting)
         }
     }
+}
+
+/// Completes delivery of an order that waited (a restock, the endpoint's answer or
+/// confirmation). Compensates when the platform missed the deadline.
+pub async fn complete_later(
+    tx: &mut Tx,
+    order: &mut OrderRow,
+    detail: Option<serde_json::Value>,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    complete(tx, order, Vec::new(), detail, true, now_ms).await
+}
+
+async fn complete(
+    tx: &mut Tx,
+    order: &mut OrderRow,
+    mut pending: Vec<NewEvent>,
+    extra: Option<serde_json::Value>,
+    may_compensate: bool,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let invariant = |m: String| StoreError::Invariant(m);
+    let mut detail = match &order.product.kind {
+        ProductKind::Membership { plan, days } => {
+            let days = days.checked_mul(order.quantity).ok_or_else(|| invariant("membership days overflow".into()))?;
+            let period = memberships::extend(tx, &order.user_id, plan, days, order.id, now_ms).await?;
+            json!({ "kind": "membership", "plan": plan, "days": days, "starts_at_ms": period.starts_at_ms, "ends_at_ms": period.ends_at_ms })
+        }
+        ProductKind::CurrencyPack { virtual_currency, units } => {
+            let units = units.checked_mul(order.quantity).ok_or_else(|| invariant("currency units overflow".into()))?;
+            json!({ "kind": "currency_pack", "currency": virtual_currency, "units": units })
+        }
+        ProductKind::CardKey => json!({ "kind": "card_key" }),
+        ProductKind::External { endpoint, .. } => json!({ "kind": "external", "endpoint": endpoint }),
+    };
+    if let (Some(extra), Some(map)) = (extra, detail.as_object_mut()) {
+        if let Some(extra) = extra.as_object() {
+            map.extend(extra.clone());
+        }
+    }
+    payments::insert_delivery(tx, order.id, order.product.kind.name(), &detail, now_ms).await?;
+    pending.push(NewEvent::new(EventKind::Delivered, Actor::System, "delivery", detail));
+    let compensation = if may_compensate { compensation_due(tx, order, now_ms).await? } else { None };
+    if let Some(event) = &compensation {
+        pending.push(NewEvent::new(EventKind::Compensated, Actor::System, "late_delivery", event.clone()));
+    }
+    events::append_all(tx, order, pending, now_ms).await?;
+    if compensation.is_some() {
+        pay_compensation(tx, order, now_ms).await?;
+    }
+    // The ledger credit goes last, so it joins the other deferred ledger work at commit.
+    if let ProductKind::CurrencyPack { virtual_currency, units } = &order.product.kind {
+        let transfer = Transfer::order_credit(order.id, &order.user_id, virtual_currency, units * order.quantity)
+            .map_err(|e| invariant(e.to_string()))?;
+        apply_once(tx, order, &transfer, now_ms).await?;
+    }
     Ok(())
+}
+
+/// The compensation event's data when delivery lands after the deadline through the
+/// platform's fault: the payment was in hand before the deadline, and still the goods
+/// arrived after it.
+async fn compensation_due(tx: &mut Tx, order: &OrderRow, now_ms: i64) -> Result<Option<serde_json::Value>, StoreError> {
+    let (Some(rule), Some(deadline)) = (&order.product.compensation, order.deliver_by_ms) else {
+        return Ok(None);
+    };
+    if now_ms <= deadline {
+        return Ok(None);
+    }
+    let captured_at = payments::for_order(tx, order.id).await?.map(|p| p.recorded_at_ms);
+    if captured_at.is_none_or(|at| at > deadline) {
+        return Ok(None); // the payment itself came late: not the platform's delay
+    }
+    Ok(Some(json!({ "rule": rule, "late_by_ms": now_ms - deadline, "reason": "delivered after the deadline" })))
+}
+
+async fn pay_compensation(tx: &mut Tx, order: &OrderRow, now_ms: i64) -> Result<(), StoreError> {
+    let invariant = |m: String| StoreError::Invariant(m);
+    match (&order.product.compensation, &order.product.kind) {
+        (Some(Compensation::Percent { percent }), ProductKind::CurrencyPack { virtual_currency, units }) => {
+            let bonus = (units * order.quantity * percent / 100).max(1);
+            let transfer = Transfer::compensation(order.id, &order.user_id, virtual_currency, bonus)
+                .map_err(|e| invariant(e.to_string()))?;
+            apply_once(tx, order, &transfer, now_ms).await
+        }
+        (Some(Compensation::Units { currency, units }), _) => {
+            let transfer = Transfer::compensation(order.id, &order.user_id, currency, *units)
+                .map_err(|e| invariant(e.to_string()))?;
+            apply_once(tx, order, &transfer, now_ms).await
+        }
+        (Some(Compensation::Days { days }), ProductKind::Membership { plan, .. }) => {
+            let id = format!("compensation:{}", order.id);
+            memberships::adjust(tx, &id, &order.user_id, plan, *days, order.id, now_ms).await.map(|_| ())
+        }
+        // The catalog refuses these combinations; nothing to pay.
+        (Some(Compensation::Percent { .. }), _) | (Some(Compensation::Days { .. }), _) | (None, _) => Ok(()),
+    }
+}
+
+/// Applies a transfer that must happen exactly once with this order: finding it already
+/// applied means the record disagrees with itself, so the transaction stops.
+async fn apply_once(tx: &mut Tx, order: &OrderRow, transfer: &Transfer, now_ms: i64) -> Result<(), StoreError> {
+    match ledger::apply(tx, transfer, Some(order.id), now_ms).await? {
+        Ok(TransferOutcome::Applied) => Ok(()),
+        Ok(TransferOutcome::AlreadyApplied) => Err(StoreError::Invariant(format!(
+            "order {}: transfer {} was already applied",
+            order.order_no, transfer.id
+        ))),
+        Err(refused) => Err(StoreError::Invariant(refused.to_string())),
+    }
+}
+
+/// Stores the delivery deadline: once per order, ever.
+pub async fn enqueue_deadline(tx: &mut Tx, order: &OrderRow, now_ms: i64) -> Result<(), StoreError> {
+    let deadline = order.deliver_by_ms.unwrap_or(now_ms);
+    let job = NewJob {
+        kind: jobs::DEADLINE,
+        order_id: Some(order.id),
+        payload: json!({ "order_id": order.id.to_string() }),
+        run_at_ms: deadline,
+        max_attempts: DEADLINE_ATTEMPTS_MAX,
+        dedupe_key: Some(format!("deadline:{}", order.id)),
+    };
+    zerodrop_store::jobs::enqueue(tx, &job, now_ms).await.map(|_| ())
+}
+
+/// Stores a delivery to the platform's endpoint. `replay` names an operator's replay, which
+/// runs even for an order already delivered.
+pub async fn enqueue_external(
+    tx: &mut Tx,
+    order: &OrderRow,
+    replay: Option<&str>,
+    now_ms: i64,
+) -> Result<bool, StoreError> {
+    let dedupe = match replay {
+        Some(id) => format!("deliver_external:{}:replay:{id}", order.id),
+        None => format!("deliver_external:{}", order.id),
+    };
+    let job = NewJob {
+        kind: jobs::DELIVER_EXTERNAL,
+        order_id: Some(order.id),
+        payload: json!({ "order_id": order.id.to_string(), "replay": replay.is_some() }),
+        run_at_ms: now_ms,
+        max_attempts: EXTERNAL_ATTEMPTS_MAX,
+        dedupe_key: Some(dedupe),
+    };
+    zerodrop_store::jobs::enqueue(tx, &job, now_ms).await
+}
+
+/// Applies the product's on-miss policy to a paid order that cannot be delivered in time
+/// (its deadline passed, or the platform's endpoint refused it for good): refund at once,
+/// or put it in front of a person as a dropped order. The caller holds the order's lock.
+pub async fn miss_in(
+    tx: &mut Tx,
+    order: &mut OrderRow,
+    cause: &str,
+    reason: &str,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let policy = order.product.on_deadline_miss;
+    let data = json!({ "reason": reason, "policy": policy.as_str(), "deliver_by_ms": order.deliver_by_ms });
+    let missed = NewEvent::new(EventKind::DeadlineMissed, Actor::System, cause, data);
+    match policy {
+        MissPolicy::Refund => {
+            let due = NewEvent::new(EventKind::RefundDue, Actor::System, cause, json!({ "reason": reason }));
+            events::append_all(tx, order, vec![missed, due], now_ms).await?;
+            let origin = if reason == "deadline" { refund::Origin::Deadline } else { refund::Origin::DeliveryFailed };
+            match refund::request_in(tx, order, None, origin, reason, now_ms).await {
+                Ok(_) => Ok(()),
+                Err(refund::RefundError::Store(e)) => Err(e),
+                Err(other) => Err(StoreError::Invariant(format!("refund after a missed delivery: {other}"))),
+            }
+        }
+        MissPolicy::Escalate => {
+            let data = json!({ "reason": "dropped_order", "priority": "dropped_order", "why": reason });
+            let escalate = NewEvent::new(EventKind::AttentionRaised, Actor::System, cause, data);
+            events::append_all(tx, order, vec![missed, escalate], now_ms).await
+        }
+    }
 }

@@ -16,12 +16,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-            details: serde_json::Value::Null,
-        }
+        ApiError { status, code, message: message.into(), details: serde_json::Value::Null }
     }
 
     pub fn with_details(mut self, details: serde_json::Value) -> ApiError {

@@ -9,12 +9,20 @@ pub mod app;
 pub mod committer;
 pub mod config;
 pub mod delivery;
+pub mod detail;
 pub mod error;
+pub mod external;
+pub mod idempotent;
 pub mod jobs;
 pub mod notify;
 pub mod order;
+pub mod pages;
 pub mod payment;
+pub mod refund;
+pub mod stock;
+pub mod vault;
 pub mod views;
+pub mod words;
 
 pub use app::App;
 pub use config::Config;
@@ -30,21 +38,14 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let workers = app
-        .config
-        .jobs
-        .enabled
-        .then(|| tokio::spawn(jobs::run(app.clone(), stop_rx)));
+    let workers = app.config.jobs.enabled.then(|| tokio::spawn(jobs::run(app.clone(), stop_rx)));
     let router = api::router(app.clone());
-    let served = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    })
-    .await;
+    let served = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        })
+        .await;
     if let Some(workers) = workers {
         let _ = workers.await;
     }

@@ -9,16 +9,19 @@
 
 use crate::app::App;
 use crate::payment::{self, PaymentFact, Recorded};
+use crate::refund;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use std::net::SocketAddr;
 use zerodrop_domain::order::{Actor, EventKind};
-use zerodrop_providers::{AckKind, Notice, NoticeStatus, Provider, Rejection};
+use zerodrop_providers::{AckKind, Notice, NoticeStatus, Provider, RefundNotice, Rejection};
 use zerodrop_store::events::{self, NewEvent};
 use zerodrop_store::jobs::NewJob;
 use zerodrop_store::notifications::{self, NewNotification, Verdict};
+use zerodrop_store::orders::OrderRow;
 use zerodrop_store::payments::PaymentSource;
+use zerodrop_store::refunds::{self, RefundState};
 use zerodrop_store::{now_ms, orders, StoreError, Tx};
 
 /// Largest notification body accepted. Real notifications are a few KiB.
@@ -66,20 +69,13 @@ pub async fn handle(app: &App, request: Request<'_>) -> Response {
         log_store_failure(store_refusal(app, &request, "body_too_large", &detail).await);
         // The provider's own refusal body, with the status that says why.
         let ack = provider.ack(AckKind::Rejected);
-        return (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            [("content-type", ack.content_type)],
-            ack.body,
-        )
-            .into_response();
+        return (StatusCode::PAYLOAD_TOO_LARGE, [("content-type", ack.content_type)], ack.body).into_response();
     };
     let verified = provider.verify_notification(request.headers, body);
     let inbound = Inbound::new(&request, body);
     let outcome = match verified {
         Ok(notice) => app.committer.submit(inbound, notice).await,
-        Err(rejection) => reject(app, &inbound, &rejection)
-            .await
-            .map_err(|e| e.to_string()),
+        Err(rejection) => reject(app, &inbound, &rejection).await.map_err(|e| e.to_string()),
     };
     let kind = match outcome {
         Ok(kind) => kind,
@@ -104,22 +100,9 @@ fn log_store_failure(result: Result<(), StoreError>) {
 
 /// Stores a verified notification and acts on it, in the caller's transaction (the
 /// committer's batch). Returns how to answer the provider once that transaction commits.
-pub async fn accept_in(
-    tx: &mut Tx,
-    inbound: &Inbound,
-    notice: &Notice,
-    now: i64,
-) -> Result<AckKind, StoreError> {
+pub async fn accept_in(tx: &mut Tx, inbound: &Inbound, notice: &Notice, now: i64) -> Result<AckKind, StoreError> {
     let Some(mut order) = orders::lock_by_no(tx, &notice.order_no).await? else {
-        let id = insert(
-            tx,
-            inbound,
-            Verdict::Parked,
-            Some("unknown order"),
-            Some(notice),
-            now,
-        )
-        .await?;
+        let id = insert(tx, inbound, Verdict::Parked, Some("unknown order"), Some(notice), now).await?;
         let job = NewJob {
             kind: crate::jobs::RESOLVE_PARKED,
             order_id: None,
@@ -133,58 +116,27 @@ pub async fn accept_in(
         // Not acknowledged: the provider keeps resending while we keep looking.
         return Ok(AckKind::RetryLater);
     };
+    if let Some(refund) = &notice.refund {
+        let id = insert(tx, inbound, Verdict::Accepted, Some("refund notification"), Some(notice), now).await?;
+        refund_notice(tx, &mut order, refund, id, now).await?;
+        return Ok(AckKind::Accepted);
+    }
     let NoticeStatus::Paid { amount, paid_at_ms } = &notice.status else {
-        insert(
-            tx,
-            inbound,
-            Verdict::Ignored,
-            Some("not a payment"),
-            Some(notice),
-            now,
-        )
-        .await?;
+        insert(tx, inbound, Verdict::Ignored, Some("not a payment"), Some(notice), now).await?;
         return Ok(AckKind::Accepted);
     };
     let Some(trade_no) = notice.trade_no.clone() else {
-        insert(
-            tx,
-            inbound,
-            Verdict::Rejected,
-            Some("malformed: paid without trade_no"),
-            Some(notice),
-            now,
-        )
-        .await?;
+        insert(tx, inbound, Verdict::Rejected, Some("malformed: paid without trade_no"), Some(notice), now).await?;
         return Ok(AckKind::Rejected);
     };
     let id = insert(tx, inbound, Verdict::Accepted, None, Some(notice), now).await?;
-    let fact = PaymentFact {
-        provider: inbound.provider.clone(),
-        trade_no,
-        amount: *amount,
-        paid_at_ms: *paid_at_ms,
-    };
+    let fact = PaymentFact { provider: inbound.provider.clone(), trade_no, amount: *amount, paid_at_ms: *paid_at_ms };
     let cause = format!("notification:{id}");
-    let recorded = payment::record_locked(
-        tx,
-        &mut order,
-        &fact,
-        PaymentSource::Notification,
-        &cause,
-        now,
-    )
-    .await?;
+    let recorded = payment::record_locked(tx, &mut order, &fact, PaymentSource::Notification, &cause, now).await?;
     Ok(match recorded {
-        Recorded::Delivered { .. } | Recorded::RefundDue => AckKind::Accepted,
+        Recorded::Delivered { .. } | Recorded::Waiting { .. } | Recorded::RefundDue => AckKind::Accepted,
         Recorded::Duplicate => {
-            notifications::set_verdict(
-                tx,
-                id,
-                Verdict::Duplicate,
-                Some("payment already recorded"),
-                now,
-            )
-            .await?;
+            notifications::set_verdict(tx, id, Verdict::Duplicate, Some("payment already recorded"), now).await?;
             AckKind::Accepted
         }
         Recorded::Refused { reason } => {
@@ -194,25 +146,44 @@ pub async fn accept_in(
     })
 }
 
-async fn reject(
-    app: &App,
-    inbound: &Inbound,
-    rejection: &Rejection,
-) -> Result<AckKind, StoreError> {
+/// A provider reports a refund: it settles ours (the same outcome path as the refund job's
+/// query), and a refunded total beyond what zerodrop asked for goes to a person.
+async fn refund_notice(
+    tx: &mut Tx,
+    order: &mut OrderRow,
+    notice: &RefundNotice,
+    notification_id: i64,
+    now: i64,
+) -> Result<(), StoreError> {
+    let cause = format!("notification:{notification_id}");
+    let data = json!({
+        "request_no": notice.request_no, "refunded_total": notice.refunded_total.to_decimal(),
+        "at_ms": notice.at_ms, "reason": "refund_outside_zerodrop",
+    });
+    if !order.status.is_paid() {
+        let event = NewEvent::new(EventKind::AttentionRaised, Actor::Provider, &cause, data);
+        return events::append(tx, order, event, now).await;
+    }
+    events::append(tx, order, NewEvent::new(EventKind::RefundNotified, Actor::Provider, &cause, data.clone()), now)
+        .await?;
+    let ours = refunds::for_order(tx, order.id).await?;
+    if let Some(refund) = notice.request_no.as_ref().and_then(|no| ours.iter().find(|r| &r.request_no == no)) {
+        refund::settle_in(tx, order, refund, &refund::Outcome::Succeeded, &cause, now).await?;
+    }
+    let asked: i64 = ours.iter().filter(|r| r.state != RefundState::Failed).map(|r| r.amount.minor).sum();
+    if notice.refunded_total.minor > asked {
+        events::append(tx, order, NewEvent::new(EventKind::AttentionRaised, Actor::System, &cause, data), now).await?;
+    }
+    Ok(())
+}
+
+async fn reject(app: &App, inbound: &Inbound, rejection: &Rejection) -> Result<AckKind, StoreError> {
     let mut tx = app.store.begin().await?;
     let now = now_ms();
     let reason = format!("{}: {}", rejection.code, rejection.detail);
-    let id = insert_raw(
-        &mut tx,
-        inbound,
-        Verdict::Rejected,
-        Some(&reason),
-        rejection.order_no.as_deref(),
-        None,
-        None,
-        now,
-    )
-    .await?;
+    let id =
+        insert_raw(&mut tx, inbound, Verdict::Rejected, Some(&reason), rejection.order_no.as_deref(), None, None, now)
+            .await?;
     if rejection.code.flags_order() {
         if let Some(order_no) = &rejection.order_no {
             if let Some(order) = orders::get_by_no(&mut tx, order_no).await? {
@@ -222,12 +193,7 @@ async fn reject(
                 events::append(
                     &mut tx,
                     &mut order,
-                    NewEvent::new(
-                        EventKind::NotificationRejected,
-                        Actor::Provider,
-                        &cause,
-                        data.clone(),
-                    ),
+                    NewEvent::new(EventKind::NotificationRejected, Actor::Provider, &cause, data.clone()),
                     now,
                 )
                 .await?;
@@ -257,10 +223,7 @@ async fn insert(
     let order_no = notice.map(|n| n.order_no.as_str());
     let trade_no = notice.and_then(|n| n.trade_no.as_deref());
     let notify_id = notice.and_then(|n| n.notify_id.as_deref());
-    insert_raw(
-        tx, inbound, verdict, reason, order_no, trade_no, notify_id, now,
-    )
-    .await
+    insert_raw(tx, inbound, verdict, reason, order_no, trade_no, notify_id, now).await
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -290,22 +253,9 @@ async fn insert_raw(
 }
 
 /// Stores a refused request in its own transaction (nothing else to do with it).
-async fn store_refusal(
-    app: &App,
-    request: &Request<'_>,
-    code: &str,
-    detail: &str,
-) -> Result<(), StoreError> {
+async fn store_refusal(app: &App, request: &Request<'_>, code: &str, detail: &str) -> Result<(), StoreError> {
     let inbound = Inbound::new(request, request.body.unwrap_or_default());
-    store_row(
-        app,
-        &inbound,
-        Verdict::Rejected,
-        Some(&format!("{code}: {detail}")),
-        None,
-    )
-    .await
-    .map(|_| ())
+    store_row(app, &inbound, Verdict::Rejected, Some(&format!("{code}: {detail}")), None).await.map(|_| ())
 }
 
 async fn store_row(
@@ -327,25 +277,16 @@ fn stored_headers(headers: &HeaderMap) -> serde_json::Value {
         if HEADERS_NOT_STORED.contains(&name.as_str()) {
             continue;
         }
-        let text: String = String::from_utf8_lossy(value.as_bytes())
-            .chars()
-            .take(512)
-            .collect();
+        let text: String = String::from_utf8_lossy(value.as_bytes()).chars().take(512).collect();
         map.insert(name.as_str().to_owned(), serde_json::Value::String(text));
     }
     serde_json::Value::Object(map)
 }
 
 /// Re-verifies a stored notification (used when resolving parked ones).
-pub fn reverify(
-    provider: &dyn Provider,
-    headers_json: &str,
-    body: &[u8],
-) -> Result<Notice, Rejection> {
+pub fn reverify(provider: &dyn Provider, headers_json: &str, body: &[u8]) -> Result<Notice, Rejection> {
     let mut headers = HeaderMap::new();
-    if let Ok(serde_json::Value::Object(map)) =
-        serde_json::from_str::<serde_json::Value>(headers_json)
-    {
+    if let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(headers_json) {
         for (name, value) in map {
             let (Ok(name), Some(Ok(value))) = (
                 axum::http::HeaderName::from_bytes(name.as_bytes()),

@@ -8,14 +8,13 @@
 //! settled by the order lock and the database's unique constraints, not by timing.
 
 use crate::app::App;
-use crate::delivery;
+use crate::{delivery, refund};
 use serde_json::json;
 use zerodrop_domain::catalog::LatePolicy;
 use zerodrop_domain::money::Money;
 use zerodrop_domain::order::{Actor, EventKind, OrderStatus};
 use zerodrop_domain::OrderId;
 use zerodrop_store::events::{self, NewEvent};
-use zerodrop_store::jobs::{self, NewJob};
 use zerodrop_store::orders::{self, OrderRow};
 use zerodrop_store::payments::{self, NewPayment, PaymentSource};
 use zerodrop_store::{StoreError, Tx};
@@ -24,8 +23,6 @@ use zerodrop_store::{StoreError, Tx};
 /// failure, a busy database) before the error goes back to the caller, whose own retry
 /// (the provider's resend, the job's backoff) takes over.
 pub const RECORD_ATTEMPTS_MAX: u32 = 3;
-/// Refund jobs retry for a long time: money is owed to the user.
-pub const REFUND_ATTEMPTS_MAX: i64 = 50;
 
 /// What a provider says was paid.
 #[derive(Clone, Debug)]
@@ -40,7 +37,9 @@ pub struct PaymentFact {
 pub enum Recorded {
     /// Captured and delivered in the same transaction.
     Delivered { late: bool },
-    /// Captured after expiry under a refund policy; a refund job is stored.
+    /// Captured; delivery waits for stock or for the platform's endpoint, under a deadline.
+    Waiting { late: bool },
+    /// Captured after expiry under a refund policy: the refund is requested.
     RefundDue,
     /// Already recorded (same provider trade): nothing changed.
     Duplicate,
@@ -60,15 +59,7 @@ pub async fn record(
     let mut attempt = 1;
     loop {
         let mut tx = app.store.begin().await?;
-        let outcome = record_in(
-            &mut tx,
-            order_id,
-            fact,
-            source,
-            cause,
-            zerodrop_store::now_ms(),
-        )
-        .await;
+        let outcome = record_in(&mut tx, order_id, fact, source, cause, zerodrop_store::now_ms()).await;
         let outcome = match outcome {
             Ok(recorded) => tx.commit().await.map(|()| recorded),
             Err(e) => Err(e),
@@ -103,32 +94,24 @@ pub async fn record_locked(
     now_ms: i64,
 ) -> Result<Recorded, StoreError> {
     let late = match order.status {
-        OrderStatus::AwaitingPayment => fact
-            .paid_at_ms
-            .is_some_and(|paid| paid > order.expires_at_ms),
+        OrderStatus::AwaitingPayment => fact.paid_at_ms.is_some_and(|paid| paid > order.expires_at_ms),
         OrderStatus::Expired => true,
         // Paid statuses always come with their payment (the audit checks it): this is a
         // duplicate, or a second trade for an order already paid.
-        OrderStatus::Paid | OrderStatus::Delivered | OrderStatus::RefundDue => {
+        OrderStatus::Paid
+        | OrderStatus::Delivered
+        | OrderStatus::RefundDue
+        | OrderStatus::Refunding
+        | OrderStatus::Refunded => {
             let existing = payments::for_order(tx, order.id).await?.ok_or_else(|| {
-                StoreError::Invariant(format!(
-                    "order {} is {} but has no payment",
-                    order.order_no, order.status
-                ))
+                StoreError::Invariant(format!("order {} is {} but has no payment", order.order_no, order.status))
             })?;
             if existing.provider == fact.provider && existing.trade_no == fact.trade_no {
                 return Ok(Recorded::Duplicate);
             }
-            let detail = json!({ "recorded_trade_no": existing.trade_no, "other_trade_no": fact.trade_no, "source": source });
-            return refuse(
-                tx,
-                order,
-                "second_trade_for_paid_order",
-                detail,
-                cause,
-                now_ms,
-            )
-            .await;
+            let detail =
+                json!({ "recorded_trade_no": existing.trade_no, "other_trade_no": fact.trade_no, "source": source });
+            return refuse(tx, order, "second_trade_for_paid_order", detail, cause, now_ms).await;
         }
     };
     if fact.provider != order.provider {
@@ -157,7 +140,8 @@ pub async fn record_locked(
         // This order has no payment (its status says so, under its lock), so the trade
         // number is already recorded for another order.
         let other = payments::by_trade(tx, &fact.provider, &fact.trade_no).await?;
-        let detail = json!({ "trade_no": fact.trade_no, "recorded_for_order": other.map(|p| p.order_id), "source": source });
+        let detail =
+            json!({ "trade_no": fact.trade_no, "recorded_for_order": other.map(|p| p.order_id), "source": source });
         return refuse(tx, order, "trade_already_used", detail, cause, now_ms).await;
     }
     let captured = json!({
@@ -167,13 +151,27 @@ pub async fn record_locked(
     let captured = NewEvent::new(EventKind::PaymentCaptured, Actor::Provider, cause, captured);
 
     if late && order.product.late_payment == LatePolicy::Refund {
-        let refund_due = refund_due_event(order, "late_payment");
-        events::append_all(tx, order, vec![captured, refund_due], now_ms).await?;
-        enqueue_refund(tx, order, "late_payment", now_ms).await?;
+        let data = json!({ "reason": "late_payment", "policy": order.product.late_payment.as_str() });
+        let due = NewEvent::new(EventKind::RefundDue, Actor::System, "late_payment_policy", data);
+        events::append_all(tx, order, vec![captured, due], now_ms).await?;
+        refund::request_in(tx, order, None, refund::Origin::LatePayment, "paid after the order expired", now_ms)
+            .await
+            .map_err(into_store)?;
         return Ok(Recorded::RefundDue);
     }
-    delivery::deliver_internal(tx, order, vec![captured], now_ms).await?;
-    Ok(Recorded::Delivered { late })
+    match delivery::start(tx, order, vec![captured], now_ms).await? {
+        delivery::Started::Delivered => Ok(Recorded::Delivered { late }),
+        delivery::Started::Waiting => Ok(Recorded::Waiting { late }),
+    }
+}
+
+/// Inside the payment path a refund refusal can only mean the record is inconsistent
+/// (the payment was just captured), so it stops the transaction.
+fn into_store(e: refund::RefundError) -> StoreError {
+    match e {
+        refund::RefundError::Store(e) => e,
+        other => StoreError::Invariant(format!("late-payment refund: {other}")),
+    }
 }
 
 async fn refuse(
@@ -185,42 +183,7 @@ async fn refuse(
     now_ms: i64,
 ) -> Result<Recorded, StoreError> {
     detail["reason"] = json!(reason);
-    events::append(
-        tx,
-        order,
-        NewEvent::new(EventKind::AttentionRaised, Actor::System, cause, detail),
-        now_ms,
-    )
-    .await?;
+    events::append(tx, order, NewEvent::new(EventKind::AttentionRaised, Actor::System, cause, detail), now_ms).await?;
     tracing::warn!(order.no = %order.order_no, reason, "payment refused; order flagged for attention");
     Ok(Recorded::Refused { reason })
-}
-
-fn refund_due_event(order: &OrderRow, reason: &str) -> NewEvent {
-    let data = json!({ "reason": reason, "policy": order.product.late_payment.as_str() });
-    NewEvent::new(
-        EventKind::RefundDue,
-        Actor::System,
-        "late_payment_policy",
-        data,
-    )
-}
-
-/// Stores the refund job in the transaction that marks the order refund-due.
-async fn enqueue_refund(
-    tx: &mut Tx,
-    order: &OrderRow,
-    reason: &str,
-    now_ms: i64,
-) -> Result<(), StoreError> {
-    let job = NewJob {
-        kind: crate::jobs::REFUND,
-        order_id: Some(order.id),
-        payload: json!({ "order_id": order.id.to_string(), "reason": reason }),
-        run_at_ms: now_ms,
-        max_attempts: REFUND_ATTEMPTS_MAX,
-        dedupe_key: Some(format!("refund:{}", order.id)),
-    };
-    jobs::enqueue(tx, &job, now_ms).await?;
-    Ok(())
 }

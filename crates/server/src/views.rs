@@ -9,10 +9,7 @@ pub fn rfc3339(ms: i64) -> String {
     let nanos = i128::from(ms) * 1_000_000;
     time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
         .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
         .unwrap_or_default()
 }
 
@@ -71,4 +68,20 @@ pub fn timeline(events: &[EventRow]) -> Value {
             })
             .collect(),
     )
+}
+
+pub fn refund(r: &zerodrop_store::refunds::RefundRow) -> Value {
+    json!({
+        "id": r.id,
+        "request_no": r.request_no,
+        "amount": r.amount.to_decimal(),
+        "currency": r.amount.currency.code(),
+        "full": r.full,
+        "origin": r.origin,
+        "reason": r.reason,
+        "state": r.state.as_str(),
+        "detail": r.detail,
+        "requested_at": rfc3339(r.created_at_ms),
+        "finished_at": opt_time(r.finished_at_ms),
+    })
 }

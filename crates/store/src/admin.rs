@@ -11,18 +11,11 @@ pub async fn create_postgres_database(admin_url: &str, name: &str) -> Result<Str
 
 /// Drops database `name`, disconnecting anyone still using it.
 pub async fn drop_postgres_database(admin_url: &str, name: &str) -> Result<()> {
-    execute_as_admin(
-        admin_url,
-        &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", identifier(name)?),
-    )
-    .await
+    execute_as_admin(admin_url, &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", identifier(name)?)).await
 }
 
 async fn execute_as_admin(admin_url: &str, sql: &str) -> Result<()> {
-    let config = PoolConfig {
-        postgres_connections_max: 1,
-        ..PoolConfig::default()
-    };
+    let config = PoolConfig { postgres_connections_max: 1, ..PoolConfig::default() };
     let admin = Store::connect(admin_url, &config).await?;
     let outcome = async {
         let mut conn = admin.reader().await?;
@@ -37,15 +30,11 @@ async fn execute_as_admin(admin_url: &str, sql: &str) -> Result<()> {
 fn identifier(name: &str) -> Result<&str> {
     let plain = !name.is_empty()
         && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
     if plain {
         Ok(name)
     } else {
-        Err(StoreError::Invariant(format!(
-            "{name:?} is not a plain database name"
-        )))
+        Err(StoreError::Invariant(format!("{name:?} is not a plain database name")))
     }
 }
 
@@ -76,23 +65,14 @@ mod tests {
             replace_database("postgres://postgres@127.0.0.1:5432/postgres", "x"),
             "postgres://postgres@127.0.0.1:5432/x"
         );
-        assert_eq!(
-            replace_database("postgres://u@h/db?sslmode=disable", "y"),
-            "postgres://u@h/y?sslmode=disable"
-        );
+        assert_eq!(replace_database("postgres://u@h/db?sslmode=disable", "y"), "postgres://u@h/y?sslmode=disable");
         assert_eq!(replace_database("postgres://u@h", "z"), "postgres://u@h/z");
     }
 
     #[test]
     fn only_plain_names_reach_sql() {
         assert!(identifier("zd_test_1a2b").is_ok());
-        for bad in [
-            "",
-            "x; DROP DATABASE postgres",
-            "Upper",
-            "a-b",
-            &"x".repeat(64),
-        ] {
+        for bad in ["", "x; DROP DATABASE postgres", "Upper", "a-b", &"x".repeat(64)] {
             assert!(identifier(bad).is_err(), "{bad:?}");
         }
     }

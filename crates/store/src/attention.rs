@@ -17,13 +17,7 @@ pub struct NewItem {
 
 impl NewItem {
     pub fn for_order(order_id: OrderId, reason: &str, detail: serde_json::Value) -> NewItem {
-        NewItem {
-            order_id: Some(order_id),
-            notification_id: None,
-            job_id: None,
-            reason: reason.to_owned(),
-            detail,
-        }
+        NewItem { order_id: Some(order_id), notification_id: None, job_id: None, reason: reason.to_owned(), detail }
     }
 }
 
@@ -79,8 +73,6 @@ pub async fn list_open(conn: &mut Conn, limit: i64) -> Result<Vec<Item>> {
 }
 
 pub async fn count_open(conn: &mut Conn) -> Result<i64> {
-    let row = sqlx::query("SELECT COUNT(*) FROM attention_items WHERE resolved_at_ms IS NULL")
-        .fetch_one(conn)
-        .await?;
+    let row = sqlx::query("SELECT COUNT(*) FROM attention_items WHERE resolved_at_ms IS NULL").fetch_one(conn).await?;
     Ok(row.try_get(0)?)
 }

@@ -40,6 +40,17 @@ impl Report {
 pub struct AuditOptions {
     /// A parked notification older than this without an attention item is a violation.
     pub parked_age_ms_max: i64,
+    /// A paid order may be this long past its delivery deadline while its deadline job
+    /// runs (jobs are polled, and may queue behind others).
+    pub deadline_grace_ms: i64,
+    /// A refund may stay unsettled this long (the refund job's own bound, plus slack).
+    pub refund_unsettled_ms_max: i64,
+}
+
+impl AuditOptions {
+    pub fn new(parked_age_ms_max: i64) -> AuditOptions {
+        AuditOptions { parked_age_ms_max, deadline_grace_ms: 120_000, refund_unsettled_ms_max: 4 * 86_400_000 }
+    }
 }
 
 /// Runs every check against a consistent-enough view (each check reads committed data;
@@ -53,11 +64,12 @@ pub async fn run(store: &Store, options: &AuditOptions, now_ms: i64) -> Result<R
         sql_check(
             c,
             "payment_has_outcome",
-            "every captured payment is delivered or due for refund, or still within its delivery deadline, or with a person",
+            "every captured payment is delivered, or its money owed, going or gone back, or still within its \
+             delivery deadline, or with a person",
             "SELECT o.order_no FROM payments p JOIN orders o ON o.id = p.order_id \
-             WHERE o.status NOT IN ('delivered', 'refund_due') AND o.attention = 0 \
+             WHERE o.status NOT IN ('delivered', 'refund_due', 'refunding', 'refunded') AND o.attention = 0 \
                AND NOT (o.status = 'paid' AND o.deliver_by_ms > $1)",
-            Some(now_ms),
+            Some(now_ms - options.deadline_grace_ms),
         )
         .await?,
     );
@@ -65,9 +77,9 @@ pub async fn run(store: &Store, options: &AuditOptions, now_ms: i64) -> Result<R
         sql_check(
             c,
             "outcome_has_payment",
-            "every paid, delivered or refund-due order has exactly one captured payment",
+            "every paid, delivered or refunded order has exactly one captured payment",
             "SELECT o.order_no FROM orders o LEFT JOIN payments p ON p.order_id = o.id \
-             WHERE o.status IN ('paid', 'delivered', 'refund_due') AND p.id IS NULL",
+             WHERE o.status IN ('paid', 'delivered', 'refund_due', 'refunding', 'refunded') AND p.id IS NULL",
             None,
         )
         .await?,
@@ -76,9 +88,10 @@ pub async fn run(store: &Store, options: &AuditOptions, now_ms: i64) -> Result<R
         sql_check(
             c,
             "delivered_exactly_once",
-            "delivered orders have one delivery, and only delivered orders have one",
+            "a delivered order has one delivery; an order with a delivery is delivered or being refunded",
             "SELECT o.order_no FROM orders o LEFT JOIN deliveries d ON d.order_id = o.id \
-             WHERE (o.status = 'delivered') <> (d.order_id IS NOT NULL)",
+             WHERE (o.status = 'delivered' AND d.order_id IS NULL) \
+                OR (d.order_id IS NOT NULL AND o.status NOT IN ('delivered', 'refund_due', 'refunding', 'refunded'))",
             None,
         )
         .await?,
@@ -89,7 +102,7 @@ pub async fn run(store: &Store, options: &AuditOptions, now_ms: i64) -> Result<R
             "one_grant_per_order",
             "no order credited a wallet or extended a membership more than once, or both",
             "SELECT order_id FROM ( \
-                 SELECT order_id FROM ledger_transfers WHERE order_id IS NOT NULL \
+                 SELECT order_id FROM ledger_transfers WHERE id LIKE 'order:%:credit' \
                  UNION ALL SELECT order_id FROM membership_periods) grants \
              GROUP BY order_id HAVING COUNT(*) > 1",
             None,
@@ -100,16 +113,62 @@ pub async fn run(store: &Store, options: &AuditOptions, now_ms: i64) -> Result<R
         sql_check(
             c,
             "grant_matches_delivery",
-            "every delivered order's grant exists, and every grant belongs to a delivered order",
+            "every currency or membership delivery has its grant, and every grant belongs to a delivery",
             "SELECT d.order_id FROM deliveries d \
-             WHERE NOT EXISTS (SELECT 1 FROM ledger_transfers t WHERE t.order_id = d.order_id) \
+             WHERE d.kind IN ('currency_pack', 'membership') \
+               AND NOT EXISTS (SELECT 1 FROM ledger_transfers t WHERE t.id = 'order:' || d.order_id || ':credit') \
                AND NOT EXISTS (SELECT 1 FROM membership_periods m WHERE m.order_id = d.order_id) \
              UNION ALL \
-             SELECT t.order_id FROM ledger_transfers t WHERE t.order_id IS NOT NULL \
+             SELECT t.order_id FROM ledger_transfers t WHERE t.id LIKE 'order:%:credit' \
                AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.order_id = t.order_id) \
              UNION ALL \
              SELECT m.order_id FROM membership_periods m \
                WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.order_id = m.order_id)",
+            None,
+        )
+        .await?,
+    );
+    checks.push(
+        sql_check(
+            c,
+            "refunds_within_payment",
+            "refunds (requested, processing or done) never exceed what was paid",
+            "SELECT o.order_no FROM orders o JOIN payments p ON p.order_id = o.id \
+             WHERE (SELECT COALESCE(SUM(r.amount_minor), 0) FROM refunds r \
+                    WHERE r.order_id = o.id AND r.state <> 'failed') > p.amount_minor",
+            None,
+        )
+        .await?,
+    );
+    checks.push(
+        sql_check(
+            c,
+            "refund_has_payment",
+            "every refund belongs to an order with a captured payment",
+            "SELECT r.request_no FROM refunds r LEFT JOIN payments p ON p.order_id = r.order_id WHERE p.id IS NULL",
+            None,
+        )
+        .await?,
+    );
+    checks.push(
+        sql_check(
+            c,
+            "refund_settles_in_time",
+            "no refund is still unsettled after its bound (its job then puts it in front of a person)",
+            "SELECT request_no FROM refunds WHERE state IN ('requested', 'processing') AND created_at_ms < $1",
+            Some(now_ms - options.refund_unsettled_ms_max),
+        )
+        .await?,
+    );
+    checks.push(
+        sql_check(
+            c,
+            "card_key_delivered_once",
+            "every card-key delivery holds exactly one key, and no key serves two orders",
+            "SELECT d.order_id FROM deliveries d WHERE d.kind = 'card_key' \
+               AND (SELECT COUNT(*) FROM card_keys k WHERE k.order_id = d.order_id) <> 1 \
+             UNION ALL \
+             SELECT order_id FROM card_keys WHERE order_id IS NOT NULL GROUP BY order_id HAVING COUNT(*) > 1",
             None,
         )
         .await?,
@@ -181,15 +240,9 @@ pub async fn run(store: &Store, options: &AuditOptions, now_ms: i64) -> Result<R
         .await?,
     );
 
-    let attention: i64 = sqlx::query("SELECT COUNT(*) FROM orders WHERE attention = 1")
-        .fetch_one(&mut *c)
-        .await?
-        .try_get(0)?;
-    Ok(Report {
-        checked_at_ms: now_ms,
-        checks,
-        orders_in_attention: attention,
-    })
+    let attention: i64 =
+        sqlx::query("SELECT COUNT(*) FROM orders WHERE attention = 1").fetch_one(&mut *c).await?.try_get(0)?;
+    Ok(Report { checked_at_ms: now_ms, checks, orders_in_attention: attention })
 }
 
 async fn sql_check(
@@ -207,17 +260,9 @@ async fn sql_check(
     let examples = rows
         .iter()
         .take(EXAMPLES_MAX)
-        .map(|r| {
-            r.try_get::<Option<String>, _>(0)
-                .map(|v| v.unwrap_or_default())
-        })
+        .map(|r| r.try_get::<Option<String>, _>(0).map(|v| v.unwrap_or_default()))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Check {
-        name,
-        description,
-        violations: rows.len() as i64,
-        examples,
-    })
+    Ok(Check { name, description, violations: rows.len() as i64, examples })
 }
 
 /// Every order's stored status and attention flag equal the fold of its events, and its
@@ -243,13 +288,9 @@ async fn status_is_fold(conn: &mut crate::Conn) -> Result<Check> {
         .bind(&last_id)
         .fetch_all(&mut *conn)
         .await?;
-        let mut kinds_by_order: std::collections::HashMap<String, Vec<String>> =
-            std::collections::HashMap::new();
+        let mut kinds_by_order: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
         for e in &events {
-            kinds_by_order
-                .entry(e.try_get(0)?)
-                .or_default()
-                .push(e.try_get(1)?);
+            kinds_by_order.entry(e.try_get(0)?).or_default().push(e.try_get(1)?);
         }
         for o in &orders {
             let id: String = o.try_get(0)?;
@@ -270,9 +311,7 @@ async fn status_is_fold(conn: &mut crate::Conn) -> Result<Check> {
             if !ok {
                 violations += 1;
                 if examples.len() < EXAMPLES_MAX {
-                    examples.push(format!(
-                        "{order_no}: stored {status}, events fold to {folded:?}"
-                    ));
+                    examples.push(format!("{order_no}: stored {status}, events fold to {folded:?}"));
                 }
             }
         }

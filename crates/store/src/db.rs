@@ -12,9 +12,7 @@ pub type Conn = AnyConnection;
 
 /// Current UTC time in milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
 }
 
@@ -98,11 +96,7 @@ impl Store {
                     .acquire_timeout(acquire)
                     .connect(url)
                     .await?;
-                Ok(Store {
-                    write: pool.clone(),
-                    read: pool,
-                    dialect,
-                })
+                Ok(Store { write: pool.clone(), read: pool, dialect })
             }
             Dialect::Sqlite => {
                 ensure_sqlite_parent_dir(url)?;
@@ -111,11 +105,7 @@ impl Store {
                 // explicit: writers queue in the pool instead of failing with SQLITE_BUSY.
                 let write = sqlite_pool(url, 1, acquire, busy_ms).await?;
                 let read = sqlite_pool(url, config.sqlite_readers_max, acquire, busy_ms).await?;
-                Ok(Store {
-                    write,
-                    read,
-                    dialect,
-                })
+                Ok(Store { write, read, dialect })
             }
         }
     }
@@ -132,11 +122,7 @@ impl Store {
     /// Starts a write transaction.
     pub async fn begin(&self) -> Result<Tx> {
         let inner = self.write.begin().await?;
-        Ok(Tx {
-            inner,
-            dialect: self.dialect,
-            ledger: crate::ledger::Pending::default(),
-        })
+        Ok(Tx { inner, dialect: self.dialect, ledger: crate::ledger::Pending::default() })
     }
 
     /// A connection for reads outside any transaction.
@@ -155,11 +141,7 @@ impl Store {
 }
 
 async fn sqlite_pool(url: &str, max: u32, acquire: Duration, busy_ms: u64) -> Result<AnyPool> {
-    let url = if url.contains('?') {
-        url.to_owned()
-    } else {
-        format!("{url}?mode=rwc")
-    };
+    let url = if url.contains('?') { url.to_owned() } else { format!("{url}?mode=rwc") };
     let pool = AnyPoolOptions::new()
         .max_connections(max)
         .min_connections(0)
@@ -182,12 +164,7 @@ async fn sqlite_pool(url: &str, max: u32, acquire: Duration, busy_ms: u64) -> Re
 }
 
 fn ensure_sqlite_parent_dir(url: &str) -> Result<()> {
-    let path = url
-        .trim_start_matches("sqlite://")
-        .trim_start_matches("sqlite:")
-        .split('?')
-        .next()
-        .unwrap_or_default();
+    let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:").split('?').next().unwrap_or_default();
     if path.is_empty() || path == ":memory:" {
         return Ok(());
     }
@@ -243,10 +220,6 @@ pub async fn raw_execute(conn: &mut Conn, sql: &str) -> Result<()> {
 
 /// One row into the benchmark's baseline table (see `zerodrop bench notify`).
 pub async fn bench_insert(conn: &mut Conn, id: &str, at_ms: i64) -> Result<()> {
-    sqlx::query("INSERT INTO bench_baseline (id, at_ms) VALUES ($1, $2)")
-        .bind(id)
-        .bind(at_ms)
-        .execute(conn)
-        .await?;
+    sqlx::query("INSERT INTO bench_baseline (id, at_ms) VALUES ($1, $2)").bind(id).bind(at_ms).execute(conn).await?;
     Ok(())
 }

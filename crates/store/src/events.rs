@@ -21,12 +21,7 @@ pub struct NewEvent {
 
 impl NewEvent {
     pub fn new(kind: EventKind, actor: Actor, cause: &str, data: serde_json::Value) -> NewEvent {
-        NewEvent {
-            kind,
-            actor,
-            cause: cause.to_owned(),
-            data,
-        }
+        NewEvent { kind, actor, cause: cause.to_owned(), data }
     }
 }
 
@@ -41,12 +36,7 @@ pub struct EventRow {
 }
 
 /// Appends the first event of a freshly inserted order (whose row has no events yet).
-pub(crate) async fn append_first(
-    tx: &mut Tx,
-    order: &mut OrderRow,
-    event: NewEvent,
-    now_ms: i64,
-) -> Result<()> {
+pub(crate) async fn append_first(tx: &mut Tx, order: &mut OrderRow, event: NewEvent, now_ms: i64) -> Result<()> {
     let state = order::apply(None, event.kind)?;
     write(tx, order, vec![(state, event)], now_ms).await
 }
@@ -58,16 +48,8 @@ pub async fn append(tx: &mut Tx, order: &mut OrderRow, event: NewEvent, now_ms: 
 }
 
 /// Appends several events in order, as one insert and one update of the order row.
-pub async fn append_all(
-    tx: &mut Tx,
-    order: &mut OrderRow,
-    events: Vec<NewEvent>,
-    now_ms: i64,
-) -> Result<()> {
-    let mut state = OrderState {
-        status: order.status,
-        attention: order.attention,
-    };
+pub async fn append_all(tx: &mut Tx, order: &mut OrderRow, events: Vec<NewEvent>, now_ms: i64) -> Result<()> {
+    let mut state = OrderState { status: order.status, attention: order.attention };
     let mut steps = Vec::with_capacity(events.len());
     for event in events {
         state = order::apply(Some(state), event.kind)?;
@@ -76,39 +58,22 @@ pub async fn append_all(
     write(tx, order, steps, now_ms).await
 }
 
-async fn write(
-    tx: &mut Tx,
-    order: &mut OrderRow,
-    steps: Vec<(OrderState, NewEvent)>,
-    now_ms: i64,
-) -> Result<()> {
+async fn write(tx: &mut Tx, order: &mut OrderRow, steps: Vec<(OrderState, NewEvent)>, now_ms: i64) -> Result<()> {
     let Some((final_state, _)) = steps.last().map(|(s, e)| (*s, e.kind)) else {
         return Ok(());
     };
     let mut next = order.clone();
-    let mut sql = String::from(
-        "INSERT INTO order_events (order_id, seq, at_ms, kind, actor, cause, data) VALUES ",
-    );
+    let mut sql = String::from("INSERT INTO order_events (order_id, seq, at_ms, kind, actor, cause, data) VALUES ");
     for i in 0..steps.len() {
         let p = i * 7;
         if i > 0 {
             sql.push_str(", ");
         }
-        sql.push_str(&format!(
-            "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
-            p + 1,
-            p + 2,
-            p + 3,
-            p + 4,
-            p + 5,
-            p + 6,
-            p + 7
-        ));
+        sql.push_str(&format!("(${}, ${}, ${}, ${}, ${}, ${}, ${})", p + 1, p + 2, p + 3, p + 4, p + 5, p + 6, p + 7));
     }
     let mut insert = sqlx::query(&sql);
     for (i, (_, event)) in steps.iter().enumerate() {
-        let data =
-            serde_json::to_string(&event.data).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let data = serde_json::to_string(&event.data).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         insert = insert
             .bind(order.id.to_string())
             .bind(order.event_seq + 1 + i as i64)
@@ -144,26 +109,11 @@ async fn write(
     .rows_affected();
     if updated != 1 {
         // Another writer moved the order since we read it: never overwrite its state.
-        return Err(StoreError::Invariant(format!(
-            "order {} changed concurrently",
-            order.id
-        )));
+        return Err(StoreError::Invariant(format!("order {} changed concurrently", order.id)));
     }
-    for (_, event) in steps
-        .iter()
-        .filter(|(_, e)| e.kind == EventKind::AttentionRaised)
-    {
-        let reason = event
-            .data
-            .get("reason")
-            .and_then(|r| r.as_str())
-            .unwrap_or("attention raised");
-        attention::raise(
-            tx,
-            attention::NewItem::for_order(order.id, reason, event.data.clone()),
-            now_ms,
-        )
-        .await?;
+    for (_, event) in steps.iter().filter(|(_, e)| e.kind == EventKind::AttentionRaised) {
+        let reason = event.data.get("reason").and_then(|r| r.as_str()).unwrap_or("attention raised");
+        attention::raise(tx, attention::NewItem::for_order(order.id, reason, event.data.clone()), now_ms).await?;
     }
     *order = next;
     Ok(())
@@ -182,32 +132,42 @@ fn derive_columns(order: &mut OrderRow, event: &NewEvent, now_ms: i64) {
             order.paid_at_ms = Some(paid_ms);
             order.deliver_by_ms = Some(paid_ms + order.product.delivery_deadline_secs * 1000);
         }
-        EventKind::Delivered | EventKind::RefundDue | EventKind::Expired => {
+        // Settled: nothing more will happen without a person or a new request.
+        EventKind::Delivered | EventKind::Expired | EventKind::RefundSucceeded => {
             order.settled_at_ms = Some(now_ms);
         }
+        // A refund that failed, or a new one, reopens the order.
+        EventKind::RefundFailed | EventKind::RefundRequested => order.settled_at_ms = None,
         EventKind::AttentionRaised => {
-            let reason = event
-                .data
-                .get("reason")
-                .and_then(|r| r.as_str())
-                .unwrap_or("attention raised");
+            let reason = event.data.get("reason").and_then(|r| r.as_str()).unwrap_or("attention raised");
             order.attention_reason = Some(reason.chars().take(200).collect());
         }
         EventKind::AttentionCleared => order.attention_reason = None,
         EventKind::Created
+        | EventKind::RefundDue
+        | EventKind::PartialRefundRequested
+        | EventKind::PartialRefundSucceeded
+        | EventKind::PartialRefundFailed
+        | EventKind::GoodsReclaimed
+        | EventKind::AwaitingStock
+        | EventKind::DeliveryAttempted
+        | EventKind::DeliveryAccepted
+        | EventKind::DeliveryFailed
+        | EventKind::DeadlineMissed
+        | EventKind::Compensated
         | EventKind::ProviderQueried
         | EventKind::ProviderCloseRequested
-        | EventKind::NotificationRejected => {}
+        | EventKind::NotificationRejected
+        | EventKind::RefundNotified => {}
     }
 }
 
 pub async fn list(conn: &mut Conn, order_id: OrderId) -> Result<Vec<EventRow>> {
-    let rows = sqlx::query(
-        "SELECT seq, at_ms, kind, actor, cause, data FROM order_events WHERE order_id = $1 ORDER BY seq",
-    )
-    .bind(order_id.to_string())
-    .fetch_all(conn)
-    .await?;
+    let rows =
+        sqlx::query("SELECT seq, at_ms, kind, actor, cause, data FROM order_events WHERE order_id = $1 ORDER BY seq")
+            .bind(order_id.to_string())
+            .fetch_all(conn)
+            .await?;
     rows.iter()
         .map(|r| {
             let data: String = r.try_get("data")?;
@@ -217,8 +177,7 @@ pub async fn list(conn: &mut Conn, order_id: OrderId) -> Result<Vec<EventRow>> {
                 kind: r.try_get("kind")?,
                 actor: r.try_get("actor")?,
                 cause: r.try_get("cause")?,
-                data: serde_json::from_str(&data)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                data: serde_json::from_str(&data).map_err(|e| StoreError::Corrupt(e.to_string()))?,
             })
         })
         .collect()
@@ -235,9 +194,5 @@ pub fn fold_kinds(kinds: &[String]) -> Result<Option<OrderState>, String> {
 
 /// Status names, for readers that need to say which statuses are settled.
 pub fn settled_statuses() -> Vec<&'static str> {
-    OrderStatus::ALL
-        .into_iter()
-        .filter(|s| s.is_settled())
-        .map(|s| s.as_str())
-        .collect()
+    OrderStatus::ALL.into_iter().filter(|s| s.is_settled()).map(|s| s.as_str()).collect()
 }

@@ -12,11 +12,12 @@ pub struct Stored {
 }
 
 pub async fn get(conn: &mut Conn, scope: &str, key: &str) -> Result<Option<Stored>> {
-    let row = sqlx::query("SELECT request_hash, status_code, response FROM idempotency_keys WHERE scope = $1 AND key = $2")
-        .bind(scope)
-        .bind(key)
-        .fetch_optional(conn)
-        .await?;
+    let row =
+        sqlx::query("SELECT request_hash, status_code, response FROM idempotency_keys WHERE scope = $1 AND key = $2")
+            .bind(scope)
+            .bind(key)
+            .fetch_optional(conn)
+            .await?;
     row.map(|r| {
         let status: i64 = r.try_get(1)?;
         Ok(Stored {
@@ -30,13 +31,7 @@ pub async fn get(conn: &mut Conn, scope: &str, key: &str) -> Result<Option<Store
 
 /// Stores the first response. `false` means another request with the key won the race;
 /// the caller must roll back and return what that one stored.
-pub async fn put(
-    tx: &mut Tx,
-    scope: &str,
-    key: &str,
-    stored: &Stored,
-    now_ms: i64,
-) -> Result<bool> {
+pub async fn put(tx: &mut Tx, scope: &str, key: &str, stored: &Stored, now_ms: i64) -> Result<bool> {
     let inserted = sqlx::query(
         "INSERT INTO idempotency_keys (scope, key, request_hash, status_code, response, created_at_ms) \
          VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (scope, key) DO NOTHING",

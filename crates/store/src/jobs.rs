@@ -51,10 +51,7 @@ pub struct NewJob {
 /// Enqueues in the caller's transaction. `false` means a job with the same dedupe key exists.
 pub async fn enqueue(tx: &mut Tx, job: &NewJob, now_ms: i64) -> Result<bool> {
     if job.max_attempts < 1 {
-        return Err(StoreError::Invariant(format!(
-            "job {} needs at least one attempt",
-            job.kind
-        )));
+        return Err(StoreError::Invariant(format!("job {} needs at least one attempt", job.kind)));
     }
     let inserted = sqlx::query(
         "INSERT INTO jobs (kind, order_id, payload, state, run_at_ms, attempts, max_attempts, dedupe_key, created_at_ms) \
@@ -112,11 +109,7 @@ pub async fn claim(
          RETURNING id, kind, order_id, payload, attempts, max_attempts",
         kind_params.join(", ")
     );
-    let mut query = sqlx::query(&sql)
-        .bind(now_ms + lease_ms)
-        .bind(owner)
-        .bind(now_ms)
-        .bind(limit);
+    let mut query = sqlx::query(&sql).bind(now_ms + lease_ms).bind(owner).bind(now_ms).bind(limit);
     for kind in kinds {
         query = query.bind(*kind);
     }
@@ -130,8 +123,7 @@ pub async fn claim(
                 id: r.try_get(0)?,
                 kind: r.try_get(1)?,
                 order_id: r.try_get(2)?,
-                payload: serde_json::from_str(&payload)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                payload: serde_json::from_str(&payload).map_err(|e| StoreError::Corrupt(e.to_string()))?,
                 attempt: r.try_get(4)?,
                 max_attempts: r.try_get(5)?,
                 owner: owner.to_owned(),
@@ -155,12 +147,7 @@ pub async fn complete(tx: &mut Tx, job: &ClaimedJob, now_ms: i64) -> Result<()> 
 }
 
 /// A successful run that must run again later (a poll). Attempts reset: only failures count.
-pub async fn run_again_at(
-    tx: &mut Tx,
-    job: &ClaimedJob,
-    run_at_ms: i64,
-    note: Option<&str>,
-) -> Result<()> {
+pub async fn run_again_at(tx: &mut Tx, job: &ClaimedJob, run_at_ms: i64, note: Option<&str>) -> Result<()> {
     sqlx::query(
         "UPDATE jobs SET run_at_ms = $1, attempts = 0, lease_until_ms = NULL, lease_owner = NULL, last_error = $2 \
          WHERE id = $3 AND state = 'queued'",
@@ -208,9 +195,7 @@ pub async fn fail(tx: &mut Tx, job: &ClaimedJob, error: &str, now_ms: i64) -> Re
 /// of jobs that failed together (a provider outage), so they do not return together.
 pub fn backoff_ms(attempt: i64) -> i64 {
     let exponent = attempt.clamp(1, 30) - 1;
-    let ceiling = BACKOFF_MS_BASE
-        .saturating_mul(1_i64 << exponent.min(20))
-        .min(BACKOFF_MS_MAX);
+    let ceiling = BACKOFF_MS_BASE.saturating_mul(1_i64 << exponent.min(20)).min(BACKOFF_MS_MAX);
     rand::rng().random_range(ceiling / 2..=ceiling)
 }
 
@@ -226,36 +211,19 @@ pub struct JobCount {
 }
 
 pub async fn counts(conn: &mut crate::Conn) -> Result<Vec<JobCount>> {
-    let rows = sqlx::query(
-        "SELECT kind, state, COUNT(*) FROM jobs GROUP BY kind, state ORDER BY kind, state",
-    )
-    .fetch_all(conn)
-    .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(JobCount {
-                kind: r.try_get(0)?,
-                state: r.try_get(1)?,
-                count: r.try_get(2)?,
-            })
-        })
-        .collect()
+    let rows = sqlx::query("SELECT kind, state, COUNT(*) FROM jobs GROUP BY kind, state ORDER BY kind, state")
+        .fetch_all(conn)
+        .await?;
+    rows.iter().map(|r| Ok(JobCount { kind: r.try_get(0)?, state: r.try_get(1)?, count: r.try_get(2)? })).collect()
 }
 
 /// Queued jobs, due or not, for one order (the console and tests read these).
-pub async fn for_order(
-    conn: &mut crate::Conn,
-    order_id: OrderId,
-) -> Result<Vec<(String, String, i64, i64)>> {
-    let rows = sqlx::query(
-        "SELECT kind, state, run_at_ms, attempts FROM jobs WHERE order_id = $1 ORDER BY id",
-    )
-    .bind(order_id.to_string())
-    .fetch_all(conn)
-    .await?;
-    rows.iter()
-        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
-        .collect()
+pub async fn for_order(conn: &mut crate::Conn, order_id: OrderId) -> Result<Vec<(String, String, i64, i64)>> {
+    let rows = sqlx::query("SELECT kind, state, run_at_ms, attempts FROM jobs WHERE order_id = $1 ORDER BY id")
+        .bind(order_id.to_string())
+        .fetch_all(conn)
+        .await?;
+    rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?))).collect()
 }
 
 /// Which workers finished jobs, with how many each (to see that processes shared work).
@@ -265,15 +233,11 @@ pub async fn finished_by_owner(conn: &mut crate::Conn) -> Result<Vec<(String, i6
     )
     .fetch_all(conn)
     .await?;
-    rows.iter()
-        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-        .collect()
+    rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
 }
 
 /// When the next queued job is due, so an idle worker can sleep until then.
 pub async fn next_due_ms(conn: &mut crate::Conn) -> Result<Option<i64>> {
-    let row = sqlx::query("SELECT MIN(run_at_ms) FROM jobs WHERE state = 'queued'")
-        .fetch_one(conn)
-        .await?;
+    let row = sqlx::query("SELECT MIN(run_at_ms) FROM jobs WHERE state = 'queued'").fetch_one(conn).await?;
     Ok(row.try_get(0)?)
 }

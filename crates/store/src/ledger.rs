@@ -58,11 +58,7 @@ pub enum TransferOutcome {
 #[derive(Debug, thiserror::Error)]
 pub enum TransferRefused {
     #[error("insufficient balance in {account}: has {balance}, needs {amount}")]
-    Insufficient {
-        account: String,
-        balance: i64,
-        amount: i64,
-    },
+    Insufficient { account: String, balance: i64, amount: i64 },
     #[error("transfer id {0} was used for a different movement")]
     IdReused(String),
 }
@@ -97,9 +93,10 @@ pub async fn apply(
     if !transfer.from_kind.may_go_negative() {
         // Credits this transaction deferred for the account count toward its balance.
         flush_account(tx, transfer.from.as_str()).await?;
-        // A clear refusal instead of the CHECK constraint's error; the constraint stays
-        // as the guarantee.
-        let balance = balance_of(tx, &transfer.from).await?;
+        // Locked, then checked: concurrent debits of one wallet queue here and each sees
+        // the balance the one before left, so the answer is a clear refusal rather than
+        // the CHECK constraint's error (which stays as the guarantee).
+        let balance = locked_balance(tx, &transfer.from).await?;
         if balance < transfer.amount {
             return Ok(Err(TransferRefused::Insufficient {
                 account: transfer.from.to_string(),
@@ -110,34 +107,11 @@ pub async fn apply(
     }
     // The credit side is deferred (a credit cannot fail); the debit side is deferred
     // only for accounts that may go negative. A checked wallet debit moves now.
-    defer(
-        tx,
-        &transfer.id,
-        &transfer.to,
-        transfer.to_kind,
-        &transfer.currency,
-        transfer.amount,
-        now_ms,
-    );
+    defer(tx, &transfer.id, &transfer.to, transfer.to_kind, &transfer.currency, transfer.amount, now_ms);
     if transfer.from_kind.may_go_negative() {
-        defer(
-            tx,
-            &transfer.id,
-            &transfer.from,
-            transfer.from_kind,
-            &transfer.currency,
-            -transfer.amount,
-            now_ms,
-        );
+        defer(tx, &transfer.id, &transfer.from, transfer.from_kind, &transfer.currency, -transfer.amount, now_ms);
     } else {
-        let after = move_balance(
-            tx,
-            &transfer.from,
-            transfer.from_kind,
-            &transfer.currency,
-            -transfer.amount,
-        )
-        .await?;
+        let after = move_balance(tx, &transfer.from, transfer.from_kind, &transfer.currency, -transfer.amount).await?;
         tx.ledger.entries.push(Entry {
             transfer_id: transfer.id.clone(),
             account: transfer.from.to_string(),
@@ -156,15 +130,8 @@ async fn flush_account(tx: &mut Tx, account: &str) -> Result<()> {
     };
     let total: i64 = deferred.movements.iter().map(|(_, delta, _)| delta).sum();
     let id = AccountId::from_stored(account);
-    let after = move_balance_owned(
-        tx,
-        &id,
-        deferred.kind,
-        &deferred.currency,
-        deferred.owner.as_deref(),
-        total,
-    )
-    .await?;
+    let after =
+        move_balance_owned(tx, &id, deferred.kind, &deferred.currency, deferred.owner.as_deref(), total).await?;
     let mut balance = after - total;
     for (transfer_id, delta, at_ms) in deferred.movements {
         balance += delta;
@@ -188,19 +155,13 @@ fn defer(
     delta: i64,
     now_ms: i64,
 ) {
-    let deferred = tx
-        .ledger
-        .deferred
-        .entry(account.to_string())
-        .or_insert_with(|| Deferred {
-            kind,
-            currency: currency.to_owned(),
-            owner: account.wallet_owner().map(str::to_owned),
-            movements: Vec::new(),
-        });
-    deferred
-        .movements
-        .push((transfer_id.to_owned(), delta, now_ms));
+    let deferred = tx.ledger.deferred.entry(account.to_string()).or_insert_with(|| Deferred {
+        kind,
+        currency: currency.to_owned(),
+        owner: account.wallet_owner().map(str::to_owned),
+        movements: Vec::new(),
+    });
+    deferred.movements.push((transfer_id.to_owned(), delta, now_ms));
 }
 
 /// Applies the deferred movements (each account once, in account order) and writes every
@@ -212,20 +173,14 @@ pub(crate) async fn flush(tx: &mut Tx) -> Result<()> {
     }
     let entries = std::mem::take(&mut tx.ledger.entries);
     for chunk in entries.chunks(ENTRIES_PER_INSERT_MAX) {
-        let mut sql = String::from("INSERT INTO ledger_entries (transfer_id, account_id, amount, balance_after, at_ms) VALUES ");
+        let mut sql =
+            String::from("INSERT INTO ledger_entries (transfer_id, account_id, amount, balance_after, at_ms) VALUES ");
         for i in 0..chunk.len() {
             let p = i * 5;
             if i > 0 {
                 sql.push_str(", ");
             }
-            sql.push_str(&format!(
-                "(${}, ${}, ${}, ${}, ${})",
-                p + 1,
-                p + 2,
-                p + 3,
-                p + 4,
-                p + 5
-            ));
+            sql.push_str(&format!("(${}, ${}, ${}, ${}, ${})", p + 1, p + 2, p + 3, p + 4, p + 5));
         }
         let mut insert = sqlx::query(&sql);
         for e in chunk {
@@ -241,15 +196,11 @@ pub(crate) async fn flush(tx: &mut Tx) -> Result<()> {
     Ok(())
 }
 
-async fn same_transfer_again(
-    tx: &mut Tx,
-    transfer: &Transfer,
-) -> Result<Result<TransferOutcome, TransferRefused>> {
-    let row =
-        sqlx::query("SELECT from_account, to_account, amount FROM ledger_transfers WHERE id = $1")
-            .bind(&transfer.id)
-            .fetch_one(&mut **tx)
-            .await?;
+async fn same_transfer_again(tx: &mut Tx, transfer: &Transfer) -> Result<Result<TransferOutcome, TransferRefused>> {
+    let row = sqlx::query("SELECT from_account, to_account, amount FROM ledger_transfers WHERE id = $1")
+        .bind(&transfer.id)
+        .fetch_one(&mut **tx)
+        .await?;
     let same = row.try_get::<String, _>(0)? == transfer.from.as_str()
         && row.try_get::<String, _>(1)? == transfer.to.as_str()
         && row.try_get::<i64, _>(2)? == transfer.amount;
@@ -260,23 +211,27 @@ async fn same_transfer_again(
     }
 }
 
+/// An account's balance as this transaction sees it, deferred movements included.
+pub async fn balance(tx: &mut Tx, id: &AccountId) -> Result<i64> {
+    flush_account(tx, id.as_str()).await?;
+    balance_of(tx, id).await
+}
+
+async fn locked_balance(tx: &mut Tx, id: &AccountId) -> Result<i64> {
+    let sql = format!("SELECT balance FROM ledger_accounts WHERE id = $1{}", tx.dialect().for_update());
+    let row = sqlx::query(&sql).bind(id.as_str()).fetch_optional(&mut **tx).await?;
+    row.map_or(Ok(0), |r| Ok(r.try_get(0)?))
+}
+
 async fn balance_of(conn: &mut Conn, id: &AccountId) -> Result<i64> {
-    let row = sqlx::query("SELECT balance FROM ledger_accounts WHERE id = $1")
-        .bind(id.as_str())
-        .fetch_optional(conn)
-        .await?;
+    let row =
+        sqlx::query("SELECT balance FROM ledger_accounts WHERE id = $1").bind(id.as_str()).fetch_optional(conn).await?;
     row.map_or(Ok(0), |r| Ok(r.try_get(0)?))
 }
 
 /// Moves an account's balance by `delta`, creating the account on its first movement,
 /// and returns the balance after.
-async fn move_balance(
-    tx: &mut Tx,
-    account: &AccountId,
-    kind: AccountKind,
-    currency: &str,
-    delta: i64,
-) -> Result<i64> {
+async fn move_balance(tx: &mut Tx, account: &AccountId, kind: AccountKind, currency: &str, delta: i64) -> Result<i64> {
     move_balance_owned(tx, account, kind, currency, account.wallet_owner(), delta).await
 }
 
@@ -303,16 +258,11 @@ async fn move_balance_owned(
     let balance_after: i64 = row.try_get(0)?;
     let stored_kind: String = row.try_get(1)?;
     if stored_kind != kind.as_str() {
-        return Err(StoreError::Invariant(format!(
-            "account {account} is a {stored_kind}, not a {}",
-            kind.as_str()
-        )));
+        return Err(StoreError::Invariant(format!("account {account} is a {stored_kind}, not a {}", kind.as_str())));
     }
     if !kind.may_go_negative() && balance_after < 0 {
         // The CHECK constraint should already have refused this; never carry on if not.
-        return Err(StoreError::Invariant(format!(
-            "wallet {account} would go below zero"
-        )));
+        return Err(StoreError::Invariant(format!("wallet {account} would go below zero")));
     }
     Ok(balance_after)
 }

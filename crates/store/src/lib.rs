@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod attention;
 pub mod audit;
+pub mod card_keys;
 mod db;
 pub mod events;
 pub mod idempotency;
@@ -19,6 +20,7 @@ mod migrate;
 pub mod notifications;
 pub mod orders;
 pub mod payments;
+pub mod refunds;
 pub mod testing;
 
 pub use db::{bench_insert, now_ms, raw_execute, Conn, Dialect, PoolConfig, Store, Tx};
@@ -52,10 +54,7 @@ impl StoreError {
                 let code = e.code().map(|c| c.into_owned()).unwrap_or_default();
                 // PostgreSQL: serialization_failure, deadlock_detected, unique_violation.
                 // SQLite: SQLITE_BUSY (5), SQLITE_LOCKED (6).
-                matches!(
-                    code.as_str(),
-                    "40001" | "40P01" | "23505" | "5" | "6" | "517"
-                )
+                matches!(code.as_str(), "40001" | "40P01" | "23505" | "5" | "6" | "517")
             }
             StoreError::Db(sqlx::Error::PoolTimedOut) | StoreError::Db(sqlx::Error::Io(_)) => true,
             StoreError::Db(_)

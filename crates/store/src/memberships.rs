@@ -25,18 +25,9 @@ pub struct Membership {
 
 /// Extends `plan` by `days` for the order, stacking after the current end. Once per
 /// order: the period's primary key is the order id, so a second call fails the transaction.
-pub async fn extend(
-    tx: &mut Tx,
-    user: &UserId,
-    plan: &str,
-    days: i64,
-    order: OrderId,
-    now_ms: i64,
-) -> Result<Period> {
-    let sql = format!(
-        "SELECT ends_at_ms FROM memberships WHERE user_id = $1 AND plan = $2{}",
-        tx.dialect().for_update()
-    );
+pub async fn extend(tx: &mut Tx, user: &UserId, plan: &str, days: i64, order: OrderId, now_ms: i64) -> Result<Period> {
+    let sql =
+        format!("SELECT ends_at_ms FROM memberships WHERE user_id = $1 AND plan = $2{}", tx.dialect().for_update());
     let current: Option<i64> = sqlx::query(&sql)
         .bind(user.as_str())
         .bind(plan)
@@ -75,12 +66,56 @@ pub async fn extend(
     .bind(now_ms)
     .execute(&mut **tx)
     .await?;
-    Ok(Period {
-        order_id: order.to_string(),
-        days,
-        starts_at_ms,
-        ends_at_ms,
-    })
+    Ok(Period { order_id: order.to_string(), days, starts_at_ms, ends_at_ms })
+}
+
+/// Moves a plan's end by `days` (negative: a refund takes days back; positive:
+/// compensation), once per `id`. Returns the end before and after.
+#[allow(clippy::too_many_arguments)]
+pub async fn adjust(
+    tx: &mut Tx,
+    id: &str,
+    user: &UserId,
+    plan: &str,
+    days: i64,
+    order: OrderId,
+    now_ms: i64,
+) -> Result<(i64, i64)> {
+    let sql =
+        format!("SELECT ends_at_ms FROM memberships WHERE user_id = $1 AND plan = $2{}", tx.dialect().for_update());
+    let before: i64 = sqlx::query(&sql)
+        .bind(user.as_str())
+        .bind(plan)
+        .fetch_optional(&mut **tx)
+        .await?
+        .map(|r| r.try_get(0))
+        .transpose()?
+        .ok_or_else(|| crate::StoreError::Invariant(format!("user has no {plan} membership to adjust")))?;
+    // Extra days on a lapsed plan start now, not in the past.
+    let base = if days > 0 { before.max(now_ms) } else { before };
+    let after = base + days * membership::DAY_MS;
+    sqlx::query(
+        "INSERT INTO membership_adjustments (id, order_id, user_id, plan, days, ends_at_before, ends_at_after, at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(id)
+    .bind(order.to_string())
+    .bind(user.as_str())
+    .bind(plan)
+    .bind(days)
+    .bind(before)
+    .bind(after)
+    .bind(now_ms)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("UPDATE memberships SET ends_at_ms = $1, updated_at_ms = $2 WHERE user_id = $3 AND plan = $4")
+        .bind(after)
+        .bind(now_ms)
+        .bind(user.as_str())
+        .bind(plan)
+        .execute(&mut **tx)
+        .await?;
+    Ok((before, after))
 }
 
 pub async fn for_user(conn: &mut Conn, user: &UserId) -> Result<Vec<Membership>> {

@@ -10,15 +10,23 @@ struct Migration {
     postgres: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "core",
-    sqlite: include_str!("../migrations/sqlite/0001_core.sql"),
-    postgres: include_str!("../migrations/postgres/0001_core.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "core",
+        sqlite: include_str!("../migrations/sqlite/0001_core.sql"),
+        postgres: include_str!("../migrations/postgres/0001_core.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "delivery_refunds",
+        sqlite: include_str!("../migrations/sqlite/0002_delivery_refunds.sql"),
+        postgres: include_str!("../migrations/postgres/0002_delivery_refunds.sql"),
+    },
+];
 
 /// The schema version this build expects.
-pub const MIGRATIONS_LATEST: i64 = 1;
+pub const MIGRATIONS_LATEST: i64 = 2;
 
 /// Arbitrary constant naming zerodrop's migration lock on PostgreSQL, so two processes
 /// starting together do not both apply a migration.
@@ -28,13 +36,11 @@ pub(crate) async fn run(store: &Store) -> Result<usize> {
     let mut conn = store.write_pool().acquire().await?;
     let dialect = store.dialect();
     if dialect == Dialect::Postgres {
-        conn.execute(sqlx::query("SELECT pg_advisory_lock($1)").bind(PG_MIGRATION_LOCK_KEY))
-            .await?;
+        conn.execute(sqlx::query("SELECT pg_advisory_lock($1)").bind(PG_MIGRATION_LOCK_KEY)).await?;
     }
     let outcome = apply_pending(&mut conn, dialect).await;
     if dialect == Dialect::Postgres {
-        conn.execute(sqlx::query("SELECT pg_advisory_unlock($1)").bind(PG_MIGRATION_LOCK_KEY))
-            .await?;
+        conn.execute(sqlx::query("SELECT pg_advisory_unlock($1)").bind(PG_MIGRATION_LOCK_KEY)).await?;
     }
     outcome
 }
@@ -66,20 +72,14 @@ async fn apply_pending(conn: &mut sqlx::AnyConnection, dialect: Dialect) -> Resu
         };
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         tx.execute(sqlx::raw_sql(sql)).await?;
-        sqlx::query(
-            "INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES ($1, $2, $3)",
-        )
-        .bind(migration.version)
-        .bind(migration.name)
-        .bind(crate::now_ms())
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query("INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES ($1, $2, $3)")
+            .bind(migration.version)
+            .bind(migration.name)
+            .bind(crate::now_ms())
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
-        tracing::info!(
-            version = migration.version,
-            name = migration.name,
-            "migration applied"
-        );
+        tracing::info!(version = migration.version, name = migration.name, "migration applied");
         count += 1;
     }
     Ok(count)

@@ -74,22 +74,14 @@ pub async fn insert(conn: &mut Conn, n: &NewNotification<'_>, now_ms: i64) -> Re
     Ok(row.try_get(0)?)
 }
 
-pub async fn set_verdict(
-    tx: &mut Tx,
-    id: i64,
-    verdict: Verdict,
-    reason: Option<&str>,
-    now_ms: i64,
-) -> Result<()> {
-    sqlx::query(
-        "UPDATE notifications SET verdict = $1, reason = $2, processed_at_ms = $3 WHERE id = $4",
-    )
-    .bind(verdict.as_str())
-    .bind(reason)
-    .bind(now_ms)
-    .bind(id)
-    .execute(&mut **tx)
-    .await?;
+pub async fn set_verdict(tx: &mut Tx, id: i64, verdict: Verdict, reason: Option<&str>, now_ms: i64) -> Result<()> {
+    sqlx::query("UPDATE notifications SET verdict = $1, reason = $2, processed_at_ms = $3 WHERE id = $4")
+        .bind(verdict.as_str())
+        .bind(reason)
+        .bind(now_ms)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 
@@ -109,39 +101,30 @@ pub struct NotificationRow {
     pub body: Vec<u8>,
 }
 
-const COLUMNS: &str =
-    "id, provider, received_at_ms, verdict, reason, order_no, trade_no, notify_id, headers, body";
+const COLUMNS: &str = "id, provider, received_at_ms, verdict, reason, order_no, trade_no, notify_id, headers, body";
 
 pub async fn get(conn: &mut Conn, id: i64) -> Result<NotificationRow> {
-    let row = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM notifications WHERE id = $1"
-    ))
-    .bind(id)
-    .fetch_optional(conn)
-    .await?
-    .ok_or(StoreError::NotFound)?;
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM notifications WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await?
+        .ok_or(StoreError::NotFound)?;
     decode(&row)
 }
 
 pub async fn for_order_no(conn: &mut Conn, order_no: &str) -> Result<Vec<NotificationRow>> {
-    let rows = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM notifications WHERE order_no = $1 ORDER BY id"
-    ))
-    .bind(order_no)
-    .fetch_all(conn)
-    .await?;
+    let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM notifications WHERE order_no = $1 ORDER BY id"))
+        .bind(order_no)
+        .fetch_all(conn)
+        .await?;
     rows.iter().map(decode).collect()
 }
 
 pub async fn count_by_verdict(conn: &mut Conn) -> Result<Vec<(String, i64)>> {
-    let rows = sqlx::query(
-        "SELECT verdict, COUNT(*) FROM notifications GROUP BY verdict ORDER BY verdict",
-    )
-    .fetch_all(conn)
-    .await?;
-    rows.iter()
-        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-        .collect()
+    let rows = sqlx::query("SELECT verdict, COUNT(*) FROM notifications GROUP BY verdict ORDER BY verdict")
+        .fetch_all(conn)
+        .await?;
+    rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
 }
 
 fn decode(row: &AnyRow) -> Result<NotificationRow> {

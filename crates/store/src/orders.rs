@@ -45,14 +45,8 @@ const COLUMNS: &str = "id, order_no, user_id, product, quantity, amount_minor, c
 
 /// Inserts the order and its `created` event. Returns `None` if the order number is
 /// already taken, so the caller can draw another.
-pub async fn insert(
-    tx: &mut Tx,
-    order: &NewOrder,
-    cause: &str,
-    now_ms: i64,
-) -> Result<Option<OrderRow>> {
-    let product =
-        serde_json::to_string(&order.product).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+pub async fn insert(tx: &mut Tx, order: &NewOrder, cause: &str, now_ms: i64) -> Result<Option<OrderRow>> {
+    let product = serde_json::to_string(&order.product).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let inserted = sqlx::query(
         "INSERT INTO orders (id, order_no, user_id, sku, product, quantity, amount_minor, currency, provider, \
              status, attention, created_at_ms, expires_at_ms, event_seq) \
@@ -86,13 +80,7 @@ pub async fn insert(
         "amount": order.amount.to_decimal(), "currency": order.amount.currency.code(),
         "expires_at_ms": order.expires_at_ms, "provider": order.provider,
     });
-    events::append_first(
-        tx,
-        &mut row,
-        NewEvent::new(EventKind::Created, Actor::Merchant, cause, data),
-        now_ms,
-    )
-    .await?;
+    events::append_first(tx, &mut row, NewEvent::new(EventKind::Created, Actor::Merchant, cause, data), now_ms).await?;
     Ok(Some(row))
 }
 
@@ -114,45 +102,25 @@ pub async fn get_by_no(conn: &mut Conn, order_no: &str) -> Result<Option<OrderRo
 
 /// Reads the order for a change, holding its row lock until the transaction ends.
 pub async fn lock(tx: &mut Tx, id: OrderId) -> Result<OrderRow> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM orders WHERE id = $1{}",
-        tx.dialect().for_update()
-    );
-    let row = sqlx::query(&sql)
-        .bind(id.to_string())
-        .fetch_optional(&mut **tx)
-        .await?;
-    row.map(|r| decode(&r))
-        .transpose()?
-        .ok_or(StoreError::NotFound)
+    let sql = format!("SELECT {COLUMNS} FROM orders WHERE id = $1{}", tx.dialect().for_update());
+    let row = sqlx::query(&sql).bind(id.to_string()).fetch_optional(&mut **tx).await?;
+    row.map(|r| decode(&r)).transpose()?.ok_or(StoreError::NotFound)
 }
 
 /// Reads the order with this number for a change, holding its row lock.
 pub async fn lock_by_no(tx: &mut Tx, order_no: &str) -> Result<Option<OrderRow>> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM orders WHERE order_no = $1{}",
-        tx.dialect().for_update()
-    );
-    let row = sqlx::query(&sql)
-        .bind(order_no)
-        .fetch_optional(&mut **tx)
-        .await?;
+    let sql = format!("SELECT {COLUMNS} FROM orders WHERE order_no = $1{}", tx.dialect().for_update());
+    let row = sqlx::query(&sql).bind(order_no).fetch_optional(&mut **tx).await?;
     row.map(|r| decode(&r)).transpose()
 }
 
 /// Orders in a status, oldest first, for sweeps and reports.
-pub async fn list_by_status(
-    conn: &mut Conn,
-    status: OrderStatus,
-    limit: i64,
-) -> Result<Vec<OrderRow>> {
-    let rows = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM orders WHERE status = $1 ORDER BY created_at_ms LIMIT $2"
-    ))
-    .bind(status.as_str())
-    .bind(limit)
-    .fetch_all(conn)
-    .await?;
+pub async fn list_by_status(conn: &mut Conn, status: OrderStatus, limit: i64) -> Result<Vec<OrderRow>> {
+    let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM orders WHERE status = $1 ORDER BY created_at_ms LIMIT $2"))
+        .bind(status.as_str())
+        .bind(limit)
+        .fetch_all(conn)
+        .await?;
     rows.iter().map(decode).collect()
 }
 
@@ -167,11 +135,9 @@ pub struct OrderSummary {
 
 /// Every order, lightly (for reports and the demo; not for request paths).
 pub async fn summaries(conn: &mut Conn) -> Result<Vec<OrderSummary>> {
-    let rows = sqlx::query(
-        "SELECT order_no, status, attention, settled_at_ms FROM orders ORDER BY created_at_ms",
-    )
-    .fetch_all(conn)
-    .await?;
+    let rows = sqlx::query("SELECT order_no, status, attention, settled_at_ms FROM orders ORDER BY created_at_ms")
+        .fetch_all(conn)
+        .await?;
     rows.iter()
         .map(|r| {
             Ok(OrderSummary {
@@ -191,9 +157,7 @@ pub async fn count_by_status(conn: &mut Conn) -> Result<Vec<(String, i64, i64)>>
     )
     .fetch_all(conn)
     .await?;
-    rows.iter()
-        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
-        .collect()
+    rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect()
 }
 
 pub(crate) fn decode(row: &AnyRow) -> Result<OrderRow> {

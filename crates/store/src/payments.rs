@@ -75,42 +75,33 @@ pub async fn insert(tx: &mut Tx, payment: &NewPayment<'_>, now_ms: i64) -> Resul
     Ok(inserted == 1)
 }
 
-const COLUMNS: &str = "id, order_id, provider, trade_no, amount_minor, currency, paid_at_ms, recorded_at_ms, source, late";
+const COLUMNS: &str =
+    "id, order_id, provider, trade_no, amount_minor, currency, paid_at_ms, recorded_at_ms, source, late";
 
 pub async fn for_order(conn: &mut Conn, order_id: OrderId) -> Result<Option<PaymentRow>> {
-    let row = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM payments WHERE order_id = $1"
-    ))
-    .bind(order_id.to_string())
-    .fetch_optional(conn)
-    .await?;
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM payments WHERE order_id = $1"))
+        .bind(order_id.to_string())
+        .fetch_optional(conn)
+        .await?;
     row.map(|r| decode(&r)).transpose()
 }
 
-pub async fn by_trade(
-    conn: &mut Conn,
-    provider: &str,
-    trade_no: &str,
-) -> Result<Option<PaymentRow>> {
-    let row = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM payments WHERE provider = $1 AND trade_no = $2"
-    ))
-    .bind(provider)
-    .bind(trade_no)
-    .fetch_optional(conn)
-    .await?;
+pub async fn by_trade(conn: &mut Conn, provider: &str, trade_no: &str) -> Result<Option<PaymentRow>> {
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM payments WHERE provider = $1 AND trade_no = $2"))
+        .bind(provider)
+        .bind(trade_no)
+        .fetch_optional(conn)
+        .await?;
     row.map(|r| decode(&r)).transpose()
 }
 
 /// Every payment, oldest first, in pages (for comparisons against a provider's records).
 pub async fn list_after(conn: &mut Conn, after_id: i64, limit: i64) -> Result<Vec<PaymentRow>> {
-    let rows = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM payments WHERE id > $1 ORDER BY id LIMIT $2"
-    ))
-    .bind(after_id)
-    .bind(limit)
-    .fetch_all(conn)
-    .await?;
+    let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM payments WHERE id > $1 ORDER BY id LIMIT $2"))
+        .bind(after_id)
+        .bind(limit)
+        .fetch_all(conn)
+        .await?;
     rows.iter().map(decode).collect()
 }
 
@@ -123,8 +114,7 @@ fn decode(row: &AnyRow) -> Result<PaymentRow> {
         trade_no: row.try_get("trade_no")?,
         amount: Money::new(
             row.try_get("amount_minor")?,
-            Currency::parse(&currency)
-                .ok_or_else(|| StoreError::Corrupt("payment currency".into()))?,
+            Currency::parse(&currency).ok_or_else(|| StoreError::Corrupt("payment currency".into()))?,
         ),
         paid_at_ms: row.try_get("paid_at_ms")?,
         recorded_at_ms: row.try_get("recorded_at_ms")?,
@@ -134,15 +124,12 @@ fn decode(row: &AnyRow) -> Result<PaymentRow> {
 }
 
 /// When each delivered order was delivered, by order number: (order id, delivered at).
-pub async fn delivered_at_by_order_no(
-    conn: &mut Conn,
-) -> Result<std::collections::HashMap<String, (String, i64)>> {
-    let rows = sqlx::query("SELECT o.order_no, o.id, d.delivered_at_ms FROM deliveries d JOIN orders o ON o.id = d.order_id")
-        .fetch_all(conn)
-        .await?;
-    rows.iter()
-        .map(|r| Ok((r.try_get(0)?, (r.try_get(1)?, r.try_get(2)?))))
-        .collect()
+pub async fn delivered_at_by_order_no(conn: &mut Conn) -> Result<std::collections::HashMap<String, (String, i64)>> {
+    let rows =
+        sqlx::query("SELECT o.order_no, o.id, d.delivered_at_ms FROM deliveries d JOIN orders o ON o.id = d.order_id")
+            .fetch_all(conn)
+            .await?;
+    rows.iter().map(|r| Ok((r.try_get(0)?, (r.try_get(1)?, r.try_get(2)?)))).collect()
 }
 
 /// Records the one delivery of an order. A second delivery violates the primary key and
@@ -154,14 +141,12 @@ pub async fn insert_delivery(
     detail: &serde_json::Value,
     now_ms: i64,
 ) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO deliveries (order_id, kind, delivered_at_ms, detail) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(order_id.to_string())
-    .bind(kind)
-    .bind(now_ms)
-    .bind(detail.to_string())
-    .execute(&mut **tx)
-    .await?;
+    sqlx::query("INSERT INTO deliveries (order_id, kind, delivered_at_ms, detail) VALUES ($1, $2, $3, $4)")
+        .bind(order_id.to_string())
+        .bind(kind)
+        .bind(now_ms)
+        .bind(detail.to_string())
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }

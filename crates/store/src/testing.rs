@@ -29,19 +29,12 @@ enum Cleanup {
 
 impl TestDb {
     pub async fn sqlite() -> TestDb {
-        let dir =
-            std::env::temp_dir().join(format!("zerodrop-test-{}", uuid::Uuid::new_v4().simple()));
+        let dir = std::env::temp_dir().join(format!("zerodrop-test-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let url = format!("sqlite://{}/zerodrop.db", dir.display());
-        let store = Store::connect(&url, &PoolConfig::default())
-            .await
-            .expect("sqlite connect");
+        let store = Store::connect(&url, &PoolConfig::default()).await.expect("sqlite connect");
         store.migrate().await.expect("sqlite migrate");
-        TestDb {
-            url,
-            store,
-            cleanup: Cleanup::Dir(dir),
-        }
+        TestDb { url, store, cleanup: Cleanup::Dir(dir) }
     }
 
     /// `None` (the test is skipped) when no PostgreSQL server is configured.
@@ -53,26 +46,14 @@ impl TestDb {
         let name = format!("{PG_DB_PREFIX}{}", uuid::Uuid::new_v4().simple());
         let url = crate::admin::create_postgres_database(&admin_url, &name)
             .await
-            .unwrap_or_else(|e| {
-                panic!("{PG_URL_ENV} is set but a test database could not be created: {e}")
-            });
-        let store = Store::connect(&url, &PoolConfig::default())
-            .await
-            .expect("postgres connect");
+            .unwrap_or_else(|e| panic!("{PG_URL_ENV} is set but a test database could not be created: {e}"));
+        let store = Store::connect(&url, &PoolConfig::default()).await.expect("postgres connect");
         store.migrate().await.expect("postgres migrate");
         if let Ok(marker) = std::env::var(PG_MARKER_ENV) {
-            let mut file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(marker)
-                .expect("marker file");
+            let mut file = std::fs::OpenOptions::new().create(true).append(true).open(marker).expect("marker file");
             writeln!(file, "{name}").expect("marker write");
         }
-        Some(TestDb {
-            url,
-            store,
-            cleanup: Cleanup::PgDatabase { admin_url, name },
-        })
+        Some(TestDb { url, store, cleanup: Cleanup::PgDatabase { admin_url, name } })
     }
 
     pub fn is_postgres(&self) -> bool {

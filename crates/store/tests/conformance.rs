@@ -25,10 +25,7 @@ async fn new_order(store: &Store, sku: &str) -> OrderRow {
         expires_at_ms: now_ms() + 900_000,
     };
     let mut tx = store.begin().await.unwrap();
-    let row = orders::insert(&mut tx, &order, "test", now_ms())
-        .await
-        .unwrap()
-        .unwrap();
+    let row = orders::insert(&mut tx, &order, "test", now_ms()).await.unwrap().unwrap();
     tx.commit().await.unwrap();
     row
 }
@@ -223,7 +220,7 @@ both_engines! {
         events::append(&mut tx, &mut locked, NewEvent::new(EventKind::Delivered, Actor::System, "t", json!({})), now_ms()).await.unwrap();
         tx.commit().await.unwrap();
 
-        let options = audit::AuditOptions { parked_age_ms_max: 3_600_000 };
+        let options = audit::AuditOptions::new(3_600_000);
         let report = audit::run(&db.store, &options, now_ms()).await.unwrap();
         assert!(report.passed(), "{report:#?}");
 

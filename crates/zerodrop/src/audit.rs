@@ -15,48 +15,24 @@ pub async fn run(config: &Config, json: bool) -> Result<ExitCode> {
         print!("{}", render(&report));
     }
     store.close().await;
-    Ok(if report.passed() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 pub async fn check(store: &Store, config: &Config) -> Result<Report> {
-    let options = AuditOptions {
-        parked_age_ms_max: config.audit.parked_age_secs_max * 1000,
-    };
+    let options = AuditOptions::new(config.audit.parked_age_secs_max * 1000);
     Ok(audit::run(store, &options, now_ms()).await?)
 }
 
 pub fn render(report: &Report) -> String {
     let mut out = String::new();
     for check in &report.checks {
-        let mark = if check.violations == 0 {
-            "ok  "
-        } else {
-            "FAIL"
-        };
-        out.push_str(&format!(
-            "{mark} {:<24} {}\n",
-            check.name, check.description
-        ));
+        let mark = if check.violations == 0 { "ok  " } else { "FAIL" };
+        out.push_str(&format!("{mark} {:<24} {}\n", check.name, check.description));
         if check.violations > 0 {
-            out.push_str(&format!(
-                "     {} violation(s), e.g. {}\n",
-                check.violations,
-                check.examples.join(", ")
-            ));
+            out.push_str(&format!("     {} violation(s), e.g. {}\n", check.violations, check.examples.join(", ")));
         }
     }
-    out.push_str(&format!(
-        "orders in front of a person (attention): {}\n",
-        report.orders_in_attention
-    ));
-    out.push_str(if report.passed() {
-        "audit: PASSED\n"
-    } else {
-        "audit: FAILED\n"
-    });
+    out.push_str(&format!("orders in front of a person (attention): {}\n", report.orders_in_attention));
+    out.push_str(if report.passed() { "audit: PASSED\n" } else { "audit: FAILED\n" });
     out
 }

@@ -54,24 +54,15 @@ struct Database {
 
 async fn fresh_database(engine: &str) -> Result<Database> {
     if engine == "sqlite" {
-        let dir =
-            std::env::temp_dir().join(format!("zerodrop-bench-{}", uuid::Uuid::new_v4().simple()));
-        return Ok(Database {
-            url: format!("sqlite://{}/bench.db", dir.display()),
-            cleanup: None,
-            temp: Some(dir),
-        });
+        let dir = std::env::temp_dir().join(format!("zerodrop-bench-{}", uuid::Uuid::new_v4().simple()));
+        return Ok(Database { url: format!("sqlite://{}/bench.db", dir.display()), cleanup: None, temp: Some(dir) });
     }
     if !engine.starts_with("postgres") {
         return Err(anyhow!("--engine must be sqlite or a postgres:// URL"));
     }
     let name = format!("zd_bench_{}", uuid::Uuid::new_v4().simple());
     let url = zerodrop_store::admin::create_postgres_database(engine, &name).await?;
-    Ok(Database {
-        url,
-        cleanup: Some((engine.to_owned(), name)),
-        temp: None,
-    })
+    Ok(Database { url, cleanup: Some((engine.to_owned(), name)), temp: None })
 }
 
 async fn drop_database(db: &Database) {
@@ -94,10 +85,7 @@ async fn notify(args: &NotifyArgs) -> Result<()> {
 
 async fn notify_on(args: &NotifyArgs, db: &Database) -> Result<()> {
     let sandbox = SandboxSide::start(zerodrop_sandbox::faults::Faults::none()).await?;
-    let tuning = Tuning {
-        concurrency: 1,
-        ..Tuning::default()
-    };
+    let tuning = Tuning { concurrency: 1, ..Tuning::default() };
     let server = stack::InProcess::start(|listen| {
         let mut config = stack::config(&db.url, listen, &sandbox, &tuning);
         // The benchmark measures the notification path alone; no background jobs.
@@ -109,67 +97,38 @@ async fn notify_on(args: &NotifyArgs, db: &Database) -> Result<()> {
     let engine = store.dialect().name();
     println!("zerodrop bench notify on {engine} ({})", machine());
 
-    let key = Arc::new(
-        sandbox
-            .sandbox_key()
-            .ok_or_else(|| anyhow!("sandbox key"))?,
-    );
-    let half_n = (args.half_load_secs as usize)
-        .saturating_mul(4_000)
-        .max(1_000);
-    eprintln!(
-        "preparing {} orders and signed notifications…",
-        args.notifications + half_n
-    );
+    let key = Arc::new(sandbox.sandbox_key().ok_or_else(|| anyhow!("sandbox key"))?);
+    let half_n = (args.half_load_secs as usize).saturating_mul(4_000).max(1_000);
+    eprintln!("preparing {} orders and signed notifications…", args.notifications + half_n);
     let batch_a = prepare(&store, &key, args.notifications).await?;
     let batch_b = prepare(&store, &key, half_n).await?;
-    let url = format!(
-        "{}/v1/providers/{}/notify",
-        server.base_url,
-        stack::PROVIDER
-    );
+    let url = format!("{}/v1/providers/{}/notify", server.base_url, stack::PROVIDER);
     let client = zerodrop_providers::http_client::client(Duration::from_secs(30))?;
 
     eprintln!("baseline: single-row durable commits over the same pool…");
     let baseline = baseline(&store, args.clients, Duration::from_secs(5)).await?;
 
-    eprintln!(
-        "throughput: {} notifications from {} clients…",
-        args.notifications, args.clients
-    );
+    eprintln!("throughput: {} notifications from {} clients…", args.notifications, args.clients);
     let started = Instant::now();
     let latencies = closed_loop(&client, &url, batch_a, args.clients).await?;
     let elapsed = started.elapsed();
     let rate = args.notifications as f64 / elapsed.as_secs_f64();
     let delivered = delivered_count(&store).await?;
     if delivered != args.notifications as i64 {
-        return Err(anyhow!(
-            "expected {} deliveries, found {delivered}",
-            args.notifications
-        ));
+        return Err(anyhow!("expected {} deliveries, found {delivered}", args.notifications));
     }
 
     let half_rate = (rate / 2.0).max(1.0);
     let half_count = ((half_rate * args.half_load_secs as f64) as usize).min(half_n);
-    eprintln!(
-        "latency: {half_count} notifications at a fixed {half_rate:.0}/s (half the throughput)…"
-    );
-    let half = open_loop(
-        &client,
-        &url,
-        batch_b.into_iter().take(half_count).collect(),
-        half_rate,
-    )
-    .await?;
+    eprintln!("latency: {half_count} notifications at a fixed {half_rate:.0}/s (half the throughput)…");
+    let half = open_loop(&client, &url, batch_b.into_iter().take(half_count).collect(), half_rate).await?;
 
     let (p50, p99) = percentiles(latencies);
     let (h50, h99) = percentiles(half);
     println!();
     println!("| engine | raw durable commits/s | deliveries/s | p50 ms at max | p99 ms at max | rate at half load | p50 ms | p99 ms |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    println!(
-        "| {engine} | {baseline:.0} | {rate:.0} | {p50:.1} | {p99:.1} | {half_rate:.0}/s | {h50:.1} | {h99:.1} |"
-    );
+    println!("| {engine} | {baseline:.0} | {rate:.0} | {p50:.1} | {p99:.1} | {half_rate:.0}/s | {h50:.1} | {h99:.1} |");
     println!();
     println!(
         "{} notifications, {} clients, all {} delivered exactly once (checked).",
@@ -186,10 +145,7 @@ struct Prepared {
 
 /// Creates orders directly and signs one payment notification for each.
 async fn prepare(store: &Store, key: &Arc<RsaPrivateKey>, count: usize) -> Result<Vec<Prepared>> {
-    let product = Catalog::default_catalog()
-        .get("diamonds_60")
-        .map_err(|e| anyhow!("{e}"))?
-        .clone();
+    let product = Catalog::default_catalog().get("diamonds_60").map_err(|e| anyhow!("{e}"))?.clone();
     let amount = product.total(1).map_err(|e| anyhow!("{e}"))?;
     let now = now_ms();
     let mut order_nos = Vec::with_capacity(count);
@@ -199,24 +155,19 @@ async fn prepare(store: &Store, key: &Arc<RsaPrivateKey>, count: usize) -> Resul
             let order = NewOrder {
                 id: OrderId::new(),
                 order_no: OrderNo::from_random(rand::random::<u64>()),
-                user_id: UserId::parse(&format!("bench-{}", i % 1000))
-                    .map_err(|e| anyhow!("{e}"))?,
+                user_id: UserId::parse(&format!("bench-{}", i % 1000)).map_err(|e| anyhow!("{e}"))?,
                 product: product.clone(),
                 quantity: 1,
                 amount,
                 provider: stack::PROVIDER.into(),
                 expires_at_ms: now + 3_600_000,
             };
-            let row = orders::insert(&mut tx, &order, "bench", now)
-                .await?
-                .context("order number collision")?;
+            let row = orders::insert(&mut tx, &order, "bench", now).await?.context("order number collision")?;
             order_nos.push(row.order_no.to_string());
         }
         tx.commit().await?;
     }
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
+    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
     let per = order_nos.len().div_ceil(workers).max(1);
     let mut handles = Vec::new();
     for (w, chunk) in order_nos.chunks(per).enumerate() {
@@ -240,18 +191,12 @@ async fn prepare(store: &Store, key: &Arc<RsaPrivateKey>, count: usize) -> Resul
 fn sign(key: &RsaPrivateKey, order_no: &str, seq: usize, amount: String) -> Result<Prepared> {
     let trade_no = format!("2026BENCH{:012}{seq}", rand::random::<u32>());
     let fields = stack::payment_notification(order_no, &trade_no, &amount);
-    Ok(Prepared {
-        body: stack::sign_notification(key, &fields)?,
-    })
+    Ok(Prepared { body: stack::sign_notification(key, &fields)? })
 }
 
 async fn post(client: &reqwest::Client, url: &str, body: String) -> Result<()> {
-    let response = client
-        .post(url)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(body)
-        .send()
-        .await?;
+    let response =
+        client.post(url).header("content-type", "application/x-www-form-urlencoded").body(body).send().await?;
     let text = response.text().await?;
     if text != "success" {
         return Err(anyhow!("notification not acknowledged: {text}"));
@@ -290,12 +235,7 @@ async fn closed_loop(
 
 /// Sends at a fixed rate, timing each request from when it was due, so a stall shows
 /// up in the latencies instead of silently lowering the rate.
-async fn open_loop(
-    client: &reqwest::Client,
-    url: &str,
-    work: Vec<Prepared>,
-    rate: f64,
-) -> Result<Vec<Duration>> {
+async fn open_loop(client: &reqwest::Client, url: &str, work: Vec<Prepared>, rate: f64) -> Result<Vec<Duration>> {
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for (i, item) in work.into_iter().enumerate() {
@@ -343,8 +283,7 @@ async fn baseline(store: &Store, clients: usize, duration: Duration) -> Result<f
             let mut commits = 0_u64;
             while Instant::now() < deadline {
                 let mut tx = store.begin().await?;
-                zerodrop_store::bench_insert(&mut tx, &uuid::Uuid::new_v4().to_string(), now_ms())
-                    .await?;
+                zerodrop_store::bench_insert(&mut tx, &uuid::Uuid::new_v4().to_string(), now_ms()).await?;
                 tx.commit().await?;
                 commits += 1;
             }
@@ -361,17 +300,11 @@ async fn baseline(store: &Store, clients: usize, duration: Duration) -> Result<f
 
 async fn delivered_count(store: &Store) -> Result<i64> {
     let mut conn = store.reader().await?;
-    Ok(
-        zerodrop_store::payments::delivered_at_by_order_no(&mut conn)
-            .await?
-            .len() as i64,
-    )
+    Ok(zerodrop_store::payments::delivered_at_by_order_no(&mut conn).await?.len() as i64)
 }
 
 fn machine() -> String {
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|text| {

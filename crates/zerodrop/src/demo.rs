@@ -97,12 +97,8 @@ struct Counters {
 }
 
 pub async fn run(args: &Args) -> Result<ExitCode> {
-    let temp =
-        std::env::temp_dir().join(format!("zerodrop-demo-{}", uuid::Uuid::new_v4().simple()));
-    let database_url = args
-        .database_url
-        .clone()
-        .unwrap_or_else(|| format!("sqlite://{}/zerodrop.db", temp.display()));
+    let temp = std::env::temp_dir().join(format!("zerodrop-demo-{}", uuid::Uuid::new_v4().simple()));
+    let database_url = args.database_url.clone().unwrap_or_else(|| format!("sqlite://{}/zerodrop.db", temp.display()));
     let faults = Faults {
         drop_rate_pct: args.drop_pct,
         duplicate_rate_pct: args.duplicate_pct,
@@ -114,24 +110,14 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
         retry_scale_pct: 1,
         ..Faults::none()
     };
-    println!(
-        "zerodrop demo: {} orders by {} users on {}",
-        args.orders,
-        args.users,
-        redact_url(&database_url)
-    );
+    println!("zerodrop demo: {} orders by {} users on {}", args.orders, args.users, redact_url(&database_url));
     println!(
         "faults: {}% of notifications dropped, {}% duplicated, {}% followed by a stale one, delays up to 2 s, a {} s gateway outage",
         args.drop_pct, args.duplicate_pct, args.reorder_pct, args.outage_secs
     );
     let sandbox = SandboxSide::start(faults.clone()).await?;
-    let tuning = Tuning {
-        ttl_secs: DEMO_TTL_SECS,
-        late_sweep_secs: DEMO_LATE_SWEEP_SECS,
-        ..Tuning::default()
-    };
-    let server =
-        InProcess::start(|listen| stack::config(&database_url, listen, &sandbox, &tuning)).await?;
+    let tuning = Tuning { ttl_secs: DEMO_TTL_SECS, late_sweep_secs: DEMO_LATE_SWEEP_SECS, ..Tuning::default() };
+    let server = InProcess::start(|listen| stack::config(&database_url, listen, &sandbox, &tuning)).await?;
     let client = Client::new(&server.base_url, &sandbox.url)?;
     let started = Instant::now();
 
@@ -140,12 +126,8 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
     let limiter = Arc::new(tokio::sync::Semaphore::new(CLIENT_CONCURRENCY));
     let mut users = tokio::task::JoinSet::new();
     for n in 0..args.orders {
-        let (client, counters, order_nos, limiter) = (
-            client.clone(),
-            counters.clone(),
-            order_nos.clone(),
-            limiter.clone(),
-        );
+        let (client, counters, order_nos, limiter) =
+            (client.clone(), counters.clone(), order_nos.clone(), limiter.clone());
         let user = format!("user-{}", n % args.users.max(1));
         users.spawn(async move {
             simulated_user(&client, &user, n, &counters, &order_nos, &limiter).await;
@@ -159,10 +141,7 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
         let outage_ms = args.outage_secs * 1000;
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(20)).await;
-            sandbox.set_faults(Faults {
-                gateway_down_until_ms: now_ms() + outage_ms,
-                ..faults
-            });
+            sandbox.set_faults(Faults { gateway_down_until_ms: now_ms() + outage_ms, ..faults });
         })
     };
 
@@ -170,12 +149,9 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
     let total = u64::from(args.orders);
     let mut settled_at = None;
     while Instant::now() < deadline {
-        let progress = settlement(
-            &server,
-            &sandbox.sandbox.charges(),
-            &order_nos.lock().map(|v| v.clone()).unwrap_or_default(),
-        )
-        .await?;
+        let progress =
+            settlement(&server, &sandbox.sandbox.charges(), &order_nos.lock().map(|v| v.clone()).unwrap_or_default())
+                .await?;
         let users_done = counters.users_done.load(Ordering::Relaxed);
         draw(users_done, total, &progress, started.elapsed());
         if users_done == total && progress.unsettled == 0 && progress.charges_without_outcome == 0 {
@@ -194,53 +170,24 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
     let report = crate::audit::check(&server.app.store, &server.app.config).await?;
     let stats = sandbox.sandbox.stats();
     println!();
-    println!(
-        "{:<42} {:>10}",
-        "orders placed",
-        counters.created.load(Ordering::Relaxed)
-    );
+    println!("{:<42} {:>10}", "orders placed", counters.created.load(Ordering::Relaxed));
     println!(
         "{:<42} {:>10}",
         "orders refused by zerodrop (client errors)",
         counters.create_failed.load(Ordering::Relaxed)
     );
-    println!(
-        "{:<42} {:>10}",
-        "paid (charges at the provider)",
-        charges.len()
-    );
+    println!("{:<42} {:>10}", "paid (charges at the provider)", charges.len());
     println!("{:<42} {:>10}", "  recorded by zerodrop", table.payments);
     println!("{:<42} {:>10}", "delivered", table.delivered);
     println!("{:<42} {:>10}", "late payments", table.late);
-    println!(
-        "{:<42} {:>10}",
-        "  delivered late (policy: deliver)", table.late_delivered
-    );
-    println!(
-        "{:<42} {:>10}",
-        "  refund due (policy: refund)", table.refund_due
-    );
+    println!("{:<42} {:>10}", "  delivered late (policy: deliver)", table.late_delivered);
+    println!("{:<42} {:>10}", "  refund due (policy: refund)", table.refund_due);
     println!("{:<42} {:>10}", "expired unpaid", table.expired);
-    println!(
-        "{:<42} {:>10}",
-        "attention (in front of a person)", table.attention
-    );
+    println!("{:<42} {:>10}", "attention (in front of a person)", table.attention);
     println!("{:<42} {:>10}", "DROPPED (must be 0)", table.dropped);
-    println!(
-        "{:<42} {:>10}",
-        "payment → delivery p50",
-        format!("{} ms", table.p50_ms)
-    );
-    println!(
-        "{:<42} {:>10}",
-        "payment → delivery p99",
-        format!("{} ms", table.p99_ms)
-    );
-    println!(
-        "{:<42} {:>10}",
-        "payment → delivery max",
-        format!("{} ms", table.max_ms)
-    );
+    println!("{:<42} {:>10}", "payment → delivery p50", format!("{} ms", table.p50_ms));
+    println!("{:<42} {:>10}", "payment → delivery p99", format!("{} ms", table.p99_ms));
+    println!("{:<42} {:>10}", "payment → delivery max", format!("{} ms", table.max_ms));
     println!(
         "notifications: {} planned, {} dropped, {} duplicated, {} stale; {} sends, {} refused; gateway calls {} ({} failed)",
         stats.notifications_planned, stats.notifications_dropped, stats.notifications_duplicated, stats.notifications_stale,
@@ -248,10 +195,7 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
     );
     match settled_at {
         Some(t) => println!("everything settled after {:.0?}", t),
-        None => println!(
-            "NOT everything settled within {} minutes",
-            args.settle_minutes_max
-        ),
+        None => println!("NOT everything settled within {} minutes", args.settle_minutes_max),
     }
     print!("{}", crate::audit::render(&report));
     server.stop().await?;
@@ -260,11 +204,7 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
         let _ = std::fs::remove_dir_all(&temp);
     }
     let ok = report.passed() && table.dropped == 0 && settled_at.is_some();
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 async fn simulated_user(
@@ -295,21 +235,13 @@ async fn simulated_user(
         }
     };
     counters.created.fetch_add(1, Ordering::Relaxed);
-    let order_no = created["order"]["order_no"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let order_no = created["order"]["order_no"].as_str().unwrap_or_default().to_owned();
     if let Ok(mut list) = order_nos.lock() {
         list.push(order_no);
     }
     let wait_ms = match what {
-        Behaviour::PayInTime => {
-            rand::rng().random_range(1_000..(DEMO_TTL_SECS as u64 * 1000 - ORDER_SPREAD_MS))
-        }
-        Behaviour::PayLate => {
-            DEMO_TTL_SECS as u64 * 1000
-                + rand::rng().random_range(500..LATE_PAY_AFTER_EXPIRY_MS_MAX)
-        }
+        Behaviour::PayInTime => rand::rng().random_range(1_000..(DEMO_TTL_SECS as u64 * 1000 - ORDER_SPREAD_MS)),
+        Behaviour::PayLate => DEMO_TTL_SECS as u64 * 1000 + rand::rng().random_range(500..LATE_PAY_AFTER_EXPIRY_MS_MAX),
         Behaviour::Abandon => return,
     };
     tokio::time::sleep(Duration::from_millis(wait_ms)).await;
@@ -328,9 +260,7 @@ type OrderStates = HashMap<String, (String, bool, Option<i64>)>;
 fn has_outcome(states: &OrderStates, charge: &Charge) -> bool {
     states
         .get(&charge.out_trade_no)
-        .is_some_and(|(status, attention, _)| {
-            *attention || matches!(status.as_str(), "delivered" | "refund_due")
-        })
+        .is_some_and(|(status, attention, _)| *attention || matches!(status.as_str(), "delivered" | "refund_due"))
 }
 
 struct Progress {
@@ -343,17 +273,10 @@ struct Progress {
 async fn order_states(server: &InProcess) -> Result<OrderStates> {
     let mut conn = server.app.store.reader().await?;
     let rows = zerodrop_store::orders::summaries(&mut conn).await?;
-    Ok(rows
-        .into_iter()
-        .map(|o| (o.order_no, (o.status, o.attention, o.settled_at_ms)))
-        .collect())
+    Ok(rows.into_iter().map(|o| (o.order_no, (o.status, o.attention, o.settled_at_ms))).collect())
 }
 
-async fn settlement(
-    server: &InProcess,
-    charges: &[Charge],
-    order_nos: &[String],
-) -> Result<Progress> {
+async fn settlement(server: &InProcess, charges: &[Charge], order_nos: &[String]) -> Result<Progress> {
     let states = order_states(server).await?;
     let settled_state = |no: &str| {
         states.get(no).is_some_and(|(status, attention, _)| {
@@ -361,13 +284,8 @@ async fn settlement(
         })
     };
     let settled = order_nos.iter().filter(|no| settled_state(no)).count() as u64;
-    let charges_without_outcome =
-        charges.iter().filter(|c| !has_outcome(&states, c)).count() as u64;
-    Ok(Progress {
-        settled,
-        unsettled: order_nos.len() as u64 - settled,
-        charges_without_outcome,
-    })
+    let charges_without_outcome = charges.iter().filter(|c| !has_outcome(&states, c)).count() as u64;
+    Ok(Progress { settled, unsettled: order_nos.len() as u64 - settled, charges_without_outcome })
 }
 
 /// Redraws the bar in place on a terminal; elsewhere (CI logs) prints a line every
@@ -378,12 +296,8 @@ fn draw(users_done: u64, total: u64, progress: &Progress, elapsed: Duration) {
     if !terminal && elapsed.as_millis() % (u128::from(PLAIN_PROGRESS_EVERY_SECS) * 1000) >= 500 {
         return;
     }
-    let filled = (progress.settled * WIDTH)
-        .checked_div(total)
-        .unwrap_or(WIDTH);
-    let bar: String = (0..WIDTH)
-        .map(|i| if i < filled { '#' } else { '.' })
-        .collect();
+    let filled = (progress.settled * WIDTH).checked_div(total).unwrap_or(WIDTH);
+    let bar: String = (0..WIDTH).map(|i| if i < filled { '#' } else { '.' }).collect();
     let line = format!(
         "[{bar}] {:>5}/{total} settled  users done {:>5}  paid awaiting outcome {:>4}  {:>4}s",
         progress.settled,
@@ -421,36 +335,18 @@ async fn summarise(server: &InProcess, charges: &[Charge], order_nos: &[String])
     let payments = zerodrop_store::payments::list_after(&mut conn, 0, i64::MAX).await?;
     let late = payments.iter().filter(|p| p.late).count() as u64;
     let count = |status: &str| {
-        order_nos
-            .iter()
-            .filter(|no| states.get(*no).is_some_and(|(s, _, _)| s == status))
-            .count() as u64
+        order_nos.iter().filter(|no| states.get(*no).is_some_and(|(s, _, _)| s == status)).count() as u64
     };
-    let attention = order_nos
-        .iter()
-        .filter(|no| states.get(*no).is_some_and(|(_, a, _)| *a))
-        .count() as u64;
+    let attention = order_nos.iter().filter(|no| states.get(*no).is_some_and(|(_, a, _)| *a)).count() as u64;
     // Dropped: the provider charged, and zerodrop has no outcome for it (not delivered,
     // not due for refund, not in front of a person).
     let dropped = charges.iter().filter(|c| !has_outcome(&states, c)).count() as u64;
-    let late_orders: std::collections::HashSet<&str> = payments
-        .iter()
-        .filter(|p| p.late)
-        .map(|p| p.order_id.as_str())
-        .collect();
+    let late_orders: std::collections::HashSet<&str> =
+        payments.iter().filter(|p| p.late).map(|p| p.order_id.as_str()).collect();
     let delivered_at = zerodrop_store::payments::delivered_at_by_order_no(&mut conn).await?;
-    let mut latencies: Vec<i64> = charges
-        .iter()
-        .filter_map(|c| {
-            delivered_at
-                .get(&c.out_trade_no)
-                .map(|(_, at)| at - c.paid_at_ms)
-        })
-        .collect();
-    let late_delivered = delivered_at
-        .values()
-        .filter(|(id, _)| late_orders.contains(id.as_str()))
-        .count() as u64;
+    let mut latencies: Vec<i64> =
+        charges.iter().filter_map(|c| delivered_at.get(&c.out_trade_no).map(|(_, at)| at - c.paid_at_ms)).collect();
+    let late_delivered = delivered_at.values().filter(|(id, _)| late_orders.contains(id.as_str())).count() as u64;
     latencies.sort_unstable();
     let pick = |per_mille: usize| -> i64 {
         if latencies.is_empty() {

@@ -4,5 +4,6 @@
 pub mod audit;
 pub mod bench;
 pub mod demo;
+pub mod endpoint;
 pub mod psp;
 pub mod stack;

@@ -48,6 +48,32 @@ enum Command {
         #[command(subcommand)]
         command: zerodrop::bench::Command,
     },
+    /// Operator tasks: card-key stock, secrets.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Import card keys (one per line; blank lines and # comments skipped) into a SKU's
+    /// stock. Orders waiting for stock are served at once, oldest first.
+    ImportKeys {
+        #[arg(long)]
+        sku: String,
+        file: PathBuf,
+        /// Import the rest when some codes are duplicates (otherwise nothing is imported).
+        #[arg(long)]
+        skip_duplicates: bool,
+    },
+    /// Show a SKU's card-key stock.
+    Stock {
+        #[arg(long)]
+        sku: String,
+    },
+    /// Print a fresh random 32-byte key, base64 (for card_keys.encryption_key).
+    NewKey,
 }
 
 #[derive(Subcommand)]
@@ -57,8 +83,7 @@ enum ConfigCommand {
 }
 
 fn load_config(cli: &Cli) -> Result<Config> {
-    let mut config =
-        Config::load(cli.config.as_deref(), std::env::vars()).context("loading configuration")?;
+    let mut config = Config::load(cli.config.as_deref(), std::env::vars()).context("loading configuration")?;
     if let Some(url) = &cli.database_url {
         config.database_url = url.clone();
     }
@@ -68,18 +93,12 @@ fn load_config(cli: &Cli) -> Result<Config> {
 fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ZERODROP_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -109,18 +128,12 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
         Command::Migrate => {
             init_tracing("info");
             let config = load_config(&cli)?;
-            let store =
-                zerodrop_store::Store::connect(&config.database_url, &Default::default()).await?;
+            let store = zerodrop_store::Store::connect(&config.database_url, &Default::default()).await?;
             let applied = store.migrate().await?;
-            println!(
-                "{applied} migration(s) applied; schema at version {}",
-                zerodrop_store::MIGRATIONS_LATEST
-            );
+            println!("{applied} migration(s) applied; schema at version {}", zerodrop_store::MIGRATIONS_LATEST);
             Ok(std::process::ExitCode::SUCCESS)
         }
-        Command::Config {
-            command: ConfigCommand::Check,
-        } => {
+        Command::Config { command: ConfigCommand::Check } => {
             let config = load_config(&cli)?;
             print!("{}", config.redacted_toml());
             zerodrop_server::app::load_catalog(&config.catalog_path)?;
@@ -147,16 +160,59 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
             zerodrop::bench::run(command).await?;
             Ok(std::process::ExitCode::SUCCESS)
         }
+        Command::Admin { command } => {
+            init_tracing("warn");
+            admin(&cli, command).await
+        }
+    }
+}
+
+async fn admin(cli: &Cli, command: &AdminCommand) -> Result<std::process::ExitCode> {
+    if let AdminCommand::NewKey = command {
+        println!("{}", zerodrop_server::vault::Vault::generate_key());
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    let app = zerodrop_server::App::start(load_config(cli)?).await?;
+    match command {
+        AdminCommand::ImportKeys { sku, file, skip_duplicates } => {
+            let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+            match zerodrop_server::stock::import(&app, sku, &text, *skip_duplicates).await {
+                Ok(report) => {
+                    println!(
+                        "{}: {} code(s) read, {} imported, {} duplicate(s) in the file skipped, {} already in stock skipped; {} available now",
+                        report.sku,
+                        report.codes_read,
+                        report.imported,
+                        report.duplicates_in_file.len(),
+                        report.already_in_stock.len(),
+                        report.stock_available
+                    );
+                    Ok(std::process::ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Ok(std::process::ExitCode::FAILURE)
+                }
+            }
+        }
+        AdminCommand::Stock { sku } => {
+            let mut conn = app.store.reader().await?;
+            let stock = zerodrop_store::card_keys::stock(&mut conn, sku).await?;
+            println!("{sku}: {} available, {} allocated, {} revoked", stock.available, stock.allocated, stock.revoked);
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        AdminCommand::NewKey => Ok(std::process::ExitCode::SUCCESS),
     }
 }
 
 async fn serve(config: Config) -> Result<()> {
     if config.api.merchant_api_keys.is_empty() {
-        anyhow::bail!("api.merchant_api_keys is empty: set at least one key (e.g. ZERODROP_API__MERCHANT_API_KEYS='[\"…\"]')");
+        anyhow::bail!(
+            "api.merchant_api_keys is empty: set at least one key (e.g. ZERODROP_API__MERCHANT_API_KEYS='[\"…\"]')"
+        );
     }
-    let listener = tokio::net::TcpListener::bind(&config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(&config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let app = zerodrop_server::App::start(config).await?;
     tracing::info!(listen = %listener.local_addr()?, database = app.store.dialect().name(), "zerodrop serving");
     zerodrop_server::serve(app, listener, shutdown_signal()).await?;
@@ -168,14 +224,13 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

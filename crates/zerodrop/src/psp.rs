@@ -48,8 +48,7 @@ pub async fn run(args: &Args) -> Result<()> {
     let sandbox = Sandbox::with_key(key, faults)?;
     let merchant_key_text = std::fs::read_to_string(&args.merchant_public_key_file)
         .with_context(|| format!("reading {}", args.merchant_public_key_file.display()))?;
-    let app_public_key = RsaPublicKey::parse(&merchant_key_text, "merchant public key")
-        .map_err(|e| anyhow!("{e}"))?;
+    let app_public_key = RsaPublicKey::parse(&merchant_key_text, "merchant public key").map_err(|e| anyhow!("{e}"))?;
     sandbox.add_merchant(Merchant {
         app_id: args.merchant_app_id.clone(),
         seller_id: args.merchant_seller_id.clone(),
@@ -72,8 +71,7 @@ pub async fn run(args: &Args) -> Result<()> {
 fn load_or_create_key(path: &PathBuf) -> Result<RsaPrivateKey> {
     if path.exists() {
         let text = std::fs::read_to_string(path)?;
-        return RsaPrivateKey::parse(&text, "sandbox key")
-            .map_err(|e| anyhow!("{}: {e}", path.display()));
+        return RsaPrivateKey::parse(&text, "sandbox key").map_err(|e| anyhow!("{}: {e}", path.display()));
     }
     let key = RsaPrivateKey::generate().map_err(|e| anyhow!("{e}"))?;
     if let Some(dir) = path.parent() {

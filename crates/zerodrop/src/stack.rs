@@ -37,9 +37,7 @@ pub struct SandboxSide {
 impl SandboxSide {
     pub async fn start(faults: Faults) -> Result<SandboxSide> {
         let sandbox_key = RsaPrivateKey::generate().map_err(|e| anyhow!("sandbox key: {e}"))?;
-        let sandbox_key_pem = sandbox_key
-            .to_pkcs8_pem()
-            .map_err(|e| anyhow!("sandbox key: {e}"))?;
+        let sandbox_key_pem = sandbox_key.to_pkcs8_pem().map_err(|e| anyhow!("sandbox key: {e}"))?;
         let sandbox = Sandbox::with_key(sandbox_key, faults)?;
         let app_key = RsaPrivateKey::generate().map_err(|e| anyhow!("app key: {e}"))?;
         sandbox.add_merchant(Merchant {
@@ -58,17 +56,8 @@ impl SandboxSide {
                 })
                 .await;
         });
-        let app_key_pem = app_key
-            .to_pkcs8_pem()
-            .map_err(|e| anyhow!("app key: {e}"))?;
-        Ok(SandboxSide {
-            sandbox,
-            url,
-            app_key_pem,
-            sandbox_key_pem,
-            stop: Some(stop),
-            task,
-        })
+        let app_key_pem = app_key.to_pkcs8_pem().map_err(|e| anyhow!("app key: {e}"))?;
+        Ok(SandboxSide { sandbox, url, app_key_pem, sandbox_key_pem, stop: Some(stop), task })
     }
 
     /// The sandbox's own signing key, for benchmarks that sign notifications ahead of time.
@@ -108,7 +97,84 @@ pub struct Tuning {
     pub late_sweep_secs: i64,
     pub poll_interval_ms: u64,
     pub concurrency: usize,
+    /// A catalog instead of the shipped one (TOML text).
+    pub catalog_toml: Option<String>,
+    /// The platform's delivery endpoint, configured as `game`.
+    pub endpoint_url: Option<String>,
 }
+
+/// A catalog with deadlines short enough to watch: every kind, both miss policies.
+pub const TEST_CATALOG: &str = r#"
+[[product]]
+sku = "diamonds_60"
+title = "60 钻石 / 60 diamonds"
+kind = "currency_pack"
+currency = "CNY"
+virtual_currency = "DIAMOND"
+units = 60
+price = "6.00"
+delivery_deadline_secs = 10
+
+[[product]]
+sku = "diamonds_6480"
+title = "6480 钻石 / 6480 diamonds"
+kind = "currency_pack"
+currency = "CNY"
+virtual_currency = "DIAMOND"
+units = 6480
+price = "648.00"
+late_payment = "refund"
+
+[[product]]
+sku = "svip_30d"
+title = "SVIP 30 天 / SVIP 30 days"
+kind = "membership"
+currency = "CNY"
+plan = "svip"
+days = 30
+price = "30.00"
+
+[[product]]
+sku = "card_50"
+title = "游戏点卡 50 元 / Game card 50 CNY"
+kind = "card_key"
+currency = "CNY"
+price = "50.00"
+delivery_deadline_secs = 10
+compensation = { currency = "DIAMOND", units = 20 }
+
+[[product]]
+sku = "card_escalate"
+title = "游戏点卡 20 元 / Game card 20 CNY"
+kind = "card_key"
+currency = "CNY"
+price = "20.00"
+delivery_deadline_secs = 10
+on_deadline_miss = "escalate"
+
+[[product]]
+sku = "gold_100"
+title = "游戏金币 100 / 100 game gold"
+kind = "external"
+endpoint = "game"
+payload = { item = "gold", amount = 100 }
+currency = "CNY"
+price = "10.00"
+delivery_deadline_secs = 10
+compensation = { currency = "DIAMOND", units = 10 }
+
+[[product]]
+sku = "gold_escalate"
+title = "游戏金币 500 / 500 game gold"
+kind = "external"
+endpoint = "game"
+payload = { item = "gold", amount = 500 }
+currency = "CNY"
+price = "45.00"
+delivery_deadline_secs = 10
+on_deadline_miss = "escalate"
+compensation = { currency = "DIAMOND", units = 50 }
+"#;
 
 impl Default for Tuning {
     fn default() -> Self {
@@ -119,6 +185,8 @@ impl Default for Tuning {
             late_sweep_secs: orders.late_sweep_secs,
             poll_interval_ms: 250,
             concurrency: 16,
+            catalog_toml: None,
+            endpoint_url: None,
         }
     }
 }
@@ -138,6 +206,24 @@ pub fn config(database_url: &str, listen: &str, sandbox: &SandboxSide, tuning: &
     config.orders.late_sweep_secs = tuning.late_sweep_secs;
     config.jobs.poll_interval_ms = tuning.poll_interval_ms;
     config.jobs.concurrency = tuning.concurrency;
+    config.card_keys.encryption_key = Some(zerodrop_domain::Secret::new(zerodrop_server::vault::Vault::generate_key()));
+    config.status_pages.secret =
+        Some(zerodrop_domain::Secret::new(format!("zd_status_{}", uuid::Uuid::new_v4().simple())));
+    if let Some(url) = &tuning.endpoint_url {
+        config.delivery_endpoints = vec![zerodrop_server::config::EndpointConfig {
+            name: crate::endpoint::NAME.into(),
+            url: url.clone(),
+            secret: zerodrop_domain::Secret::new(crate::endpoint::SECRET.into()),
+            timeout_ms: 2_000,
+        }];
+    }
+    if let Some(catalog) = &tuning.catalog_toml {
+        let dir = std::env::temp_dir().join(format!("zerodrop-catalog-{}", uuid::Uuid::new_v4().simple()));
+        let path = dir.join("catalog.toml");
+        if std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, catalog)).is_ok() {
+            config.catalog_path = path.display().to_string();
+        }
+    }
     config
 }
 
@@ -148,11 +234,7 @@ pub fn write_config(config: &Config, dir: &Path) -> Result<PathBuf> {
     let mut config = config.clone();
     let keys = [("app_private_key.pem", 0), ("provider_public_key.pem", 1)];
     for provider in &mut config.providers {
-        let private = provider
-            .app_private_key
-            .take()
-            .map(|s| s.expose().clone())
-            .unwrap_or_default();
+        let private = provider.app_private_key.take().map(|s| s.expose().clone()).unwrap_or_default();
         let public = provider.provider_public_key.take().unwrap_or_default();
         for (file, which) in keys {
             let path = dir.join(format!("{}_{file}", provider.name));
@@ -166,8 +248,12 @@ pub fn write_config(config: &Config, dir: &Path) -> Result<PathBuf> {
             }
         }
     }
-    // The API keys are secrets too: they travel as an environment variable instead.
+    // The API keys are secrets too: they travel as an environment variable instead. The
+    // child processes this writes for sell no card keys and use no delivery endpoints.
     config.api.merchant_api_keys.clear();
+    config.card_keys.encryption_key = None;
+    config.status_pages.secret = None;
+    config.delivery_endpoints.clear();
     let path = dir.join("zerodrop.toml");
     std::fs::write(&path, toml::to_string_pretty(&config)?)?;
     Ok(path)
@@ -203,12 +289,7 @@ impl InProcess {
         let task = tokio::spawn(zerodrop_server::serve(app.clone(), listener, async move {
             let _ = stopped.await;
         }));
-        Ok(InProcess {
-            app,
-            base_url: format!("http://{listen}"),
-            stop: Some(stop),
-            task,
-        })
+        Ok(InProcess { app, base_url: format!("http://{listen}"), stop: Some(stop), task })
     }
 
     pub async fn stop(mut self) -> Result<()> {
@@ -230,26 +311,13 @@ pub struct Client {
 
 impl Client {
     pub fn new(base_url: &str, sandbox_url: &str) -> Result<Client> {
-        let http =
-            zerodrop_providers::http_client::client(Duration::from_millis(CLIENT_TIMEOUT_MS))?;
-        Ok(Client {
-            base_url: base_url.into(),
-            sandbox_url: sandbox_url.into(),
-            http,
-        })
+        let http = zerodrop_providers::http_client::client(Duration::from_millis(CLIENT_TIMEOUT_MS))?;
+        Ok(Client { base_url: base_url.into(), sandbox_url: sandbox_url.into(), http })
     }
 
     /// Creates an order; returns (HTTP status, body).
-    pub async fn create_order(
-        &self,
-        body: &Value,
-        idempotency_key: Option<&str>,
-    ) -> Result<(u16, Value)> {
-        let mut request = self
-            .http
-            .post(format!("{}/v1/orders", self.base_url))
-            .bearer_auth(API_KEY)
-            .json(body);
+    pub async fn create_order(&self, body: &Value, idempotency_key: Option<&str>) -> Result<(u16, Value)> {
+        let mut request = self.http.post(format!("{}/v1/orders", self.base_url)).bearer_auth(API_KEY).json(body);
         if let Some(key) = idempotency_key {
             request = request.header("idempotency-key", key);
         }
@@ -259,12 +327,7 @@ impl Client {
     }
 
     pub async fn get(&self, path: &str) -> Result<(u16, Value)> {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.base_url))
-            .bearer_auth(API_KEY)
-            .send()
-            .await?;
+        let response = self.http.get(format!("{}{path}", self.base_url)).bearer_auth(API_KEY).send().await?;
         let status = response.status().as_u16();
         Ok((status, response.json().await.unwrap_or(Value::Null)))
     }
@@ -279,9 +342,8 @@ impl Client {
 
     /// The user pays at the sandbox with the order string zerodrop handed out.
     pub async fn pay(&self, created: &Value) -> Result<std::result::Result<Charge, String>> {
-        let order_string = created["pay"]["order_string"]
-            .as_str()
-            .ok_or_else(|| anyhow!("no order string in {created}"))?;
+        let order_string =
+            created["pay"]["order_string"].as_str().ok_or_else(|| anyhow!("no order string in {created}"))?;
         let response = self
             .http
             .post(format!("{}/sandbox/pay", self.sandbox_url))
@@ -340,13 +402,9 @@ pub fn payment_notification(order_no: &str, trade_no: &str, amount: &str) -> Vec
 
 /// Signs notification fields the way Alipay does and form-encodes them.
 pub fn sign_notification(key: &RsaPrivateKey, fields: &[(String, String)]) -> Result<String> {
-    let message = zerodrop_providers::alipay::sign::signing_string(
-        fields.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        false,
-    );
-    let sign = key
-        .sign_sha256_base64(message.as_bytes())
-        .map_err(|e| anyhow!("{e}"))?;
+    let message =
+        zerodrop_providers::alipay::sign::signing_string(fields.iter().map(|(k, v)| (k.as_str(), v.as_str())), false);
+    let sign = key.sign_sha256_base64(message.as_bytes()).map_err(|e| anyhow!("{e}"))?;
     let mut all = fields.to_vec();
     all.push(("sign".into(), sign));
     Ok(serde_urlencoded::to_string(&all)?)

@@ -6,12 +6,7 @@ use serde_json::{json, Value};
 use support::{calm, fast, Harness};
 use zerodrop_store::both_engines;
 
-async fn raw_post(
-    h: &Harness,
-    key: Option<&str>,
-    body: Vec<u8>,
-    idempotency: Option<&str>,
-) -> (u16, Value) {
+async fn raw_post(h: &Harness, key: Option<&str>, body: Vec<u8>, idempotency: Option<&str>) -> (u16, Value) {
     let mut request = h
         .client
         .http
@@ -35,10 +30,7 @@ fn code(body: &Value) -> &str {
 
 async fn order_count(db: &zerodrop_store::testing::TestDb) -> usize {
     let mut conn = db.store.reader().await.unwrap();
-    zerodrop_store::orders::summaries(&mut conn)
-        .await
-        .unwrap()
-        .len()
+    zerodrop_store::orders::summaries(&mut conn).await.unwrap().len()
 }
 
 both_engines! {
@@ -153,8 +145,7 @@ both_engines! {
 #[tokio::test]
 async fn the_openapi_document_matches_the_router() {
     let doc: Value = serde_json::from_str(zerodrop_server::api::OPENAPI_JSON).unwrap();
-    let documented: std::collections::BTreeSet<String> =
-        doc["paths"].as_object().unwrap().keys().cloned().collect();
+    let documented: std::collections::BTreeSet<String> = doc["paths"].as_object().unwrap().keys().cloned().collect();
     let source = include_str!("../../server/src/api/mod.rs");
     let routed: std::collections::BTreeSet<String> = source
         .lines()
@@ -170,25 +161,16 @@ async fn the_openapi_document_matches_the_router() {
             let url = format!(
                 "{}{}",
                 h.server.base_url,
-                path.replace("{order_no}", "ZD000000000000")
-                    .replace("{user_id}", "u")
-                    .replace("{provider}", "sandbox")
+                path.replace("{order_no}", "ZD000000000000").replace("{user_id}", "u").replace("{provider}", "sandbox")
             );
             let request = match method.as_str() {
                 "get" => h.client.http.get(url),
                 "post" => h.client.http.post(url).body("{}"),
                 other => panic!("undocumented method {other}"),
             };
-            let response = request
-                .bearer_auth(zerodrop::stack::API_KEY)
-                .send()
-                .await
-                .unwrap();
+            let response = request.bearer_auth(zerodrop::stack::API_KEY).send().await.unwrap();
             let body: Value = response.json().await.unwrap_or(Value::Null);
-            assert_ne!(
-                body["error"]["code"], "not_found",
-                "{method} {path} is documented but not routed"
-            );
+            assert_ne!(body["error"]["code"], "not_found", "{method} {path} is documented but not routed");
         }
     }
     h.stop().await;

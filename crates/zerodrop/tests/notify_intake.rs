@@ -13,35 +13,20 @@ use zerodrop_store::notifications;
 
 /// Orders whose notifications the sandbox drops, so the test controls every notification.
 fn quiet() -> Faults {
-    Faults {
-        drop_rate_pct: 100,
-        ..calm()
-    }
+    Faults { drop_rate_pct: 100, ..calm() }
 }
 
 /// A slow schedule, so no query races the test's own notifications.
 fn no_queries() -> zerodrop::stack::Tuning {
-    zerodrop::stack::Tuning {
-        ttl_secs: 600,
-        query_schedule_secs: vec![500],
-        ..fast()
-    }
+    zerodrop::stack::Tuning { ttl_secs: 600, query_schedule_secs: vec![500], ..fast() }
 }
 
 /// A change to a notification's fields before it is signed.
 type Edit = fn(&mut Vec<(String, String)>);
 
-async fn verdicts(
-    db: &zerodrop_store::testing::TestDb,
-    order_no: &str,
-) -> Vec<(String, Option<String>)> {
+async fn verdicts(db: &zerodrop_store::testing::TestDb, order_no: &str) -> Vec<(String, Option<String>)> {
     let mut conn = db.store.reader().await.unwrap();
-    notifications::for_order_no(&mut conn, order_no)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|n| (n.verdict, n.reason))
-        .collect()
+    notifications::for_order_no(&mut conn, order_no).await.unwrap().into_iter().map(|n| (n.verdict, n.reason)).collect()
 }
 
 both_engines! {
@@ -194,7 +179,7 @@ both_engines! {
         assert!(item.reason.contains("resolve_parked"), "{item:?}");
         assert_eq!(verdicts(db, order_no.as_str()).await[0].0, "parked", "still parked, and still evidence");
         // Even with no age allowance the audit is satisfied: a person has it.
-        let options = zerodrop_store::audit::AuditOptions { parked_age_ms_max: 0 };
+        let options = zerodrop_store::audit::AuditOptions::new(0);
         let report = zerodrop_store::audit::run(&db.store, &options, zerodrop_store::now_ms() + 1).await.unwrap();
         assert!(report.passed(), "{}", zerodrop::audit::render(&report));
         h.stop().await;

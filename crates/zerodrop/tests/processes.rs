@@ -24,20 +24,11 @@ struct Server {
 }
 
 impl Server {
-    async fn start(
-        db: &TestDb,
-        sandbox: &SandboxSide,
-        tuning: &Tuning,
-        dir: &std::path::Path,
-    ) -> Server {
+    async fn start(db: &TestDb, sandbox: &SandboxSide, tuning: &Tuning, dir: &std::path::Path) -> Server {
         let listen = free_port().await;
         let config = stack::config(&db.url, &listen, sandbox, tuning);
         let path = stack::write_config(&config, dir).expect("config");
-        let mut server = Server {
-            config: path,
-            listen,
-            child: None,
-        };
+        let mut server = Server { config: path, listen, child: None };
         server.spawn().await;
         server
     }
@@ -50,10 +41,7 @@ impl Server {
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_zerodrop"))
             .args(["serve", "--config"])
             .arg(&self.config)
-            .env(
-                "ZERODROP_API__MERCHANT_API_KEYS",
-                format!("[\"{}\"]", stack::API_KEY),
-            )
+            .env("ZERODROP_API__MERCHANT_API_KEYS", format!("[\"{}\"]", stack::API_KEY))
             .env("ZERODROP_LOG", "error")
             .kill_on_drop(true)
             .spawn()
@@ -62,19 +50,10 @@ impl Server {
         let http = reqwest::Client::new();
         let url = format!("{}/readyz", self.base_url());
         for _ in 0..600 {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 panic!("zerodrop serve exited during start: {status}");
             }
-            if http
-                .get(&url)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
+            if http.get(&url).send().await.is_ok_and(|r| r.status().is_success()) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -93,9 +72,7 @@ impl Server {
     async fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             if let Some(pid) = child.id() {
-                let _ = std::process::Command::new("kill")
-                    .args(["-TERM", &pid.to_string()])
-                    .status();
+                let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
             }
             let _ = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
         }
@@ -135,33 +112,19 @@ async fn assert_books_match(db: &TestDb, sandbox: &SandboxSide) {
     let charges = sandbox.sandbox.charges();
     let mut conn = db.store.reader().await.unwrap();
     let recorded = payments::list_after(&mut conn, 0, i64::MAX).await.unwrap();
-    let states: HashMap<String, String> = orders::summaries(&mut conn)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|o| (o.order_no, o.status))
-        .collect();
+    let states: HashMap<String, String> =
+        orders::summaries(&mut conn).await.unwrap().into_iter().map(|o| (o.order_no, o.status)).collect();
     assert_eq!(recorded.len(), charges.len(), "one payment per charge");
-    let by_trade: HashMap<&str, &payments::PaymentRow> =
-        recorded.iter().map(|p| (p.trade_no.as_str(), p)).collect();
+    let by_trade: HashMap<&str, &payments::PaymentRow> = recorded.iter().map(|p| (p.trade_no.as_str(), p)).collect();
     for charge in &charges {
         let payment = by_trade
             .get(charge.trade_no.as_str())
             .unwrap_or_else(|| panic!("charge {} never recorded (dropped)", charge.trade_no));
         assert_eq!(payment.amount.minor, charge.amount_minor);
-        assert_eq!(
-            states.get(&charge.out_trade_no).map(String::as_str),
-            Some("delivered"),
-            "{}",
-            charge.out_trade_no
-        );
+        assert_eq!(states.get(&charge.out_trade_no).map(String::as_str), Some("delivered"), "{}", charge.out_trade_no);
     }
-    let options = zerodrop_store::audit::AuditOptions {
-        parked_age_ms_max: 3_600_000,
-    };
-    let report = zerodrop_store::audit::run(&db.store, &options, zerodrop_store::now_ms())
-        .await
-        .unwrap();
+    let options = zerodrop_store::audit::AuditOptions::new(3_600_000);
+    let report = zerodrop_store::audit::run(&db.store, &options, zerodrop_store::now_ms()).await.unwrap();
     assert!(report.passed(), "{}", zerodrop::audit::render(&report));
 }
 
@@ -170,10 +133,7 @@ async fn wait_for_outcomes(db: &TestDb, sandbox: &SandboxSide, limit: Duration) 
         let mut conn = db.store.reader().await?;
         let delivered = payments::delivered_at_by_order_no(&mut conn).await?;
         let charges = sandbox.sandbox.charges();
-        Ok(charges
-            .iter()
-            .all(|c| delivered.contains_key(&c.out_trade_no))
-            .then_some(()))
+        Ok(charges.iter().all(|c| delivered.contains_key(&c.out_trade_no)).then_some(()))
     })
     .await
     .expect("all charges delivered");
@@ -186,6 +146,8 @@ fn tuning() -> Tuning {
         late_sweep_secs: 5,
         poll_interval_ms: 100,
         concurrency: 16,
+        catalog_toml: None,
+        endpoint_url: None,
     }
 }
 
@@ -196,11 +158,13 @@ both_engines! {
         let dir = temp_dir();
         // Every notification lost: all the work is done by the jobs of both processes.
         let sandbox = SandboxSide::start(Faults { drop_rate_pct: 100, ..calm() }).await.unwrap();
-        let mut a = Server::start(db, &sandbox, &tuning(), &dir.join("a")).await;
-        let mut b = Server::start(db, &sandbox, &tuning(), &dir.join("b")).await;
+        // Two jobs at a time each: neither process can take every job before the other looks.
+        let narrow = Tuning { concurrency: 2, ..tuning() };
+        let mut a = Server::start(db, &sandbox, &narrow, &dir.join("a")).await;
+        let mut b = Server::start(db, &sandbox, &narrow, &dir.join("b")).await;
         let clients = [Client::new(&a.base_url(), &sandbox.url).unwrap(), Client::new(&b.base_url(), &sandbox.url).unwrap()];
         let mut buyers = tokio::task::JoinSet::new();
-        for n in 0..40 {
+        for n in 0..80 {
             let client = clients[n % 2].clone();
             buyers.spawn(async move { buy(&client, &format!("u{}", n % 7), &format!("two-{n}"), 100).await });
         }

@@ -116,7 +116,7 @@ both_engines! {
 
 both_engines! {
     /// S7/S15: a payment that lands after expiry is late, never ignored: delivered under
-    /// a `deliver` policy, marked refund-due with its refund job stored under `refund`.
+    /// a `deliver` policy, refunded through the provider at once under `refund`.
     async fn late_payments_follow_the_product_policy(db) {
         let faults = Faults { drop_rate_pct: 100, late_pay_grace_ms: 60_000, ..calm() };
         let h = Harness::start(db, faults, fast()).await;
@@ -132,9 +132,19 @@ both_engines! {
         let order = h.wait_for_status(no, "delivered", Duration::from_secs(15)).await;
         assert_eq!(order["payment"]["late"], true);
         let no = refund["order"]["order_no"].as_str().unwrap();
-        let order = h.wait_for_status(no, "refund_due", Duration::from_secs(15)).await;
+        let order = h.wait_for_status(no, "refunded", Duration::from_secs(15)).await;
         assert_eq!(order["payment"]["late"], true);
-        assert_eq!(order["pending_jobs"][0]["kind"], "refund", "{order}");
+        let kinds = kinds(&order);
+        for kind in ["payment_captured", "refund_due", "refund_requested", "refund_succeeded"] {
+            assert!(kinds.contains(&kind.to_owned()), "{kind} missing from {kinds:?}");
+        }
+        assert_eq!(order["refunds"][0]["origin"], "late_payment");
+        assert_eq!(order["refunds"][0]["amount"], "648.00");
+        // The provider's own books show the money going back, under our request number.
+        let refunds = h.sandbox.sandbox.refunds();
+        assert_eq!(refunds.len(), 1);
+        assert_eq!(refunds[0].request_no, order["refunds"][0]["request_no"].as_str().unwrap());
+        assert_eq!(refunds[0].amount_minor, 64_800);
         assert!(h.wallet("late-2").await["balances"].as_array().unwrap().is_empty(), "nothing delivered");
         h.audit_passes().await;
         h.stop().await;

@@ -4,7 +4,7 @@
 use super::clock::{format_cst, parse_cst};
 use super::sign::{signing_string, split_response};
 use super::{AlipayConfig, GATEWAY_RESPONSE_BYTES_MAX};
-use crate::{CloseOutcome, OrderRef, PaymentStatus, ProviderError};
+use crate::{CloseOutcome, OrderRef, PaymentStatus, ProviderError, RefundRef, RefundStatus};
 use serde_json::{Map, Value};
 use zerodrop_domain::money::{Currency, Money};
 
@@ -56,11 +56,7 @@ fn signed_pairs(
 /// What a verified gateway answer said.
 enum Answer {
     Success(Map<String, Value>),
-    Failure {
-        code: String,
-        sub_code: String,
-        message: String,
-    },
+    Failure { code: String, sub_code: String, message: String },
 }
 
 async fn call(
@@ -79,74 +75,38 @@ async fn call(
     let status = response.status();
     let body = read_limited(response).await?;
     if !status.is_success() {
-        return Err(ProviderError::Transport(format!(
-            "gateway answered HTTP {}",
-            status.as_u16()
-        )));
+        return Err(ProviderError::Transport(format!("gateway answered HTTP {}", status.as_u16())));
     }
-    let text = std::str::from_utf8(&body)
-        .map_err(|_| ProviderError::BadResponse("response is not UTF-8".into()))?;
+    let text = std::str::from_utf8(&body).map_err(|_| ProviderError::BadResponse("response is not UTF-8".into()))?;
     let raw = split_response(text, method).map_err(ProviderError::BadResponse)?;
     let Some(content) = raw.content else {
         // Unsigned `error_response`: the gateway refused the request itself (bad app id,
         // bad request signature). Nothing it says about the trade can be trusted.
-        let detail = raw
-            .error
-            .map(|e| e.chars().take(300).collect::<String>())
-            .unwrap_or_default();
-        return Err(ProviderError::Refused {
-            code: "error_response".into(),
-            sub_code: String::new(),
-            message: detail,
-        });
+        let detail = raw.error.map(|e| e.chars().take(300).collect::<String>()).unwrap_or_default();
+        return Err(ProviderError::Refused { code: "error_response".into(), sub_code: String::new(), message: detail });
     };
-    let sign = raw
-        .sign
-        .ok_or_else(|| ProviderError::BadResponse("response is not signed".into()))?;
-    if !config
-        .alipay_public_key
-        .verify_sha256_base64(content.as_bytes(), &sign)
-    {
-        return Err(ProviderError::BadResponse(
-            "response signature does not verify".into(),
-        ));
+    let sign = raw.sign.ok_or_else(|| ProviderError::BadResponse("response is not signed".into()))?;
+    if !config.alipay_public_key.verify_sha256_base64(content.as_bytes(), &sign) {
+        return Err(ProviderError::BadResponse("response signature does not verify".into()));
     }
-    let fields: Map<String, Value> = serde_json::from_str(content)
-        .map_err(|e| ProviderError::BadResponse(format!("response content: {e}")))?;
-    let text_of = |name: &str| {
-        fields
-            .get(name)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned()
-    };
+    let fields: Map<String, Value> =
+        serde_json::from_str(content).map_err(|e| ProviderError::BadResponse(format!("response content: {e}")))?;
+    let text_of = |name: &str| fields.get(name).and_then(Value::as_str).unwrap_or_default().to_owned();
     let code = text_of("code");
     let sub_code = text_of("sub_code");
     match (code.as_str(), sub_code.as_str()) {
         ("10000", _) => Ok(Answer::Success(fields)),
         // 20000 (service unavailable) and ACQ.SYSTEM_ERROR mean the outcome is unknown.
-        ("20000", _) | (_, "ACQ.SYSTEM_ERROR") => {
-            Err(ProviderError::Unknown(format!("{code} {sub_code}")))
-        }
-        _ => Ok(Answer::Failure {
-            code,
-            sub_code,
-            message: text_of("sub_msg"),
-        }),
+        ("20000", _) | (_, "ACQ.SYSTEM_ERROR") => Err(ProviderError::Unknown(format!("{code} {sub_code}"))),
+        _ => Ok(Answer::Failure { code, sub_code, message: text_of("sub_msg") }),
     }
 }
 
 async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, ProviderError> {
     let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| ProviderError::Transport(without_url(&e)))?
-    {
+    while let Some(chunk) = response.chunk().await.map_err(|e| ProviderError::Transport(without_url(&e)))? {
         if body.len() + chunk.len() > GATEWAY_RESPONSE_BYTES_MAX {
-            return Err(ProviderError::BadResponse(format!(
-                "response larger than {GATEWAY_RESPONSE_BYTES_MAX} bytes"
-            )));
+            return Err(ProviderError::BadResponse(format!("response larger than {GATEWAY_RESPONSE_BYTES_MAX} bytes")));
         }
         body.extend_from_slice(&chunk);
     }
@@ -175,45 +135,24 @@ pub(super) async fn query(
     let biz = serde_json::json!({ "out_trade_no": order.order_no });
     match call(client, config, "alipay.trade.query", biz).await? {
         Answer::Success(fields) => read_trade(&fields, order),
-        Answer::Failure { sub_code, .. } if sub_code == "ACQ.TRADE_NOT_EXIST" => {
-            Ok(PaymentStatus::NotFound)
-        }
-        Answer::Failure {
-            code,
-            sub_code,
-            message,
-        } => Err(ProviderError::Refused {
-            code,
-            sub_code,
-            message,
-        }),
+        Answer::Failure { sub_code, .. } if sub_code == "ACQ.TRADE_NOT_EXIST" => Ok(PaymentStatus::NotFound),
+        Answer::Failure { code, sub_code, message } => Err(ProviderError::Refused { code, sub_code, message }),
     }
 }
 
-fn read_trade(
-    fields: &Map<String, Value>,
-    order: &OrderRef,
-) -> Result<PaymentStatus, ProviderError> {
-    let text = |name: &str| {
-        fields
-            .get(name)
-            .and_then(Value::as_str)
-            .filter(|v| !v.is_empty())
-    };
+fn read_trade(fields: &Map<String, Value>, order: &OrderRef) -> Result<PaymentStatus, ProviderError> {
+    let text = |name: &str| fields.get(name).and_then(Value::as_str).filter(|v| !v.is_empty());
     if text("out_trade_no").is_some_and(|no| no != order.order_no) {
-        return Err(ProviderError::BadResponse(
-            "answer is about another order".into(),
-        ));
+        return Err(ProviderError::BadResponse("answer is about another order".into()));
     }
     match text("trade_status").unwrap_or_default() {
         "TRADE_SUCCESS" | "TRADE_FINISHED" => {
-            let trade_no = text("trade_no")
-                .ok_or_else(|| ProviderError::BadResponse("paid trade without trade_no".into()))?;
-            let total = text("total_amount").ok_or_else(|| {
-                ProviderError::BadResponse("paid trade without total_amount".into())
-            })?;
-            let amount = Money::parse_decimal(total, Currency::Cny)
-                .map_err(|e| ProviderError::BadResponse(e.to_string()))?;
+            let trade_no =
+                text("trade_no").ok_or_else(|| ProviderError::BadResponse("paid trade without trade_no".into()))?;
+            let total = text("total_amount")
+                .ok_or_else(|| ProviderError::BadResponse("paid trade without total_amount".into()))?;
+            let amount =
+                Money::parse_decimal(total, Currency::Cny).map_err(|e| ProviderError::BadResponse(e.to_string()))?;
             Ok(PaymentStatus::Paid {
                 trade_no: trade_no.to_owned(),
                 amount,
@@ -222,9 +161,7 @@ fn read_trade(
         }
         "WAIT_BUYER_PAY" => Ok(PaymentStatus::AwaitingPayment),
         "TRADE_CLOSED" => Ok(PaymentStatus::Closed),
-        other => Err(ProviderError::BadResponse(format!(
-            "unknown trade_status {other:?}"
-        ))),
+        other => Err(ProviderError::BadResponse(format!("unknown trade_status {other:?}"))),
     }
 }
 
@@ -236,20 +173,80 @@ pub(super) async fn close(
     let biz = serde_json::json!({ "out_trade_no": order.order_no });
     match call(client, config, "alipay.trade.close", biz).await? {
         Answer::Success(_) => Ok(CloseOutcome::Closed),
-        Answer::Failure { sub_code, .. } if sub_code == "ACQ.TRADE_NOT_EXIST" => {
-            Ok(CloseOutcome::NotFound)
+        Answer::Failure { sub_code, .. } if sub_code == "ACQ.TRADE_NOT_EXIST" => Ok(CloseOutcome::NotFound),
+        Answer::Failure { sub_code, .. } if sub_code == "ACQ.TRADE_STATUS_ERROR" => Ok(CloseOutcome::NotOpen),
+        Answer::Failure { code, sub_code, message } => Err(ProviderError::Refused { code, sub_code, message }),
+    }
+}
+
+/// Refusals after which no retry can succeed: the refund has failed.
+const REFUND_FINAL_REFUSALS: &[&str] = &[
+    "ACQ.TRADE_NOT_EXIST",
+    "ACQ.TRADE_STATUS_ERROR",
+    "ACQ.TRADE_NOT_ALLOW_REFUND",
+    "ACQ.REFUND_AMT_NOT_EQUAL_TOTAL",
+    "ACQ.REASON_TRADE_REFUND_FEE_ERR",
+    "ACQ.REFUND_FEE_ERROR",
+    "ACQ.TRADE_HAS_FINISHED",
+];
+
+pub(super) async fn refund(
+    client: &reqwest::Client,
+    config: &AlipayConfig,
+    refund: &RefundRef,
+) -> Result<RefundStatus, ProviderError> {
+    let biz = serde_json::json!({
+        "out_trade_no": refund.order.order_no,
+        "refund_amount": refund.amount.to_decimal(),
+        "out_request_no": refund.request_no,
+        "refund_reason": refund.reason,
+    });
+    match call(client, config, "alipay.trade.refund", biz).await? {
+        // fund_change=Y: the money moved now. N: it is the same request again (already
+        // refunded), or still under way; the refund query settles which.
+        Answer::Success(fields) => match fields.get("fund_change").and_then(Value::as_str) {
+            Some("Y") => Ok(RefundStatus::Succeeded),
+            _ => Ok(RefundStatus::Processing),
+        },
+        Answer::Failure { sub_code, message, .. } if REFUND_FINAL_REFUSALS.contains(&sub_code.as_str()) => {
+            Ok(RefundStatus::Failed { reason: format!("{sub_code}: {message}") })
         }
-        Answer::Failure { sub_code, .. } if sub_code == "ACQ.TRADE_STATUS_ERROR" => {
-            Ok(CloseOutcome::NotOpen)
+        Answer::Failure { code, sub_code, message } => Err(ProviderError::Refused { code, sub_code, message }),
+    }
+}
+
+pub(super) async fn query_refund(
+    client: &reqwest::Client,
+    config: &AlipayConfig,
+    refund: &RefundRef,
+) -> Result<RefundStatus, ProviderError> {
+    let biz = serde_json::json!({ "out_trade_no": refund.order.order_no, "out_request_no": refund.request_no });
+    match call(client, config, "alipay.trade.fastpay.refund.query", biz).await? {
+        Answer::Success(fields) => {
+            let status = fields.get("refund_status").and_then(Value::as_str).unwrap_or_default();
+            let amount = fields.get("refund_amount").and_then(Value::as_str);
+            match (status, amount) {
+                ("REFUND_SUCCESS", Some(amount)) => {
+                    let refunded = Money::parse_decimal(amount, Currency::Cny)
+                        .map_err(|e| ProviderError::BadResponse(format!("refund_amount: {e}")))?;
+                    if refunded != refund.amount {
+                        return Err(ProviderError::BadResponse(format!(
+                            "refund {} reported {} refunded, expected {}",
+                            refund.request_no,
+                            refunded.to_decimal(),
+                            refund.amount.to_decimal()
+                        )));
+                    }
+                    Ok(RefundStatus::Succeeded)
+                }
+                ("REFUND_SUCCESS", None) => {
+                    Err(ProviderError::BadResponse("refund succeeded without an amount".into()))
+                }
+                // No refund data: the request has not reached the provider (or is not done).
+                _ => Ok(RefundStatus::NotFound),
+            }
         }
-        Answer::Failure {
-            code,
-            sub_code,
-            message,
-        } => Err(ProviderError::Refused {
-            code,
-            sub_code,
-            message,
-        }),
+        Answer::Failure { sub_code, .. } if sub_code == "ACQ.TRADE_NOT_EXIST" => Ok(RefundStatus::NotFound),
+        Answer::Failure { code, sub_code, message } => Err(ProviderError::Refused { code, sub_code, message }),
     }
 }

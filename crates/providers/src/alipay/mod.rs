@@ -9,8 +9,8 @@ pub mod sign;
 
 use crate::keys::{RsaPrivateKey, RsaPublicKey};
 use crate::{
-    Ack, AckKind, BoxFuture, CloseOutcome, Notice, OrderRef, PaymentStatus, Provider,
-    ProviderError, Rejection,
+    Ack, AckKind, BoxFuture, CloseOutcome, Notice, OrderRef, PaymentStatus, Provider, ProviderError, RefundRef,
+    RefundStatus, Rejection,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,10 +60,7 @@ impl Alipay {
     pub fn new(config: AlipayConfig) -> Result<Alipay, ProviderError> {
         let client = crate::http_client::client(Duration::from_millis(config.timeout_ms))
             .map_err(|e| ProviderError::Config(format!("http client: {e}")))?;
-        Ok(Alipay {
-            config: Arc::new(config),
-            client,
-        })
+        Ok(Alipay { config: Arc::new(config), client })
     }
 
     pub fn config(&self) -> &AlipayConfig {
@@ -76,11 +73,7 @@ impl Provider for Alipay {
         &self.config.name
     }
 
-    fn verify_notification(
-        &self,
-        _headers: &http::HeaderMap,
-        body: &[u8],
-    ) -> Result<Notice, Rejection> {
+    fn verify_notification(&self, _headers: &http::HeaderMap, body: &[u8]) -> Result<Notice, Rejection> {
         notify::verify(&self.config, body)
     }
 
@@ -94,26 +87,27 @@ impl Provider for Alipay {
             // order we have stopped waiting for (short of a provider-side race).
             "time_expire": clock::format_cst(order.expires_at_ms),
         });
-        let order_string =
-            gateway::signed_params(&self.config, "alipay.trade.app.pay", &biz, true)?;
+        let order_string = gateway::signed_params(&self.config, "alipay.trade.app.pay", &biz, true)?;
         Ok(serde_json::json!({
             "method": "alipay.trade.app.pay",
             "order_string": order_string,
         }))
     }
 
-    fn query_payment<'a>(
-        &'a self,
-        order: &'a OrderRef,
-    ) -> BoxFuture<'a, Result<PaymentStatus, ProviderError>> {
+    fn query_payment<'a>(&'a self, order: &'a OrderRef) -> BoxFuture<'a, Result<PaymentStatus, ProviderError>> {
         Box::pin(gateway::query(&self.client, &self.config, order))
     }
 
-    fn close_payment<'a>(
-        &'a self,
-        order: &'a OrderRef,
-    ) -> BoxFuture<'a, Result<CloseOutcome, ProviderError>> {
+    fn close_payment<'a>(&'a self, order: &'a OrderRef) -> BoxFuture<'a, Result<CloseOutcome, ProviderError>> {
         Box::pin(gateway::close(&self.client, &self.config, order))
+    }
+
+    fn refund<'a>(&'a self, refund: &'a RefundRef) -> BoxFuture<'a, Result<RefundStatus, ProviderError>> {
+        Box::pin(gateway::refund(&self.client, &self.config, refund))
+    }
+
+    fn query_refund<'a>(&'a self, refund: &'a RefundRef) -> BoxFuture<'a, Result<RefundStatus, ProviderError>> {
+        Box::pin(gateway::query_refund(&self.client, &self.config, refund))
     }
 
     fn ack(&self, kind: AckKind) -> Ack {
@@ -123,10 +117,6 @@ impl Provider for Alipay {
             AckKind::Rejected => (400, b"fail"),
             AckKind::RetryLater => (503, b"fail"),
         };
-        Ack {
-            status,
-            content_type: "text/plain; charset=utf-8",
-            body: body.to_vec(),
-        }
+        Ack { status, content_type: "text/plain; charset=utf-8", body: body.to_vec() }
     }
 }

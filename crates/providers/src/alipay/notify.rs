@@ -3,7 +3,7 @@
 use super::clock::parse_cst;
 use super::sign::signing_string;
 use super::AlipayConfig;
-use crate::{Notice, NoticeStatus, RejectCode, Rejection};
+use crate::{Notice, NoticeStatus, RefundNotice, RejectCode, Rejection};
 use std::collections::HashMap;
 use zerodrop_domain::money::{Currency, Money};
 
@@ -12,11 +12,7 @@ use zerodrop_domain::money::{Currency, Money};
 const TYPES_WITHOUT_SIGN_TYPE: &[&str] = &["trade_status_sync"];
 
 fn reject(code: RejectCode, detail: impl Into<String>, order_no: Option<&str>) -> Rejection {
-    Rejection {
-        code,
-        detail: detail.into(),
-        order_no: order_no.map(str::to_owned),
-    }
+    Rejection { code, detail: detail.into(), order_no: order_no.map(str::to_owned) }
 }
 
 /// Verifies the signature first, then that the notification is for this merchant, then
@@ -27,18 +23,11 @@ pub(super) fn verify(config: &AlipayConfig, body: &[u8]) -> Result<Notice, Rejec
     let mut fields: HashMap<&str, &str> = HashMap::with_capacity(params.len());
     for (k, v) in &params {
         if fields.insert(k.as_str(), v.as_str()).is_some() {
-            return Err(reject(
-                RejectCode::Malformed,
-                format!("field {k} appears twice"),
-                None,
-            ));
+            return Err(reject(RejectCode::Malformed, format!("field {k} appears twice"), None));
         }
     }
     // Read only to say which order a refused message claims; trusted after the signature.
-    let claimed_order = fields
-        .get("out_trade_no")
-        .copied()
-        .filter(|v| !v.is_empty());
+    let claimed_order = fields.get("out_trade_no").copied().filter(|v| !v.is_empty());
     let sign = fields
         .get("sign")
         .copied()
@@ -57,10 +46,7 @@ pub(super) fn verify(config: &AlipayConfig, body: &[u8]) -> Result<Notice, Rejec
     let keep_sign_type = !TYPES_WITHOUT_SIGN_TYPE.contains(&notify_type);
     let pairs = params.iter().map(|(k, v)| (k.as_str(), v.as_str()));
     let message = signing_string(pairs, keep_sign_type);
-    if !config
-        .alipay_public_key
-        .verify_sha256_base64(message.as_bytes(), sign)
-    {
+    if !config.alipay_public_key.verify_sha256_base64(message.as_bytes(), sign) {
         return Err(reject(
             RejectCode::BadSignature,
             "signature does not verify under the Alipay public key",
@@ -70,20 +56,10 @@ pub(super) fn verify(config: &AlipayConfig, body: &[u8]) -> Result<Notice, Rejec
 
     let field = |name: &str| fields.get(name).copied().filter(|v| !v.is_empty());
     let required = |name: &'static str| {
-        field(name).ok_or_else(|| {
-            reject(
-                RejectCode::Malformed,
-                format!("{name} is missing"),
-                claimed_order,
-            )
-        })
+        field(name).ok_or_else(|| reject(RejectCode::Malformed, format!("{name} is missing"), claimed_order))
     };
     if required("app_id")? != config.app_id {
-        return Err(reject(
-            RejectCode::WrongApp,
-            "app_id is not this merchant's",
-            claimed_order,
-        ));
+        return Err(reject(RejectCode::WrongApp, "app_id is not this merchant's", claimed_order));
     }
     if notify_type != "trade_status_sync" {
         return Err(reject(
@@ -93,11 +69,7 @@ pub(super) fn verify(config: &AlipayConfig, body: &[u8]) -> Result<Notice, Rejec
         ));
     }
     if required("seller_id")? != config.seller_id {
-        return Err(reject(
-            RejectCode::WrongSeller,
-            "seller_id is not this merchant's",
-            claimed_order,
-        ));
+        return Err(reject(RejectCode::WrongSeller, "seller_id is not this merchant's", claimed_order));
     }
     let order_no = required("out_trade_no")?;
     let status = match required("trade_status")? {
@@ -105,25 +77,38 @@ pub(super) fn verify(config: &AlipayConfig, body: &[u8]) -> Result<Notice, Rejec
             let total = required("total_amount")?;
             let amount = Money::parse_decimal(total, Currency::Cny)
                 .map_err(|e| reject(RejectCode::BadAmount, e.to_string(), Some(order_no)))?;
-            NoticeStatus::Paid {
-                amount,
-                paid_at_ms: field("gmt_payment").and_then(parse_cst),
-            }
+            NoticeStatus::Paid { amount, paid_at_ms: field("gmt_payment").and_then(parse_cst) }
         }
         "WAIT_BUYER_PAY" => NoticeStatus::AwaitingPayment,
         "TRADE_CLOSED" => NoticeStatus::Closed,
-        other => {
-            return Err(reject(
-                RejectCode::Malformed,
-                format!("unknown trade_status {other:?}"),
-                Some(order_no),
-            ))
+        other => return Err(reject(RejectCode::Malformed, format!("unknown trade_status {other:?}"), Some(order_no))),
+    };
+    // A refund shows as `refund_fee` (the trade's refunded total), `gmt_refund` and
+    // `out_biz_no` (our refund request number) on a TRADE_SUCCESS or TRADE_CLOSED notice.
+    let refund = match field("refund_fee") {
+        Some(fee) => {
+            let refunded_total = Money::parse_decimal(fee, Currency::Cny)
+                .map_err(|e| reject(RejectCode::BadAmount, format!("refund_fee: {e}"), Some(order_no)))?;
+            (refunded_total.minor > 0).then(|| RefundNotice {
+                request_no: field("out_biz_no").map(str::to_owned),
+                refunded_total,
+                at_ms: field("gmt_refund").and_then(parse_cst_fraction),
+            })
         }
+        None => None,
     };
     Ok(Notice {
         notify_id: field("notify_id").map(str::to_owned),
         order_no: order_no.to_owned(),
         trade_no: field("trade_no").map(str::to_owned),
         status,
+        refund,
     })
+}
+
+/// `gmt_refund` carries milliseconds ("2019-08-15 15:56:24.123"); other times do not.
+fn parse_cst_fraction(text: &str) -> Option<i64> {
+    let (seconds, fraction) = text.split_once('.').unwrap_or((text, "0"));
+    let millis: i64 = format!("{fraction:0<3}").get(..3)?.parse().ok()?;
+    parse_cst(seconds).map(|ms| ms + millis)
 }

@@ -48,10 +48,7 @@ pub fn split_response<'a>(body: &'a str, method: &str) -> Result<RawResponse<'a>
     let map: BTreeMap<&str, &'a RawValue> =
         serde_json::from_str(body).map_err(|e| format!("response is not a JSON object: {e}"))?;
     let sign = match map.get("sign") {
-        Some(raw) => Some(
-            serde_json::from_str::<String>(raw.get())
-                .map_err(|_| "sign is not a string".to_string())?,
-        ),
+        Some(raw) => Some(serde_json::from_str::<String>(raw.get()).map_err(|_| "sign is not a string".to_string())?),
         None => None,
     };
     Ok(RawResponse {
@@ -67,21 +64,14 @@ mod tests {
 
     #[test]
     fn drops_sign_empty_values_and_sorts() {
-        let params = [
-            ("b", "2"),
-            ("sign", "x"),
-            ("a", "1"),
-            ("sign_type", "RSA2"),
-            ("empty", ""),
-        ];
+        let params = [("b", "2"), ("sign", "x"), ("a", "1"), ("sign_type", "RSA2"), ("empty", "")];
         assert_eq!(signing_string(params, false), "a=1&b=2");
         assert_eq!(signing_string(params, true), "a=1&b=2&sign_type=RSA2");
     }
 
     #[test]
     fn response_text_is_taken_verbatim() {
-        let body =
-            r#"{"alipay_trade_query_response":{"code":"10000", "msg":"Success"},"sign":"abc"}"#;
+        let body = r#"{"alipay_trade_query_response":{"code":"10000", "msg":"Success"},"sign":"abc"}"#;
         let raw = split_response(body, "alipay.trade.query").unwrap();
         assert_eq!(raw.content, Some(r#"{"code":"10000", "msg":"Success"}"#));
         assert_eq!(raw.sign.as_deref(), Some("abc"));

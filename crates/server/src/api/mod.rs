@@ -1,8 +1,10 @@
 //! The HTTP surface: the merchant API under `/v1`, provider notification routes, and
 //! operations endpoints. Every input is validated here, at the edge.
 
+mod delivery;
 pub mod ops;
 mod orders;
+mod refunds;
 mod users;
 
 use crate::app::App;
@@ -25,6 +27,13 @@ pub fn router(app: App) -> Router {
     Router::new()
         .route("/v1/orders", post(orders::create))
         .route("/v1/orders/{order_no}", get(orders::get))
+        .route("/v1/orders/{order_no}/refunds", post(refunds::create))
+        .route("/v1/orders/{order_no}/delivery", post(delivery::confirm))
+        .route("/v1/orders/{order_no}/delivery/replay", post(delivery::replay))
+        .route("/v1/users/{user_id}/wallet/spend", post(users::spend))
+        .route("/v1/orders/{order_no}/status-link", post(crate::pages::link))
+        .route("/pages/orders/{order_no}", get(crate::pages::status))
+        .route("/pages/orders/{order_no}/receipt", get(crate::pages::receipt))
         .route("/v1/users/{user_id}/wallet", get(users::wallet))
         .route("/v1/users/{user_id}/memberships", get(users::memberships))
         .route("/v1/providers/{provider}/notify", post(provider_notify))
@@ -38,30 +47,33 @@ pub fn router(app: App) -> Router {
 
 /// Checks `Authorization: Bearer <key>` against the configured merchant keys, in
 /// constant time per key so response timing does not reveal a key's prefix.
-pub(crate) fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
+pub fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
     let presented = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(ApiError::unauthorized)?;
-    let matches = app
-        .config
-        .api
-        .merchant_api_keys
-        .iter()
-        .fold(false, |found, key| {
-            let same = aws_lc_rs::constant_time::verify_slices_are_equal(
-                key.expose().as_bytes(),
-                presented.as_bytes(),
-            )
-            .is_ok();
-            found | same
-        });
+    let matches = app.config.api.merchant_api_keys.iter().fold(false, |found, key| {
+        let same =
+            aws_lc_rs::constant_time::verify_slices_are_equal(key.expose().as_bytes(), presented.as_bytes()).is_ok();
+        found | same
+    });
     if matches {
         Ok(())
     } else {
         Err(ApiError::unauthorized())
     }
+}
+
+/// Reads an API body, refusing one over [`API_BODY_BYTES_MAX`].
+pub(crate) async fn read_body(body: Body) -> Result<Bytes, ApiError> {
+    read_limited(body, API_BODY_BYTES_MAX).await?.ok_or_else(|| {
+        ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request bodies are limited to {API_BODY_BYTES_MAX} bytes"),
+        )
+    })
 }
 
 /// Reads a body up to `limit` bytes; `None` when it is larger. Reading stops at the
@@ -70,16 +82,8 @@ pub(crate) async fn read_limited(body: Body, limit: usize) -> Result<Option<Byte
     use http_body_util::BodyExt;
     match http_body_util::Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(Some(collected.to_bytes())),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Ok(None)
-        }
-        Err(_) => Err(ApiError::invalid(
-            "invalid_request",
-            "the request body could not be read",
-        )),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Ok(None),
+        Err(_) => Err(ApiError::invalid("invalid_request", "the request body could not be read")),
     }
 }
 
@@ -94,11 +98,7 @@ async fn provider_notify(
         Ok(bytes) => bytes,
         Err(_) => Some(Bytes::new()),
     };
-    let request = notify::Request {
-        provider: &provider,
-        remote: Some(remote),
-        headers: &headers,
-        body: bytes.as_deref(),
-    };
+    let request =
+        notify::Request { provider: &provider, remote: Some(remote), headers: &headers, body: bytes.as_deref() };
     notify::handle(&app, request).await
 }

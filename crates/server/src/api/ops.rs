@@ -46,40 +46,32 @@ pub async fn not_found() -> ApiError {
 pub async fn metrics(State(app): State<App>) -> Result<Response, ApiError> {
     let mut conn = app.store.reader().await?;
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP zerodrop_orders Orders by status.\n# TYPE zerodrop_orders gauge"
-    );
+    let _ = writeln!(out, "# HELP zerodrop_orders Orders by status.\n# TYPE zerodrop_orders gauge");
     let mut attention_orders = 0;
     for (status, count, attention) in orders::count_by_status(&mut conn).await? {
         let _ = writeln!(out, "zerodrop_orders{{status=\"{status}\"}} {count}");
         attention_orders += attention;
     }
-    let _ = writeln!(out, "# HELP zerodrop_orders_attention Orders flagged for a person.\n# TYPE zerodrop_orders_attention gauge");
+    let _ = writeln!(
+        out,
+        "# HELP zerodrop_orders_attention Orders flagged for a person.\n# TYPE zerodrop_orders_attention gauge"
+    );
     let _ = writeln!(out, "zerodrop_orders_attention {attention_orders}");
-    let _ = writeln!(out, "# HELP zerodrop_attention_items_open Open attention items.\n# TYPE zerodrop_attention_items_open gauge");
     let _ = writeln!(
         out,
-        "zerodrop_attention_items_open {}",
-        attention::count_open(&mut conn).await?
+        "# HELP zerodrop_attention_items_open Open attention items.\n# TYPE zerodrop_attention_items_open gauge"
     );
-    let _ = writeln!(
-        out,
-        "# HELP zerodrop_jobs Jobs by kind and state.\n# TYPE zerodrop_jobs gauge"
-    );
+    let _ = writeln!(out, "zerodrop_attention_items_open {}", attention::count_open(&mut conn).await?);
+    let _ = writeln!(out, "# HELP zerodrop_jobs Jobs by kind and state.\n# TYPE zerodrop_jobs gauge");
     for c in jobs::counts(&mut conn).await? {
-        let _ = writeln!(
-            out,
-            "zerodrop_jobs{{kind=\"{}\",state=\"{}\"}} {}",
-            c.kind, c.state, c.count
-        );
+        let _ = writeln!(out, "zerodrop_jobs{{kind=\"{}\",state=\"{}\"}} {}", c.kind, c.state, c.count);
     }
-    let _ = writeln!(out, "# HELP zerodrop_notifications Stored notifications by verdict.\n# TYPE zerodrop_notifications gauge");
+    let _ = writeln!(
+        out,
+        "# HELP zerodrop_notifications Stored notifications by verdict.\n# TYPE zerodrop_notifications gauge"
+    );
     for (verdict, count) in notifications::count_by_verdict(&mut conn).await? {
-        let _ = writeln!(
-            out,
-            "zerodrop_notifications{{verdict=\"{verdict}\"}} {count}"
-        );
+        let _ = writeln!(out, "zerodrop_notifications{{verdict=\"{verdict}\"}} {count}");
     }
     Ok(([("content-type", "text/plain; version=0.0.4")], out).into_response())
 }

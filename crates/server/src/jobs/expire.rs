@@ -31,20 +31,8 @@ pub async fn expire_order(app: &App, job: &queue::ClaimedJob) -> Outcome {
         Ok(answer) => answer,
         Err(e) => return Outcome::Retry(format!("query after close: {e}")),
     };
-    if let PaymentStatus::Paid {
-        trade_no,
-        amount,
-        paid_at_ms,
-    } = answer
-    {
-        return record_found(
-            app,
-            job,
-            &order,
-            (trade_no, amount, paid_at_ms),
-            PaymentSource::Close,
-        )
-        .await;
+    if let PaymentStatus::Paid { trade_no, amount, paid_at_ms } = answer {
+        return record_found(app, job, &order, (trade_no, amount, paid_at_ms), PaymentSource::Close).await;
     }
     let data = json!({ "close": format!("{closed:?}"), "query": format!("{answer:?}") });
     match mark_expired(app, order.id, &format!("job:{}", job.id), data).await {
@@ -69,22 +57,12 @@ async fn mark_expired(
     events::append(
         &mut tx,
         &mut order,
-        NewEvent::new(
-            EventKind::ProviderCloseRequested,
-            Actor::System,
-            cause,
-            data,
-        ),
+        NewEvent::new(EventKind::ProviderCloseRequested, Actor::System, cause, data),
         now,
     )
     .await?;
-    events::append(
-        &mut tx,
-        &mut order,
-        NewEvent::new(EventKind::Expired, Actor::System, cause, json!({})),
-        now,
-    )
-    .await?;
+    events::append(&mut tx, &mut order, NewEvent::new(EventKind::Expired, Actor::System, cause, json!({})), now)
+        .await?;
     let sweep = NewJob {
         kind: LATE_SWEEP,
         order_id: Some(order_id),

@@ -2,9 +2,13 @@
 //! the outcome: done, run again later (a poll), or failed (backoff; when attempts run
 //! out, the job ends in `attention` and a person sees its order or notification).
 
+pub mod deadline;
 pub mod expire;
+pub mod external;
 pub mod parked;
 pub mod query;
+pub mod refund;
+pub mod restock;
 
 use crate::app::App;
 use crate::payment::{self, PaymentFact};
@@ -25,12 +29,15 @@ pub const QUERY_PAYMENT: &str = "query_payment";
 pub const EXPIRE_ORDER: &str = "expire_order";
 pub const LATE_SWEEP: &str = "late_sweep";
 pub const RESOLVE_PARKED: &str = "resolve_parked";
-/// Refund execution arrives with the refunds capability; until then refund jobs stay
-/// queued and visible (the order shows `refund_due`), never claimed and dropped.
 pub const REFUND: &str = "refund";
+pub const DEADLINE: &str = "deadline";
+pub const DELIVER_EXTERNAL: &str = "deliver_external";
+pub const RESTOCK: &str = "restock";
 
-/// The kinds this build runs.
-pub const HANDLED_KINDS: &[&str] = &[QUERY_PAYMENT, EXPIRE_ORDER, LATE_SWEEP, RESOLVE_PARKED];
+/// The kinds this build runs. A kind it does not know stays queued and visible for a
+/// build that does; it is never claimed and dropped.
+pub const HANDLED_KINDS: &[&str] =
+    &[QUERY_PAYMENT, EXPIRE_ORDER, LATE_SWEEP, RESOLVE_PARKED, REFUND, DEADLINE, DELIVER_EXTERNAL, RESTOCK];
 
 /// Time kept free between a handler's limit and its lease, so a slow handler is stopped
 /// before another worker could take the same job over.
@@ -70,16 +77,7 @@ pub async fn run(app: App, mut stop: tokio::sync::watch::Receiver<bool>) {
         let mut claimed_all = false;
         if free > 0 {
             let lease_ms = app.config.jobs.lease_ms;
-            match queue::claim(
-                &app.store,
-                HANDLED_KINDS,
-                &app.instance_id,
-                now_ms(),
-                lease_ms,
-                free as i64,
-            )
-            .await
-            {
+            match queue::claim(&app.store, HANDLED_KINDS, &app.instance_id, now_ms(), lease_ms, free as i64).await {
                 Ok(jobs) => {
                     error_pause_ms = 100;
                     claimed_all = jobs.len() == free;
@@ -106,21 +104,17 @@ pub async fn run(app: App, mut stop: tokio::sync::watch::Receiver<bool>) {
         }
     }
     let drain = async { while running.join_next().await.is_some() {} };
-    if tokio::time::timeout(Duration::from_millis(SHUTDOWN_WAIT_MS), drain)
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(Duration::from_millis(SHUTDOWN_WAIT_MS), drain).await.is_err() {
         tracing::warn!("jobs still running at shutdown; their leases will expire and another worker resumes them");
     }
 }
 
 async fn run_one(app: App, job: ClaimedJob) {
     let limit_ms = (app.config.jobs.lease_ms - LEASE_MARGIN_MS).max(1_000) as u64;
-    let outcome =
-        match tokio::time::timeout(Duration::from_millis(limit_ms), dispatch(&app, &job)).await {
-            Ok(outcome) => outcome,
-            Err(_) => Outcome::Retry(format!("timed out after {limit_ms} ms")),
-        };
+    let outcome = match tokio::time::timeout(Duration::from_millis(limit_ms), dispatch(&app, &job)).await {
+        Ok(outcome) => outcome,
+        Err(_) => Outcome::Retry(format!("timed out after {limit_ms} ms")),
+    };
     if let Outcome::Retry(error) = &outcome {
         tracing::warn!(job.id = job.id, job.kind = %job.kind, attempt = job.attempt, error = %error, "job failed");
     }
@@ -136,6 +130,10 @@ async fn dispatch(app: &App, job: &ClaimedJob) -> Outcome {
         LATE_SWEEP => query::late_sweep(app, job).await,
         EXPIRE_ORDER => expire::expire_order(app, job).await,
         RESOLVE_PARKED => parked::resolve(app, job).await,
+        REFUND => refund::run(app, job).await,
+        DEADLINE => deadline::run(app, job).await,
+        DELIVER_EXTERNAL => external::run(app, job).await,
+        RESTOCK => restock::run(app, job).await,
         other => Outcome::Retry(format!("no handler for job kind {other}")),
     }
 }
@@ -145,9 +143,7 @@ async fn finish(app: &App, job: &ClaimedJob, outcome: Outcome) -> Result<(), Sto
     let now = now_ms();
     match outcome {
         Outcome::Done => queue::complete(&mut tx, job, now).await?,
-        Outcome::RunAgainAt(at, note) => {
-            queue::run_again_at(&mut tx, job, at, note.as_deref()).await?
-        }
+        Outcome::RunAgainAt(at, note) => queue::run_again_at(&mut tx, job, at, note.as_deref()).await?,
         Outcome::Retry(error) => {
             if queue::fail(&mut tx, job, &error, now).await? {
                 put_in_front_of_a_person(&mut tx, job, &error, now).await?;
@@ -159,21 +155,11 @@ async fn finish(app: &App, job: &ClaimedJob, outcome: Outcome) -> Result<(), Sto
 
 /// An exhausted job never disappears: its order is flagged (an event in its timeline),
 /// or, for a job without an order, an attention item names what it was working on.
-async fn put_in_front_of_a_person(
-    tx: &mut Tx,
-    job: &ClaimedJob,
-    error: &str,
-    now: i64,
-) -> Result<(), StoreError> {
+async fn put_in_front_of_a_person(tx: &mut Tx, job: &ClaimedJob, error: &str, now: i64) -> Result<(), StoreError> {
     let detail = json!({ "reason": format!("{}_exhausted", job.kind), "job_id": job.id, "attempts": job.attempt, "last_error": error });
     if let Some(order_id) = job.order_id.as_deref().and_then(OrderId::parse) {
         let mut order = orders::lock(tx, order_id).await?;
-        let event = NewEvent::new(
-            EventKind::AttentionRaised,
-            Actor::System,
-            &format!("job:{}", job.id),
-            detail,
-        );
+        let event = NewEvent::new(EventKind::AttentionRaised, Actor::System, &format!("job:{}", job.id), detail);
         return events::append(tx, &mut order, event, now).await;
     }
     let item = NewItem {
@@ -184,6 +170,11 @@ async fn put_in_front_of_a_person(
         detail,
     };
     attention::raise(tx, item, now).await.map(|_| ())
+}
+
+/// The job's order id.
+pub(crate) fn order_id_of(job: &ClaimedJob) -> Result<OrderId, Outcome> {
+    job.order_id.as_deref().and_then(OrderId::parse).ok_or_else(|| Outcome::Retry("job has no valid order id".into()))
 }
 
 /// The job's order with its provider, if the order is still in `status`. `Err` is the
@@ -222,12 +213,7 @@ pub(crate) async fn record_found(
     source: PaymentSource,
 ) -> Outcome {
     let (trade_no, amount, paid_at_ms) = found;
-    let fact = PaymentFact {
-        provider: order.provider.clone(),
-        trade_no,
-        amount,
-        paid_at_ms,
-    };
+    let fact = PaymentFact { provider: order.provider.clone(), trade_no, amount, paid_at_ms };
     match payment::record(app, order.id, &fact, source, &format!("job:{}", job.id)).await {
         Ok(recorded) => {
             tracing::info!(order.no = %order.order_no, ?recorded, source = source.as_str(), "payment found by asking the provider");

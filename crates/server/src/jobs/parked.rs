@@ -35,11 +35,7 @@ pub async fn resolve(app: &App, job: &ClaimedJob) -> Outcome {
     };
     let notice = match reverify(provider.as_ref(), &stored.headers, &stored.body) {
         Ok(notice) => notice,
-        Err(rejection) => {
-            return Outcome::Retry(format!(
-                "stored notification no longer verifies: {rejection}"
-            ))
-        }
+        Err(rejection) => return Outcome::Retry(format!("stored notification no longer verifies: {rejection}")),
     };
     let mut tx = match app.store.begin().await {
         Ok(tx) => tx,
@@ -75,9 +71,7 @@ pub async fn resolve(app: &App, job: &ClaimedJob) -> Outcome {
         }
         _ => Verdict::Resolved,
     };
-    if let Err(e) =
-        notifications::set_verdict(&mut tx, id, verdict, Some("matched its order later"), now).await
-    {
+    if let Err(e) = notifications::set_verdict(&mut tx, id, verdict, Some("matched its order later"), now).await {
         return e.into();
     }
     match tx.commit().await {

@@ -14,12 +14,7 @@ use zerodrop_store::{now_ms, orders, StoreError};
 
 /// The next scheduled query after `now`, or `None` once the schedule (or the order's
 /// life) is over and the expiry job takes over.
-pub fn next_query_at(
-    config: &OrderConfig,
-    created_ms: i64,
-    expires_ms: i64,
-    now_ms: i64,
-) -> Option<i64> {
+pub fn next_query_at(config: &OrderConfig, created_ms: i64, expires_ms: i64, now_ms: i64) -> Option<i64> {
     config
         .query_schedule_secs
         .iter()
@@ -34,19 +29,8 @@ pub async fn query_payment(app: &App, job: &ClaimedJob) -> Outcome {
         Err(outcome) => return outcome,
     };
     let note = match provider.query_payment(&order_ref(&order)).await {
-        Ok(PaymentStatus::Paid {
-            trade_no,
-            amount,
-            paid_at_ms,
-        }) => {
-            return record_found(
-                app,
-                job,
-                &order,
-                (trade_no, amount, paid_at_ms),
-                PaymentSource::Query,
-            )
-            .await;
+        Ok(PaymentStatus::Paid { trade_no, amount, paid_at_ms }) => {
+            return record_found(app, job, &order, (trade_no, amount, paid_at_ms), PaymentSource::Query).await;
         }
         Ok(other) => format!("{other:?}"),
         Err(e) => format!("error: {e}"),
@@ -54,12 +38,7 @@ pub async fn query_payment(app: &App, job: &ClaimedJob) -> Outcome {
     if let Err(e) = note_query(app, order.id, &format!("job:{}", job.id), &note).await {
         return e.into();
     }
-    match next_query_at(
-        &app.config.orders,
-        order.created_at_ms,
-        order.expires_at_ms,
-        now_ms(),
-    ) {
+    match next_query_at(&app.config.orders, order.created_at_ms, order.expires_at_ms, now_ms()) {
         Some(at) => Outcome::RunAgainAt(at, Some(note)),
         None => Outcome::Done,
     }
@@ -73,28 +52,10 @@ pub async fn late_sweep(app: &App, job: &ClaimedJob) -> Outcome {
         Err(outcome) => return outcome,
     };
     match provider.query_payment(&order_ref(&order)).await {
-        Ok(PaymentStatus::Paid {
-            trade_no,
-            amount,
-            paid_at_ms,
-        }) => {
-            record_found(
-                app,
-                job,
-                &order,
-                (trade_no, amount, paid_at_ms),
-                PaymentSource::Query,
-            )
-            .await
+        Ok(PaymentStatus::Paid { trade_no, amount, paid_at_ms }) => {
+            record_found(app, job, &order, (trade_no, amount, paid_at_ms), PaymentSource::Query).await
         }
-        Ok(other) => match note_query(
-            app,
-            order.id,
-            &format!("job:{}", job.id),
-            &format!("{other:?}"),
-        )
-        .await
-        {
+        Ok(other) => match note_query(app, order.id, &format!("job:{}", job.id), &format!("{other:?}")).await {
             Ok(()) => Outcome::Done,
             Err(e) => e.into(),
         },
@@ -111,12 +72,7 @@ async fn note_query(
 ) -> Result<(), StoreError> {
     let mut tx = app.store.begin().await?;
     let mut order = orders::lock(&mut tx, order_id).await?;
-    let event = NewEvent::new(
-        EventKind::ProviderQueried,
-        Actor::System,
-        cause,
-        json!({ "answer": answer }),
-    );
+    let event = NewEvent::new(EventKind::ProviderQueried, Actor::System, cause, json!({ "answer": answer }));
     events::append(&mut tx, &mut order, event, now_ms()).await?;
     tx.commit().await
 }
@@ -127,19 +83,12 @@ mod tests {
 
     #[test]
     fn the_schedule_skips_past_points_and_stops_at_expiry() {
-        let config = OrderConfig {
-            ttl_secs: 900,
-            query_schedule_secs: vec![30, 60, 120, 300, 600],
-            late_sweep_secs: 600,
-        };
+        let config =
+            OrderConfig { ttl_secs: 900, query_schedule_secs: vec![30, 60, 120, 300, 600], late_sweep_secs: 600 };
         assert_eq!(next_query_at(&config, 0, 900_000, 0), Some(30_000));
         assert_eq!(next_query_at(&config, 0, 900_000, 30_000), Some(60_000));
         assert_eq!(next_query_at(&config, 0, 900_000, 599_999), Some(600_000));
         assert_eq!(next_query_at(&config, 0, 900_000, 600_000), None);
-        assert_eq!(
-            next_query_at(&config, 0, 60_000, 30_000),
-            None,
-            "a point at expiry is the expiry job's"
-        );
+        assert_eq!(next_query_at(&config, 0, 60_000, 30_000), None, "a point at expiry is the expiry job's");
     }
 }

@@ -22,29 +22,23 @@ pub fn fast() -> Tuning {
         late_sweep_secs: 2,
         poll_interval_ms: 50,
         concurrency: 16,
+        catalog_toml: None,
+        endpoint_url: None,
     }
 }
 
 /// No faults, and notifications arrive at once; retries of unacknowledged ones are fast.
 pub fn calm() -> Faults {
-    Faults {
-        retry_scale_pct: 1,
-        ..Faults::none()
-    }
+    Faults { retry_scale_pct: 1, ..Faults::none() }
 }
 
 impl Harness {
     pub async fn start(db: &TestDb, faults: Faults, tuning: Tuning) -> Harness {
         let sandbox = SandboxSide::start(faults).await.expect("sandbox");
-        let server = InProcess::start(|listen| stack::config(&db.url, listen, &sandbox, &tuning))
-            .await
-            .expect("zerodrop");
+        let server =
+            InProcess::start(|listen| stack::config(&db.url, listen, &sandbox, &tuning)).await.expect("zerodrop");
         let client = Client::new(&server.base_url, &sandbox.url).expect("client");
-        Harness {
-            sandbox,
-            server,
-            client,
-        }
+        Harness { sandbox, server, client }
     }
 
     pub async fn stop(self) {
@@ -53,11 +47,8 @@ impl Harness {
     }
 
     pub async fn order(&self, user: &str, sku: &str) -> Value {
-        let (status, body) = self
-            .client
-            .create_order(&json!({ "user_id": user, "sku": sku }), None)
-            .await
-            .expect("create");
+        let (status, body) =
+            self.client.create_order(&json!({ "user_id": user, "sku": sku }), None).await.expect("create");
         assert_eq!(status, 201, "{body}");
         body
     }
@@ -75,19 +66,13 @@ impl Harness {
         let response = self
             .client
             .http
-            .post(format!(
-                "{}/v1/providers/{provider}/notify",
-                self.server.base_url
-            ))
+            .post(format!("{}/v1/providers/{provider}/notify", self.server.base_url))
             .header("content-type", "application/x-www-form-urlencoded")
             .body(body)
             .send()
             .await
             .expect("post");
-        (
-            response.status().as_u16(),
-            response.text().await.unwrap_or_default(),
-        )
+        (response.status().as_u16(), response.text().await.unwrap_or_default())
     }
 
     /// A signed payment notification for `order_no`, after `change` edits its fields.
@@ -101,24 +86,16 @@ impl Harness {
         let mut fields = stack::payment_notification(order_no, trade_no, amount);
         change(&mut fields);
         let key = self.sandbox.sandbox_key().expect("key");
-        stack::sign_notification(&key, &fields)
-            .expect("sign")
-            .into_bytes()
+        stack::sign_notification(&key, &fields).expect("sign").into_bytes()
     }
 
     pub async fn audit_passes(&self) {
-        let report = zerodrop::audit::check(&self.server.app.store, &self.server.app.config)
-            .await
-            .expect("audit");
+        let report = zerodrop::audit::check(&self.server.app.store, &self.server.app.config).await.expect("audit");
         assert!(report.passed(), "{}", zerodrop::audit::render(&report));
     }
 
     pub async fn wallet(&self, user: &str) -> Value {
-        let (status, body) = self
-            .client
-            .get(&format!("/v1/users/{user}/wallet"))
-            .await
-            .expect("wallet");
+        let (status, body) = self.client.get(&format!("/v1/users/{user}/wallet")).await.expect("wallet");
         assert_eq!(status, 200, "{body}");
         body
     }
@@ -133,11 +110,6 @@ pub fn set(fields: &mut [(String, String)], name: &str, value: &str) {
 pub fn kinds(order: &Value) -> Vec<String> {
     order["timeline"]
         .as_array()
-        .map(|events| {
-            events
-                .iter()
-                .map(|e| e["kind"].as_str().unwrap_or_default().to_owned())
-                .collect()
-        })
+        .map(|events| events.iter().map(|e| e["kind"].as_str().unwrap_or_default().to_owned()).collect())
         .unwrap_or_default()
 }

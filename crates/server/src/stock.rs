@@ -1,0 +1,135 @@
+//! Importing card keys: validated, checked for duplicates (in the file and against
+//! stock), sealed, and stored in one transaction with the restock job that serves
+//! waiting orders. Reports name line numbers, never codes.
+
+use crate::app::App;
+use crate::jobs;
+use crate::vault::CODE_BYTES_MAX;
+use serde::Serialize;
+use serde_json::json;
+use std::collections::HashMap;
+use zerodrop_domain::ProductKind;
+use zerodrop_store::card_keys::{self, NewCardKey};
+use zerodrop_store::jobs::NewJob;
+use zerodrop_store::{now_ms, StoreError};
+
+/// Most codes one import may hold; split bigger files.
+pub const IMPORT_CODES_MAX: usize = 100_000;
+
+#[derive(Debug, Default, Serialize)]
+pub struct ImportReport {
+    pub sku: String,
+    pub codes_read: usize,
+    pub imported: u64,
+    /// (line, the earlier line with the same code)
+    pub duplicates_in_file: Vec<(usize, usize)>,
+    pub already_in_stock: Vec<usize>,
+    /// (line, what is wrong)
+    pub malformed: Vec<(usize, String)>,
+    pub stock_available: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("{0} is not a card_key product in the catalog")]
+    NotCardKey(String),
+    #[error("card_keys.encryption_key is not configured: codes cannot be stored")]
+    NoVault,
+    #[error("the file holds more than {IMPORT_CODES_MAX} codes; split it")]
+    TooMany,
+    #[error("nothing imported: {0}")]
+    Refused(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Imports the codes in `text` (one per line; blank lines and `#` comments are skipped).
+pub async fn import(app: &App, sku: &str, text: &str, skip_duplicates: bool) -> Result<ImportReport, ImportError> {
+    let product = app.catalog.get(sku).map_err(|_| ImportError::NotCardKey(sku.to_owned()))?;
+    if product.kind != ProductKind::CardKey {
+        return Err(ImportError::NotCardKey(sku.to_owned()));
+    }
+    let vault = app.vault.as_ref().ok_or(ImportError::NoVault)?;
+    let mut report = ImportReport { sku: sku.to_owned(), ..ImportReport::default() };
+    let mut first_seen: HashMap<String, usize> = HashMap::new();
+    let mut fresh: Vec<(usize, &str, String)> = Vec::new();
+    for (index, raw) in text.lines().enumerate() {
+        let line = index + 1;
+        let code = raw.trim();
+        if code.is_empty() || code.starts_with('#') {
+            continue;
+        }
+        report.codes_read += 1;
+        if report.codes_read > IMPORT_CODES_MAX {
+            return Err(ImportError::TooMany);
+        }
+        if code.len() > CODE_BYTES_MAX || code.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            report
+                .malformed
+                .push((line, format!("a code is 1 to {CODE_BYTES_MAX} bytes with no spaces or control characters")));
+            continue;
+        }
+        let fingerprint = vault.fingerprint(sku, code);
+        if let Some(first) = first_seen.get(&fingerprint) {
+            report.duplicates_in_file.push((line, *first));
+            continue;
+        }
+        first_seen.insert(fingerprint.clone(), line);
+        fresh.push((line, code, fingerprint));
+    }
+    let fingerprints: Vec<String> = fresh.iter().map(|(_, _, f)| f.clone()).collect();
+    let in_stock = {
+        let mut conn = app.store.reader().await?;
+        card_keys::existing(&mut conn, sku, &fingerprints).await?
+    };
+    report.already_in_stock = fresh.iter().filter(|(_, _, f)| in_stock.contains(f)).map(|(line, _, _)| *line).collect();
+    if !report.malformed.is_empty() {
+        return Err(ImportError::Refused(format!(
+            "{} malformed line(s): {:?}",
+            report.malformed.len(),
+            lines(&report.malformed)
+        )));
+    }
+    let duplicates = report.duplicates_in_file.len() + report.already_in_stock.len();
+    if duplicates > 0 && !skip_duplicates {
+        return Err(ImportError::Refused(format!(
+            "{} duplicate(s) in the file (lines {:?}) and {} already in stock (lines {:?}); fix the file or pass --skip-duplicates",
+            report.duplicates_in_file.len(),
+            report.duplicates_in_file.iter().map(|(l, _)| *l).collect::<Vec<_>>(),
+            report.already_in_stock.len(),
+            report.already_in_stock
+        )));
+    }
+    let keys = fresh
+        .iter()
+        .filter(|(_, _, f)| !in_stock.contains(f))
+        .map(|(_, code, fingerprint)| {
+            let ciphertext = vault.seal(sku, code).map_err(|e| ImportError::Refused(e.to_string()))?;
+            Ok(NewCardKey { fingerprint: fingerprint.clone(), ciphertext })
+        })
+        .collect::<Result<Vec<_>, ImportError>>()?;
+    let now = now_ms();
+    let batch = uuid::Uuid::now_v7().to_string();
+    let mut tx = app.store.begin().await?;
+    report.imported = card_keys::insert(&mut tx, sku, &keys, &batch, now).await?;
+    if report.imported > 0 {
+        let job = NewJob {
+            kind: jobs::RESTOCK,
+            order_id: None,
+            payload: json!({ "sku": sku, "batch": batch }),
+            run_at_ms: now,
+            max_attempts: 20,
+            dedupe_key: Some(format!("restock:{batch}")),
+        };
+        zerodrop_store::jobs::enqueue(&mut tx, &job, now).await?;
+    }
+    tx.commit().await?;
+    app.wake();
+    let mut conn = app.store.reader().await?;
+    report.stock_available = card_keys::stock(&mut conn, sku).await?.available;
+    Ok(report)
+}
+
+fn lines(items: &[(usize, String)]) -> Vec<usize> {
+    items.iter().map(|(line, _)| *line).collect()
+}

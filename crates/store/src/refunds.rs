@@ -1,0 +1,154 @@
+//! Refunds: one row each, with a request number the provider sees and that never changes.
+
+use crate::{Conn, Result, StoreError, Tx};
+use serde::Serialize;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+use zerodrop_domain::money::{Currency, Money};
+use zerodrop_domain::OrderId;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefundState {
+    /// Stored; the provider has not answered yet.
+    Requested,
+    /// The provider accepted it and has not finished.
+    Processing,
+    Succeeded,
+    Failed,
+}
+
+impl RefundState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefundState::Requested => "requested",
+            RefundState::Processing => "processing",
+            RefundState::Succeeded => "succeeded",
+            RefundState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<RefundState> {
+        [RefundState::Requested, RefundState::Processing, RefundState::Succeeded, RefundState::Failed]
+            .into_iter()
+            .find(|s| s.as_str() == text)
+    }
+
+    pub fn is_final(self) -> bool {
+        match self {
+            RefundState::Succeeded | RefundState::Failed => true,
+            RefundState::Requested | RefundState::Processing => false,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RefundRow {
+    pub id: String,
+    pub order_id: String,
+    pub request_no: String,
+    pub amount: Money,
+    pub full: bool,
+    pub origin: String,
+    pub reason: String,
+    pub state: RefundState,
+    pub detail: Option<String>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub finished_at_ms: Option<i64>,
+}
+
+pub struct NewRefund<'a> {
+    pub id: &'a str,
+    pub order_id: OrderId,
+    pub request_no: &'a str,
+    pub amount: Money,
+    pub full: bool,
+    pub origin: &'a str,
+    pub reason: &'a str,
+}
+
+pub async fn insert(tx: &mut Tx, refund: &NewRefund<'_>, now_ms: i64) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO refunds (id, order_id, request_no, amount_minor, currency, full_refund, origin, reason, state, \
+             created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
+    )
+    .bind(refund.id)
+    .bind(refund.order_id.to_string())
+    .bind(refund.request_no)
+    .bind(refund.amount.minor)
+    .bind(refund.amount.currency.code())
+    .bind(i64::from(refund.full))
+    .bind(refund.origin)
+    .bind(refund.reason.chars().take(200).collect::<String>())
+    .bind(RefundState::Requested.as_str())
+    .bind(now_ms)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+const COLUMNS: &str = "id, order_id, request_no, amount_minor, currency, full_refund, origin, reason, state, detail, \
+     created_at_ms, updated_at_ms, finished_at_ms";
+
+pub async fn get(conn: &mut Conn, id: &str) -> Result<Option<RefundRow>> {
+    let row =
+        sqlx::query(&format!("SELECT {COLUMNS} FROM refunds WHERE id = $1")).bind(id).fetch_optional(conn).await?;
+    row.map(|r| decode(&r)).transpose()
+}
+
+pub async fn by_request_no(conn: &mut Conn, request_no: &str) -> Result<Option<RefundRow>> {
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM refunds WHERE request_no = $1"))
+        .bind(request_no)
+        .fetch_optional(conn)
+        .await?;
+    row.map(|r| decode(&r)).transpose()
+}
+
+pub async fn for_order(conn: &mut Conn, order_id: OrderId) -> Result<Vec<RefundRow>> {
+    let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM refunds WHERE order_id = $1 ORDER BY created_at_ms, id"))
+        .bind(order_id.to_string())
+        .fetch_all(conn)
+        .await?;
+    rows.iter().map(decode).collect()
+}
+
+/// Moves a refund to `state` unless it already reached a final state. Returns whether it moved.
+pub async fn set_state(tx: &mut Tx, id: &str, state: RefundState, detail: Option<&str>, now_ms: i64) -> Result<bool> {
+    let finished = state.is_final().then_some(now_ms);
+    let moved = sqlx::query(
+        "UPDATE refunds SET state = $1, detail = COALESCE($2, detail), updated_at_ms = $3, finished_at_ms = $4 \
+         WHERE id = $5 AND state NOT IN ('succeeded', 'failed')",
+    )
+    .bind(state.as_str())
+    .bind(detail.map(|d| d.chars().take(500).collect::<String>()))
+    .bind(now_ms)
+    .bind(finished)
+    .bind(id)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(moved == 1)
+}
+
+fn decode(row: &AnyRow) -> Result<RefundRow> {
+    let currency: String = row.try_get("currency")?;
+    let state: String = row.try_get("state")?;
+    Ok(RefundRow {
+        id: row.try_get("id")?,
+        order_id: row.try_get("order_id")?,
+        request_no: row.try_get("request_no")?,
+        amount: Money::new(
+            row.try_get("amount_minor")?,
+            Currency::parse(&currency).ok_or_else(|| StoreError::Corrupt("refund currency".into()))?,
+        ),
+        full: row.try_get::<i64, _>("full_refund")? != 0,
+        origin: row.try_get("origin")?,
+        reason: row.try_get("reason")?,
+        state: RefundState::parse(&state).ok_or_else(|| StoreError::Corrupt("refund state".into()))?,
+        detail: row.try_get("detail")?,
+        created_at_ms: row.try_get("created_at_ms")?,
+        updated_at_ms: row.try_get("updated_at_ms")?,
+        finished_at_ms: row.try_get("finished_at_ms")?,
+    })
+}
