@@ -28,7 +28,8 @@ const PAGE_HEADERS: [(&str, &str); 5] = [
     ("cache-control", "no-store"),
 ];
 
-fn signature(secret: &str, order_no: &str, expires_secs: i64) -> String {
+/// The link signature: hex HMAC-SHA256 over "<order_no>.<expiry>".
+pub fn signature(secret: &str, order_no: &str, expires_secs: i64) -> String {
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
     let tag = hmac::sign(&key, format!("{order_no}.{expires_secs}").as_bytes());
     tag.as_ref().iter().map(|b| format!("{b:02x}")).collect()

@@ -243,18 +243,30 @@ async fn move_balance_owned(
     owner: Option<&str>,
     delta: i64,
 ) -> Result<i64> {
-    let row = sqlx::query(
-        "INSERT INTO ledger_accounts (id, kind, currency, owner, balance) VALUES ($1, $2, $3, $4, $5) \
-         ON CONFLICT (id) DO UPDATE SET balance = ledger_accounts.balance + excluded.balance \
-         RETURNING balance, kind",
-    )
-    .bind(account.as_str())
-    .bind(kind.as_str())
-    .bind(currency)
-    .bind(owner)
-    .bind(delta)
-    .fetch_one(&mut **tx)
-    .await?;
+    // Both engines check constraints on an upsert's proposed row before resolving the
+    // conflict, so a debit of an account that cannot go negative must be a plain update
+    // (the balance check before it found the account holding enough).
+    let row = if delta < 0 && !kind.may_go_negative() {
+        sqlx::query("UPDATE ledger_accounts SET balance = balance + $1 WHERE id = $2 RETURNING balance, kind")
+            .bind(delta)
+            .bind(account.as_str())
+            .fetch_optional(&mut **tx)
+            .await?
+            .ok_or_else(|| StoreError::Invariant(format!("account {account} does not exist to be debited")))?
+    } else {
+        sqlx::query(
+            "INSERT INTO ledger_accounts (id, kind, currency, owner, balance) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (id) DO UPDATE SET balance = ledger_accounts.balance + excluded.balance \
+             RETURNING balance, kind",
+        )
+        .bind(account.as_str())
+        .bind(kind.as_str())
+        .bind(currency)
+        .bind(owner)
+        .bind(delta)
+        .fetch_one(&mut **tx)
+        .await?
+    };
     let balance_after: i64 = row.try_get(0)?;
     let stored_kind: String = row.try_get(1)?;
     if stored_kind != kind.as_str() {

@@ -113,3 +113,55 @@ pub fn kinds(order: &Value) -> Vec<String> {
         .map(|events| events.iter().map(|e| e["kind"].as_str().unwrap_or_default().to_owned()).collect())
         .unwrap_or_default()
 }
+
+/// Issue 3's stack: the test catalog (deadlines of 10 s; every product kind), orders that
+/// stay open long enough not to expire under the test, and optionally the platform's
+/// delivery endpoint.
+pub fn goods(endpoint_url: Option<String>) -> Tuning {
+    Tuning { ttl_secs: 120, catalog_toml: Some(zerodrop::stack::TEST_CATALOG.to_owned()), endpoint_url, ..fast() }
+}
+
+impl Harness {
+    /// Creates an order, pays it at the sandbox, and waits until zerodrop has captured it.
+    pub async fn paid(&self, user: &str, sku: &str) -> String {
+        let created = self.order(user, sku).await;
+        let order_no = created["order"]["order_no"].as_str().expect("order_no").to_owned();
+        self.client.pay(&created).await.expect("pay").expect("paid at the sandbox");
+        zerodrop::stack::eventually(Duration::from_secs(15), "the payment to be captured", || async {
+            let order = self.client.order(&order_no).await?;
+            Ok((order["order"]["status"] != "awaiting_payment").then_some(()))
+        })
+        .await
+        .expect("captured");
+        order_no
+    }
+
+    /// POSTs JSON to zerodrop with the merchant key.
+    pub async fn post(&self, path: &str, body: &Value, idempotency_key: Option<&str>) -> (u16, Value) {
+        let mut request = self
+            .client
+            .http
+            .post(format!("{}{path}", self.server.base_url))
+            .bearer_auth(zerodrop::stack::API_KEY)
+            .json(body);
+        if let Some(key) = idempotency_key {
+            request = request.header("idempotency-key", key);
+        }
+        let response = request.send().await.expect("post");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn import_keys(&self, sku: &str, codes: &[&str]) -> zerodrop_server::stock::ImportReport {
+        let text = codes.join("\n");
+        zerodrop_server::stock::import(&self.server.app, sku, &text, false).await.expect("import")
+    }
+}
+
+pub fn code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("<no code>")
+}
+
+pub fn count(order: &Value, kind: &str) -> usize {
+    kinds(order).iter().filter(|k| *k == kind).count()
+}
