@@ -12,7 +12,7 @@ use zerodrop_domain::Secret;
 pub const ENV_PREFIX: &str = "ZERODROP_";
 /// `ZERODROP_*` variables that are not configuration keys: the config file's path, the
 /// log filter, and the test suite's PostgreSQL switches.
-pub const ENV_NOT_CONFIG: &[&str] = &["CONFIG", "LOG", "TEST_PG", "TEST_PG_MARKER"];
+pub const ENV_NOT_CONFIG: &[&str] = &["CONFIG", "LOG", "TEST_PG", "TEST_PG_MARKER", "TEST_BROWSER"];
 /// Default SQLite file, under `./data/` as the design says.
 pub const DATABASE_URL_DEFAULT: &str = "sqlite://./data/zerodrop.db";
 
