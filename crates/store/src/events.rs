@@ -196,3 +196,10 @@ pub fn fold_kinds(kinds: &[String]) -> Result<Option<OrderState>, String> {
 pub fn settled_statuses() -> Vec<&'static str> {
     OrderStatus::ALL.into_iter().filter(|s| s.is_settled()).map(|s| s.as_str()).collect()
 }
+
+/// How many events of each kind exist (reports and the demo).
+pub async fn count_by_kind(conn: &mut Conn) -> Result<Vec<(String, i64)>> {
+    let rows =
+        sqlx::query("SELECT kind, COUNT(*) FROM order_events GROUP BY kind ORDER BY kind").fetch_all(conn).await?;
+    rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+}

@@ -150,3 +150,9 @@ pub async fn insert_delivery(
         .await?;
     Ok(())
 }
+
+/// How many deliveries of each product kind exist (reports and the demo).
+pub async fn delivered_kinds(conn: &mut Conn) -> Result<std::collections::HashMap<String, u64>> {
+    let rows = sqlx::query("SELECT kind, COUNT(*) FROM deliveries GROUP BY kind").fetch_all(conn).await?;
+    rows.iter().map(|r| Ok((r.try_get(0)?, u64::try_from(r.try_get::<i64, _>(1)?).unwrap_or(0)))).collect()
+}

@@ -152,3 +152,10 @@ fn decode(row: &AnyRow) -> Result<RefundRow> {
         finished_at_ms: row.try_get("finished_at_ms")?,
     })
 }
+
+/// Every refund, oldest first (reports and comparisons with the provider's books).
+pub async fn all(conn: &mut Conn) -> Result<Vec<RefundRow>> {
+    let rows =
+        sqlx::query(&format!("SELECT {COLUMNS} FROM refunds ORDER BY created_at_ms, id")).fetch_all(conn).await?;
+    rows.iter().map(decode).collect()
+}

@@ -326,6 +326,17 @@ impl Client {
         Ok((status, response.json().await.unwrap_or(Value::Null)))
     }
 
+    /// POSTs JSON with the merchant key.
+    pub async fn post(&self, path: &str, body: &Value, idempotency_key: Option<&str>) -> Result<(u16, Value)> {
+        let mut request = self.http.post(format!("{}{path}", self.base_url)).bearer_auth(API_KEY).json(body);
+        if let Some(key) = idempotency_key {
+            request = request.header("idempotency-key", key);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await.unwrap_or(Value::Null)))
+    }
+
     pub async fn get(&self, path: &str) -> Result<(u16, Value)> {
         let response = self.http.get(format!("{}{path}", self.base_url)).bearer_auth(API_KEY).send().await?;
         let status = response.status().as_u16();

@@ -1,0 +1,352 @@
+//! `zerodrop demo`: on a fresh database, simulated users buy diamonds, SVIP, game cards
+//! and game gold through the sandbox provider while the world misbehaves: the provider
+//! drops, duplicates, delays and reorders notifications and its gateway goes down for 30
+//! seconds; game cards run out of stock and are restocked later; the platform's delivery
+//! endpoint is down for 40 seconds; the platform refunds some orders. The demo waits for
+//! every order to settle, compares the provider's books (charges and refunds) with
+//! zerodrop's, runs the audit, and prints the table. Exit status 0 only if nothing was
+//! dropped, the books match and the audit passed.
+
+mod report;
+mod users;
+
+use crate::endpoint::{Endpoint, Mode};
+use crate::stack::{self, Client, InProcess, SandboxSide, Tuning};
+use anyhow::Result;
+use serde_json::json;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use zerodrop_sandbox::faults::Faults;
+use zerodrop_store::now_ms;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// Orders the simulated users place.
+    #[arg(long, default_value_t = 2000)]
+    pub orders: u32,
+    /// Distinct users.
+    #[arg(long, default_value_t = 300)]
+    pub users: u32,
+    /// Minutes to wait for everything to settle before giving up.
+    #[arg(long, default_value_t = 10)]
+    pub settle_minutes_max: u64,
+    /// Database URL; default: a fresh SQLite file in a temporary directory.
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// Percent of notifications the sandbox drops entirely (at least 20 for the story).
+    #[arg(long, default_value_t = 20)]
+    pub drop_pct: u32,
+    #[arg(long, default_value_t = 10)]
+    pub duplicate_pct: u32,
+    #[arg(long, default_value_t = 10)]
+    pub reorder_pct: u32,
+    /// Length of the payment gateway's outage.
+    #[arg(long, default_value_t = 30)]
+    pub outage_secs: u64,
+    /// Length of the platform delivery endpoint's outage.
+    #[arg(long, default_value_t = 40)]
+    pub endpoint_down_secs: u64,
+}
+
+/// The demo compresses an order's life so it ends in minutes: users pay within ~40 s of
+/// ordering, an order expires after 60 s, and the query at +30 s is the S21 story.
+const DEMO_TTL_SECS: i64 = 60;
+const DEMO_LATE_SWEEP_SECS: i64 = 30;
+const SANDBOX_LATE_GRACE_MS: i64 = 25_000;
+/// Requests a simulated platform keeps in flight at once.
+const CLIENT_CONCURRENCY: usize = 64;
+/// When things happen, in seconds from the start.
+const GATEWAY_OUTAGE_AT_SECS: u64 = 20;
+const ENDPOINT_DOWN_AT_SECS: u64 = 5;
+const RESTOCK_AT_SECS: u64 = 40;
+const MERCHANT_REFUNDS_AT_SECS: u64 = 70;
+/// Share of delivered diamond orders the platform refunds (half of them partly).
+const MERCHANT_REFUND_PER_MILLE: usize = 20;
+
+/// The shipped catalog's products, with delivery deadlines short enough to watch.
+const DEMO_CATALOG: &str = r#"
+[[product]]
+sku = "diamonds_60"
+title = "60 钻石 / 60 diamonds"
+kind = "currency_pack"
+currency = "CNY"
+virtual_currency = "DIAMOND"
+units = 60
+price = "6.00"
+[[product]]
+sku = "diamonds_300"
+title = "300 钻石 / 300 diamonds"
+kind = "currency_pack"
+currency = "CNY"
+virtual_currency = "DIAMOND"
+units = 300
+price = "30.00"
+[[product]]
+sku = "diamonds_980"
+title = "980 钻石 / 980 diamonds"
+kind = "currency_pack"
+currency = "CNY"
+virtual_currency = "DIAMOND"
+units = 980
+price = "98.00"
+[[product]]
+sku = "diamonds_1980"
+title = "1980 钻石 / 1980 diamonds"
+kind = "currency_pack"
+currency = "CNY"
+virtual_currency = "DIAMOND"
+units = 1980
+price = "198.00"
+[[product]]
+sku = "diamonds_3280"
+title = "3280 钻石 / 3280 diamonds"
+kind = "currency_pack"
+currency = "CNY"
+virtual_currency = "DIAMOND"
+units = 3280
+price = "328.00"
+late_payment = "refund"
+[[product]]
+sku = "diamonds_6480"
+title = "6480 钻石 / 6480 diamonds"
+kind = "currency_pack"
+currency = "CNY"
+virtual_currency = "DIAMOND"
+units = 6480
+price = "648.00"
+late_payment = "refund"
+[[product]]
+sku = "svip_30d"
+title = "SVIP 30 天 / SVIP 30 days"
+kind = "membership"
+currency = "CNY"
+plan = "svip"
+days = 30
+price = "30.00"
+[[product]]
+sku = "svip_365d"
+title = "SVIP 365 天 / SVIP 365 days"
+kind = "membership"
+currency = "CNY"
+plan = "svip"
+days = 365
+price = "328.00"
+late_payment = "refund"
+[[product]]
+sku = "game_card_50"
+title = "游戏点卡 50 元 / Game card 50 CNY"
+kind = "card_key"
+currency = "CNY"
+price = "50.00"
+delivery_deadline_secs = 30
+late_payment = "refund"
+[[product]]
+sku = "game_gold_100"
+title = "游戏金币 100 / 100 game gold"
+kind = "external"
+endpoint = "game"
+payload = { item = "gold", amount = 100 }
+currency = "CNY"
+price = "10.00"
+delivery_deadline_secs = 30
+[[product]]
+sku = "game_gold_vip"
+title = "游戏金币 1000 / 1000 game gold"
+kind = "external"
+endpoint = "game"
+payload = { item = "gold", amount = 1000 }
+currency = "CNY"
+price = "98.00"
+delivery_deadline_secs = 30
+on_deadline_miss = "escalate"
+compensation = { currency = "DIAMOND", units = 100 }
+"#;
+
+pub async fn run(args: &Args) -> Result<ExitCode> {
+    let temp = std::env::temp_dir().join(format!("zerodrop-demo-{}", uuid::Uuid::new_v4().simple()));
+    let database_url = args.database_url.clone().unwrap_or_else(|| format!("sqlite://{}/zerodrop.db", temp.display()));
+    let faults = Faults {
+        drop_rate_pct: args.drop_pct,
+        duplicate_rate_pct: args.duplicate_pct,
+        reorder_rate_pct: args.reorder_pct,
+        delay_ms_min: 0,
+        delay_ms_max: 2_000,
+        late_pay_grace_ms: SANDBOX_LATE_GRACE_MS,
+        // Unacknowledged notifications come back on Alipay's schedule, 100× faster.
+        retry_scale_pct: 1,
+        ..Faults::none()
+    };
+    println!("zerodrop demo: {} orders by {} users on {}", args.orders, args.users, report::redact_url(&database_url));
+    println!(
+        "faults: {}% of notifications dropped, {}% duplicated, {}% followed by a stale one, delays up to 2 s, a {} s gateway \
+         outage; game cards run out until a restock; the game's delivery endpoint is down for {} s; the platform refunds \
+         some orders",
+        args.drop_pct, args.duplicate_pct, args.reorder_pct, args.outage_secs, args.endpoint_down_secs
+    );
+    let sandbox = SandboxSide::start(faults.clone()).await?;
+    let game = Endpoint::start(Mode::Up).await?;
+    let tuning = Tuning {
+        ttl_secs: DEMO_TTL_SECS,
+        late_sweep_secs: DEMO_LATE_SWEEP_SECS,
+        catalog_toml: Some(DEMO_CATALOG.to_owned()),
+        endpoint_url: Some(game.url.clone()),
+        ..Tuning::default()
+    };
+    let server = InProcess::start(|listen| stack::config(&database_url, listen, &sandbox, &tuning)).await?;
+    let client = Client::new(&server.base_url, &sandbox.url)?;
+    let started = Instant::now();
+    restock(&server.app, 0, (args.orders / 40).max(1)).await?;
+
+    let counters = Arc::new(users::Counters::default());
+    let order_nos = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let limiter = Arc::new(tokio::sync::Semaphore::new(CLIENT_CONCURRENCY));
+    let mut simulated = tokio::task::JoinSet::new();
+    for n in 0..args.orders {
+        let (client, counters, order_nos, limiter) =
+            (client.clone(), counters.clone(), order_nos.clone(), limiter.clone());
+        let user = format!("user-{}", n % args.users.max(1));
+        simulated.spawn(async move {
+            let shared = users::Shared {
+                client: &client,
+                counters: &counters,
+                order_nos: &order_nos,
+                limiter: &limiter,
+                ttl_secs: DEMO_TTL_SECS as u64,
+            };
+            users::simulate(&shared, &user, n).await;
+            counters.users_done.fetch_add(1, Ordering::Relaxed);
+        });
+    }
+    let world = tokio::spawn(world(
+        args.clone(),
+        sandbox.sandbox.clone(),
+        faults,
+        game.clone(),
+        server.app.clone(),
+        client.clone(),
+        order_nos.clone(),
+    ));
+
+    let deadline = Instant::now() + Duration::from_secs(args.settle_minutes_max * 60);
+    let total = u64::from(args.orders);
+    let mut settled_at = None;
+    while Instant::now() < deadline {
+        let order_list = order_nos.lock().map(|v| v.clone()).unwrap_or_default();
+        let progress = report::settlement(&server, &sandbox.sandbox.charges(), &order_list).await?;
+        let users_done = counters.users_done.load(Ordering::Relaxed);
+        report::draw(users_done, total, &progress, started.elapsed());
+        let quiet = progress.unsettled == 0 && progress.charges_without_outcome == 0 && progress.refunds_in_flight == 0;
+        if users_done == total && world.is_finished() && quiet {
+            settled_at = Some(started.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!();
+    while simulated.join_next().await.is_some() {}
+    let world_errors = world.await.map_err(anyhow::Error::from).and_then(|r| r).err();
+
+    let order_nos = order_nos.lock().map(|v| v.clone()).unwrap_or_default();
+    let charges = sandbox.sandbox.charges();
+    let table = report::summarise(&server, &charges, &sandbox.sandbox.refunds(), &order_nos).await?;
+    let audit = crate::audit::check(&server.app.store, &server.app.config).await?;
+    let stats = sandbox.sandbox.stats();
+    println!();
+    println!("{:<46} {:>10}", "orders placed", counters.created.load(Ordering::Relaxed));
+    println!("{:<46} {:>10}", "paid (charges at the provider)", charges.len());
+    report::print(&table);
+    println!(
+        "notifications: {} planned, {} dropped, {} duplicated, {} stale; {} sends, {} refused; gateway calls {} ({} failed)",
+        stats.notifications_planned, stats.notifications_dropped, stats.notifications_duplicated, stats.notifications_stale,
+        stats.sends, stats.sends_refused, stats.gateway_calls, stats.gateway_failed
+    );
+    if let Some(e) = &world_errors {
+        println!("the demo's own script failed: {e:#}");
+    }
+    match settled_at {
+        Some(t) => println!("everything settled after {:.0?}", t),
+        None => println!("NOT everything settled within {} minutes", args.settle_minutes_max),
+    }
+    print!("{}", crate::audit::render(&audit));
+    server.stop().await?;
+    sandbox.stop().await;
+    game.stop();
+    if args.database_url.is_none() {
+        let _ = std::fs::remove_dir_all(&temp);
+    }
+    let ok = audit.passed()
+        && table.dropped == 0
+        && table.refund_books_match
+        && settled_at.is_some()
+        && world_errors.is_none();
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Imports `count` game-card codes (restocking also serves orders waiting for stock).
+async fn restock(app: &zerodrop_server::App, batch: u32, count: u32) -> Result<()> {
+    let codes: Vec<String> =
+        (0..count).map(|i| format!("DEMO-{batch}-{i:06}-{}", uuid::Uuid::new_v4().simple())).collect();
+    zerodrop_server::stock::import(app, "game_card_50", &codes.join("\n"), false).await?;
+    Ok(())
+}
+
+/// Everything that happens to the shop while users buy.
+async fn world(
+    args: Args,
+    sandbox: zerodrop_sandbox::Sandbox,
+    faults: Faults,
+    game: Endpoint,
+    app: zerodrop_server::App,
+    client: Client,
+    order_nos: Arc<std::sync::Mutex<Vec<String>>>,
+) -> Result<()> {
+    let started = Instant::now();
+    let at = |secs: u64| async move {
+        let due = Duration::from_secs(secs);
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            tokio::time::sleep(wait).await;
+        }
+    };
+    at(ENDPOINT_DOWN_AT_SECS).await;
+    game.set_mode(Mode::Down);
+    at(GATEWAY_OUTAGE_AT_SECS).await;
+    let outage_ms = i64::try_from(args.outage_secs * 1000).unwrap_or(i64::MAX);
+    sandbox.set_faults(Faults { gateway_down_until_ms: now_ms() + outage_ms, ..faults });
+    at(RESTOCK_AT_SECS).await;
+    restock(&app, 1, (args.orders / 5).max(1)).await?;
+    at(ENDPOINT_DOWN_AT_SECS + args.endpoint_down_secs).await;
+    game.set_mode(Mode::Up);
+    at(MERCHANT_REFUNDS_AT_SECS).await;
+    merchant_refunds(&client, &order_nos).await
+}
+
+/// The platform refunds a few delivered diamond orders: half of them in full, half in part.
+async fn merchant_refunds(client: &Client, order_nos: &std::sync::Mutex<Vec<String>>) -> Result<()> {
+    let list = order_nos.lock().map(|v| v.clone()).unwrap_or_default();
+    let wanted = list.len() * MERCHANT_REFUND_PER_MILLE / 1000;
+    let mut done = 0;
+    for order_no in list {
+        if done >= wanted {
+            break;
+        }
+        let order = client.order(&order_no).await?;
+        let sku = order["order"]["sku"].as_str().unwrap_or_default();
+        if order["order"]["status"] != "delivered" || !sku.starts_with("diamonds_") {
+            continue;
+        }
+        let body = if done % 2 == 0 {
+            json!({ "reason": "customer asked for a refund" })
+        } else {
+            let half = order["order"]["amount_minor"].as_i64().unwrap_or(0) / 2;
+            json!({ "amount": zerodrop_domain::money::format_minor(half, 2), "reason": "half refunded as a goodwill gesture" })
+        };
+        let (status, answer) = client
+            .post(&format!("/v1/orders/{order_no}/refunds"), &body, Some(&format!("demo-refund-{order_no}")))
+            .await?;
+        anyhow::ensure!(status == 201, "refund of {order_no} refused: {status} {answer}");
+        done += 1;
+    }
+    Ok(())
+}
