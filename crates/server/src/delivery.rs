@@ -17,9 +17,10 @@ use zerodrop_store::ledger::{self, TransferOutcome};
 use zerodrop_store::orders::OrderRow;
 use zerodrop_store::{card_keys, memberships, payments, StoreError, Tx};
 
-/// External deliveries are retried for more than a day (backoff grows to 10 minutes):
-/// 200 attempts cover about 30 hours.
-pub const EXTERNAL_ATTEMPTS_MAX: i64 = 200;
+/// External deliveries are retried for at least a day: backoff grows to 10 minutes with
+/// jitter down to half of that, so even the shortest waits (5 minutes) need 288 attempts
+/// for 24 hours; 300 bound it at 25 to 50 hours.
+pub const EXTERNAL_ATTEMPTS_MAX: i64 = 300;
 /// The deadline job must fire; a failure to record it is retried this often.
 const DEADLINE_ATTEMPTS_MAX: i64 = 30;
 
@@ -243,4 +244,38 @@ pub async fn miss_in(
             events::append_all(tx, order, vec![missed, escalate], now_ms).await
         }
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("no order with this number")]
+    NotFound,
+    #[error("this order is not delivered by an endpoint")]
+    NotExternal,
+    #[error("the order is {0}: nothing to deliver")]
+    NotDeliverable(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Sends an external order's delivery request to the platform's endpoint again (for an
+/// operator, or the merchant API). Returns the replay's id.
+pub async fn replay(app: &crate::App, order_no: &str) -> Result<String, ReplayError> {
+    use zerodrop_domain::order::OrderStatus;
+    if zerodrop_domain::OrderNo::parse(order_no).is_none() {
+        return Err(ReplayError::NotFound);
+    }
+    let mut tx = app.store.begin().await?;
+    let order = zerodrop_store::orders::lock_by_no(&mut tx, order_no).await?.ok_or(ReplayError::NotFound)?;
+    if !matches!(order.product.kind, ProductKind::External { .. }) {
+        return Err(ReplayError::NotExternal);
+    }
+    if !matches!(order.status, OrderStatus::Paid | OrderStatus::Delivered) {
+        return Err(ReplayError::NotDeliverable(order.status.to_string()));
+    }
+    let replay_id = uuid::Uuid::now_v7().to_string();
+    enqueue_external(&mut tx, &order, Some(&replay_id), zerodrop_store::now_ms()).await?;
+    tx.commit().await?;
+    app.wake();
+    Ok(replay_id)
 }

@@ -241,3 +241,20 @@ pub async fn next_due_ms(conn: &mut crate::Conn) -> Result<Option<i64>> {
     let row = sqlx::query("SELECT MIN(run_at_ms) FROM jobs WHERE state = 'queued'").fetch_one(conn).await?;
     Ok(row.try_get(0)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_doubles_and_caps_with_jitter() {
+        for attempt in 1..40 {
+            let ceiling = (BACKOFF_MS_BASE << (attempt - 1).min(20)).min(BACKOFF_MS_MAX);
+            let wait = backoff_ms(attempt);
+            assert!((ceiling / 2..=ceiling).contains(&wait), "attempt {attempt}: {wait}");
+        }
+        // The shortest possible schedule of 300 attempts still spans more than a day.
+        let shortest: i64 = (1..300).map(|a| (BACKOFF_MS_BASE << (a - 1).min(20)).min(BACKOFF_MS_MAX) / 2).sum();
+        assert!(shortest > 24 * 3_600_000, "{shortest}");
+    }
+}

@@ -74,6 +74,11 @@ enum AdminCommand {
     },
     /// Print a fresh random 32-byte key, base64 (for card_keys.encryption_key).
     NewKey,
+    /// Send an external order's delivery request to the platform's endpoint again.
+    ReplayDelivery {
+        #[arg(long)]
+        order: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -202,6 +207,16 @@ async fn admin(cli: &Cli, command: &AdminCommand) -> Result<std::process::ExitCo
             println!("{sku}: {} available, {} allocated, {} revoked", stock.available, stock.allocated, stock.revoked);
             Ok(std::process::ExitCode::SUCCESS)
         }
+        AdminCommand::ReplayDelivery { order } => match zerodrop_server::delivery::replay(&app, order).await {
+            Ok(replay_id) => {
+                println!("{order}: delivery replay {replay_id} queued; a running `zerodrop serve` sends it");
+                Ok(std::process::ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                Ok(std::process::ExitCode::FAILURE)
+            }
+        },
         AdminCommand::NewKey => Ok(std::process::ExitCode::SUCCESS),
     }
 }

@@ -150,6 +150,17 @@ both_engines! {
         game.set_mode(Mode::Garbage);
         let garbage = h.paid("player", "gold_100").await;
         h.wait_for_status(&garbage, "delivered", Duration::from_secs(15)).await;
+        // Slower than the endpoint's timeout (2 s here): a failed attempt, retried.
+        game.set_mode(Mode::Slow(3_000));
+        let slow = h.paid("player", "gold_100").await;
+        zerodrop::stack::eventually(Duration::from_secs(15), "a timed-out attempt", || async {
+            let order = h.client.order(&slow).await?;
+            let timed_out = order["timeline"].as_array().unwrap().iter()
+                .any(|e| e["kind"] == "delivery_attempted" && e["data"]["outcome"].as_str().unwrap_or("").contains("timed out"));
+            Ok(timed_out.then_some(()))
+        }).await.unwrap();
+        game.set_mode(Mode::Up);
+        h.wait_for_status(&slow, "delivered", Duration::from_secs(15)).await;
         h.audit_passes().await;
         h.stop().await;
         game.stop();

@@ -107,25 +107,15 @@ pub async fn replay(
     Path(order_no): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     authorize(&app, &headers)?;
-    let not_found = || ApiError::not_found("order_not_found", "no order with this number");
-    if zerodrop_domain::OrderNo::parse(&order_no).is_none() {
-        return Err(not_found());
+    match delivery::replay(&app, &order_no).await {
+        Ok(replay_id) => Ok((StatusCode::ACCEPTED, Json(json!({ "replay_id": replay_id, "order_no": order_no })))),
+        Err(e @ delivery::ReplayError::NotFound) => Err(ApiError::not_found("order_not_found", e.to_string())),
+        Err(e @ delivery::ReplayError::NotExternal) => {
+            Err(ApiError::new(StatusCode::CONFLICT, "not_external", e.to_string()))
+        }
+        Err(e @ delivery::ReplayError::NotDeliverable(_)) => {
+            Err(ApiError::new(StatusCode::CONFLICT, "order_not_deliverable", e.to_string()))
+        }
+        Err(delivery::ReplayError::Store(e)) => Err(ApiError::internal(e)),
     }
-    let mut tx = app.store.begin().await?;
-    let order = orders::lock_by_no(&mut tx, &order_no).await?.ok_or_else(not_found)?;
-    if !matches!(order.product.kind, ProductKind::External { .. }) {
-        return Err(ApiError::new(StatusCode::CONFLICT, "not_external", "this order is not delivered by an endpoint"));
-    }
-    if !matches!(order.status, OrderStatus::Paid | OrderStatus::Delivered) {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "order_not_deliverable",
-            format!("the order is {}", order.status),
-        ));
-    }
-    let replay_id = uuid::Uuid::now_v7().to_string();
-    delivery::enqueue_external(&mut tx, &order, Some(&replay_id), now_ms()).await?;
-    tx.commit().await?;
-    app.wake();
-    Ok((StatusCode::ACCEPTED, Json(json!({ "replay_id": replay_id, "order_no": order.order_no }))))
 }
