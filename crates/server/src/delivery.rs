@@ -13,7 +13,7 @@ use zerodrop_domain::ledger::Transfer;
 use zerodrop_domain::order::{Actor, EventKind};
 use zerodrop_store::events::{self, NewEvent};
 use zerodrop_store::jobs::NewJob;
-use zerodrop_store::ledger::{self, TransferOutcome};
+use zerodrop_store::ledger;
 use zerodrop_store::orders::OrderRow;
 use zerodrop_store::{card_keys, memberships, payments, StoreError, Tx};
 
@@ -164,17 +164,10 @@ async fn pay_compensation(tx: &mut Tx, order: &OrderRow, now_ms: i64) -> Result<
     }
 }
 
-/// Applies a transfer that must happen exactly once with this order: finding it already
-/// applied means the record disagrees with itself, so the transaction stops.
+/// Applies a transfer that happens exactly once with this order (its id names the order,
+/// and the order has one delivery): written at commit, where a reused id fails the commit.
 async fn apply_once(tx: &mut Tx, order: &OrderRow, transfer: &Transfer, now_ms: i64) -> Result<(), StoreError> {
-    match ledger::apply(tx, transfer, Some(order.id), now_ms).await? {
-        Ok(TransferOutcome::Applied) => Ok(()),
-        Ok(TransferOutcome::AlreadyApplied) => Err(StoreError::Invariant(format!(
-            "order {}: transfer {} was already applied",
-            order.order_no, transfer.id
-        ))),
-        Err(refused) => Err(StoreError::Invariant(refused.to_string())),
-    }
+    ledger::apply_new(tx, transfer, Some(order.id), now_ms)
 }
 
 /// Stores the delivery deadline: once per order, ever.

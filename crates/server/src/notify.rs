@@ -249,7 +249,7 @@ async fn insert_raw(
         trade_no: trade_no.map(clip),
         notify_id: notify_id.map(clip),
     };
-    notifications::insert(tx, &row, now).await
+    Ok(notifications::insert(tx, &row, now))
 }
 
 /// Stores a refused request in its own transaction (nothing else to do with it).

@@ -122,7 +122,13 @@ impl Store {
     /// Starts a write transaction.
     pub async fn begin(&self) -> Result<Tx> {
         let inner = self.write.begin().await?;
-        Ok(Tx { inner, dialect: self.dialect, ledger: crate::ledger::Pending::default() })
+        Ok(Tx {
+            inner,
+            dialect: self.dialect,
+            ledger: crate::ledger::Pending::default(),
+            notifications: Vec::new(),
+            deliveries: Vec::new(),
+        })
     }
 
     /// A connection for reads outside any transaction.
@@ -184,6 +190,10 @@ pub struct Tx {
     inner: sqlx::Transaction<'static, Any>,
     dialect: Dialect,
     pub(crate) ledger: crate::ledger::Pending,
+    /// Rows written at commit, many per statement: a batch's raw notifications and
+    /// deliveries (nothing in the transaction reads them back).
+    pub(crate) notifications: Vec<crate::notifications::Pending>,
+    pub(crate) deliveries: Vec<crate::payments::PendingDelivery>,
 }
 
 impl Tx {
@@ -192,6 +202,8 @@ impl Tx {
     }
 
     pub async fn commit(mut self) -> Result<()> {
+        crate::notifications::flush(&mut self).await?;
+        crate::payments::flush_deliveries(&mut self).await?;
         crate::ledger::flush(&mut self).await?;
         self.inner.commit().await?;
         Ok(())

@@ -25,6 +25,8 @@ const ENTRIES_PER_INSERT_MAX: usize = 200;
 /// Ledger work a transaction carries until its commit.
 #[derive(Default)]
 pub(crate) struct Pending {
+    /// Transfers known to be new, written at commit.
+    transfers: Vec<(Transfer, Option<String>, i64)>,
     /// Entries whose balance is already known (immediate movements).
     entries: Vec<Entry>,
     /// Deferred movements per account, in the order they happened.
@@ -164,9 +166,57 @@ fn defer(
     deferred.movements.push((transfer_id.to_owned(), delta, now_ms));
 }
 
+/// Applies a transfer whose id cannot have been used before, because its cause already
+/// happens once only (an order's credit: the order's single delivery row). Everything
+/// about it waits for the commit: its row (a reused id fails the commit, never passes
+/// silently) and both balances. Only for transfers that cannot fail: a credit, from an
+/// account that may go negative.
+pub fn apply_new(tx: &mut Tx, transfer: &Transfer, order_id: Option<OrderId>, now_ms: i64) -> Result<()> {
+    if !transfer.from_kind.may_go_negative() {
+        return Err(StoreError::Invariant(format!("transfer {} debits a checked account; use apply", transfer.id)));
+    }
+    tx.ledger.transfers.push((transfer.clone(), order_id.map(|id| id.to_string()), now_ms));
+    defer(tx, &transfer.id, &transfer.to, transfer.to_kind, &transfer.currency, transfer.amount, now_ms);
+    defer(tx, &transfer.id, &transfer.from, transfer.from_kind, &transfer.currency, -transfer.amount, now_ms);
+    Ok(())
+}
+
+/// Rows per statement for transfers written at commit (7 parameters each).
+const TRANSFERS_PER_INSERT_MAX: usize = 100;
+
+async fn flush_transfers(tx: &mut Tx) -> Result<()> {
+    let pending = std::mem::take(&mut tx.ledger.transfers);
+    for chunk in pending.chunks(TRANSFERS_PER_INSERT_MAX) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let p = i * 7;
+                format!("(${}, ${}, ${}, ${}, ${}, ${}, ${})", p + 1, p + 2, p + 3, p + 4, p + 5, p + 6, p + 7)
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO ledger_transfers (id, from_account, to_account, currency, amount, order_id, at_ms) VALUES {}",
+            values.join(", ")
+        );
+        let mut insert = sqlx::query(&sql);
+        for (t, order_id, at_ms) in chunk {
+            insert = insert
+                .bind(t.id.clone())
+                .bind(t.from.to_string())
+                .bind(t.to.to_string())
+                .bind(t.currency.clone())
+                .bind(t.amount)
+                .bind(order_id.clone())
+                .bind(*at_ms);
+        }
+        insert.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 /// Applies the deferred movements (each account once, in account order) and writes every
 /// pending entry. Called by [`Tx::commit`] just before the database commit.
 pub(crate) async fn flush(tx: &mut Tx) -> Result<()> {
+    flush_transfers(tx).await?;
     let accounts: Vec<String> = tx.ledger.deferred.keys().cloned().collect();
     for account in accounts {
         flush_account(tx, &account).await?;

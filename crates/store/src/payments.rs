@@ -132,8 +132,17 @@ pub async fn delivered_at_by_order_no(conn: &mut Conn) -> Result<std::collection
     rows.iter().map(|r| Ok((r.try_get(0)?, (r.try_get(1)?, r.try_get(2)?)))).collect()
 }
 
-/// Records the one delivery of an order. A second delivery violates the primary key and
-/// fails the transaction: double delivery is impossible by construction, not by care.
+/// A delivery row waiting for its transaction's commit.
+pub(crate) struct PendingDelivery {
+    order_id: String,
+    kind: String,
+    delivered_at_ms: i64,
+    detail: String,
+}
+
+/// Records the one delivery of an order, written at commit. A second delivery violates
+/// the primary key and fails the commit: double delivery is impossible by construction,
+/// not by care.
 pub async fn insert_delivery(
     tx: &mut Tx,
     order_id: OrderId,
@@ -141,13 +150,33 @@ pub async fn insert_delivery(
     detail: &serde_json::Value,
     now_ms: i64,
 ) -> Result<()> {
-    sqlx::query("INSERT INTO deliveries (order_id, kind, delivered_at_ms, detail) VALUES ($1, $2, $3, $4)")
-        .bind(order_id.to_string())
-        .bind(kind)
-        .bind(now_ms)
-        .bind(detail.to_string())
-        .execute(&mut **tx)
-        .await?;
+    tx.deliveries.push(PendingDelivery {
+        order_id: order_id.to_string(),
+        kind: kind.to_owned(),
+        delivered_at_ms: now_ms,
+        detail: detail.to_string(),
+    });
+    Ok(())
+}
+
+/// Rows written per statement at commit (4 parameters each).
+const DELIVERIES_PER_INSERT_MAX: usize = 200;
+
+pub(crate) async fn flush_deliveries(tx: &mut Tx) -> Result<()> {
+    let pending = std::mem::take(&mut tx.deliveries);
+    for chunk in pending.chunks(DELIVERIES_PER_INSERT_MAX) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| format!("(${}, ${}, ${}, ${})", i * 4 + 1, i * 4 + 2, i * 4 + 3, i * 4 + 4))
+            .collect();
+        let sql =
+            format!("INSERT INTO deliveries (order_id, kind, delivered_at_ms, detail) VALUES {}", values.join(", "));
+        let mut insert = sqlx::query(&sql);
+        for d in chunk {
+            insert =
+                insert.bind(d.order_id.clone()).bind(d.kind.clone()).bind(d.delivered_at_ms).bind(d.detail.clone());
+        }
+        insert.execute(&mut **tx).await?;
+    }
     Ok(())
 }
 

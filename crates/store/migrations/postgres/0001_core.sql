@@ -113,8 +113,10 @@ CREATE TABLE membership_periods (
 );
 CREATE INDEX membership_periods_by_user ON membership_periods (user_id, plan, starts_at_ms);
 
+-- Ids are chosen by zerodrop (time-ordered: milliseconds, then random bits), so a
+-- notification's id is known before its row is written at commit.
 CREATE TABLE notifications (
-    id              BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id              BIGINT PRIMARY KEY,
     provider        TEXT NOT NULL,
     received_at_ms  BIGINT NOT NULL,
     remote_addr     TEXT,
