@@ -239,6 +239,19 @@ pub async fn miss_in(
     }
 }
 
+/// The platform's endpoint refused a paid order for good (a 4xx, or a `failed`
+/// confirmation): recorded, then the product's miss policy applies at once.
+pub async fn refused_in(
+    tx: &mut Tx,
+    order: &mut OrderRow,
+    cause: &str,
+    data: serde_json::Value,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    events::append(tx, order, NewEvent::new(EventKind::DeliveryFailed, Actor::System, cause, data), now_ms).await?;
+    miss_in(tx, order, cause, "delivery_refused", now_ms).await
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
     #[error("no order with this number")]

@@ -60,16 +60,7 @@ pub async fn confirm(
         }
         // The same confirmation again (a retry, a replay within the window): same answer.
         ("delivered", OrderStatus::Delivered) => {}
-        ("failed", OrderStatus::Paid) => {
-            events::append(
-                &mut tx,
-                &mut order,
-                NewEvent::new(EventKind::DeliveryFailed, Actor::System, &cause, data),
-                now,
-            )
-            .await?;
-            delivery::miss_in(&mut tx, &mut order, &cause, "delivery_refused", now).await?;
-        }
+        ("failed", OrderStatus::Paid) => delivery::refused_in(&mut tx, &mut order, &cause, data, now).await?,
         ("delivered", OrderStatus::RefundDue | OrderStatus::Refunding | OrderStatus::Refunded) => {
             // The goods arrived after the money started going back: a person decides.
             let mut data = data;

@@ -87,14 +87,7 @@ async fn record(
         }
         Answer::Refused if paid => {
             let data = json!({ "http_status": attempt.status, "reason": attempt.excerpt });
-            events::append(
-                &mut tx,
-                &mut order,
-                NewEvent::new(EventKind::DeliveryFailed, Actor::System, &cause, data),
-                now,
-            )
-            .await?;
-            delivery::miss_in(&mut tx, &mut order, &cause, "delivery_refused", now).await?;
+            delivery::refused_in(&mut tx, &mut order, &cause, data, now).await?;
         }
         // Not paid any more (refunded meanwhile), or a replay of a delivered order: the
         // attempt is evidence and nothing else changes.
