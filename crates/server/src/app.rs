@@ -58,6 +58,8 @@ impl App {
         let endpoints = config.delivery_endpoints.iter().map(|e| (e.name.clone(), e.clone())).collect();
         // A wrong card-key key is refused at start (see `App::start`); here it is optional.
         let vault = config.card_keys.encryption_key.as_ref().and_then(|k| crate::vault::Vault::from_config(k).ok());
+        // Building a client fails only if TLS cannot initialise; the default client would
+        // then fail the same way on first use, and every delivery attempt records the error.
         let http = zerodrop_providers::http_client::client(std::time::Duration::from_secs(30)).unwrap_or_default();
         App(Arc::new(Inner {
             committer,

@@ -19,6 +19,8 @@ pub enum VaultError {
     Seal,
     #[error("a stored card code could not be opened (wrong key, or tampered)")]
     Open,
+    #[error("the system's random source failed")]
+    Random,
 }
 
 pub struct Vault {
@@ -47,11 +49,12 @@ impl Vault {
         Ok(Vault { aead, fingerprint, rng: SystemRandom::new() })
     }
 
-    /// A fresh key, base64, for configuration (`zerodrop admin new-card-key`-style setups and tests).
-    pub fn generate_key() -> String {
+    /// A fresh key, base64, for configuration (`zerodrop admin new-key`, and tests). Fails
+    /// rather than ever returning a key the system's random source did not fill.
+    pub fn generate_key() -> Result<String, VaultError> {
         let mut bytes = [0u8; 32];
-        let _ = SystemRandom::new().fill(&mut bytes);
-        STANDARD.encode(bytes)
+        SystemRandom::new().fill(&mut bytes).map_err(|_| VaultError::Random)?;
+        Ok(STANDARD.encode(bytes))
     }
 
     /// nonce ‖ ciphertext ‖ tag. The SKU is authenticated too: a code cannot be moved to
@@ -94,7 +97,7 @@ mod tests {
 
     #[test]
     fn codes_round_trip_and_are_bound_to_their_sku() {
-        let vault = Vault::from_config(&Secret::new(Vault::generate_key())).unwrap();
+        let vault = Vault::from_config(&Secret::new(Vault::generate_key().unwrap())).unwrap();
         let sealed = vault.seal("game_card_50", "ABCD-1234").unwrap();
         assert!(!sealed.windows(9).any(|w| w == b"ABCD-1234"), "never stored in clear");
         assert_eq!(vault.open("game_card_50", &sealed).unwrap().expose(), "ABCD-1234");

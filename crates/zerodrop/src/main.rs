@@ -175,7 +175,7 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
 
 async fn admin(cli: &Cli, command: &AdminCommand) -> Result<std::process::ExitCode> {
     if let AdminCommand::NewKey = command {
-        println!("{}", zerodrop_server::vault::Vault::generate_key());
+        println!("{}", zerodrop_server::vault::Vault::generate_key()?);
         return Ok(std::process::ExitCode::SUCCESS);
     }
     let app = zerodrop_server::App::start(load_config(cli)?).await?;

@@ -206,7 +206,9 @@ pub fn config(database_url: &str, listen: &str, sandbox: &SandboxSide, tuning: &
     config.orders.late_sweep_secs = tuning.late_sweep_secs;
     config.jobs.poll_interval_ms = tuning.poll_interval_ms;
     config.jobs.concurrency = tuning.concurrency;
-    config.card_keys.encryption_key = Some(zerodrop_domain::Secret::new(zerodrop_server::vault::Vault::generate_key()));
+    // A stack without a card-key key simply sells no card keys.
+    config.card_keys.encryption_key =
+        zerodrop_server::vault::Vault::generate_key().ok().map(zerodrop_domain::Secret::new);
     config.status_pages.secret =
         Some(zerodrop_domain::Secret::new(format!("zd_status_{}", uuid::Uuid::new_v4().simple())));
     if let Some(url) = &tuning.endpoint_url {
