@@ -26,7 +26,8 @@ pub async fn load(app: &App, order_no: &str) -> Result<Option<Detail>, ApiError>
     if zerodrop_domain::OrderNo::parse(order_no).is_none() {
         return Ok(None);
     }
-    let mut conn = app.store.reader().await?;
+    // One snapshot: the order, its payment, refunds and timeline must agree.
+    let mut conn = app.store.snapshot().await?;
     let Some(order) = orders::get_by_no(&mut conn, order_no).await? else { return Ok(None) };
     let payment = payments::for_order(&mut conn, order.id).await?;
     let refunds = refunds::for_order(&mut conn, order.id).await?;

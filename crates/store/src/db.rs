@@ -131,6 +131,17 @@ impl Store {
         })
     }
 
+    /// A read-only view in which several queries see one consistent state (an order and
+    /// its refunds, say): a read transaction, repeatable-read on PostgreSQL. Dropping it
+    /// ends it.
+    pub async fn snapshot(&self) -> Result<sqlx::Transaction<'static, Any>> {
+        let mut tx = self.read.begin().await?;
+        if self.dialect == Dialect::Postgres {
+            tx.execute(sqlx::raw_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")).await?;
+        }
+        Ok(tx)
+    }
+
     /// A connection for reads outside any transaction.
     pub async fn reader(&self) -> Result<sqlx::pool::PoolConnection<Any>> {
         Ok(self.read.acquire().await?)

@@ -102,6 +102,7 @@ async fn notify_on(args: &NotifyArgs, db: &Database) -> Result<()> {
     eprintln!("preparing {} orders and signed notifications…", args.notifications + half_n);
     let batch_a = prepare(&store, &key, args.notifications).await?;
     let batch_b = prepare(&store, &key, half_n).await?;
+    settle(&store).await?;
     let url = format!("{}/v1/providers/{}/notify", server.base_url, stack::PROVIDER);
     let client = zerodrop_providers::http_client::client(Duration::from_secs(30))?;
 
@@ -136,6 +137,19 @@ async fn notify_on(args: &NotifyArgs, db: &Database) -> Result<()> {
     );
     server.stop().await?;
     sandbox.stop().await;
+    Ok(())
+}
+
+/// Lets the engine catch up with the bulk load before anything is measured (fresh
+/// statistics, and no autovacuum kicking in mid-run): a production table is in steady
+/// state, not loaded a second ago.
+async fn settle(store: &Store) -> Result<()> {
+    let sql = match store.dialect() {
+        zerodrop_store::Dialect::Sqlite => "ANALYZE",
+        zerodrop_store::Dialect::Postgres => "VACUUM ANALYZE",
+    };
+    let mut conn = store.reader().await?;
+    zerodrop_store::raw_execute(&mut conn, sql).await?;
     Ok(())
 }
 
