@@ -196,7 +196,7 @@ fn ensure_sqlite_parent_dir(url: &str) -> Result<()> {
 /// A write transaction that knows its dialect. Dropping it without `commit` rolls back.
 ///
 /// It also carries the ledger movements deferred to commit (see [`crate::ledger`]):
-/// `commit` applies them, each account once and in account order, then commits.
+/// `commit` applies them, each account once and in one global lock order, then commits.
 pub struct Tx {
     inner: sqlx::Transaction<'static, Any>,
     dialect: Dialect,

@@ -7,8 +7,9 @@
 //!
 //! Movements that cannot fail (credits, and anything on an account that may go negative,
 //! such as a currency's issuance account, which every delivery touches) are deferred to
-//! the transaction's commit: there each account is updated once, in account-id order,
-//! and the entries get their balances from the final one. Two things follow: the hot
+//! the transaction's commit: there each account is updated once (accounts that cannot go
+//! negative first, then the shared source accounts, each group by id), and the entries
+//! get their balances from the final one. Two things follow: the hot
 //! issuance row is locked only for the commit itself, and every transaction takes
 //! account locks in the same global order, so concurrent transactions never deadlock on
 //! them. Debits of wallets stay immediate, because they must be checked.
@@ -213,11 +214,19 @@ async fn flush_transfers(tx: &mut Tx) -> Result<()> {
     Ok(())
 }
 
-/// Applies the deferred movements (each account once, in account order) and writes every
+/// Applies the deferred movements (each account once, in one global lock order) and writes every
 /// pending entry. Called by [`Tx::commit`] just before the database commit.
 pub(crate) async fn flush(tx: &mut Tx) -> Result<()> {
     flush_transfers(tx).await?;
-    let accounts: Vec<String> = tx.ledger.deferred.keys().cloned().collect();
+    // Lock order, the same in every transaction: accounts that cannot go negative first
+    // (wallets, creators, the platform; an immediate wallet debit already holds its row),
+    // then the shared source accounts (issuance, compensation, loss), each group by id.
+    // The hottest rows are taken last, just before the commit, and no two transactions
+    // can wait on each other in a circle.
+    let mut accounts: Vec<(bool, String)> =
+        tx.ledger.deferred.iter().map(|(id, d)| (d.kind.may_go_negative(), id.clone())).collect();
+    accounts.sort();
+    let accounts: Vec<String> = accounts.into_iter().map(|(_, id)| id).collect();
     for account in accounts {
         flush_account(tx, &account).await?;
     }
