@@ -42,12 +42,12 @@ pub async fn start(
 ) -> Result<Started, StoreError> {
     match order.product.kind.clone() {
         ProductKind::CurrencyPack { .. } | ProductKind::Membership { .. } => {
-            complete(tx, order, pending, None, false, now_ms).await?;
+            complete(tx, order, pending, None, now_ms).await?;
             Ok(Started::Delivered)
         }
         ProductKind::CardKey => match card_keys::allocate(tx, order.product.sku.as_str(), order.id, now_ms).await? {
             Some(key) => {
-                complete(tx, order, pending, Some(json!({ "card_key_id": key.id })), false, now_ms).await?;
+                complete(tx, order, pending, Some(json!({ "card_key_id": key.id })), now_ms).await?;
                 Ok(Started::Delivered)
             }
             None => {
@@ -68,14 +68,14 @@ pub async fn start(
 }
 
 /// Completes delivery of an order that waited (a restock, the endpoint's answer or
-/// confirmation). Compensates when the platform missed the deadline.
+/// confirmation).
 pub async fn complete_later(
     tx: &mut Tx,
     order: &mut OrderRow,
     detail: Option<serde_json::Value>,
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    complete(tx, order, Vec::new(), detail, true, now_ms).await
+    complete(tx, order, Vec::new(), detail, now_ms).await
 }
 
 async fn complete(
@@ -83,7 +83,6 @@ async fn complete(
     order: &mut OrderRow,
     mut pending: Vec<NewEvent>,
     extra: Option<serde_json::Value>,
-    may_compensate: bool,
     now_ms: i64,
 ) -> Result<(), StoreError> {
     let invariant = |m: String| StoreError::Invariant(m);
@@ -107,7 +106,7 @@ async fn complete(
     }
     payments::insert_delivery(tx, order.id, order.product.kind.name(), &detail, now_ms).await?;
     pending.push(NewEvent::new(EventKind::Delivered, Actor::System, "delivery", detail));
-    let compensation = if may_compensate { compensation_due(tx, order, now_ms).await? } else { None };
+    let compensation = compensation_due(tx, order, &pending, now_ms).await?;
     if let Some(event) = &compensation {
         pending.push(NewEvent::new(EventKind::Compensated, Actor::System, "late_delivery", event.clone()));
     }
@@ -125,18 +124,28 @@ async fn complete(
 }
 
 /// The compensation event's data when delivery lands after the deadline through the
-/// platform's fault: the payment was in hand before the deadline, and still the goods
-/// arrived after it.
-async fn compensation_due(tx: &mut Tx, order: &OrderRow, now_ms: i64) -> Result<Option<serde_json::Value>, StoreError> {
-    let (Some(rule), Some(deadline)) = (&order.product.compensation, order.deliver_by_ms) else {
+/// platform's fault. The deadline runs from the provider's payment time, so it is missed
+/// when zerodrop learned of the payment late (a lost notification found by a later query,
+/// an outage on the platform's side) or when the goods waited (stock, the platform's
+/// endpoint). Both are the platform's to answer for: it queries actively and owns its
+/// stock and endpoint. A late payment (made after the order expired) is the payer's
+/// delay, not the platform's, and is never compensated.
+async fn compensation_due(
+    tx: &mut Tx,
+    order: &OrderRow,
+    pending: &[NewEvent],
+    now_ms: i64,
+) -> Result<Option<serde_json::Value>, StoreError> {
+    let (Some(rule), Some(deadline)) = (&order.product.compensation, events::deliver_by_ms(order, pending, now_ms))
+    else {
         return Ok(None);
     };
     if now_ms <= deadline {
         return Ok(None);
     }
-    let captured_at = payments::for_order(tx, order.id).await?.map(|p| p.recorded_at_ms);
-    if captured_at.is_none_or(|at| at > deadline) {
-        return Ok(None); // the payment itself came late: not the platform's delay
+    let payment = payments::for_order(tx, order.id).await?;
+    if payment.is_none_or(|p| p.late) {
+        return Ok(None);
     }
     Ok(Some(json!({ "rule": rule, "late_by_ms": now_ms - deadline, "reason": "delivered after the deadline" })))
 }

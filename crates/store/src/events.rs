@@ -119,16 +119,29 @@ async fn write(tx: &mut Tx, order: &mut OrderRow, steps: Vec<(OrderState, NewEve
     Ok(())
 }
 
+/// When a payment was made, from its capture event: the provider's payment time when it
+/// gave one (never in our future, whatever its clock says). The delivery deadline runs
+/// from the payment, not from when zerodrop happened to learn of it.
+fn captured_at_ms(event: &NewEvent, now_ms: i64) -> i64 {
+    let provider_ms = event.data.get("paid_at_ms").and_then(|v| v.as_i64());
+    provider_ms.map_or(now_ms, |ms| ms.min(now_ms))
+}
+
+/// The order's delivery deadline, also before the capture among `pending` events has
+/// been appended (delivery in the payment's own transaction decides with it).
+pub fn deliver_by_ms(order: &OrderRow, pending: &[NewEvent], now_ms: i64) -> Option<i64> {
+    order.deliver_by_ms.or_else(|| {
+        let capture = pending.iter().find(|e| e.kind == EventKind::PaymentCaptured)?;
+        Some(captured_at_ms(capture, now_ms) + order.product.delivery_deadline_secs * 1000)
+    })
+}
+
 /// Columns that summarise the timeline for queries (when paid, delivery deadline, when
 /// settled, why attention is needed). They are derived from events, never set apart from them.
 fn derive_columns(order: &mut OrderRow, event: &NewEvent, now_ms: i64) {
     match event.kind {
         EventKind::PaymentCaptured => {
-            // The provider's payment time when it gave one (never in our future, whatever
-            // its clock says); the delivery deadline runs from the payment, not from when
-            // zerodrop happened to learn of it.
-            let provider_ms = event.data.get("paid_at_ms").and_then(|v| v.as_i64());
-            let paid_ms = provider_ms.map_or(now_ms, |ms| ms.min(now_ms));
+            let paid_ms = captured_at_ms(event, now_ms);
             order.paid_at_ms = Some(paid_ms);
             order.deliver_by_ms = Some(paid_ms + order.product.delivery_deadline_secs * 1000);
         }

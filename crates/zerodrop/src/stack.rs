@@ -135,6 +135,28 @@ days = 30
 price = "30.00"
 
 [[product]]
+sku = "diamonds_comp"
+title = "300 钻石 / 300 diamonds"
+kind = "currency_pack"
+currency = "CNY"
+virtual_currency = "DIAMOND"
+units = 300
+price = "30.00"
+delivery_deadline_secs = 10
+compensation = { percent = 10 }
+
+[[product]]
+sku = "svip_comp"
+title = "SVIP 30 天 / SVIP 30 days"
+kind = "membership"
+currency = "CNY"
+plan = "svip"
+days = 30
+price = "30.00"
+delivery_deadline_secs = 10
+compensation = { days = 3 }
+
+[[product]]
 sku = "card_50"
 title = "游戏点卡 50 元 / Game card 50 CNY"
 kind = "card_key"

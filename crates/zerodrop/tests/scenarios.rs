@@ -172,3 +172,84 @@ both_engines! {
         h.stop().await;
     }
 }
+
+/// A signed payment notification whose provider payment time is `paid_ago_ms` in the past.
+fn paid_earlier(h: &Harness, order_no: &str, trade_no: &str, amount: &str, paid_ago_ms: i64) -> Vec<u8> {
+    let paid_at = zerodrop_providers::alipay::clock::format_cst(zerodrop_store::now_ms() - paid_ago_ms);
+    h.notification(order_no, trade_no, amount, |f| support::set(f, "gmt_payment", &paid_at))
+}
+
+both_engines! {
+    /// S12 for internal goods: the user paid a minute ago, the notification was lost and
+    /// zerodrop learns of it only now, past the 10 s deadline. The diamonds and the SVIP
+    /// days arrive with the product's compensation (10% more diamonds; 3 more days), once,
+    /// whatever replays follow; a payment learned of in time gets none.
+    async fn s12_payments_learned_late_are_delivered_with_compensation(db) {
+        let quiet = Faults { drop_rate_pct: 100, ..calm() };
+        let tuning = zerodrop::stack::Tuning { query_schedule_secs: vec![500], ..support::goods(None) };
+        let h = Harness::start(db, quiet, tuning).await;
+
+        let created = h.order("late-pack", "diamonds_comp").await;
+        let no = created["order"]["order_no"].as_str().unwrap().to_owned();
+        let body = paid_earlier(&h, &no, "T-late-pack", "30.00", 60_000);
+        assert_eq!(h.post_notification("sandbox", body.clone()).await, (200, "success".into()));
+        assert_eq!(h.post_notification("sandbox", body).await, (200, "success".into()), "a replay");
+        let order = h.client.order(&no).await.unwrap();
+        assert_eq!(order["order"]["status"], "delivered");
+        assert_eq!(support::count(&order, "compensated"), 1, "{:?}", kinds(&order));
+        assert_eq!(h.wallet("late-pack").await["balances"][0]["balance"], 330, "300 and 10% for the wait");
+
+        let created = h.order("late-vip", "svip_comp").await;
+        let no = created["order"]["order_no"].as_str().unwrap().to_owned();
+        let body = paid_earlier(&h, &no, "T-late-vip", "30.00", 60_000);
+        assert_eq!(h.post_notification("sandbox", body).await, (200, "success".into()));
+        let order = h.client.order(&no).await.unwrap();
+        assert_eq!(support::count(&order, "compensated"), 1, "{:?}", kinds(&order));
+        let delivered = order["timeline"].as_array().unwrap().iter().find(|e| e["kind"] == "delivered").unwrap();
+        let period_end_ms = delivered["data"]["ends_at_ms"].as_i64().unwrap();
+        let (status, body) = h.client.get("/v1/users/late-vip/memberships").await.unwrap();
+        assert_eq!(status, 200);
+        let three_days_ms = 3 * zerodrop_domain::membership::DAY_MS;
+        assert_eq!(body["memberships"][0]["ends_at"], zerodrop_server::views::rfc3339(period_end_ms + three_days_ms));
+
+        // Learned of in time: delivered, nothing extra.
+        let created = h.order("on-time", "diamonds_comp").await;
+        let no = created["order"]["order_no"].as_str().unwrap().to_owned();
+        let body = paid_earlier(&h, &no, "T-on-time", "30.00", 2_000);
+        assert_eq!(h.post_notification("sandbox", body).await, (200, "success".into()));
+        let order = h.client.order(&no).await.unwrap();
+        assert_eq!(order["order"]["status"], "delivered");
+        assert_eq!(support::count(&order, "compensated"), 0);
+        assert_eq!(h.wallet("on-time").await["balances"][0]["balance"], 300);
+        h.audit_passes().await;
+        h.stop().await;
+    }
+}
+
+both_engines! {
+    /// A payment made after the order expired is the payer's delay: delivered by the late
+    /// payment policy, past its deadline, and never compensated.
+    async fn late_payments_are_never_compensated(db) {
+        let quiet = Faults { drop_rate_pct: 100, ..calm() };
+        let tuning = zerodrop::stack::Tuning { ttl_secs: 2, query_schedule_secs: vec![500], ..support::goods(None) };
+        let h = Harness::start(db, quiet, tuning).await;
+        let t0_ms = zerodrop_store::now_ms();
+        let created = h.order("late-payer", "diamonds_comp").await;
+        let no = created["order"]["order_no"].as_str().unwrap().to_owned();
+        h.wait_for_status(&no, "expired", Duration::from_secs(15)).await;
+        // Paid a second after expiry by the provider's clock; heard of after the 10 s
+        // deadline that runs from that payment.
+        let paid_at_ms = t0_ms + 3_000;
+        let heard_at_ms = paid_at_ms + 12_000;
+        tokio::time::sleep(Duration::from_millis(u64::try_from(heard_at_ms - zerodrop_store::now_ms()).unwrap_or(0))).await;
+        let body = paid_earlier(&h, &no, "T-late-payer", "30.00", zerodrop_store::now_ms() - paid_at_ms);
+        assert_eq!(h.post_notification("sandbox", body).await, (200, "success".into()));
+        let order = h.client.order(&no).await.unwrap();
+        assert_eq!(order["order"]["status"], "delivered", "{:?}", kinds(&order));
+        assert_eq!(order["payment"]["late"], true);
+        assert_eq!(support::count(&order, "compensated"), 0, "{:?}", kinds(&order));
+        assert_eq!(h.wallet("late-payer").await["balances"][0]["balance"], 300);
+        h.audit_passes().await;
+        h.stop().await;
+    }
+}
