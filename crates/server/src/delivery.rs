@@ -261,6 +261,20 @@ pub async fn refused_in(
     miss_in(tx, order, cause, "delivery_refused", now_ms).await
 }
 
+/// The platform's endpoint delivered an order whose money has started going back (the
+/// deadline refunded it while the request or its confirmation was under way): the user
+/// may now hold both, and a person decides. Recorded, never dropped.
+pub async fn arrived_after_refund_in(
+    tx: &mut Tx,
+    order: &mut OrderRow,
+    cause: &str,
+    mut data: serde_json::Value,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    data["reason"] = json!("delivered_after_refund");
+    events::append(tx, order, NewEvent::new(EventKind::AttentionRaised, Actor::System, cause, data), now_ms).await
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
     #[error("no order with this number")]

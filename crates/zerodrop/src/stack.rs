@@ -101,6 +101,8 @@ pub struct Tuning {
     pub catalog_toml: Option<String>,
     /// The platform's delivery endpoint, configured as `game`.
     pub endpoint_url: Option<String>,
+    /// How long zerodrop waits for that endpoint's answer.
+    pub endpoint_timeout_ms: u64,
 }
 
 /// A catalog with deadlines short enough to watch: every kind, both miss policies.
@@ -209,6 +211,7 @@ impl Default for Tuning {
             concurrency: 16,
             catalog_toml: None,
             endpoint_url: None,
+            endpoint_timeout_ms: 2_000,
         }
     }
 }
@@ -238,7 +241,7 @@ pub fn config(database_url: &str, listen: &str, sandbox: &SandboxSide, tuning: &
             name: crate::endpoint::NAME.into(),
             url: url.clone(),
             secret: zerodrop_domain::Secret::new(crate::endpoint::SECRET.into()),
-            timeout_ms: 2_000,
+            timeout_ms: tuning.endpoint_timeout_ms,
         }];
     }
     if let Some(catalog) = &tuning.catalog_toml {

@@ -166,3 +166,30 @@ both_engines! {
         game.stop();
     }
 }
+
+both_engines! {
+    /// The race between a slow endpoint and the deadline: the request goes out, the 10 s
+    /// deadline refunds the order while it is under way, then the endpoint answers 200.
+    /// The user may now hold the goods and the money: the order goes to a person, with the
+    /// attempt in its timeline; nothing is delivered or refunded twice.
+    async fn a_delivery_landing_after_the_deadline_refund_goes_to_a_person(db) {
+        let game = Endpoint::start(Mode::Slow(14_000)).await.unwrap();
+        let tuning = zerodrop::stack::Tuning { endpoint_timeout_ms: 20_000, ..goods(Some(game.url.clone())) };
+        let h = Harness::start(db, calm(), tuning).await;
+        let no = h.paid("player", "gold_100").await;
+        h.wait_for_status(&no, "refunded", Duration::from_secs(20)).await;
+        let order = zerodrop::stack::eventually(Duration::from_secs(20), "the late answer", || async {
+            let order = h.client.order(&no).await?;
+            Ok((order["order"]["attention_reason"] == "delivered_after_refund").then_some(order))
+        }).await.unwrap();
+        assert_eq!(order["order"]["status"], "refunded");
+        assert_eq!(count(&order, "delivered"), 0, "no second outcome recorded");
+        assert_eq!(count(&order, "refund_succeeded"), 1);
+        let attempt = order["timeline"].as_array().unwrap().iter().find(|e| e["kind"] == "delivery_attempted").unwrap();
+        assert_eq!(attempt["data"]["http_status"], 200);
+        assert_eq!(game.delivered().values().sum::<u32>(), 1, "the endpoint delivered once");
+        h.audit_passes().await;
+        h.stop().await;
+        game.stop();
+    }
+}

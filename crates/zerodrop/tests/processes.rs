@@ -148,6 +148,7 @@ fn tuning() -> Tuning {
         concurrency: 16,
         catalog_toml: None,
         endpoint_url: None,
+        endpoint_timeout_ms: 2_000,
     }
 }
 

@@ -14,9 +14,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use zerodrop_domain::order::{Actor, EventKind, OrderStatus};
+use zerodrop_domain::order::OrderStatus;
 use zerodrop_domain::ProductKind;
-use zerodrop_store::events::{self, NewEvent};
 use zerodrop_store::{now_ms, orders};
 
 #[derive(Deserialize)]
@@ -62,16 +61,7 @@ pub async fn confirm(
         ("delivered", OrderStatus::Delivered) => {}
         ("failed", OrderStatus::Paid) => delivery::refused_in(&mut tx, &mut order, &cause, data, now).await?,
         ("delivered", OrderStatus::RefundDue | OrderStatus::Refunding | OrderStatus::Refunded) => {
-            // The goods arrived after the money started going back: a person decides.
-            let mut data = data;
-            data["reason"] = json!("delivered_after_refund");
-            events::append(
-                &mut tx,
-                &mut order,
-                NewEvent::new(EventKind::AttentionRaised, Actor::System, &cause, data),
-                now,
-            )
-            .await?;
+            delivery::arrived_after_refund_in(&mut tx, &mut order, &cause, data, now).await?;
             tx.commit().await?;
             return Err(ApiError::new(
                 StatusCode::CONFLICT,

@@ -89,8 +89,17 @@ async fn record(
             let data = json!({ "http_status": attempt.status, "reason": attempt.excerpt });
             delivery::refused_in(&mut tx, &mut order, &cause, data, now).await?;
         }
-        // Not paid any more (refunded meanwhile), or a replay of a delivered order: the
-        // attempt is evidence and nothing else changes.
+        // Delivered while the deadline was refunding it: the user may hold both.
+        Answer::Delivered
+            if !replay
+                && matches!(order.status, OrderStatus::RefundDue | OrderStatus::Refunding | OrderStatus::Refunded) =>
+        {
+            let data = json!({ "http_status": attempt.status });
+            delivery::arrived_after_refund_in(&mut tx, &mut order, &cause, data, now).await?;
+        }
+        // A replay of a delivered order, or a refused or accepted order whose money is
+        // already going back: the attempt is evidence and nothing else changes (a later
+        // confirmation of an accepted one is checked when it comes).
         Answer::Delivered | Answer::Accepted | Answer::Refused | Answer::Failed(_) => {}
     }
     tx.commit().await

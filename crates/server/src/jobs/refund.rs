@@ -10,8 +10,11 @@ use zerodrop_store::jobs::ClaimedJob;
 use zerodrop_store::refunds::{self, RefundRow, RefundState};
 use zerodrop_store::{now_ms, orders, StoreError};
 
-/// How often a processing refund is asked about.
-const POLL_MS: i64 = 5_000;
+/// How often a processing refund is asked about: soon at first (most settle in seconds),
+/// then less often as it ages, a tenth of its age, up to the cap, so three days of
+/// polling cost a few hundred queries rather than fifty thousand.
+const POLL_MS_MIN: i64 = 5_000;
+const POLL_MS_MAX: i64 = 600_000;
 /// A refund still processing after this long is a person's problem (the provider's own
 /// refunds finish within hours).
 pub const PROCESSING_MS_MAX: i64 = 3 * 86_400_000;
@@ -73,11 +76,19 @@ pub async fn run(app: &App, job: &ClaimedJob) -> Outcome {
             let next =
                 if status == RefundStatus::Processing { RefundState::Processing } else { RefundState::Requested };
             match mark(app, &refund, next).await {
-                Ok(()) => Outcome::RunAgainAt(now_ms() + POLL_MS, Some(format!("{status:?}"))),
+                Ok(()) => Outcome::RunAgainAt(
+                    now_ms() + poll_ms(now_ms() - refund.created_at_ms),
+                    Some(format!("{status:?}")),
+                ),
                 Err(e) => e.into(),
             }
         }
     }
+}
+
+/// The wait before asking again about a refund this old.
+fn poll_ms(age_ms: i64) -> i64 {
+    (age_ms / 10).clamp(POLL_MS_MIN, POLL_MS_MAX)
 }
 
 async fn mark(app: &App, refund: &RefundRow, state: RefundState) -> Result<(), StoreError> {
@@ -101,5 +112,25 @@ async fn settle(app: &App, refund: &RefundRow, outcome: Final, cause: &str) -> O
     match result {
         Ok(()) => Outcome::Done,
         Err(e) => e.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polls_grow_with_age_within_their_bounds() {
+        assert_eq!(poll_ms(0), POLL_MS_MIN);
+        assert_eq!(poll_ms(-1), POLL_MS_MIN, "a clock step back still waits the minimum");
+        assert_eq!(poll_ms(600_000), 60_000);
+        assert_eq!(poll_ms(PROCESSING_MS_MAX), POLL_MS_MAX);
+        // Three days of polling stay in the hundreds.
+        let (mut age, mut polls) = (0, 0);
+        while age < PROCESSING_MS_MAX {
+            age += poll_ms(age);
+            polls += 1;
+        }
+        assert!((400..1_000).contains(&polls), "{polls} polls");
     }
 }

@@ -24,6 +24,7 @@ pub fn fast() -> Tuning {
         concurrency: 16,
         catalog_toml: None,
         endpoint_url: None,
+        endpoint_timeout_ms: 2_000,
     }
 }
 
