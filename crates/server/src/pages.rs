@@ -98,6 +98,7 @@ async fn open(app: &App, order_no: &str, query: &PageQuery) -> Result<Detail, Re
     match detail::load(app, order_no).await {
         Ok(Some(detail)) => Ok(detail),
         Ok(None) => Err(refuse(StatusCode::NOT_FOUND, "找不到订单。", "No such order.")),
+        // Already logged where it became an ApiError; the reader gets a plain page.
         Err(_) => Err(refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             "暂时无法显示，请稍后再试。",
