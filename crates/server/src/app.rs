@@ -1,42 +1,30 @@
-//! The application: configuration, database, catalog and providers, shared by the API
-//! handlers and the job workers.
+//! The application as it starts: configuration, database, catalog and providers are
+//! loaded and checked, and the notification committer is started.
 
-use crate::config::{Config, EndpointConfig, ProviderConfig};
-use std::collections::BTreeMap;
+use crate::card_vault::Vault;
+use crate::config::{Config, ProviderConfig};
+use crate::intake::committer::Committer;
+use crate::services::Services;
 use std::sync::Arc;
-use tokio::sync::Notify;
 use zerodrop_domain::Catalog;
 use zerodrop_providers::alipay::{Alipay, AlipayConfig};
 use zerodrop_providers::keys::{RsaPrivateKey, RsaPublicKey};
 use zerodrop_providers::Provider;
 use zerodrop_store::{PoolConfig, Store};
 
+/// The running application: the [`Services`] every flow and job is given, and the group
+/// committer that notification intake feeds. Cheap to clone.
 #[derive(Clone)]
-pub struct App(Arc<Inner>);
-
-pub struct Inner {
-    pub config: Config,
-    pub store: Store,
-    pub catalog: Catalog,
-    pub providers: BTreeMap<String, Arc<dyn Provider>>,
-    /// Wakes idle workers when a job becomes due now, instead of waiting for the next poll.
-    pub wake_workers: Notify,
-    /// Names this process's job leases (visible in the jobs table when debugging).
-    pub instance_id: String,
+pub struct App {
+    pub services: Services,
     /// Group commit for notifications.
-    pub committer: crate::committer::Committer,
-    /// The platform's delivery endpoints, by name.
-    pub endpoints: BTreeMap<String, EndpointConfig>,
-    /// Card codes at rest; `None` when no key is configured (card keys are not sold then).
-    pub vault: Option<crate::vault::Vault>,
-    /// For calls to the platform's delivery endpoints.
-    pub http: reqwest::Client,
+    pub committer: Committer,
 }
 
 impl std::ops::Deref for App {
-    type Target = Inner;
-    fn deref(&self) -> &Inner {
-        &self.0
+    type Target = Services;
+    fn deref(&self) -> &Services {
+        &self.services
     }
 }
 
@@ -53,50 +41,20 @@ pub enum StartError {
 impl App {
     /// Builds the application. Must run inside the Tokio runtime (it starts the committer).
     pub fn new(config: Config, store: Store, catalog: Catalog, providers: Vec<Arc<dyn Provider>>) -> App {
-        let providers = providers.into_iter().map(|p| (p.name().to_owned(), p)).collect();
-        let committer = crate::committer::Committer::start(store.clone());
-        let endpoints = config.delivery_endpoints.iter().map(|e| (e.name.clone(), e.clone())).collect();
-        // A wrong card-key key is refused at start (see `App::start`); here it is optional.
-        let vault = config.card_keys.encryption_key.as_ref().and_then(|k| crate::vault::Vault::from_config(k).ok());
-        // Building a client fails only if TLS cannot initialise; the default client would
-        // then fail the same way on first use, and every delivery attempt records the error.
-        let http = zerodrop_providers::http_client::client(std::time::Duration::from_secs(30)).unwrap_or_default();
-        App(Arc::new(Inner {
-            committer,
-            endpoints,
-            vault,
-            http,
-            config,
-            store,
-            catalog,
-            providers,
-            wake_workers: Notify::new(),
-            instance_id: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
-        }))
+        let committer = Committer::start(store.clone());
+        App { services: Services::new(config, store, catalog, providers), committer }
     }
 
     /// Connects, migrates, loads the catalog and builds the providers the configuration names.
     pub async fn start(config: Config) -> Result<App, StartError> {
         if let Some(key) = &config.card_keys.encryption_key {
-            crate::vault::Vault::from_config(key).map_err(|e| StartError::Catalog(e.to_string()))?;
+            Vault::from_config(key).map_err(|e| StartError::Catalog(e.to_string()))?;
         }
         let catalog = load_catalog(&config.catalog_path)?;
         let providers = build_providers(&config)?;
         let store = Store::connect(&config.database_url, &PoolConfig::default()).await?;
         store.migrate().await?;
         Ok(App::new(config, store, catalog, providers))
-    }
-
-    pub fn endpoint(&self, name: &str) -> Option<&EndpointConfig> {
-        self.endpoints.get(name)
-    }
-
-    pub fn provider(&self, name: &str) -> Option<&Arc<dyn Provider>> {
-        self.providers.get(name)
-    }
-
-    pub fn wake(&self) {
-        self.wake_workers.notify_waiters();
     }
 }
 

@@ -21,6 +21,9 @@ pub const DATABASE_URL_DEFAULT: &str = "sqlite://./data/zerodrop.db";
 pub struct Config {
     pub database_url: String,
     pub listen: String,
+    /// `text` (for people) or `json` (one object per line, for log collectors). The
+    /// filter comes from `ZERODROP_LOG` (e.g. `info`, `zerodrop_server=debug`).
+    pub log_format: LogFormat,
     /// How providers reach this server (notification URLs are built from it).
     pub public_base_url: String,
     /// Empty: the catalog that ships with zerodrop.
@@ -36,6 +39,15 @@ pub struct Config {
     pub delivery_endpoints: Vec<EndpointConfig>,
     pub card_keys: CardKeyConfig,
     pub status_pages: StatusPageConfig,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -170,6 +182,7 @@ impl Default for Config {
         Config {
             database_url: DATABASE_URL_DEFAULT.into(),
             listen: "127.0.0.1:8080".into(),
+            log_format: LogFormat::Text,
             public_base_url: "http://127.0.0.1:8080".into(),
             catalog_path: String::new(),
             default_provider: "sandbox".into(),

@@ -3,26 +3,36 @@
 //!
 //! [`serve`] takes a bound listener and a shutdown signal, so tests bind port 0 and stop
 //! the server when they are done.
+//!
+//! # Layout
+//!
+//! Folders follow the way a request travels; arrows are the only import directions
+//! (a test, `tests/module_graph.rs`, refuses any cycle between modules):
+//!
+//! ```text
+//! http ──▶ intake ──▶ flows ──▶ jobs (kinds: payloads, enqueue)
+//!   │                   ▲          │
+//!   └───────────────────┘          └─▶ each kind's run ──▶ flows
+//! ```
+//!
+//! * [`http`]: routes, extractors (merchant key, body limit, idempotency), the error
+//!   codes, JSON views and the user's status pages.
+//! * [`intake`]: provider notifications: verify, store as evidence, group-commit, accept.
+//! * [`flows`]: order, payment, delivery, refund, card-key stock, wallet; they take the
+//!   store or a transaction and return their own errors, never HTTP ones.
+//! * [`jobs`]: one module per job kind (its payload, limits, dedupe key and run) and the
+//!   [`jobs::worker`] that claims and runs them.
+//! * [`services`]: what flows and jobs are given; [`app`]: services plus the committer,
+//!   as the server starts them; [`config`]; [`card_vault`]: card codes at rest.
 
-pub mod api;
 pub mod app;
-pub mod committer;
+pub mod card_vault;
 pub mod config;
-pub mod delivery;
-pub mod detail;
-pub mod error;
-pub mod external;
-pub mod idempotent;
+pub mod flows;
+pub mod http;
+pub mod intake;
 pub mod jobs;
-pub mod notify;
-pub mod order;
-pub mod pages;
-pub mod payment;
-pub mod refund;
-pub mod stock;
-pub mod vault;
-pub mod views;
-pub mod words;
+pub mod services;
 
 pub use app::App;
 pub use config::Config;
@@ -38,8 +48,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let workers = app.config.jobs.enabled.then(|| tokio::spawn(jobs::run(app.clone(), stop_rx)));
-    let router = api::router(app.clone());
+    let workers = app.config.jobs.enabled.then(|| tokio::spawn(jobs::worker::run(app.services.clone(), stop_rx)));
+    let router = http::router(app.clone());
     let served = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move {
             shutdown.await;

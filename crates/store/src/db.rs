@@ -234,15 +234,9 @@ impl DerefMut for Tx {
     }
 }
 
-/// Runs one statement without parameters: administration (creating a database) and
-/// benchmark scaffolding. Never for data: data goes through the repositories.
+/// Runs one statement without parameters: administration (creating a database, the
+/// benchmark's baseline table). Never for data: data goes through the repositories.
 pub async fn raw_execute(conn: &mut Conn, sql: &str) -> Result<()> {
     conn.execute(sqlx::raw_sql(sql)).await?;
-    Ok(())
-}
-
-/// One row into the benchmark's baseline table (see `zerodrop bench notify`).
-pub async fn bench_insert(conn: &mut Conn, id: &str, at_ms: i64) -> Result<()> {
-    sqlx::query("INSERT INTO bench_baseline (id, at_ms) VALUES ($1, $2)").bind(id).bind(at_ms).execute(conn).await?;
     Ok(())
 }

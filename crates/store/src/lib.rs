@@ -6,7 +6,6 @@
 //! migrations) are decided here and nowhere else. Money and units are BIGINT, times are
 //! UTC milliseconds, ids are text.
 
-pub mod admin;
 pub mod attention;
 pub mod audit;
 pub mod card_keys;
@@ -21,10 +20,11 @@ pub mod notifications;
 pub mod orders;
 pub mod payments;
 pub mod refunds;
+#[cfg(feature = "test-util")]
 pub mod testing;
 
-pub use db::{bench_insert, now_ms, raw_execute, Conn, Dialect, PoolConfig, Store, Tx};
-pub use migrate::MIGRATIONS_LATEST;
+pub use db::{now_ms, raw_execute, Conn, Dialect, PoolConfig, Store, Tx};
+pub use migrate::{checksum as migration_checksum, MIGRATIONS_LATEST};
 
 use zerodrop_domain::order::TransitionError;
 

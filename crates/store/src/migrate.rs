@@ -1,4 +1,13 @@
 //! Append-only migrations, one set per dialect, applied in order inside transactions.
+//!
+//! Each applied migration is recorded with a SHA-256 checksum of the SQL that ran. A
+//! migration whose text changed after it was applied is refused at start, naming it, so
+//! an edited migration can never leave two databases with different schemas under the
+//! same version. (Databases migrated before checksums were kept get the current text's
+//! checksum recorded the first time, and are checked from then on.) This is the
+//! existing runner with checksums added rather than `sqlx::migrate!`: sqlx's migrator
+//! keeps its own table, so switching would need a hand-made conversion of every
+//! deployed database's history, and the two dialects would still need two migrators.
 
 use crate::{Dialect, Result, Store, StoreError};
 use sqlx::{Executor, Row};
@@ -8,6 +17,15 @@ struct Migration {
     name: &'static str,
     sqlite: &'static str,
     postgres: &'static str,
+}
+
+impl Migration {
+    fn sql(&self, dialect: Dialect) -> &'static str {
+        match dialect {
+            Dialect::Sqlite => self.sqlite,
+            Dialect::Postgres => self.postgres,
+        }
+    }
 }
 
 const MIGRATIONS: &[Migration] = &[
@@ -32,6 +50,11 @@ pub const MIGRATIONS_LATEST: i64 = 2;
 /// starting together do not both apply a migration.
 const PG_MIGRATION_LOCK_KEY: i64 = 0x7a65_726f_6472_6f70;
 
+/// Hex SHA-256 of a migration's text.
+pub fn checksum(sql: &str) -> String {
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, sql.as_bytes()).as_ref())
+}
+
 pub(crate) async fn run(store: &Store) -> Result<usize> {
     let mut conn = store.write_pool().acquire().await?;
     let dialect = store.dialect();
@@ -48,34 +71,58 @@ pub(crate) async fn run(store: &Store) -> Result<usize> {
 async fn apply_pending(conn: &mut sqlx::AnyConnection, dialect: Dialect) -> Result<usize> {
     conn.execute(sqlx::raw_sql(
         "CREATE TABLE IF NOT EXISTS schema_migrations (\
-             version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at_ms BIGINT NOT NULL)",
+             version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at_ms BIGINT NOT NULL, checksum TEXT)",
     ))
     .await?;
-    let applied: Vec<i64> = sqlx::query("SELECT version FROM schema_migrations ORDER BY version")
+    // Tables made before checksums were kept lack the column.
+    if conn.execute(sqlx::raw_sql("SELECT checksum FROM schema_migrations LIMIT 1")).await.is_err() {
+        conn.execute(sqlx::raw_sql("ALTER TABLE schema_migrations ADD COLUMN checksum TEXT")).await?;
+    }
+    let applied = sqlx::query("SELECT version, checksum FROM schema_migrations ORDER BY version")
         .fetch_all(&mut *conn)
         .await?
         .iter()
-        .map(|row| row.try_get::<i64, _>(0))
-        .collect::<Result<_, _>>()?;
-    if let Some(newest) = applied.last() {
+        .map(|row| Ok((row.try_get::<i64, _>(0)?, row.try_get::<Option<String>, _>(1)?)))
+        .collect::<Result<Vec<_>>>()?;
+    if let Some((newest, _)) = applied.last() {
         if *newest > MIGRATIONS_LATEST {
             return Err(StoreError::Invariant(format!(
                 "database schema version {newest} is newer than this build ({MIGRATIONS_LATEST}); upgrade zerodrop"
             )));
         }
     }
+    for (version, stored) in &applied {
+        let Some(migration) = MIGRATIONS.iter().find(|m| m.version == *version) else { continue };
+        let expected = checksum(migration.sql(dialect));
+        match stored {
+            Some(stored) if *stored == expected => {}
+            Some(stored) => {
+                return Err(StoreError::Invariant(format!(
+                    "migration {version} ({}) was edited after it was applied: the database ran text with checksum \
+                     {stored}, this build has {expected}; restore the migration and add a new one instead",
+                    migration.name
+                )));
+            }
+            None => {
+                sqlx::query("UPDATE schema_migrations SET checksum = $1 WHERE version = $2")
+                    .bind(&expected)
+                    .bind(version)
+                    .execute(&mut *conn)
+                    .await?;
+                tracing::info!(version, name = migration.name, "migration checksum recorded");
+            }
+        }
+    }
     let mut count = 0;
-    for migration in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
-        let sql = match dialect {
-            Dialect::Sqlite => migration.sqlite,
-            Dialect::Postgres => migration.postgres,
-        };
+    for migration in MIGRATIONS.iter().filter(|m| !applied.iter().any(|(v, _)| *v == m.version)) {
+        let sql = migration.sql(dialect);
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         tx.execute(sqlx::raw_sql(sql)).await?;
-        sqlx::query("INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES ($1, $2, $3)")
+        sqlx::query("INSERT INTO schema_migrations (version, name, applied_at_ms, checksum) VALUES ($1, $2, $3, $4)")
             .bind(migration.version)
             .bind(migration.name)
             .bind(crate::now_ms())
+            .bind(checksum(sql))
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;

@@ -7,7 +7,7 @@
 //! skipped; CI sets it, and sets `ZERODROP_TEST_PG_MARKER` to a file each PostgreSQL
 //! test appends to, so CI can prove the suite ran.
 
-use crate::{PoolConfig, Store};
+use crate::{raw_execute, PoolConfig, Store, StoreError};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -44,9 +44,10 @@ impl TestDb {
             return None;
         };
         let name = format!("{PG_DB_PREFIX}{}", uuid::Uuid::new_v4().simple());
-        let url = crate::admin::create_postgres_database(&admin_url, &name)
+        as_admin(&admin_url, &format!("CREATE DATABASE {name}"))
             .await
             .unwrap_or_else(|e| panic!("{PG_URL_ENV} is set but a test database could not be created: {e}"));
+        let url = with_database(&admin_url, &name);
         let store = Store::connect(&url, &PoolConfig::default()).await.expect("postgres connect");
         store.migrate().await.expect("postgres migrate");
         if let Ok(marker) = std::env::var(PG_MARKER_ENV) {
@@ -69,9 +70,34 @@ impl TestDb {
                 let _ = std::fs::remove_dir_all(dir);
             }
             Cleanup::PgDatabase { admin_url, name } => {
-                let _ = crate::admin::drop_postgres_database(&admin_url, &name).await;
+                // A database left behind is swept by CI's next run.
+                let _ = as_admin(&admin_url, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
             }
         }
+    }
+}
+
+/// Runs one statement on the server's admin database (names are ours: uuids).
+async fn as_admin(admin_url: &str, sql: &str) -> Result<(), StoreError> {
+    let config = PoolConfig { postgres_connections_max: 1, ..PoolConfig::default() };
+    let admin = Store::connect(admin_url, &config).await?;
+    let outcome = async {
+        let mut conn = admin.reader().await?;
+        raw_execute(&mut conn, sql).await
+    }
+    .await;
+    admin.close().await;
+    outcome
+}
+
+/// The server URL with the test's database in place of the admin one.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let host_end = base.find("://").map_or(0, |i| i + 3);
+    let host = base[host_end..].find('/').map_or(base, |i| &base[..host_end + i]);
+    match query {
+        Some(q) => format!("{host}/{name}?{q}"),
+        None => format!("{host}/{name}"),
     }
 }
 

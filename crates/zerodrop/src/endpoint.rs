@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use zerodrop_server::external::{self, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use zerodrop_server::flows::endpoint::{self, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 
 pub const NAME: &str = "game";
 pub const SECRET: &str = "zd_local_game_endpoint_secret";
@@ -113,7 +113,7 @@ pub async fn confirm(client: &reqwest::Client, zerodrop_url: &str, order_no: &st
     let response = client
         .post(format!("{zerodrop_url}/v1/orders/{order_no}/delivery"))
         .header(TIMESTAMP_HEADER, now.to_string())
-        .header(SIGNATURE_HEADER, external::sign(SECRET, now, body.as_bytes()))
+        .header(SIGNATURE_HEADER, endpoint::sign(SECRET, now, body.as_bytes()))
         .header("content-type", "application/json")
         .body(body.to_owned())
         .send()
@@ -124,7 +124,7 @@ pub async fn confirm(client: &reqwest::Client, zerodrop_url: &str, order_no: &st
 async fn deliver(State(book): State<Arc<Mutex<Book>>>, headers: HeaderMap, body: Bytes) -> Response {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let now = zerodrop_store::now_ms() / 1000;
-    let genuine = external::verify(SECRET, header(TIMESTAMP_HEADER), header(SIGNATURE_HEADER), &body, now).is_ok();
+    let genuine = endpoint::verify(SECRET, header(TIMESTAMP_HEADER), header(SIGNATURE_HEADER), &body, now).is_ok();
     let order_id = header("idempotency-key").unwrap_or_default().to_owned();
     let order_no = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()

@@ -5,5 +5,6 @@ pub mod audit;
 pub mod bench;
 pub mod demo;
 pub mod endpoint;
+pub mod pg_admin;
 pub mod psp;
 pub mod stack;

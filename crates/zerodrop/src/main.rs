@@ -3,6 +3,7 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
+use zerodrop_server::config::LogFormat;
 use zerodrop_server::Config;
 
 #[derive(Parser)]
@@ -95,10 +96,15 @@ fn load_config(cli: &Cli) -> Result<Config> {
     Ok(config)
 }
 
-fn init_tracing(default: &str) {
+/// Logs to stdout at `ZERODROP_LOG`'s filter (or `default`), as text or JSON lines.
+fn init_tracing(default: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ZERODROP_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().with_current_span(true).with_span_list(true).try_init(),
+    };
 }
 
 fn main() -> std::process::ExitCode {
@@ -122,8 +128,8 @@ fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> Result<std::process::ExitCode> {
     match &cli.command {
         Command::Serve { listen } => {
-            init_tracing("info");
             let mut config = load_config(&cli)?;
+            init_tracing("info", config.log_format);
             if let Some(listen) = listen {
                 config.listen = listen.clone();
             }
@@ -131,8 +137,8 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Migrate => {
-            init_tracing("info");
             let config = load_config(&cli)?;
+            init_tracing("info", config.log_format);
             let store = zerodrop_store::Store::connect(&config.database_url, &Default::default()).await?;
             let applied = store.migrate().await?;
             println!("{applied} migration(s) applied; schema at version {}", zerodrop_store::MIGRATIONS_LATEST);
@@ -147,27 +153,27 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Audit { json } => {
-            init_tracing("warn");
             let config = load_config(&cli)?;
+            init_tracing("warn", config.log_format);
             zerodrop::audit::run(&config, *json).await
         }
         Command::SandboxPsp(args) => {
-            init_tracing("info");
+            init_tracing("info", LogFormat::Text);
             zerodrop::psp::run(args).await?;
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Demo(args) => {
             // The demo causes faults on purpose; their warnings would bury its table.
-            init_tracing("error");
+            init_tracing("error", LogFormat::Text);
             zerodrop::demo::run(args).await
         }
         Command::Bench { command } => {
-            init_tracing("warn");
+            init_tracing("warn", LogFormat::Text);
             zerodrop::bench::run(command).await?;
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Admin { command } => {
-            init_tracing("warn");
+            init_tracing("warn", LogFormat::Text);
             admin(&cli, command).await
         }
     }
@@ -175,14 +181,14 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
 
 async fn admin(cli: &Cli, command: &AdminCommand) -> Result<std::process::ExitCode> {
     if let AdminCommand::NewKey = command {
-        println!("{}", zerodrop_server::vault::Vault::generate_key()?);
+        println!("{}", zerodrop_server::card_vault::Vault::generate_key()?);
         return Ok(std::process::ExitCode::SUCCESS);
     }
     let app = zerodrop_server::App::start(load_config(cli)?).await?;
     match command {
         AdminCommand::ImportKeys { sku, file, skip_duplicates } => {
             let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-            match zerodrop_server::stock::import(&app, sku, &text, *skip_duplicates).await {
+            match zerodrop_server::flows::card_keys::import(&app, sku, &text, *skip_duplicates).await {
                 Ok(report) => {
                     println!(
                         "{}: {} code(s) read, {} imported, {} duplicate(s) in the file skipped, {} already in stock skipped; {} available now",
@@ -207,16 +213,18 @@ async fn admin(cli: &Cli, command: &AdminCommand) -> Result<std::process::ExitCo
             println!("{sku}: {} available, {} allocated, {} revoked", stock.available, stock.allocated, stock.revoked);
             Ok(std::process::ExitCode::SUCCESS)
         }
-        AdminCommand::ReplayDelivery { order } => match zerodrop_server::delivery::replay(&app, order).await {
-            Ok(replay_id) => {
-                println!("{order}: delivery replay {replay_id} queued; a running `zerodrop serve` sends it");
-                Ok(std::process::ExitCode::SUCCESS)
+        AdminCommand::ReplayDelivery { order } => {
+            match zerodrop_server::flows::delivery::replay::replay(&app.store, order).await {
+                Ok(replay_id) => {
+                    println!("{order}: delivery replay {replay_id} queued; a running `zerodrop serve` sends it");
+                    Ok(std::process::ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Ok(std::process::ExitCode::FAILURE)
+                }
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                Ok(std::process::ExitCode::FAILURE)
-            }
-        },
+        }
         AdminCommand::NewKey => Ok(std::process::ExitCode::SUCCESS),
     }
 }

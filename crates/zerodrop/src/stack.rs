@@ -106,99 +106,7 @@ pub struct Tuning {
 }
 
 /// A catalog with deadlines short enough to watch: every kind, both miss policies.
-pub const TEST_CATALOG: &str = r#"
-[[product]]
-sku = "diamonds_60"
-title = "60 钻石 / 60 diamonds"
-kind = "currency_pack"
-currency = "CNY"
-virtual_currency = "DIAMOND"
-units = 60
-price = "6.00"
-delivery_deadline_secs = 10
-
-[[product]]
-sku = "diamonds_6480"
-title = "6480 钻石 / 6480 diamonds"
-kind = "currency_pack"
-currency = "CNY"
-virtual_currency = "DIAMOND"
-units = 6480
-price = "648.00"
-late_payment = "refund"
-
-[[product]]
-sku = "svip_30d"
-title = "SVIP 30 天 / SVIP 30 days"
-kind = "membership"
-currency = "CNY"
-plan = "svip"
-days = 30
-price = "30.00"
-
-[[product]]
-sku = "diamonds_comp"
-title = "300 钻石 / 300 diamonds"
-kind = "currency_pack"
-currency = "CNY"
-virtual_currency = "DIAMOND"
-units = 300
-price = "30.00"
-delivery_deadline_secs = 10
-compensation = { percent = 10 }
-
-[[product]]
-sku = "svip_comp"
-title = "SVIP 30 天 / SVIP 30 days"
-kind = "membership"
-currency = "CNY"
-plan = "svip"
-days = 30
-price = "30.00"
-delivery_deadline_secs = 10
-compensation = { days = 3 }
-
-[[product]]
-sku = "card_50"
-title = "游戏点卡 50 元 / Game card 50 CNY"
-kind = "card_key"
-currency = "CNY"
-price = "50.00"
-delivery_deadline_secs = 10
-compensation = { currency = "DIAMOND", units = 20 }
-
-[[product]]
-sku = "card_escalate"
-title = "游戏点卡 20 元 / Game card 20 CNY"
-kind = "card_key"
-currency = "CNY"
-price = "20.00"
-delivery_deadline_secs = 10
-on_deadline_miss = "escalate"
-
-[[product]]
-sku = "gold_100"
-title = "游戏金币 100 / 100 game gold"
-kind = "external"
-endpoint = "game"
-payload = { item = "gold", amount = 100 }
-currency = "CNY"
-price = "10.00"
-delivery_deadline_secs = 10
-compensation = { currency = "DIAMOND", units = 10 }
-
-[[product]]
-sku = "gold_escalate"
-title = "游戏金币 500 / 500 game gold"
-kind = "external"
-endpoint = "game"
-payload = { item = "gold", amount = 500 }
-currency = "CNY"
-price = "45.00"
-delivery_deadline_secs = 10
-on_deadline_miss = "escalate"
-compensation = { currency = "DIAMOND", units = 50 }
-"#;
+pub const TEST_CATALOG: &str = include_str!("../../../catalog/test.toml");
 
 impl Default for Tuning {
     fn default() -> Self {
@@ -233,7 +141,7 @@ pub fn config(database_url: &str, listen: &str, sandbox: &SandboxSide, tuning: &
     config.jobs.concurrency = tuning.concurrency;
     // A stack without a card-key key simply sells no card keys.
     config.card_keys.encryption_key =
-        zerodrop_server::vault::Vault::generate_key().ok().map(zerodrop_domain::Secret::new);
+        zerodrop_server::card_vault::Vault::generate_key().ok().map(zerodrop_domain::Secret::new);
     config.status_pages.secret =
         Some(zerodrop_domain::Secret::new(format!("zd_status_{}", uuid::Uuid::new_v4().simple())));
     if let Some(url) = &tuning.endpoint_url {

@@ -1,33 +1,47 @@
 //! The delivery deadline: fires once per order (its dedupe key), at the time the product
 //! promised. A paid order still undelivered then is refunded or escalated by policy.
 
-use super::{order_id_of, Outcome};
-use crate::app::App;
-use crate::delivery;
+use super::{done_or_retry, Job, Outcome, Run};
+use crate::flows::delivery::miss;
+use crate::services::Services;
+use serde::{Deserialize, Serialize};
 use zerodrop_domain::order::OrderStatus;
-use zerodrop_store::jobs::ClaimedJob;
+use zerodrop_domain::OrderId;
 use zerodrop_store::{now_ms, orders, StoreError};
 
-pub async fn run(app: &App, job: &ClaimedJob) -> Outcome {
-    let order_id = match order_id_of(job) {
-        Ok(id) => id,
-        Err(outcome) => return outcome,
-    };
-    let outcome = async {
-        let mut tx = app.store.begin().await?;
-        let mut order = orders::lock(&mut tx, order_id).await?;
-        if order.status != OrderStatus::Paid {
-            return Ok::<_, StoreError>(());
-        }
-        delivery::miss_in(&mut tx, &mut order, &format!("job:{}", job.id), "deadline", now_ms()).await?;
-        tx.commit().await
+/// The deadline must fire; a failure to record it is retried this often.
+const ATTEMPTS_MAX: i64 = 30;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Deadline {
+    pub order_id: OrderId,
+}
+
+impl Job for Deadline {
+    const KIND: &'static str = "deadline";
+    const ATTEMPTS_MAX: i64 = ATTEMPTS_MAX;
+
+    fn dedupe_key(&self) -> String {
+        format!("deadline:{}", self.order_id)
     }
-    .await;
-    match outcome {
-        Ok(()) => {
-            app.wake();
-            Outcome::Done
+
+    fn order_id(&self) -> Option<OrderId> {
+        Some(self.order_id)
+    }
+
+    async fn run(self, services: &Services, run: &Run) -> Outcome {
+        let outcome = async {
+            let mut tx = services.store.begin().await?;
+            let mut order = orders::lock(&mut tx, self.order_id).await?;
+            if order.status != OrderStatus::Paid {
+                return Ok::<_, StoreError>(());
+            }
+            miss::miss_in(&mut tx, &mut order, &run.cause(), miss::Why::Deadline, now_ms()).await?;
+            tx.commit().await
         }
-        Err(e) => e.into(),
+        .await;
+        // A refund may have been enqueued: workers look at once.
+        services.wake();
+        done_or_retry(outcome)
     }
 }

@@ -2,14 +2,17 @@
 //! the refund is final. A refund the provider refuses for good puts the order in front
 //! of a person; one that stays "processing" too long does too (its bound).
 
-use super::{order_id_of, order_ref, Outcome};
-use crate::app::App;
-use crate::refund::{self as refunds_path, Outcome as Final};
+use super::{order_ref, read_order, Job, Outcome, Run};
+use crate::flows::refund::settle::{self, Final};
+use crate::services::Services;
+use serde::{Deserialize, Serialize};
+use zerodrop_domain::OrderId;
 use zerodrop_providers::{RefundRef, RefundStatus};
-use zerodrop_store::jobs::ClaimedJob;
 use zerodrop_store::refunds::{self, RefundRow, RefundState};
 use zerodrop_store::{now_ms, orders, StoreError};
 
+/// Refund jobs retry for a long time (money is owed); backoff caps at 10 minutes.
+pub const ATTEMPTS_MAX: i64 = 100;
 /// How often a processing refund is asked about: soon at first (most settle in seconds),
 /// then less often as it ages, a tenth of its age, up to the cap, so three days of
 /// polling cost a few hundred queries rather than fifty thousand.
@@ -19,68 +22,87 @@ const POLL_MS_MAX: i64 = 600_000;
 /// refunds finish within hours).
 pub const PROCESSING_MS_MAX: i64 = 3 * 86_400_000;
 
-pub async fn run(app: &App, job: &ClaimedJob) -> Outcome {
-    let Some(refund_id) = job.payload.get("refund_id").and_then(|v| v.as_str()).map(str::to_owned) else {
-        return Outcome::Retry("job has no refund id".into());
-    };
-    let order_id = match order_id_of(job) {
-        Ok(id) => id,
-        Err(outcome) => return outcome,
-    };
-    let (refund, order) = {
-        let mut conn = match app.store.reader().await {
-            Ok(conn) => conn,
-            Err(e) => return e.into(),
-        };
-        let refund = match refunds::get(&mut conn, &refund_id).await {
-            Ok(Some(refund)) => refund,
-            Ok(None) => return Outcome::Retry("refund not found".into()),
-            Err(e) => return e.into(),
-        };
-        match orders::get(&mut conn, order_id).await {
-            Ok(Some(order)) => (refund, order),
-            Ok(None) => return Outcome::Retry("order not found".into()),
-            Err(e) => return e.into(),
-        }
-    };
-    if refund.state.is_final() {
-        return Outcome::Done;
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Refund {
+    pub refund_id: String,
+    /// The refunded order (absent in jobs stored before it was part of the payload; the
+    /// refund row names it too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<OrderId>,
+}
+
+impl Job for Refund {
+    const KIND: &'static str = "refund";
+    const ATTEMPTS_MAX: i64 = ATTEMPTS_MAX;
+
+    fn dedupe_key(&self) -> String {
+        format!("refund:{}", self.refund_id)
     }
-    let Some(provider) = app.provider(&order.provider).cloned() else {
-        return Outcome::Retry(format!("provider {} is not configured", order.provider));
-    };
-    let reference = RefundRef {
-        order: order_ref(&order),
-        request_no: refund.request_no.clone(),
-        amount: refund.amount,
-        reason: refund.reason.clone(),
-    };
-    let answer = match refund.state {
-        RefundState::Requested => provider.refund(&reference).await,
-        RefundState::Processing | RefundState::Succeeded | RefundState::Failed => {
-            provider.query_refund(&reference).await
-        }
-    };
-    let cause = format!("job:{}", job.id);
-    match answer {
-        Err(e) => Outcome::Retry(format!("refund {}: {e}", refund.request_no)),
-        Ok(RefundStatus::Succeeded) => settle(app, &refund, Final::Succeeded, &cause).await,
-        Ok(RefundStatus::Failed { reason }) => settle(app, &refund, Final::Failed(reason), &cause).await,
-        Ok(status @ (RefundStatus::Processing | RefundStatus::NotFound)) => {
-            if now_ms() - refund.created_at_ms > PROCESSING_MS_MAX {
-                let reason = format!("still not final after {} hours", PROCESSING_MS_MAX / 3_600_000);
-                return settle(app, &refund, Final::Failed(reason), &cause).await;
+
+    fn order_id(&self) -> Option<OrderId> {
+        self.order_id
+    }
+
+    async fn run(self, services: &Services, run: &Run) -> Outcome {
+        let refund = {
+            let mut conn = match services.store.reader().await {
+                Ok(conn) => conn,
+                Err(e) => return e.into(),
+            };
+            match refunds::get(&mut conn, &self.refund_id).await {
+                Ok(Some(refund)) => refund,
+                Ok(None) => return Outcome::Retry("refund not found".into()),
+                Err(e) => return e.into(),
             }
-            // Processing: ask about it later. Not found after a request: send the same
-            // request again (same number: the same refund).
-            let next =
-                if status == RefundStatus::Processing { RefundState::Processing } else { RefundState::Requested };
-            match mark(app, &refund, next).await {
-                Ok(()) => Outcome::RunAgainAt(
-                    now_ms() + poll_ms(now_ms() - refund.created_at_ms),
-                    Some(format!("{status:?}")),
-                ),
-                Err(e) => e.into(),
+        };
+        if refund.state.is_final() {
+            return Outcome::Done;
+        }
+        let Some(order_id) = OrderId::parse(&refund.order_id) else {
+            return Outcome::Retry("the refund names no valid order".into());
+        };
+        let order = match read_order(services, order_id).await {
+            Ok(order) => order,
+            Err(outcome) => return outcome,
+        };
+        let Some(provider) = services.provider(&order.provider).cloned() else {
+            return Outcome::Retry(format!("provider {} is not configured", order.provider));
+        };
+        let reference = RefundRef {
+            order: order_ref(&order),
+            request_no: refund.request_no.clone(),
+            amount: refund.amount,
+            reason: refund.reason.clone(),
+        };
+        let answer = match refund.state {
+            RefundState::Requested => provider.refund(&reference).await,
+            RefundState::Processing | RefundState::Succeeded | RefundState::Failed => {
+                provider.query_refund(&reference).await
+            }
+        };
+        let cause = run.cause();
+        match answer {
+            Err(e) => Outcome::Retry(format!("refund {}: {e}", refund.request_no)),
+            Ok(RefundStatus::Succeeded) => settle(services, order_id, &refund, Final::Succeeded, &cause).await,
+            Ok(RefundStatus::Failed { reason }) => {
+                settle(services, order_id, &refund, Final::Failed(reason), &cause).await
+            }
+            Ok(status @ (RefundStatus::Processing | RefundStatus::NotFound)) => {
+                if now_ms() - refund.created_at_ms > PROCESSING_MS_MAX {
+                    let reason = format!("still not final after {} hours", PROCESSING_MS_MAX / 3_600_000);
+                    return settle(services, order_id, &refund, Final::Failed(reason), &cause).await;
+                }
+                // Processing: ask about it later. Not found after a request: send the same
+                // request again (same number: the same refund).
+                let next =
+                    if status == RefundStatus::Processing { RefundState::Processing } else { RefundState::Requested };
+                match mark(services, &refund, next).await {
+                    Ok(()) => Outcome::RunAgainAt(
+                        now_ms() + poll_ms(now_ms() - refund.created_at_ms),
+                        Some(format!("{status:?}")),
+                    ),
+                    Err(e) => e.into(),
+                }
             }
         }
     }
@@ -91,28 +113,24 @@ fn poll_ms(age_ms: i64) -> i64 {
     (age_ms / 10).clamp(POLL_MS_MIN, POLL_MS_MAX)
 }
 
-async fn mark(app: &App, refund: &RefundRow, state: RefundState) -> Result<(), StoreError> {
+async fn mark(services: &Services, refund: &RefundRow, state: RefundState) -> Result<(), StoreError> {
     if state == refund.state {
         return Ok(());
     }
-    let mut tx = app.store.begin().await?;
+    let mut tx = services.store.begin().await?;
     refunds::set_state(&mut tx, &refund.id, state, None, now_ms()).await?;
     tx.commit().await
 }
 
-async fn settle(app: &App, refund: &RefundRow, outcome: Final, cause: &str) -> Outcome {
+async fn settle(services: &Services, order_id: OrderId, refund: &RefundRow, outcome: Final, cause: &str) -> Outcome {
     let result = async {
-        let mut tx = app.store.begin().await?;
-        let order_id = zerodrop_domain::OrderId::parse(&refund.order_id).ok_or(StoreError::NotFound)?;
+        let mut tx = services.store.begin().await?;
         let mut order = orders::lock(&mut tx, order_id).await?;
-        refunds_path::settle_in(&mut tx, &mut order, refund, &outcome, cause, now_ms()).await?;
+        settle::settle_in(&mut tx, &mut order, refund, &outcome, cause, now_ms()).await?;
         tx.commit().await
     }
     .await;
-    match result {
-        Ok(()) => Outcome::Done,
-        Err(e) => e.into(),
-    }
+    super::done_or_retry(result)
 }
 
 #[cfg(test)]

@@ -66,103 +66,7 @@ const MERCHANT_REFUNDS_AT_SECS: u64 = 70;
 const MERCHANT_REFUND_PER_MILLE: usize = 20;
 
 /// The shipped catalog's products, with delivery deadlines short enough to watch.
-const DEMO_CATALOG: &str = r#"
-[[product]]
-sku = "diamonds_60"
-title = "60 钻石 / 60 diamonds"
-kind = "currency_pack"
-currency = "CNY"
-virtual_currency = "DIAMOND"
-units = 60
-price = "6.00"
-[[product]]
-sku = "diamonds_300"
-title = "300 钻石 / 300 diamonds"
-kind = "currency_pack"
-currency = "CNY"
-virtual_currency = "DIAMOND"
-units = 300
-price = "30.00"
-[[product]]
-sku = "diamonds_980"
-title = "980 钻石 / 980 diamonds"
-kind = "currency_pack"
-currency = "CNY"
-virtual_currency = "DIAMOND"
-units = 980
-price = "98.00"
-[[product]]
-sku = "diamonds_1980"
-title = "1980 钻石 / 1980 diamonds"
-kind = "currency_pack"
-currency = "CNY"
-virtual_currency = "DIAMOND"
-units = 1980
-price = "198.00"
-[[product]]
-sku = "diamonds_3280"
-title = "3280 钻石 / 3280 diamonds"
-kind = "currency_pack"
-currency = "CNY"
-virtual_currency = "DIAMOND"
-units = 3280
-price = "328.00"
-late_payment = "refund"
-[[product]]
-sku = "diamonds_6480"
-title = "6480 钻石 / 6480 diamonds"
-kind = "currency_pack"
-currency = "CNY"
-virtual_currency = "DIAMOND"
-units = 6480
-price = "648.00"
-late_payment = "refund"
-[[product]]
-sku = "svip_30d"
-title = "SVIP 30 天 / SVIP 30 days"
-kind = "membership"
-currency = "CNY"
-plan = "svip"
-days = 30
-price = "30.00"
-[[product]]
-sku = "svip_365d"
-title = "SVIP 365 天 / SVIP 365 days"
-kind = "membership"
-currency = "CNY"
-plan = "svip"
-days = 365
-price = "328.00"
-late_payment = "refund"
-[[product]]
-sku = "game_card_50"
-title = "游戏点卡 50 元 / Game card 50 CNY"
-kind = "card_key"
-currency = "CNY"
-price = "50.00"
-delivery_deadline_secs = 30
-late_payment = "refund"
-[[product]]
-sku = "game_gold_100"
-title = "游戏金币 100 / 100 game gold"
-kind = "external"
-endpoint = "game"
-payload = { item = "gold", amount = 100 }
-currency = "CNY"
-price = "10.00"
-delivery_deadline_secs = 30
-[[product]]
-sku = "game_gold_vip"
-title = "游戏金币 1000 / 1000 game gold"
-kind = "external"
-endpoint = "game"
-payload = { item = "gold", amount = 1000 }
-currency = "CNY"
-price = "98.00"
-delivery_deadline_secs = 30
-on_deadline_miss = "escalate"
-compensation = { currency = "DIAMOND", units = 100 }
-"#;
+const DEMO_CATALOG: &str = include_str!("../../../../catalog/demo.toml");
 
 pub async fn run(args: &Args) -> Result<ExitCode> {
     let temp = std::env::temp_dir().join(format!("zerodrop-demo-{}", uuid::Uuid::new_v4().simple()));
@@ -288,7 +192,7 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
 async fn restock(app: &zerodrop_server::App, batch: u32, count: u32) -> Result<()> {
     let codes: Vec<String> =
         (0..count).map(|i| format!("DEMO-{batch}-{i:06}-{}", uuid::Uuid::new_v4().simple())).collect();
-    zerodrop_server::stock::import(app, "game_card_50", &codes.join("\n"), false).await?;
+    zerodrop_server::flows::card_keys::import(app, "game_card_50", &codes.join("\n"), false).await?;
     Ok(())
 }
 

@@ -1,0 +1,77 @@
+//! The HTTP surface: the merchant API under `/v1`, provider notification routes, the
+//! user's status pages and operations endpoints. Every input is validated here, at the
+//! edge; handlers read their input through the [`extract`] extractors, call one flow, and
+//! map its error to an [`error::ErrorCode`].
+//!
+//! Every request gets an `x-request-id` (the caller's, or a new UUID), echoed in the
+//! response headers and in every error body, and a trace span carrying it.
+
+mod delivery;
+pub mod error;
+pub mod extract;
+pub mod idempotency;
+pub mod json;
+mod notify;
+mod ops;
+pub mod order_view;
+mod orders;
+pub mod pages;
+mod refunds;
+pub mod status_text;
+mod users;
+
+use crate::app::App;
+use axum::extract::Request;
+use axum::http::HeaderName;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+pub use ops::OPENAPI_JSON;
+
+/// The header that carries a request's id.
+const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+pub fn router(app: App) -> Router {
+    Router::new()
+        .route("/v1/orders", post(orders::create))
+        .route("/v1/orders/{order_no}", get(orders::get))
+        .route("/v1/orders/{order_no}/refunds", post(refunds::create))
+        .route("/v1/orders/{order_no}/delivery", post(delivery::confirm))
+        .route("/v1/orders/{order_no}/delivery/replay", post(delivery::replay))
+        .route("/v1/users/{user_id}/wallet/spend", post(users::spend))
+        .route("/v1/orders/{order_no}/status-link", post(pages::link))
+        .route("/pages/orders/{order_no}", get(pages::status))
+        .route("/pages/orders/{order_no}/receipt", get(pages::receipt))
+        .route("/v1/users/{user_id}/wallet", get(users::wallet))
+        .route("/v1/users/{user_id}/memberships", get(users::memberships))
+        .route("/v1/providers/{provider}/notify", post(notify::notify))
+        .route("/v1/openapi.json", get(ops::openapi))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .fallback(ops::not_found)
+        .with_state(app)
+        // Layers run outside in, from the last added: the id is set first, then the
+        // span opens, then error bodies learn the id, then the response carries it.
+        .layer(middleware::from_fn(request_id_scope))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(SetRequestIdLayer::new(REQUEST_ID_HEADER, MakeRequestUuid))
+}
+
+/// The request's span: method, path and id (never the query, which may hold a link's
+/// signature).
+fn request_span(request: &Request) -> tracing::Span {
+    let id = request.extensions().get::<RequestId>().and_then(|id| id.header_value().to_str().ok()).unwrap_or("");
+    tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
+}
+
+/// Makes the request id readable by error bodies while the request is handled.
+async fn request_id_scope(request: Request, next: Next) -> Response {
+    let id = request.extensions().get::<RequestId>().and_then(|id| id.header_value().to_str().ok()).unwrap_or("");
+    error::REQUEST_ID.scope(id.to_owned(), next.run(request)).await
+}

@@ -1,0 +1,30 @@
+//! `POST /v1/providers/{provider}/notify`: reads the body (up to the limit) and hands the
+//! request to notification intake, then answers in the provider's own protocol.
+
+use crate::app::App;
+use crate::intake::{self, Request, NOTIFY_BODY_BYTES_MAX};
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use std::net::SocketAddr;
+
+pub async fn notify(
+    State(app): State<App>,
+    Path(provider): Path<String>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    // A body that breaks off is stored (empty) and refused like any unverifiable one.
+    let bytes = super::extract::read_limited(body, NOTIFY_BODY_BYTES_MAX).await.unwrap_or(Some(Bytes::new()));
+    let request = Request { provider_name: &provider, remote: Some(remote), headers: &headers, body: bytes.as_deref() };
+    let provider_adapter = app.provider(&provider).cloned();
+    match intake::receive(&app.store, &app.committer, provider_adapter, request).await {
+        Some(ack) => {
+            let status = StatusCode::from_u16(ack.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            (status, [("content-type", ack.content_type)], ack.body).into_response()
+        }
+        None => (StatusCode::NOT_FOUND, "unknown provider").into_response(),
+    }
+}

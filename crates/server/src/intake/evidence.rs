@@ -1,0 +1,118 @@
+//! Raw notifications as evidence: what is kept of a request (never its credentials), how
+//! it is stored with its verdict, and how a stored one is verified again later.
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use std::net::SocketAddr;
+use zerodrop_providers::{Notice, Provider, Rejection};
+use zerodrop_store::notifications::{self, NewNotification, Verdict};
+use zerodrop_store::{now_ms, Store, StoreError, Tx};
+
+/// Headers that are never stored with the evidence.
+const HEADERS_NOT_STORED: &[&str] = &["authorization", "cookie", "proxy-authorization"];
+/// Longest provider name, order number, trade number or notify id kept, in characters.
+const FIELD_CHARS_MAX: usize = 128;
+/// Longest header value kept, in characters.
+const HEADER_CHARS_MAX: usize = 512;
+/// Longest verdict reason kept, in characters.
+const REASON_CHARS_MAX: usize = 500;
+
+/// A received notification as it is stored: owned, so it can wait for the committer.
+pub struct Inbound {
+    pub provider: String,
+    pub remote: Option<String>,
+    pub headers: serde_json::Value,
+    pub body: Vec<u8>,
+}
+
+impl Inbound {
+    pub fn new(provider: &str, remote: Option<SocketAddr>, headers: &HeaderMap, body: &[u8]) -> Inbound {
+        Inbound {
+            provider: clip(provider),
+            remote: remote.map(|a| a.to_string()),
+            headers: stored_headers(headers),
+            body: body.to_vec(),
+        }
+    }
+}
+
+/// What a row says about the notification besides its body.
+#[derive(Default)]
+pub struct Fields<'a> {
+    pub order_no: Option<&'a str>,
+    pub trade_no: Option<&'a str>,
+    pub notify_id: Option<&'a str>,
+}
+
+impl<'a> Fields<'a> {
+    pub fn of(notice: &'a Notice) -> Fields<'a> {
+        Fields {
+            order_no: Some(notice.order_no.as_str()),
+            trade_no: notice.trade_no.as_deref(),
+            notify_id: notice.notify_id.as_deref(),
+        }
+    }
+}
+
+/// Stores the raw notification with its verdict in the caller's transaction.
+pub fn insert(
+    tx: &mut Tx,
+    inbound: &Inbound,
+    verdict: Verdict,
+    reason: Option<&str>,
+    fields: Fields<'_>,
+    now: i64,
+) -> i64 {
+    let row = NewNotification {
+        provider: &inbound.provider,
+        remote_addr: inbound.remote.clone(),
+        headers: inbound.headers.clone(),
+        body: &inbound.body,
+        verdict,
+        reason: reason.map(|r| r.chars().take(REASON_CHARS_MAX).collect()),
+        order_no: fields.order_no.map(clip),
+        trade_no: fields.trade_no.map(clip),
+        notify_id: fields.notify_id.map(clip),
+    };
+    notifications::insert(tx, &row, now)
+}
+
+/// Stores the raw notification with its verdict in its own transaction (there is nothing
+/// else to do with it).
+pub async fn store_alone(store: &Store, inbound: &Inbound, verdict: Verdict, reason: &str) -> Result<i64, StoreError> {
+    let mut tx = store.begin().await?;
+    let id = insert(&mut tx, inbound, verdict, Some(reason), Fields::default(), now_ms());
+    tx.commit().await?;
+    Ok(id)
+}
+
+fn clip(text: &str) -> String {
+    text.chars().take(FIELD_CHARS_MAX).collect()
+}
+
+fn stored_headers(headers: &HeaderMap) -> serde_json::Value {
+    let mut map = serde_json::Map::new();
+    for (name, value) in headers {
+        if HEADERS_NOT_STORED.contains(&name.as_str()) {
+            continue;
+        }
+        let text: String = String::from_utf8_lossy(value.as_bytes()).chars().take(HEADER_CHARS_MAX).collect();
+        map.insert(name.as_str().to_owned(), serde_json::Value::String(text));
+    }
+    serde_json::Value::Object(map)
+}
+
+/// Verifies a stored notification again (when a parked one is matched later).
+pub fn reverify(provider: &dyn Provider, headers_json: &str, body: &[u8]) -> Result<Notice, Rejection> {
+    let mut headers = HeaderMap::new();
+    if let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(headers_json) {
+        for (name, value) in map {
+            let (Ok(name), Some(Ok(value))) =
+                (HeaderName::from_bytes(name.as_bytes()), value.as_str().map(HeaderValue::from_str))
+            else {
+                continue;
+            };
+            headers.insert(name, value);
+        }
+    }
+    provider.verify_notification(&headers, body)
+}

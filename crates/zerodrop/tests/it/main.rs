@@ -1,0 +1,13 @@
+//! zerodrop's black-box tests, one binary (it links once): each module drives the real
+//! server over loopback HTTP with the sandbox provider, on SQLite and on PostgreSQL
+//! (`both_engines!`; PostgreSQL when `ZERODROP_TEST_PG` is set).
+
+mod api;
+mod card_keys;
+mod external_delivery;
+mod notify_intake;
+mod processes;
+mod refunds;
+mod scenarios;
+mod status_pages;
+mod support;

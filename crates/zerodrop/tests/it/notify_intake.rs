@@ -1,0 +1,185 @@
+//! Notification intake under bad input: forged, mismatched, malformed, oversized,
+//! replayed and unknown. Each gets a clear refusal in the provider's protocol, is stored
+//! as evidence, delivers nothing, and the server keeps serving.
+
+use crate::support::{calm, fast, kinds, set, Harness};
+use std::time::Duration;
+use zerodrop_providers::keys::RsaPrivateKey;
+use zerodrop_sandbox::faults::Faults;
+use zerodrop_store::both_engines;
+use zerodrop_store::notifications;
+
+/// Orders whose notifications the sandbox drops, so the test controls every notification.
+fn quiet() -> Faults {
+    Faults { drop_rate_pct: 100, ..calm() }
+}
+
+/// A slow schedule, so no query races the test's own notifications.
+fn no_queries() -> zerodrop::stack::Tuning {
+    zerodrop::stack::Tuning { ttl_secs: 600, query_schedule_secs: vec![500], ..fast() }
+}
+
+/// A change to a notification's fields before it is signed.
+type Edit = fn(&mut Vec<(String, String)>);
+
+async fn verdicts(db: &zerodrop_store::testing::TestDb, order_no: &str) -> Vec<(String, Option<String>)> {
+    let mut conn = db.store.reader().await.unwrap();
+    notifications::for_order_no(&mut conn, order_no).await.unwrap().into_iter().map(|n| (n.verdict, n.reason)).collect()
+}
+
+both_engines! {
+    async fn a_genuine_notification_delivers_and_its_replay_changes_nothing(db) {
+        let h = Harness::start(db, quiet(), no_queries()).await;
+        let created = h.order("u1", "diamonds_60").await;
+        let no = created["order"]["order_no"].as_str().unwrap();
+        let body = h.notification(no, "T-1", "6.00", |_| {});
+        assert_eq!(h.post_notification("sandbox", body.clone()).await, (200, "success".into()));
+        // Replayed (the provider resending, or an attacker replaying): the same answer, no second delivery.
+        assert_eq!(h.post_notification("sandbox", body).await, (200, "success".into()));
+        let order = h.client.order(no).await.unwrap();
+        assert_eq!(order["order"]["status"], "delivered");
+        assert_eq!(kinds(&order).iter().filter(|k| *k == "delivered").count(), 1);
+        assert_eq!(h.wallet("u1").await["balances"][0]["balance"], 60);
+        let v = verdicts(db, no).await;
+        assert_eq!(v.iter().map(|(v, _)| v.as_str()).collect::<Vec<_>>(), ["accepted", "duplicate"]);
+        h.audit_passes().await;
+        h.stop().await;
+    }
+}
+
+both_engines! {
+    async fn forged_and_unsigned_notifications_are_refused_and_kept(db) {
+        let h = Harness::start(db, quiet(), no_queries()).await;
+        let created = h.order("u1", "diamonds_60").await;
+        let no = created["order"]["order_no"].as_str().unwrap();
+        // Signed with a key that is not the provider's.
+        let forger = RsaPrivateKey::generate().unwrap();
+        let fields = zerodrop::stack::payment_notification(no, "T-forged", "6.00");
+        let forged = zerodrop::stack::sign_notification(&forger, &fields).unwrap();
+        assert_eq!(h.post_notification("sandbox", forged.into_bytes()).await, (400, "fail".into()));
+        // Genuine signature, then a field changed in transit.
+        let mut tampered = String::from_utf8(h.notification(no, "T-2", "6.00", |_| {})).unwrap();
+        tampered = tampered.replace("total_amount=6.00", "total_amount=0.01");
+        assert_eq!(h.post_notification("sandbox", tampered.into_bytes()).await.0, 400);
+        // No signature at all.
+        let unsigned = serde_urlencoded::to_string(zerodrop::stack::payment_notification(no, "T-3", "6.00")).unwrap();
+        assert_eq!(h.post_notification("sandbox", unsigned.into_bytes()).await.0, 400);
+
+        let order = h.client.order(no).await.unwrap();
+        assert_eq!(order["order"]["status"], "awaiting_payment", "nothing delivered");
+        assert_eq!(order["order"]["attention"], false, "forgeries from anyone do not flag real orders");
+        let v = verdicts(db, no).await;
+        assert_eq!(v.len(), 3);
+        assert!(v.iter().all(|(verdict, _)| verdict == "rejected"), "{v:?}");
+        assert!(v[0].1.as_deref().unwrap().starts_with("bad_signature"), "{v:?}");
+        assert!(v[2].1.as_deref().unwrap().starts_with("missing_signature"), "{v:?}");
+        h.stop().await;
+    }
+}
+
+both_engines! {
+    async fn genuine_but_mismatched_notifications_flag_the_order_and_deliver_nothing(db) {
+        let h = Harness::start(db, quiet(), no_queries()).await;
+        let cases: [(&str, Edit, &str); 3] = [
+            ("wrong app", |f| set(f, "app_id", "2021999999999999"), "wrong_app_id"),
+            ("wrong seller", |f| set(f, "seller_id", "2088999999999999"), "wrong_seller_id"),
+            ("wrong amount", |f| set(f, "total_amount", "0.01"), "amount_mismatch"),
+        ];
+        for (what, change, reason) in cases {
+            let created = h.order("u2", "diamonds_60").await;
+            let no = created["order"]["order_no"].as_str().unwrap();
+            let body = h.notification(no, &format!("T-{what}"), "6.00", change);
+            assert_eq!(h.post_notification("sandbox", body).await, (400, "fail".into()), "{what}");
+            let order = h.client.order(no).await.unwrap();
+            assert_eq!(order["order"]["status"], "awaiting_payment", "{what}: nothing delivered");
+            assert_eq!(order["order"]["attention"], true, "{what}: a person must look");
+            assert_eq!(order["order"]["attention_reason"], reason, "{what}");
+            assert_eq!(verdicts(db, no).await[0].0, "rejected", "{what}");
+        }
+        assert!(h.wallet("u2").await["balances"].as_array().unwrap().is_empty());
+        h.audit_passes().await;
+        h.stop().await;
+    }
+}
+
+both_engines! {
+    async fn malformed_oversized_and_unknown_provider_requests_are_refused_and_kept(db) {
+        let h = Harness::start(db, quiet(), no_queries()).await;
+        assert_eq!(h.post_notification("sandbox", b"%%%not a form".to_vec()).await.0, 400);
+        assert_eq!(h.post_notification("sandbox", b"a=1&a=2".to_vec()).await.0, 400);
+        assert_eq!(h.post_notification("sandbox", vec![b'x'; 70 * 1024]).await.0, 413);
+        assert_eq!(h.post_notification("nobody", b"a=1".to_vec()).await.0, 404);
+        let mut conn = db.store.reader().await.unwrap();
+        let verdicts = notifications::count_by_verdict(&mut conn).await.unwrap();
+        assert_eq!(verdicts, vec![("rejected".to_owned(), 4)]);
+        // …and the server keeps serving.
+        let created = h.order("u3", "diamonds_60").await;
+        let no = created["order"]["order_no"].as_str().unwrap();
+        assert_eq!(h.post_notification("sandbox", h.notification(no, "T-ok", "6.00", |_| {})).await.0, 200);
+        h.stop().await;
+    }
+}
+
+both_engines! {
+    /// S3: a genuine payment for an order zerodrop does not know (lost, restored later)
+    /// is parked, not acknowledged, and applied through the one payment path once the
+    /// order reappears.
+    async fn s03_notification_for_an_unknown_order_is_parked_then_resolved(db) {
+        let h = Harness::start(db, quiet(), no_queries()).await;
+        let order_no = zerodrop_domain::OrderNo::from_random(rand::random::<u64>());
+        let body = h.notification(order_no.as_str(), "T-lost", "6.00", |_| {});
+        assert_eq!(h.post_notification("sandbox", body).await, (503, "fail".into()), "not acknowledged");
+        assert_eq!(verdicts(db, order_no.as_str()).await[0].0, "parked");
+
+        // The order is restored (as an operator would from a backup).
+        let catalog = zerodrop_domain::Catalog::default_catalog();
+        let product = catalog.get("diamonds_60").unwrap().clone();
+        let restored = zerodrop_store::orders::NewOrder {
+            id: zerodrop_domain::OrderId::new(),
+            order_no: order_no.clone(),
+            user_id: zerodrop_domain::UserId::parse("restored").unwrap(),
+            amount: product.total(1).unwrap(),
+            product,
+            quantity: 1,
+            provider: "sandbox".into(),
+            expires_at_ms: zerodrop_store::now_ms() + 600_000,
+        };
+        let mut tx = db.store.begin().await.unwrap();
+        zerodrop_store::orders::insert(&mut tx, &restored, "restore", zerodrop_store::now_ms()).await.unwrap().unwrap();
+        tx.commit().await.unwrap();
+
+        let order = h.wait_for_status(order_no.as_str(), "delivered", Duration::from_secs(15)).await;
+        assert_eq!(order["payment"]["source"], "parked");
+        assert_eq!(verdicts(db, order_no.as_str()).await[0].0, "resolved");
+        assert_eq!(h.wallet("restored").await["balances"][0]["balance"], 60);
+        h.audit_passes().await;
+        h.stop().await;
+    }
+}
+
+both_engines! {
+    /// S3, the other ending: a parked notification whose order never reappears ends,
+    /// when its job runs out of attempts, as an attention item naming it; never forgotten.
+    async fn s03_a_parked_notification_that_never_matches_goes_to_a_person(db) {
+        let h = Harness::start(db, quiet(), no_queries()).await;
+        let order_no = zerodrop_domain::OrderNo::from_random(rand::random::<u64>());
+        let body = h.notification(order_no.as_str(), "T-orphan", "6.00", |_| {});
+        assert_eq!(h.post_notification("sandbox", body).await.0, 503);
+        // Compress the job's bound (normally ~45 minutes of retries) to one attempt.
+        let mut tx = db.store.begin().await.unwrap();
+        zerodrop_store::raw_execute(&mut tx, "UPDATE jobs SET max_attempts = 1, run_at_ms = 0 WHERE kind = 'resolve_parked'").await.unwrap();
+        tx.commit().await.unwrap();
+        let item = zerodrop::stack::eventually(Duration::from_secs(10), "an attention item", || async {
+            let mut conn = db.store.reader().await?;
+            let open = zerodrop_store::attention::list_open(&mut conn, 10).await?;
+            Ok(open.into_iter().find(|i| i.notification_id.is_some()))
+        }).await.unwrap();
+        assert!(item.reason.contains("resolve_parked"), "{item:?}");
+        assert_eq!(verdicts(db, order_no.as_str()).await[0].0, "parked", "still parked, and still evidence");
+        // Even with no age allowance the audit is satisfied: a person has it.
+        let options = zerodrop_store::audit::AuditOptions::new(0);
+        let report = zerodrop_store::audit::run(&db.store, &options, zerodrop_store::now_ms() + 1).await.unwrap();
+        assert!(report.passed(), "{}", zerodrop::audit::render(&report));
+        h.stop().await;
+    }
+}
