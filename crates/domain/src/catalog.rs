@@ -136,7 +136,7 @@ impl Product {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum CatalogError {
     #[error("catalog is not valid TOML: {0}")]
-    Syntax(String),
+    Syntax(#[source] toml::de::Error),
     #[error("product {sku}: {problem}")]
     Invalid { sku: String, problem: String },
     #[error("product {0} appears twice")]
@@ -209,7 +209,7 @@ impl Catalog {
     }
 
     pub fn from_toml(text: &str) -> Result<Catalog, CatalogError> {
-        let raw: RawCatalog = toml::from_str(text).map_err(|e| CatalogError::Syntax(e.to_string()))?;
+        let raw: RawCatalog = toml::from_str(text).map_err(CatalogError::Syntax)?;
         if raw.products.is_empty() {
             return Err(CatalogError::Empty);
         }

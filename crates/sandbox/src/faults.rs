@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Faults {
-    /// Share of payments whose notifications are never sent at all (S1: 支付未同步).
+    /// Share of payments whose notifications are never sent at all (a payment whose notification never reaches the platform: 支付未同步).
     pub drop_rate_pct: u32,
     /// Share of notifications sent twice.
     pub duplicate_rate_pct: u32,

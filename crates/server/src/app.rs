@@ -1,15 +1,16 @@
 //! The application as it starts: configuration, database, catalog and providers are
 //! loaded and checked, and the notification committer is started.
 
-use crate::card_vault::Vault;
+use crate::card_vault::{Vault, VaultError};
 use crate::config::{Config, ProviderConfig};
 use crate::intake::committer::Committer;
 use crate::services::Services;
 use std::sync::Arc;
+use zerodrop_domain::catalog::CatalogError;
 use zerodrop_domain::Catalog;
 use zerodrop_providers::alipay::{Alipay, AlipayConfig};
-use zerodrop_providers::keys::{RsaPrivateKey, RsaPublicKey};
-use zerodrop_providers::Provider;
+use zerodrop_providers::keys::{KeyError, RsaPrivateKey, RsaPublicKey};
+use zerodrop_providers::{Provider, ProviderError};
 use zerodrop_store::{PoolConfig, Store};
 
 /// The running application: the [`Services`] every flow and job is given, and the group
@@ -32,10 +33,29 @@ impl std::ops::Deref for App {
 pub enum StartError {
     #[error("database: {0}")]
     Store(#[from] zerodrop_store::StoreError),
-    #[error("catalog: {0}")]
-    Catalog(String),
-    #[error("provider {name}: {problem}")]
-    Provider { name: String, problem: String },
+    #[error("catalog {path}: {source}")]
+    CatalogFile { path: String, source: std::io::Error },
+    #[error("catalog {path}: {source}")]
+    Catalog { path: String, source: CatalogError },
+    #[error("card_keys.encryption_key: {0}")]
+    CardKeys(#[source] VaultError),
+    #[error("provider {name}: {source}")]
+    Provider { name: String, source: ProviderSetupError },
+}
+
+/// Why a configured provider could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderSetupError {
+    #[error("{what}_file {path}: {source}")]
+    KeyFile { what: &'static str, path: String, source: std::io::Error },
+    #[error("set {0} or {0}_file, not both")]
+    KeyTwice(&'static str),
+    #[error("{0} (or {0}_file) is required")]
+    KeyMissing(&'static str),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Adapter(#[from] ProviderError),
 }
 
 impl App {
@@ -48,7 +68,7 @@ impl App {
     /// Connects, migrates, loads the catalog and builds the providers the configuration names.
     pub async fn start(config: Config) -> Result<App, StartError> {
         if let Some(key) = &config.card_keys.encryption_key {
-            Vault::from_config(key).map_err(|e| StartError::Catalog(e.to_string()))?;
+            Vault::from_config(key).map_err(StartError::CardKeys)?;
         }
         let catalog = load_catalog(&config.catalog_path)?;
         let providers = build_providers(&config)?;
@@ -62,8 +82,9 @@ pub fn load_catalog(path: &str) -> Result<Catalog, StartError> {
     if path.is_empty() {
         return Ok(Catalog::default_catalog());
     }
-    let text = std::fs::read_to_string(path).map_err(|e| StartError::Catalog(format!("{path}: {e}")))?;
-    Catalog::from_toml(&text).map_err(|e| StartError::Catalog(format!("{path}: {e}")))
+    let text =
+        std::fs::read_to_string(path).map_err(|source| StartError::CatalogFile { path: path.to_owned(), source })?;
+    Catalog::from_toml(&text).map_err(|source| StartError::Catalog { path: path.to_owned(), source })
 }
 
 pub fn build_providers(config: &Config) -> Result<Vec<Arc<dyn Provider>>, StartError> {
@@ -71,19 +92,19 @@ pub fn build_providers(config: &Config) -> Result<Vec<Arc<dyn Provider>>, StartE
 }
 
 fn build_provider(config: &Config, p: &ProviderConfig) -> Result<Arc<dyn Provider>, StartError> {
-    let problem = |problem: String| StartError::Provider { name: p.name.clone(), problem };
+    adapter(config, p).map_err(|source| StartError::Provider { name: p.name.clone(), source })
+}
+
+fn adapter(config: &Config, p: &ProviderConfig) -> Result<Arc<dyn Provider>, ProviderSetupError> {
     let private_text = inline_or_file(
         p.app_private_key.as_ref().map(|s| s.expose().as_str()),
         p.app_private_key_file.as_deref(),
         "app_private_key",
-    )
-    .map_err(problem)?;
+    )?;
     let public_text =
-        inline_or_file(p.provider_public_key.as_deref(), p.provider_public_key_file.as_deref(), "provider_public_key")
-            .map_err(problem)?;
-    let app_private_key = RsaPrivateKey::parse(&private_text, "app_private_key").map_err(|e| problem(e.to_string()))?;
-    let alipay_public_key =
-        RsaPublicKey::parse(&public_text, "provider_public_key").map_err(|e| problem(e.to_string()))?;
+        inline_or_file(p.provider_public_key.as_deref(), p.provider_public_key_file.as_deref(), "provider_public_key")?;
+    let app_private_key = RsaPrivateKey::parse(&private_text, "app_private_key")?;
+    let alipay_public_key = RsaPublicKey::parse(&public_text, "provider_public_key")?;
     let notify_url = format!("{}/v1/providers/{}/notify", config.public_base_url.trim_end_matches('/'), p.name);
     let alipay = Alipay::new(AlipayConfig {
         name: p.name.clone(),
@@ -94,16 +115,19 @@ fn build_provider(config: &Config, p: &ProviderConfig) -> Result<Arc<dyn Provide
         app_private_key,
         alipay_public_key,
         timeout_ms: p.timeout_ms,
-    })
-    .map_err(|e| problem(e.to_string()))?;
+    })?;
     Ok(Arc::new(alipay))
 }
 
-fn inline_or_file(inline: Option<&str>, file: Option<&str>, what: &str) -> Result<String, String> {
+fn inline_or_file(inline: Option<&str>, file: Option<&str>, what: &'static str) -> Result<String, ProviderSetupError> {
     match (inline, file) {
         (Some(text), None) => Ok(text.to_owned()),
-        (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| format!("{what}_file {path}: {e}")),
-        (Some(_), Some(_)) => Err(format!("set {what} or {what}_file, not both")),
-        (None, None) => Err(format!("{what} (or {what}_file) is required")),
+        (None, Some(path)) => std::fs::read_to_string(path).map_err(|source| ProviderSetupError::KeyFile {
+            what,
+            path: path.to_owned(),
+            source,
+        }),
+        (Some(_), Some(_)) => Err(ProviderSetupError::KeyTwice(what)),
+        (None, None) => Err(ProviderSetupError::KeyMissing(what)),
     }
 }

@@ -221,6 +221,8 @@ pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
     Read { path: String, source: std::io::Error },
     #[error("configuration is not valid: {0}")]
+    Toml(#[source] toml::de::Error),
+    #[error("configuration is not valid: {0}")]
     Invalid(String),
 }
 
@@ -235,14 +237,13 @@ impl Config {
                 .map_err(|source| ConfigError::Read { path: p.display().to_string(), source })?,
             None => String::new(),
         };
-        let mut table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let mut table: toml::Table = toml::from_str(&text).map_err(ConfigError::Toml)?;
         for (name, value) in env {
             if let Some(key) = name.strip_prefix(ENV_PREFIX).filter(|k| !ENV_NOT_CONFIG.contains(k)) {
                 apply_env(&mut table, key, &value)?;
             }
         }
-        let config: Config =
-            toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+        let config: Config = toml::Value::Table(table).try_into().map_err(ConfigError::Toml)?;
         config.validate()?;
         Ok(config)
     }

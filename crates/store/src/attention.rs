@@ -4,7 +4,6 @@
 
 use crate::{Conn, Result, Tx};
 use serde::Serialize;
-use sqlx::Row;
 use zerodrop_domain::OrderId;
 
 pub struct NewItem {
@@ -33,7 +32,7 @@ pub struct Item {
 }
 
 pub async fn raise(tx: &mut Tx, item: NewItem, now_ms: i64) -> Result<i64> {
-    let row = sqlx::query(
+    let id = sqlx::query_scalar::<_, i64>(
         "INSERT INTO attention_items (order_id, notification_id, job_id, reason, detail, created_at_ms) \
          VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
     )
@@ -46,33 +45,51 @@ pub async fn raise(tx: &mut Tx, item: NewItem, now_ms: i64) -> Result<i64> {
     .fetch_one(&mut **tx)
     .await?;
     tracing::warn!(reason = %item.reason, order.id = ?item.order_id.map(|id| id.to_string()), "attention raised");
-    Ok(row.try_get(0)?)
+    Ok(id)
 }
 
 pub async fn list_open(conn: &mut Conn, limit: i64) -> Result<Vec<Item>> {
-    let rows = sqlx::query(
+    let rows = sqlx::query_as::<_, ItemRecord>(
         "SELECT id, order_id, notification_id, job_id, reason, detail, created_at_ms FROM attention_items \
          WHERE resolved_at_ms IS NULL ORDER BY id LIMIT $1",
     )
     .bind(limit)
     .fetch_all(conn)
     .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(Item {
-                id: r.try_get(0)?,
-                order_id: r.try_get(1)?,
-                notification_id: r.try_get(2)?,
-                job_id: r.try_get(3)?,
-                reason: r.try_get(4)?,
-                detail: r.try_get(5)?,
-                created_at_ms: r.try_get(6)?,
-            })
-        })
-        .collect()
+    Ok(rows.into_iter().map(Into::into).collect())
 }
 
 pub async fn count_open(conn: &mut Conn) -> Result<i64> {
-    let row = sqlx::query("SELECT COUNT(*) FROM attention_items WHERE resolved_at_ms IS NULL").fetch_one(conn).await?;
-    Ok(row.try_get(0)?)
+    let open = sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM attention_items WHERE resolved_at_ms IS NULL")
+        .fetch_one(conn)
+        .await?;
+    Ok(open)
+}
+
+/// An `attention_items` row as [`list_open`] reads it. Every column is already in its
+/// public form; the record keeps [`Item`] free of the database mapping.
+#[derive(sqlx::FromRow)]
+struct ItemRecord {
+    id: i64,
+    order_id: Option<String>,
+    notification_id: Option<i64>,
+    job_id: Option<i64>,
+    reason: String,
+    /// JSON text, passed on as stored.
+    detail: String,
+    created_at_ms: i64,
+}
+
+impl From<ItemRecord> for Item {
+    fn from(r: ItemRecord) -> Item {
+        Item {
+            id: r.id,
+            order_id: r.order_id,
+            notification_id: r.notification_id,
+            job_id: r.job_id,
+            reason: r.reason,
+            detail: r.detail,
+            created_at_ms: r.created_at_ms,
+        }
+    }
 }

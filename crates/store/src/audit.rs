@@ -3,7 +3,6 @@
 
 use crate::{events, Result, Store};
 use serde::Serialize;
-use sqlx::Row;
 use zerodrop_domain::order::OrderStatus;
 
 /// Examples kept per check; the count is always complete.
@@ -53,11 +52,12 @@ impl AuditOptions {
     }
 }
 
-/// Runs every check against a consistent-enough view (each check reads committed data;
-/// run it on a quiet system for an exact snapshot).
+/// Runs every check in one read snapshot, so checks that compare two tables (an order
+/// and its events, a payment and its delivery) never see a change half made by a
+/// transaction that commits while the audit runs.
 pub async fn run(store: &Store, options: &AuditOptions, now_ms: i64) -> Result<Report> {
-    let mut conn = store.reader().await?;
-    let c = &mut *conn;
+    let mut snapshot = store.snapshot().await?;
+    let c = &mut *snapshot;
     let mut checks = Vec::new();
 
     checks.push(
@@ -240,8 +240,8 @@ pub async fn run(store: &Store, options: &AuditOptions, now_ms: i64) -> Result<R
         .await?,
     );
 
-    let attention: i64 =
-        sqlx::query("SELECT COUNT(*) FROM orders WHERE attention = 1").fetch_one(&mut *c).await?.try_get(0)?;
+    let attention =
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM orders WHERE attention = 1").fetch_one(&mut *c).await?;
     Ok(Report { checked_at_ms: now_ms, checks, orders_in_attention: attention })
 }
 
@@ -252,17 +252,15 @@ async fn sql_check(
     sql: &str,
     param: Option<i64>,
 ) -> Result<Check> {
-    let mut query = sqlx::query(sql);
+    // Each check selects one text column naming the offending row (NULL shows as empty).
+    let mut query = sqlx::query_scalar::<_, Option<String>>(sql);
     if let Some(p) = param {
         query = query.bind(p);
     }
     let rows = query.fetch_all(conn).await?;
-    let examples = rows
-        .iter()
-        .take(EXAMPLES_MAX)
-        .map(|r| r.try_get::<Option<String>, _>(0).map(|v| v.unwrap_or_default()))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Check { name, description, violations: rows.len() as i64, examples })
+    let violations = rows.len() as i64;
+    let examples = rows.into_iter().take(EXAMPLES_MAX).map(Option::unwrap_or_default).collect();
+    Ok(Check { name, description, violations, examples })
 }
 
 /// Every order's stored status and attention flag equal the fold of its events, and its
@@ -272,16 +270,15 @@ async fn status_is_fold(conn: &mut crate::Conn) -> Result<Check> {
     let mut examples = Vec::new();
     let mut after = String::new();
     loop {
-        let orders = sqlx::query(
+        let orders = sqlx::query_as::<_, FoldRecord>(
             "SELECT id, order_no, status, attention, event_seq FROM orders WHERE id > $1 ORDER BY id LIMIT $2",
         )
         .bind(&after)
         .bind(FOLD_PAGE_ORDERS)
         .fetch_all(&mut *conn)
         .await?;
-        let Some(last) = orders.last() else { break };
-        let last_id: String = last.try_get(0)?;
-        let events = sqlx::query(
+        let Some(last_id) = orders.last().map(|o| o.id.clone()) else { break };
+        let events = sqlx::query_as::<_, (String, String)>(
             "SELECT order_id, kind FROM order_events WHERE order_id > $1 AND order_id <= $2 ORDER BY order_id, seq",
         )
         .bind(&after)
@@ -289,15 +286,11 @@ async fn status_is_fold(conn: &mut crate::Conn) -> Result<Check> {
         .fetch_all(&mut *conn)
         .await?;
         let mut kinds_by_order: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
-        for e in &events {
-            kinds_by_order.entry(e.try_get(0)?).or_default().push(e.try_get(1)?);
+        for (order_id, kind) in events {
+            kinds_by_order.entry(order_id).or_default().push(kind);
         }
-        for o in &orders {
-            let id: String = o.try_get(0)?;
-            let order_no: String = o.try_get(1)?;
-            let status: String = o.try_get(2)?;
-            let attention = o.try_get::<i64, _>(3)? != 0;
-            let seq: i64 = o.try_get(4)?;
+        for FoldRecord { id, order_no, status, attention, event_seq: seq } in orders {
+            let attention = attention != 0;
             let kinds = kinds_by_order.remove(&id).unwrap_or_default();
             let folded = events::fold_kinds(&kinds);
             let ok = match &folded {
@@ -323,4 +316,15 @@ async fn status_is_fold(conn: &mut crate::Conn) -> Result<Check> {
         violations,
         examples,
     })
+}
+
+/// The `orders` columns [`status_is_fold`] compares with the fold of the order's events.
+#[derive(sqlx::FromRow)]
+struct FoldRecord {
+    id: String,
+    order_no: String,
+    status: String,
+    /// A boolean stored as INTEGER 0/1.
+    attention: i64,
+    event_seq: i64,
 }

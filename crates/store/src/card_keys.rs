@@ -3,7 +3,6 @@
 
 use crate::{Conn, Dialect, Result, Tx};
 use serde::Serialize;
-use sqlx::Row;
 use std::collections::HashSet;
 use zerodrop_domain::OrderId;
 
@@ -36,13 +35,11 @@ pub async fn existing(conn: &mut Conn, sku: &str, fingerprints: &[String]) -> Re
         let params: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
         let sql =
             format!("SELECT fingerprint FROM card_keys WHERE sku = $1 AND fingerprint IN ({})", params.join(", "));
-        let mut query = sqlx::query(&sql).bind(sku);
+        let mut query = sqlx::query_scalar::<_, String>(&sql).bind(sku);
         for f in chunk {
             query = query.bind(f.clone());
         }
-        for row in query.fetch_all(&mut *conn).await? {
-            found.insert(row.try_get::<String, _>(0)?);
-        }
+        found.extend(query.fetch_all(&mut *conn).await?);
     }
     Ok(found)
 }
@@ -81,16 +78,37 @@ pub async fn allocate(tx: &mut Tx, sku: &str, order: OrderId, now_ms: i64) -> Re
          WHERE id = (SELECT id FROM card_keys WHERE sku = $3 AND state = 'available' ORDER BY id LIMIT 1{skip_locked}) \
          RETURNING id, ciphertext, state"
     );
-    let row = sqlx::query(&sql).bind(order.to_string()).bind(now_ms).bind(sku).fetch_optional(&mut **tx).await?;
-    row.map(|r| Ok(CardKeyRow { id: r.try_get(0)?, ciphertext: r.try_get(1)?, state: r.try_get(2)? })).transpose()
+    let row = sqlx::query_as::<_, CardKeyRecord>(&sql)
+        .bind(order.to_string())
+        .bind(now_ms)
+        .bind(sku)
+        .fetch_optional(&mut **tx)
+        .await?;
+    Ok(row.map(Into::into))
 }
 
 pub async fn for_order(conn: &mut Conn, order: OrderId) -> Result<Option<CardKeyRow>> {
-    let row = sqlx::query("SELECT id, ciphertext, state FROM card_keys WHERE order_id = $1")
+    let row = sqlx::query_as::<_, CardKeyRecord>("SELECT id, ciphertext, state FROM card_keys WHERE order_id = $1")
         .bind(order.to_string())
         .fetch_optional(conn)
         .await?;
-    row.map(|r| Ok(CardKeyRow { id: r.try_get(0)?, ciphertext: r.try_get(1)?, state: r.try_get(2)? })).transpose()
+    Ok(row.map(Into::into))
+}
+
+/// A `card_keys` row as [`allocate`] and [`for_order`] read it. Every column is already
+/// in its public form; the record keeps [`CardKeyRow`] free of the database mapping.
+#[derive(sqlx::FromRow)]
+struct CardKeyRecord {
+    id: i64,
+    /// BLOB on SQLite, BYTEA on PostgreSQL.
+    ciphertext: Vec<u8>,
+    state: String,
+}
+
+impl From<CardKeyRecord> for CardKeyRow {
+    fn from(r: CardKeyRecord) -> CardKeyRow {
+        CardKeyRow { id: r.id, ciphertext: r.ciphertext, state: r.state }
+    }
 }
 
 /// Marks the order's key revoked. Returns whether there was one to revoke.
@@ -107,14 +125,14 @@ pub async fn revoke(tx: &mut Tx, order: OrderId, now_ms: i64) -> Result<bool> {
 }
 
 pub async fn stock(conn: &mut Conn, sku: &str) -> Result<Stock> {
-    let rows = sqlx::query("SELECT state, COUNT(*) FROM card_keys WHERE sku = $1 GROUP BY state")
-        .bind(sku)
-        .fetch_all(conn)
-        .await?;
+    let rows =
+        sqlx::query_as::<_, (String, i64)>("SELECT state, COUNT(*) FROM card_keys WHERE sku = $1 GROUP BY state")
+            .bind(sku)
+            .fetch_all(conn)
+            .await?;
     let mut stock = Stock::default();
-    for row in rows {
-        let count: i64 = row.try_get(1)?;
-        match row.try_get::<String, _>(0)?.as_str() {
+    for (state, count) in rows {
+        match state.as_str() {
             "available" => stock.available = count,
             "allocated" => stock.allocated = count,
             _revoked => stock.revoked = count,
@@ -125,7 +143,7 @@ pub async fn stock(conn: &mut Conn, sku: &str) -> Result<Stock> {
 
 /// Paid card-key orders of the SKU still waiting for a key, oldest payment first.
 pub async fn waiting_orders(conn: &mut Conn, sku: &str, limit: i64) -> Result<Vec<OrderId>> {
-    let rows = sqlx::query(
+    let ids = sqlx::query_scalar::<_, String>(
         "SELECT o.id FROM orders o WHERE o.sku = $1 AND o.status = 'paid' \
            AND NOT EXISTS (SELECT 1 FROM card_keys k WHERE k.order_id = o.id) \
          ORDER BY o.paid_at_ms, o.id LIMIT $2",
@@ -134,10 +152,5 @@ pub async fn waiting_orders(conn: &mut Conn, sku: &str, limit: i64) -> Result<Ve
     .bind(limit)
     .fetch_all(conn)
     .await?;
-    rows.iter()
-        .map(|r| {
-            let id: String = r.try_get(0)?;
-            OrderId::parse(&id).ok_or_else(|| crate::StoreError::Corrupt("order id".into()))
-        })
-        .collect()
+    ids.iter().map(|id| OrderId::parse(id).ok_or_else(|| crate::StoreError::Corrupt("order id".into()))).collect()
 }

@@ -7,7 +7,6 @@
 use crate::orders::OrderRow;
 use crate::{attention, Conn, Result, StoreError, Tx};
 use serde::Serialize;
-use sqlx::Row;
 use zerodrop_domain::order::{self, Actor, EventKind, OrderState, OrderStatus};
 use zerodrop_domain::OrderId;
 
@@ -73,7 +72,7 @@ async fn write(tx: &mut Tx, order: &mut OrderRow, steps: Vec<(OrderState, NewEve
     }
     let mut insert = sqlx::query(&sql);
     for (i, (_, event)) in steps.iter().enumerate() {
-        let data = serde_json::to_string(&event.data).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let data = serde_json::to_string(&event.data).map_err(StoreError::Json)?;
         insert = insert
             .bind(order.id.to_string())
             .bind(order.event_seq + 1 + i as i64)
@@ -176,24 +175,40 @@ fn derive_columns(order: &mut OrderRow, event: &NewEvent, now_ms: i64) {
 }
 
 pub async fn list(conn: &mut Conn, order_id: OrderId) -> Result<Vec<EventRow>> {
-    let rows =
-        sqlx::query("SELECT seq, at_ms, kind, actor, cause, data FROM order_events WHERE order_id = $1 ORDER BY seq")
-            .bind(order_id.to_string())
-            .fetch_all(conn)
-            .await?;
-    rows.iter()
-        .map(|r| {
-            let data: String = r.try_get("data")?;
-            Ok(EventRow {
-                seq: r.try_get("seq")?,
-                at_ms: r.try_get("at_ms")?,
-                kind: r.try_get("kind")?,
-                actor: r.try_get("actor")?,
-                cause: r.try_get("cause")?,
-                data: serde_json::from_str(&data).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            })
+    let rows = sqlx::query_as::<_, EventRecord>(
+        "SELECT seq, at_ms, kind, actor, cause, data FROM order_events WHERE order_id = $1 ORDER BY seq",
+    )
+    .bind(order_id.to_string())
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter().map(TryInto::try_into).collect()
+}
+
+/// An `order_events` row as [`list`] reads it, parsed into an [`EventRow`] by its `TryFrom`.
+#[derive(sqlx::FromRow)]
+struct EventRecord {
+    seq: i64,
+    at_ms: i64,
+    kind: String,
+    actor: String,
+    cause: String,
+    /// The event's data, as JSON text.
+    data: String,
+}
+
+impl TryFrom<EventRecord> for EventRow {
+    type Error = StoreError;
+
+    fn try_from(r: EventRecord) -> Result<EventRow> {
+        Ok(EventRow {
+            seq: r.seq,
+            at_ms: r.at_ms,
+            kind: r.kind,
+            actor: r.actor,
+            cause: r.cause,
+            data: serde_json::from_str(&r.data).map_err(StoreError::Json)?,
         })
-        .collect()
+    }
 }
 
 /// Folds stored event kinds into a state, for the audit and for tests.
@@ -213,6 +228,8 @@ pub fn settled_statuses() -> Vec<&'static str> {
 /// How many events of each kind exist (reports and the demo).
 pub async fn count_by_kind(conn: &mut Conn) -> Result<Vec<(String, i64)>> {
     let rows =
-        sqlx::query("SELECT kind, COUNT(*) FROM order_events GROUP BY kind ORDER BY kind").fetch_all(conn).await?;
-    rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+        sqlx::query_as::<_, (String, i64)>("SELECT kind, COUNT(*) FROM order_events GROUP BY kind ORDER BY kind")
+            .fetch_all(conn)
+            .await?;
+    Ok(rows)
 }

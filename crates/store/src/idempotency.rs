@@ -2,7 +2,6 @@
 //! so a replay returns the same response and a different body under the same key is refused.
 
 use crate::{Conn, Result, Tx};
-use sqlx::Row;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Stored {
@@ -12,21 +11,34 @@ pub struct Stored {
 }
 
 pub async fn get(conn: &mut Conn, scope: &str, key: &str) -> Result<Option<Stored>> {
-    let row =
-        sqlx::query("SELECT request_hash, status_code, response FROM idempotency_keys WHERE scope = $1 AND key = $2")
-            .bind(scope)
-            .bind(key)
-            .fetch_optional(conn)
-            .await?;
-    row.map(|r| {
-        let status: i64 = r.try_get(1)?;
-        Ok(Stored {
-            request_hash: r.try_get(0)?,
-            status_code: u16::try_from(status).unwrap_or(500),
-            response: r.try_get(2)?,
-        })
-    })
-    .transpose()
+    let row = sqlx::query_as::<_, StoredRecord>(
+        "SELECT request_hash, status_code, response FROM idempotency_keys WHERE scope = $1 AND key = $2",
+    )
+    .bind(scope)
+    .bind(key)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(Into::into))
+}
+
+/// An `idempotency_keys` row as [`get`] reads it.
+#[derive(sqlx::FromRow)]
+struct StoredRecord {
+    request_hash: String,
+    /// BIGINT: the `Any` driver has no unsigned types.
+    status_code: i64,
+    response: String,
+}
+
+impl From<StoredRecord> for Stored {
+    fn from(r: StoredRecord) -> Stored {
+        // `put` only ever stores a u16; a value out of range answers as a server error instead of failing the read.
+        Stored {
+            request_hash: r.request_hash,
+            status_code: u16::try_from(r.status_code).unwrap_or(500),
+            response: r.response,
+        }
+    }
 }
 
 /// Stores the first response. `false` means another request with the key won the race;

@@ -10,7 +10,6 @@
 use crate::{Dialect, Result, Store, StoreError, Tx};
 use rand::Rng;
 use serde::Serialize;
-use sqlx::Row;
 use zerodrop_domain::OrderId;
 
 /// First retry delay after a failure.
@@ -109,27 +108,42 @@ pub async fn claim(
          RETURNING id, kind, order_id, payload, attempts, max_attempts",
         kind_params.join(", ")
     );
-    let mut query = sqlx::query(&sql).bind(now_ms + lease_ms).bind(owner).bind(now_ms).bind(limit);
+    let mut query = sqlx::query_as::<_, JobRecord>(&sql).bind(now_ms + lease_ms).bind(owner).bind(now_ms).bind(limit);
     for kind in kinds {
         query = query.bind(*kind);
     }
     let mut tx = store.begin().await?;
     let rows = query.fetch_all(&mut *tx).await?;
     tx.commit().await?;
-    rows.iter()
-        .map(|r| {
-            let payload: String = r.try_get(3)?;
-            Ok(ClaimedJob {
-                id: r.try_get(0)?,
-                kind: r.try_get(1)?,
-                order_id: r.try_get(2)?,
-                payload: serde_json::from_str(&payload).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                attempt: r.try_get(4)?,
-                max_attempts: r.try_get(5)?,
-                owner: owner.to_owned(),
-            })
+    rows.into_iter().map(|r| r.claimed_by(owner)).collect()
+}
+
+/// A `jobs` row as [`claim`] returns it.
+#[derive(sqlx::FromRow)]
+struct JobRecord {
+    id: i64,
+    kind: String,
+    order_id: Option<String>,
+    /// The job's payload, as JSON text.
+    payload: String,
+    /// Attempts so far, this one included.
+    attempts: i64,
+    max_attempts: i64,
+}
+
+impl JobRecord {
+    /// The claim's view of the row. Not a `TryFrom`: the owner is the claimer's, not a column.
+    fn claimed_by(self, owner: &str) -> Result<ClaimedJob> {
+        Ok(ClaimedJob {
+            id: self.id,
+            kind: self.kind,
+            order_id: self.order_id,
+            payload: serde_json::from_str(&self.payload).map_err(StoreError::Json)?,
+            attempt: self.attempts,
+            max_attempts: self.max_attempts,
+            owner: owner.to_owned(),
         })
-        .collect()
+    }
 }
 
 /// Marks the job done. Call it in the transaction that made the job's effect durable
@@ -211,35 +225,42 @@ pub struct JobCount {
 }
 
 pub async fn counts(conn: &mut crate::Conn) -> Result<Vec<JobCount>> {
-    let rows = sqlx::query("SELECT kind, state, COUNT(*) FROM jobs GROUP BY kind, state ORDER BY kind, state")
-        .fetch_all(conn)
-        .await?;
-    rows.iter().map(|r| Ok(JobCount { kind: r.try_get(0)?, state: r.try_get(1)?, count: r.try_get(2)? })).collect()
+    let rows = sqlx::query_as::<_, (String, String, i64)>(
+        "SELECT kind, state, COUNT(*) FROM jobs GROUP BY kind, state ORDER BY kind, state",
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|(kind, state, count)| JobCount { kind, state, count }).collect())
 }
 
 /// Queued jobs, due or not, for one order (the console and tests read these).
 pub async fn for_order(conn: &mut crate::Conn, order_id: OrderId) -> Result<Vec<(String, String, i64, i64)>> {
-    let rows = sqlx::query("SELECT kind, state, run_at_ms, attempts FROM jobs WHERE order_id = $1 ORDER BY id")
-        .bind(order_id.to_string())
-        .fetch_all(conn)
-        .await?;
-    rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?))).collect()
+    let rows = sqlx::query_as::<_, (String, String, i64, i64)>(
+        "SELECT kind, state, run_at_ms, attempts FROM jobs WHERE order_id = $1 ORDER BY id",
+    )
+    .bind(order_id.to_string())
+    .fetch_all(conn)
+    .await?;
+    Ok(rows)
 }
 
 /// Which workers finished jobs, with how many each (to see that processes shared work).
 pub async fn finished_by_owner(conn: &mut crate::Conn) -> Result<Vec<(String, i64)>> {
-    let rows = sqlx::query(
+    let rows = sqlx::query_as::<_, (String, i64)>(
         "SELECT lease_owner, COUNT(*) FROM jobs WHERE state = 'done' AND lease_owner IS NOT NULL GROUP BY lease_owner ORDER BY lease_owner",
     )
     .fetch_all(conn)
     .await?;
-    rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+    Ok(rows)
 }
 
 /// When the next queued job is due, so an idle worker can sleep until then.
 pub async fn next_due_ms(conn: &mut crate::Conn) -> Result<Option<i64>> {
-    let row = sqlx::query("SELECT MIN(run_at_ms) FROM jobs WHERE state = 'queued'").fetch_one(conn).await?;
-    Ok(row.try_get(0)?)
+    // MIN over no rows is NULL: one row always comes back, its value absent when nothing is queued.
+    let next = sqlx::query_scalar::<_, Option<i64>>("SELECT MIN(run_at_ms) FROM jobs WHERE state = 'queued'")
+        .fetch_one(conn)
+        .await?;
+    Ok(next)
 }
 
 #[cfg(test)]

@@ -16,7 +16,6 @@
 
 use crate::{Conn, Result, StoreError, Tx};
 use serde::Serialize;
-use sqlx::Row;
 use std::collections::BTreeMap;
 
 /// Entries written per statement at commit (5 parameters each, far below both engines'
@@ -256,13 +255,13 @@ pub(crate) async fn flush(tx: &mut Tx) -> Result<()> {
 }
 
 async fn same_transfer_again(tx: &mut Tx, transfer: &Transfer) -> Result<Result<TransferOutcome, TransferRefused>> {
-    let row = sqlx::query("SELECT from_account, to_account, amount FROM ledger_transfers WHERE id = $1")
-        .bind(&transfer.id)
-        .fetch_one(&mut **tx)
-        .await?;
-    let same = row.try_get::<String, _>(0)? == transfer.from.as_str()
-        && row.try_get::<String, _>(1)? == transfer.to.as_str()
-        && row.try_get::<i64, _>(2)? == transfer.amount;
+    let (from, to, amount) = sqlx::query_as::<_, (String, String, i64)>(
+        "SELECT from_account, to_account, amount FROM ledger_transfers WHERE id = $1",
+    )
+    .bind(&transfer.id)
+    .fetch_one(&mut **tx)
+    .await?;
+    let same = from == transfer.from.as_str() && to == transfer.to.as_str() && amount == transfer.amount;
     if same {
         Ok(Ok(TransferOutcome::AlreadyApplied))
     } else {
@@ -278,14 +277,17 @@ pub async fn balance(tx: &mut Tx, id: &AccountId) -> Result<i64> {
 
 async fn locked_balance(tx: &mut Tx, id: &AccountId) -> Result<i64> {
     let sql = format!("SELECT balance FROM ledger_accounts WHERE id = $1{}", tx.dialect().for_update());
-    let row = sqlx::query(&sql).bind(id.as_str()).fetch_optional(&mut **tx).await?;
-    row.map_or(Ok(0), |r| Ok(r.try_get(0)?))
+    // An account is created by its first movement: none yet is a balance of zero.
+    let balance = sqlx::query_scalar::<_, i64>(&sql).bind(id.as_str()).fetch_optional(&mut **tx).await?;
+    Ok(balance.unwrap_or(0))
 }
 
 async fn balance_of(conn: &mut Conn, id: &AccountId) -> Result<i64> {
-    let row =
-        sqlx::query("SELECT balance FROM ledger_accounts WHERE id = $1").bind(id.as_str()).fetch_optional(conn).await?;
-    row.map_or(Ok(0), |r| Ok(r.try_get(0)?))
+    let balance = sqlx::query_scalar::<_, i64>("SELECT balance FROM ledger_accounts WHERE id = $1")
+        .bind(id.as_str())
+        .fetch_optional(conn)
+        .await?;
+    Ok(balance.unwrap_or(0))
 }
 
 /// Moves an account's balance by `delta`, creating the account on its first movement,
@@ -305,15 +307,17 @@ async fn move_balance_owned(
     // Both engines check constraints on an upsert's proposed row before resolving the
     // conflict, so a debit of an account that cannot go negative must be a plain update
     // (the balance check before it found the account holding enough).
-    let row = if delta < 0 && !kind.may_go_negative() {
-        sqlx::query("UPDATE ledger_accounts SET balance = balance + $1 WHERE id = $2 RETURNING balance, kind")
-            .bind(delta)
-            .bind(account.as_str())
-            .fetch_optional(&mut **tx)
-            .await?
-            .ok_or_else(|| StoreError::Invariant(format!("account {account} does not exist to be debited")))?
+    let (balance_after, stored_kind) = if delta < 0 && !kind.may_go_negative() {
+        sqlx::query_as::<_, (i64, String)>(
+            "UPDATE ledger_accounts SET balance = balance + $1 WHERE id = $2 RETURNING balance, kind",
+        )
+        .bind(delta)
+        .bind(account.as_str())
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| StoreError::Invariant(format!("account {account} does not exist to be debited")))?
     } else {
-        sqlx::query(
+        sqlx::query_as::<_, (i64, String)>(
             "INSERT INTO ledger_accounts (id, kind, currency, owner, balance) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (id) DO UPDATE SET balance = ledger_accounts.balance + excluded.balance \
              RETURNING balance, kind",
@@ -326,8 +330,6 @@ async fn move_balance_owned(
         .fetch_one(&mut **tx)
         .await?
     };
-    let balance_after: i64 = row.try_get(0)?;
-    let stored_kind: String = row.try_get(1)?;
     if stored_kind != kind.as_str() {
         return Err(StoreError::Invariant(format!("account {account} is a {stored_kind}, not a {}", kind.as_str())));
     }
@@ -352,7 +354,8 @@ pub struct WalletBalance {
 }
 
 pub async fn wallet(conn: &mut Conn, user: &UserId) -> Result<Vec<WalletBalance>> {
-    let rows = sqlx::query(
+    // A tuple, not a record: the last column is an unnamed subquery, so only its position names it.
+    let accounts = sqlx::query_as::<_, (String, String, i64, Option<i64>)>(
         "SELECT a.id, a.currency, a.balance, \
              (SELECT MAX(e.id) FROM ledger_entries e WHERE e.account_id = a.id) \
          FROM ledger_accounts a WHERE a.kind = 'wallet' AND a.owner = $1 ORDER BY a.currency",
@@ -360,23 +363,17 @@ pub async fn wallet(conn: &mut Conn, user: &UserId) -> Result<Vec<WalletBalance>
     .bind(user.as_str())
     .fetch_all(&mut *conn)
     .await?;
-    let mut balances = Vec::with_capacity(rows.len());
-    for row in rows {
-        let account: String = row.try_get(0)?;
-        let credit = sqlx::query(
+    let mut balances = Vec::with_capacity(accounts.len());
+    for (account, currency, balance, last_entry_id) in accounts {
+        let credit = sqlx::query_as::<_, (String, i64)>(
             "SELECT order_id, at_ms FROM ledger_transfers \
              WHERE to_account = $1 AND order_id IS NOT NULL ORDER BY at_ms DESC, id DESC LIMIT 1",
         )
         .bind(&account)
         .fetch_optional(&mut *conn)
         .await?;
-        balances.push(WalletBalance {
-            currency: row.try_get(1)?,
-            balance: row.try_get(2)?,
-            last_entry_id: row.try_get(3)?,
-            last_credit_order_id: credit.as_ref().map(|c| c.try_get(0)).transpose()?,
-            last_credit_at_ms: credit.as_ref().map(|c| c.try_get(1)).transpose()?,
-        });
+        let (last_credit_order_id, last_credit_at_ms) = credit.unzip();
+        balances.push(WalletBalance { currency, balance, last_entry_id, last_credit_order_id, last_credit_at_ms });
     }
     Ok(balances)
 }

@@ -40,6 +40,8 @@ pub enum StoreError {
     Invariant(String),
     #[error("stored data is not readable: {0}")]
     Corrupt(String),
+    #[error("stored JSON is not readable: {0}")]
+    Json(#[from] serde_json::Error),
     #[error("unsupported database url (expected sqlite:// or postgres://)")]
     UnsupportedUrl,
 }
@@ -62,6 +64,7 @@ impl StoreError {
             | StoreError::Transition(_)
             | StoreError::Invariant(_)
             | StoreError::Corrupt(_)
+            | StoreError::Json(_)
             | StoreError::UnsupportedUrl => false,
         }
     }

@@ -2,7 +2,6 @@
 
 use crate::{Conn, Result, Tx};
 use serde::Serialize;
-use sqlx::Row;
 use zerodrop_domain::membership;
 use zerodrop_domain::{OrderId, UserId};
 
@@ -28,13 +27,7 @@ pub struct Membership {
 pub async fn extend(tx: &mut Tx, user: &UserId, plan: &str, days: i64, order: OrderId, now_ms: i64) -> Result<Period> {
     let sql =
         format!("SELECT ends_at_ms FROM memberships WHERE user_id = $1 AND plan = $2{}", tx.dialect().for_update());
-    let current: Option<i64> = sqlx::query(&sql)
-        .bind(user.as_str())
-        .bind(plan)
-        .fetch_optional(&mut **tx)
-        .await?
-        .map(|r| r.try_get(0))
-        .transpose()?;
+    let current = sqlx::query_scalar::<_, i64>(&sql).bind(user.as_str()).bind(plan).fetch_optional(&mut **tx).await?;
     let (starts_at_ms, ends_at_ms) = membership::extension(current, now_ms, days);
     sqlx::query(
         "INSERT INTO membership_periods (order_id, user_id, plan, days, starts_at_ms, ends_at_ms, created_at_ms) \
@@ -83,13 +76,11 @@ pub async fn adjust(
 ) -> Result<(i64, i64)> {
     let sql =
         format!("SELECT ends_at_ms FROM memberships WHERE user_id = $1 AND plan = $2{}", tx.dialect().for_update());
-    let before: i64 = sqlx::query(&sql)
+    let before = sqlx::query_scalar::<_, i64>(&sql)
         .bind(user.as_str())
         .bind(plan)
         .fetch_optional(&mut **tx)
         .await?
-        .map(|r| r.try_get(0))
-        .transpose()?
         .ok_or_else(|| crate::StoreError::Invariant(format!("user has no {plan} membership to adjust")))?;
     // Extra days on a lapsed plan start now, not in the past.
     let base = if days > 0 { before.max(now_ms) } else { before };
@@ -119,40 +110,61 @@ pub async fn adjust(
 }
 
 pub async fn for_user(conn: &mut Conn, user: &UserId) -> Result<Vec<Membership>> {
-    let plans = sqlx::query(
+    let plans = sqlx::query_as::<_, PlanRecord>(
         "SELECT plan, started_at_ms, ends_at_ms, last_order_id FROM memberships WHERE user_id = $1 ORDER BY plan",
     )
     .bind(user.as_str())
     .fetch_all(&mut *conn)
     .await?;
     let mut memberships = Vec::with_capacity(plans.len());
-    for row in plans {
-        let plan: String = row.try_get(0)?;
-        let periods = sqlx::query(
+    for plan in plans {
+        let periods = sqlx::query_as::<_, PeriodRecord>(
             "SELECT order_id, days, starts_at_ms, ends_at_ms FROM membership_periods \
              WHERE user_id = $1 AND plan = $2 ORDER BY starts_at_ms",
         )
         .bind(user.as_str())
-        .bind(&plan)
+        .bind(&plan.plan)
         .fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .map(|p| {
-            Ok(Period {
-                order_id: p.try_get(0)?,
-                days: p.try_get(1)?,
-                starts_at_ms: p.try_get(2)?,
-                ends_at_ms: p.try_get(3)?,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-        memberships.push(Membership {
-            plan,
-            started_at_ms: row.try_get(1)?,
-            ends_at_ms: row.try_get(2)?,
-            last_order_id: row.try_get(3)?,
-            periods,
-        });
+        .await?;
+        memberships.push(plan.with_periods(periods.into_iter().map(Into::into).collect()));
     }
     Ok(memberships)
+}
+
+/// A `memberships` row as [`for_user`] reads it.
+#[derive(sqlx::FromRow)]
+struct PlanRecord {
+    plan: String,
+    started_at_ms: i64,
+    ends_at_ms: i64,
+    last_order_id: String,
+}
+
+impl PlanRecord {
+    /// The plan with its periods, which come from another table.
+    fn with_periods(self, periods: Vec<Period>) -> Membership {
+        Membership {
+            plan: self.plan,
+            started_at_ms: self.started_at_ms,
+            ends_at_ms: self.ends_at_ms,
+            last_order_id: self.last_order_id,
+            periods,
+        }
+    }
+}
+
+/// A `membership_periods` row as [`for_user`] reads it. Every column is already in its
+/// public form; the record keeps [`Period`] free of the database mapping.
+#[derive(sqlx::FromRow)]
+struct PeriodRecord {
+    order_id: String,
+    days: i64,
+    starts_at_ms: i64,
+    ends_at_ms: i64,
+}
+
+impl From<PeriodRecord> for Period {
+    fn from(r: PeriodRecord) -> Period {
+        Period { order_id: r.order_id, days: r.days, starts_at_ms: r.starts_at_ms, ends_at_ms: r.ends_at_ms }
+    }
 }

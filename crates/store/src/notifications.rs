@@ -3,8 +3,6 @@
 
 use crate::{Conn, Result, StoreError, Tx};
 use serde::Serialize;
-use sqlx::any::AnyRow;
-use sqlx::Row;
 
 /// What zerodrop concluded about a notification.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -173,40 +171,59 @@ pub struct NotificationRow {
 const COLUMNS: &str = "id, provider, received_at_ms, verdict, reason, order_no, trade_no, notify_id, headers, body";
 
 pub async fn get(conn: &mut Conn, id: i64) -> Result<NotificationRow> {
-    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM notifications WHERE id = $1"))
+    let row = sqlx::query_as::<_, NotificationRecord>(&format!("SELECT {COLUMNS} FROM notifications WHERE id = $1"))
         .bind(id)
         .fetch_optional(conn)
         .await?
         .ok_or(StoreError::NotFound)?;
-    decode(&row)
+    Ok(row.into())
 }
 
 pub async fn for_order_no(conn: &mut Conn, order_no: &str) -> Result<Vec<NotificationRow>> {
-    let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM notifications WHERE order_no = $1 ORDER BY id"))
-        .bind(order_no)
-        .fetch_all(conn)
-        .await?;
-    rows.iter().map(decode).collect()
+    let sql = format!("SELECT {COLUMNS} FROM notifications WHERE order_no = $1 ORDER BY id");
+    let rows = sqlx::query_as::<_, NotificationRecord>(&sql).bind(order_no).fetch_all(conn).await?;
+    Ok(rows.into_iter().map(Into::into).collect())
 }
 
 pub async fn count_by_verdict(conn: &mut Conn) -> Result<Vec<(String, i64)>> {
-    let rows = sqlx::query("SELECT verdict, COUNT(*) FROM notifications GROUP BY verdict ORDER BY verdict")
-        .fetch_all(conn)
-        .await?;
-    rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+    let rows = sqlx::query_as::<_, (String, i64)>(
+        "SELECT verdict, COUNT(*) FROM notifications GROUP BY verdict ORDER BY verdict",
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows)
 }
 
-fn decode(row: &AnyRow) -> Result<NotificationRow> {
-    Ok(NotificationRow {
-        id: row.try_get("id")?,
-        provider: row.try_get("provider")?,
-        received_at_ms: row.try_get("received_at_ms")?,
-        verdict: row.try_get("verdict")?,
-        reason: row.try_get("reason")?,
-        order_no: row.try_get("order_no")?,
-        trade_no: row.try_get("trade_no")?,
-        notify_id: row.try_get("notify_id")?,
-        headers: row.try_get("headers")?,
-        body: row.try_get("body")?,
-    })
+/// A `notifications` row as stored ([`COLUMNS`]). Every column is already in its public
+/// form; the record keeps the row type free of the database mapping.
+#[derive(sqlx::FromRow)]
+struct NotificationRecord {
+    id: i64,
+    provider: String,
+    received_at_ms: i64,
+    verdict: String,
+    reason: Option<String>,
+    order_no: Option<String>,
+    trade_no: Option<String>,
+    notify_id: Option<String>,
+    headers: String,
+    /// BLOB on SQLite, BYTEA on PostgreSQL.
+    body: Vec<u8>,
+}
+
+impl From<NotificationRecord> for NotificationRow {
+    fn from(r: NotificationRecord) -> NotificationRow {
+        NotificationRow {
+            id: r.id,
+            provider: r.provider,
+            received_at_ms: r.received_at_ms,
+            verdict: r.verdict,
+            reason: r.reason,
+            order_no: r.order_no,
+            trade_no: r.trade_no,
+            notify_id: r.notify_id,
+            headers: r.headers,
+            body: r.body,
+        }
+    }
 }

@@ -3,8 +3,6 @@
 
 use crate::events::{self, NewEvent};
 use crate::{Conn, Result, StoreError, Tx};
-use sqlx::any::AnyRow;
-use sqlx::Row;
 use zerodrop_domain::money::{Currency, Money};
 use zerodrop_domain::order::{Actor, EventKind, OrderStatus};
 use zerodrop_domain::{OrderId, OrderNo, Product, UserId};
@@ -46,7 +44,7 @@ const COLUMNS: &str = "id, order_no, user_id, product, quantity, amount_minor, c
 /// Inserts the order and its `created` event. Returns `None` if the order number is
 /// already taken, so the caller can draw another.
 pub async fn insert(tx: &mut Tx, order: &NewOrder, cause: &str, now_ms: i64) -> Result<Option<OrderRow>> {
-    let product = serde_json::to_string(&order.product).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let product = serde_json::to_string(&order.product).map_err(StoreError::Json)?;
     let inserted = sqlx::query(
         "INSERT INTO orders (id, order_no, user_id, sku, product, quantity, amount_minor, currency, provider, \
              status, attention, created_at_ms, expires_at_ms, event_seq) \
@@ -85,43 +83,40 @@ pub async fn insert(tx: &mut Tx, order: &NewOrder, cause: &str, now_ms: i64) -> 
 }
 
 pub async fn get(conn: &mut Conn, id: OrderId) -> Result<Option<OrderRow>> {
-    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM orders WHERE id = $1"))
+    let row = sqlx::query_as::<_, OrderRecord>(&format!("SELECT {COLUMNS} FROM orders WHERE id = $1"))
         .bind(id.to_string())
         .fetch_optional(conn)
         .await?;
-    row.map(|r| decode(&r)).transpose()
+    row.map(TryInto::try_into).transpose()
 }
 
 pub async fn get_by_no(conn: &mut Conn, order_no: &str) -> Result<Option<OrderRow>> {
-    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM orders WHERE order_no = $1"))
+    let row = sqlx::query_as::<_, OrderRecord>(&format!("SELECT {COLUMNS} FROM orders WHERE order_no = $1"))
         .bind(order_no)
         .fetch_optional(conn)
         .await?;
-    row.map(|r| decode(&r)).transpose()
+    row.map(TryInto::try_into).transpose()
 }
 
 /// Reads the order for a change, holding its row lock until the transaction ends.
 pub async fn lock(tx: &mut Tx, id: OrderId) -> Result<OrderRow> {
     let sql = format!("SELECT {COLUMNS} FROM orders WHERE id = $1{}", tx.dialect().for_update());
-    let row = sqlx::query(&sql).bind(id.to_string()).fetch_optional(&mut **tx).await?;
-    row.map(|r| decode(&r)).transpose()?.ok_or(StoreError::NotFound)
+    let row = sqlx::query_as::<_, OrderRecord>(&sql).bind(id.to_string()).fetch_optional(&mut **tx).await?;
+    row.map(TryInto::try_into).transpose()?.ok_or(StoreError::NotFound)
 }
 
 /// Reads the order with this number for a change, holding its row lock.
 pub async fn lock_by_no(tx: &mut Tx, order_no: &str) -> Result<Option<OrderRow>> {
     let sql = format!("SELECT {COLUMNS} FROM orders WHERE order_no = $1{}", tx.dialect().for_update());
-    let row = sqlx::query(&sql).bind(order_no).fetch_optional(&mut **tx).await?;
-    row.map(|r| decode(&r)).transpose()
+    let row = sqlx::query_as::<_, OrderRecord>(&sql).bind(order_no).fetch_optional(&mut **tx).await?;
+    row.map(TryInto::try_into).transpose()
 }
 
 /// Orders in a status, oldest first, for sweeps and reports.
 pub async fn list_by_status(conn: &mut Conn, status: OrderStatus, limit: i64) -> Result<Vec<OrderRow>> {
-    let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM orders WHERE status = $1 ORDER BY created_at_ms LIMIT $2"))
-        .bind(status.as_str())
-        .bind(limit)
-        .fetch_all(conn)
-        .await?;
-    rows.iter().map(decode).collect()
+    let sql = format!("SELECT {COLUMNS} FROM orders WHERE status = $1 ORDER BY created_at_ms LIMIT $2");
+    let rows = sqlx::query_as::<_, OrderRecord>(&sql).bind(status.as_str()).bind(limit).fetch_all(conn).await?;
+    rows.into_iter().map(TryInto::try_into).collect()
 }
 
 /// A light view of an order, for reports over many orders.
@@ -135,58 +130,92 @@ pub struct OrderSummary {
 
 /// Every order, lightly (for reports and the demo; not for request paths).
 pub async fn summaries(conn: &mut Conn) -> Result<Vec<OrderSummary>> {
-    let rows = sqlx::query("SELECT order_no, status, attention, settled_at_ms FROM orders ORDER BY created_at_ms")
-        .fetch_all(conn)
-        .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(OrderSummary {
-                order_no: r.try_get(0)?,
-                status: r.try_get(1)?,
-                attention: r.try_get::<i64, _>(2)? != 0,
-                settled_at_ms: r.try_get(3)?,
-            })
-        })
-        .collect()
+    let rows = sqlx::query_as::<_, SummaryRecord>(
+        "SELECT order_no, status, attention, settled_at_ms FROM orders ORDER BY created_at_ms",
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(Into::into).collect())
 }
 
 /// Counts of orders per status, and of orders flagged for attention.
 pub async fn count_by_status(conn: &mut Conn) -> Result<Vec<(String, i64, i64)>> {
-    let rows = sqlx::query(
+    let rows = sqlx::query_as::<_, (String, i64, i64)>(
         "SELECT status, COUNT(*), CAST(COALESCE(SUM(attention), 0) AS BIGINT) FROM orders GROUP BY status ORDER BY status",
     )
     .fetch_all(conn)
     .await?;
-    rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect()
+    Ok(rows)
 }
 
-pub(crate) fn decode(row: &AnyRow) -> Result<OrderRow> {
-    let corrupt = |what: &str| StoreError::Corrupt(format!("order {what}"));
-    let id: String = row.try_get("id")?;
-    let order_no: String = row.try_get("order_no")?;
-    let user_id: String = row.try_get("user_id")?;
-    let product: String = row.try_get("product")?;
-    let currency: String = row.try_get("currency")?;
-    let status: String = row.try_get("status")?;
-    Ok(OrderRow {
-        id: OrderId::parse(&id).ok_or_else(|| corrupt("id"))?,
-        order_no: OrderNo::parse(&order_no).ok_or_else(|| corrupt("number"))?,
-        user_id: UserId::parse(&user_id).map_err(|_| corrupt("user id"))?,
-        product: serde_json::from_str(&product).map_err(|_| corrupt("product snapshot"))?,
-        quantity: row.try_get("quantity")?,
-        amount: Money::new(
-            row.try_get("amount_minor")?,
-            Currency::parse(&currency).ok_or_else(|| corrupt("currency"))?,
-        ),
-        provider: row.try_get("provider")?,
-        status: OrderStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
-        attention: row.try_get::<i64, _>("attention")? != 0,
-        attention_reason: row.try_get("attention_reason")?,
-        created_at_ms: row.try_get("created_at_ms")?,
-        expires_at_ms: row.try_get("expires_at_ms")?,
-        paid_at_ms: row.try_get("paid_at_ms")?,
-        deliver_by_ms: row.try_get("deliver_by_ms")?,
-        settled_at_ms: row.try_get("settled_at_ms")?,
-        event_seq: row.try_get("event_seq")?,
-    })
+/// An `orders` row as stored ([`COLUMNS`]): the raw column types both engines hand back
+/// through the `Any` driver, parsed into an [`OrderRow`] by its `TryFrom`.
+#[derive(sqlx::FromRow)]
+struct OrderRecord {
+    id: String,
+    order_no: String,
+    user_id: String,
+    /// The product snapshot, as JSON.
+    product: String,
+    quantity: i64,
+    amount_minor: i64,
+    currency: String,
+    provider: String,
+    status: String,
+    /// A boolean stored as INTEGER 0/1 (SQLite has no boolean type).
+    attention: i64,
+    attention_reason: Option<String>,
+    created_at_ms: i64,
+    expires_at_ms: i64,
+    paid_at_ms: Option<i64>,
+    deliver_by_ms: Option<i64>,
+    settled_at_ms: Option<i64>,
+    event_seq: i64,
+}
+
+impl TryFrom<OrderRecord> for OrderRow {
+    type Error = StoreError;
+
+    fn try_from(r: OrderRecord) -> Result<OrderRow> {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("order {what}"));
+        Ok(OrderRow {
+            id: OrderId::parse(&r.id).ok_or_else(|| corrupt("id"))?,
+            order_no: OrderNo::parse(&r.order_no).ok_or_else(|| corrupt("number"))?,
+            user_id: UserId::parse(&r.user_id).map_err(|_| corrupt("user id"))?,
+            product: serde_json::from_str(&r.product).map_err(|_| corrupt("product snapshot"))?,
+            quantity: r.quantity,
+            amount: Money::new(r.amount_minor, Currency::parse(&r.currency).ok_or_else(|| corrupt("currency"))?),
+            provider: r.provider,
+            status: OrderStatus::parse(&r.status).ok_or_else(|| corrupt("status"))?,
+            attention: r.attention != 0,
+            attention_reason: r.attention_reason,
+            created_at_ms: r.created_at_ms,
+            expires_at_ms: r.expires_at_ms,
+            paid_at_ms: r.paid_at_ms,
+            deliver_by_ms: r.deliver_by_ms,
+            settled_at_ms: r.settled_at_ms,
+            event_seq: r.event_seq,
+        })
+    }
+}
+
+/// The columns [`summaries`] reads, as stored.
+#[derive(sqlx::FromRow)]
+struct SummaryRecord {
+    order_no: String,
+    status: String,
+    /// INTEGER 0/1.
+    attention: i64,
+    settled_at_ms: Option<i64>,
+}
+
+impl From<SummaryRecord> for OrderSummary {
+    fn from(r: SummaryRecord) -> OrderSummary {
+        OrderSummary {
+            order_no: r.order_no,
+            status: r.status,
+            attention: r.attention != 0,
+            settled_at_ms: r.settled_at_ms,
+        }
+    }
 }

@@ -2,8 +2,6 @@
 
 use crate::{Conn, Result, StoreError, Tx};
 use serde::Serialize;
-use sqlx::any::AnyRow;
-use sqlx::Row;
 use zerodrop_domain::money::{Currency, Money};
 use zerodrop_domain::OrderId;
 
@@ -79,57 +77,69 @@ const COLUMNS: &str =
     "id, order_id, provider, trade_no, amount_minor, currency, paid_at_ms, recorded_at_ms, source, late";
 
 pub async fn for_order(conn: &mut Conn, order_id: OrderId) -> Result<Option<PaymentRow>> {
-    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM payments WHERE order_id = $1"))
+    let row = sqlx::query_as::<_, PaymentRecord>(&format!("SELECT {COLUMNS} FROM payments WHERE order_id = $1"))
         .bind(order_id.to_string())
         .fetch_optional(conn)
         .await?;
-    row.map(|r| decode(&r)).transpose()
+    row.map(TryInto::try_into).transpose()
 }
 
 pub async fn by_trade(conn: &mut Conn, provider: &str, trade_no: &str) -> Result<Option<PaymentRow>> {
-    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM payments WHERE provider = $1 AND trade_no = $2"))
-        .bind(provider)
-        .bind(trade_no)
-        .fetch_optional(conn)
-        .await?;
-    row.map(|r| decode(&r)).transpose()
+    let sql = format!("SELECT {COLUMNS} FROM payments WHERE provider = $1 AND trade_no = $2");
+    let row = sqlx::query_as::<_, PaymentRecord>(&sql).bind(provider).bind(trade_no).fetch_optional(conn).await?;
+    row.map(TryInto::try_into).transpose()
 }
 
 /// Every payment, oldest first, in pages (for comparisons against a provider's records).
 pub async fn list_after(conn: &mut Conn, after_id: i64, limit: i64) -> Result<Vec<PaymentRow>> {
-    let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM payments WHERE id > $1 ORDER BY id LIMIT $2"))
-        .bind(after_id)
-        .bind(limit)
-        .fetch_all(conn)
-        .await?;
-    rows.iter().map(decode).collect()
+    let sql = format!("SELECT {COLUMNS} FROM payments WHERE id > $1 ORDER BY id LIMIT $2");
+    let rows = sqlx::query_as::<_, PaymentRecord>(&sql).bind(after_id).bind(limit).fetch_all(conn).await?;
+    rows.into_iter().map(TryInto::try_into).collect()
 }
 
-fn decode(row: &AnyRow) -> Result<PaymentRow> {
-    let currency: String = row.try_get("currency")?;
-    Ok(PaymentRow {
-        id: row.try_get("id")?,
-        order_id: row.try_get("order_id")?,
-        provider: row.try_get("provider")?,
-        trade_no: row.try_get("trade_no")?,
-        amount: Money::new(
-            row.try_get("amount_minor")?,
-            Currency::parse(&currency).ok_or_else(|| StoreError::Corrupt("payment currency".into()))?,
-        ),
-        paid_at_ms: row.try_get("paid_at_ms")?,
-        recorded_at_ms: row.try_get("recorded_at_ms")?,
-        source: row.try_get("source")?,
-        late: row.try_get::<i64, _>("late")? != 0,
-    })
+/// A `payments` row as stored ([`COLUMNS`]), parsed into a [`PaymentRow`] by its `TryFrom`.
+#[derive(sqlx::FromRow)]
+struct PaymentRecord {
+    id: i64,
+    order_id: String,
+    provider: String,
+    trade_no: String,
+    amount_minor: i64,
+    currency: String,
+    paid_at_ms: Option<i64>,
+    recorded_at_ms: i64,
+    source: String,
+    /// A boolean stored as INTEGER 0/1.
+    late: i64,
+}
+
+impl TryFrom<PaymentRecord> for PaymentRow {
+    type Error = StoreError;
+
+    fn try_from(r: PaymentRecord) -> Result<PaymentRow> {
+        let currency = Currency::parse(&r.currency).ok_or_else(|| StoreError::Corrupt("payment currency".into()))?;
+        Ok(PaymentRow {
+            id: r.id,
+            order_id: r.order_id,
+            provider: r.provider,
+            trade_no: r.trade_no,
+            amount: Money::new(r.amount_minor, currency),
+            paid_at_ms: r.paid_at_ms,
+            recorded_at_ms: r.recorded_at_ms,
+            source: r.source,
+            late: r.late != 0,
+        })
+    }
 }
 
 /// When each delivered order was delivered, by order number: (order id, delivered at).
 pub async fn delivered_at_by_order_no(conn: &mut Conn) -> Result<std::collections::HashMap<String, (String, i64)>> {
-    let rows =
-        sqlx::query("SELECT o.order_no, o.id, d.delivered_at_ms FROM deliveries d JOIN orders o ON o.id = d.order_id")
-            .fetch_all(conn)
-            .await?;
-    rows.iter().map(|r| Ok((r.try_get(0)?, (r.try_get(1)?, r.try_get(2)?)))).collect()
+    let rows = sqlx::query_as::<_, (String, String, i64)>(
+        "SELECT o.order_no, o.id, d.delivered_at_ms FROM deliveries d JOIN orders o ON o.id = d.order_id",
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|(order_no, id, delivered_at_ms)| (order_no, (id, delivered_at_ms))).collect())
 }
 
 /// A delivery row waiting for its transaction's commit.
@@ -182,6 +192,9 @@ pub(crate) async fn flush_deliveries(tx: &mut Tx) -> Result<()> {
 
 /// How many deliveries of each product kind exist (reports and the demo).
 pub async fn delivered_kinds(conn: &mut Conn) -> Result<std::collections::HashMap<String, u64>> {
-    let rows = sqlx::query("SELECT kind, COUNT(*) FROM deliveries GROUP BY kind").fetch_all(conn).await?;
-    rows.iter().map(|r| Ok((r.try_get(0)?, u64::try_from(r.try_get::<i64, _>(1)?).unwrap_or(0)))).collect()
+    let rows = sqlx::query_as::<_, (String, i64)>("SELECT kind, COUNT(*) FROM deliveries GROUP BY kind")
+        .fetch_all(conn)
+        .await?;
+    // COUNT(*) is never negative; the fallback only keeps this free of a panic path.
+    Ok(rows.into_iter().map(|(kind, count)| (kind, u64::try_from(count).unwrap_or(0))).collect())
 }

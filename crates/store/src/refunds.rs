@@ -2,8 +2,6 @@
 
 use crate::{Conn, Result, StoreError, Tx};
 use serde::Serialize;
-use sqlx::any::AnyRow;
-use sqlx::Row;
 use zerodrop_domain::money::{Currency, Money};
 use zerodrop_domain::OrderId;
 
@@ -92,25 +90,23 @@ const COLUMNS: &str = "id, order_id, request_no, amount_minor, currency, full_re
      created_at_ms, updated_at_ms, finished_at_ms";
 
 pub async fn get(conn: &mut Conn, id: &str) -> Result<Option<RefundRow>> {
-    let row =
-        sqlx::query(&format!("SELECT {COLUMNS} FROM refunds WHERE id = $1")).bind(id).fetch_optional(conn).await?;
-    row.map(|r| decode(&r)).transpose()
+    let sql = format!("SELECT {COLUMNS} FROM refunds WHERE id = $1");
+    let row = sqlx::query_as::<_, RefundRecord>(&sql).bind(id).fetch_optional(conn).await?;
+    row.map(TryInto::try_into).transpose()
 }
 
 pub async fn by_request_no(conn: &mut Conn, request_no: &str) -> Result<Option<RefundRow>> {
-    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM refunds WHERE request_no = $1"))
+    let row = sqlx::query_as::<_, RefundRecord>(&format!("SELECT {COLUMNS} FROM refunds WHERE request_no = $1"))
         .bind(request_no)
         .fetch_optional(conn)
         .await?;
-    row.map(|r| decode(&r)).transpose()
+    row.map(TryInto::try_into).transpose()
 }
 
 pub async fn for_order(conn: &mut Conn, order_id: OrderId) -> Result<Vec<RefundRow>> {
-    let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM refunds WHERE order_id = $1 ORDER BY created_at_ms, id"))
-        .bind(order_id.to_string())
-        .fetch_all(conn)
-        .await?;
-    rows.iter().map(decode).collect()
+    let sql = format!("SELECT {COLUMNS} FROM refunds WHERE order_id = $1 ORDER BY created_at_ms, id");
+    let rows = sqlx::query_as::<_, RefundRecord>(&sql).bind(order_id.to_string()).fetch_all(conn).await?;
+    rows.into_iter().map(TryInto::try_into).collect()
 }
 
 /// Moves a refund to `state` unless it already reached a final state. Returns whether it moved.
@@ -131,31 +127,50 @@ pub async fn set_state(tx: &mut Tx, id: &str, state: RefundState, detail: Option
     Ok(moved == 1)
 }
 
-fn decode(row: &AnyRow) -> Result<RefundRow> {
-    let currency: String = row.try_get("currency")?;
-    let state: String = row.try_get("state")?;
-    Ok(RefundRow {
-        id: row.try_get("id")?,
-        order_id: row.try_get("order_id")?,
-        request_no: row.try_get("request_no")?,
-        amount: Money::new(
-            row.try_get("amount_minor")?,
-            Currency::parse(&currency).ok_or_else(|| StoreError::Corrupt("refund currency".into()))?,
-        ),
-        full: row.try_get::<i64, _>("full_refund")? != 0,
-        origin: row.try_get("origin")?,
-        reason: row.try_get("reason")?,
-        state: RefundState::parse(&state).ok_or_else(|| StoreError::Corrupt("refund state".into()))?,
-        detail: row.try_get("detail")?,
-        created_at_ms: row.try_get("created_at_ms")?,
-        updated_at_ms: row.try_get("updated_at_ms")?,
-        finished_at_ms: row.try_get("finished_at_ms")?,
-    })
+/// A `refunds` row as stored ([`COLUMNS`]), parsed into a [`RefundRow`] by its `TryFrom`.
+#[derive(sqlx::FromRow)]
+struct RefundRecord {
+    id: String,
+    order_id: String,
+    request_no: String,
+    amount_minor: i64,
+    currency: String,
+    /// A boolean stored as INTEGER 0/1.
+    full_refund: i64,
+    origin: String,
+    reason: String,
+    state: String,
+    detail: Option<String>,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+    finished_at_ms: Option<i64>,
+}
+
+impl TryFrom<RefundRecord> for RefundRow {
+    type Error = StoreError;
+
+    fn try_from(r: RefundRecord) -> Result<RefundRow> {
+        let currency = Currency::parse(&r.currency).ok_or_else(|| StoreError::Corrupt("refund currency".into()))?;
+        Ok(RefundRow {
+            id: r.id,
+            order_id: r.order_id,
+            request_no: r.request_no,
+            amount: Money::new(r.amount_minor, currency),
+            full: r.full_refund != 0,
+            origin: r.origin,
+            reason: r.reason,
+            state: RefundState::parse(&r.state).ok_or_else(|| StoreError::Corrupt("refund state".into()))?,
+            detail: r.detail,
+            created_at_ms: r.created_at_ms,
+            updated_at_ms: r.updated_at_ms,
+            finished_at_ms: r.finished_at_ms,
+        })
+    }
 }
 
 /// Every refund, oldest first (reports and comparisons with the provider's books).
 pub async fn all(conn: &mut Conn) -> Result<Vec<RefundRow>> {
-    let rows =
-        sqlx::query(&format!("SELECT {COLUMNS} FROM refunds ORDER BY created_at_ms, id")).fetch_all(conn).await?;
-    rows.iter().map(decode).collect()
+    let sql = format!("SELECT {COLUMNS} FROM refunds ORDER BY created_at_ms, id");
+    let rows = sqlx::query_as::<_, RefundRecord>(&sql).fetch_all(conn).await?;
+    rows.into_iter().map(TryInto::try_into).collect()
 }

@@ -9,7 +9,12 @@ use zerodrop_store::jobs::{self, NewJob};
 use zerodrop_store::ledger::{self, TransferOutcome, TransferRefused};
 use zerodrop_store::orders::{self, NewOrder, OrderRow};
 use zerodrop_store::payments::{self, NewPayment, PaymentSource};
-use zerodrop_store::{audit, both_engines, memberships, now_ms, Store};
+use zerodrop_store::{audit, both_engines, memberships, now_ms, raw_execute, Conn, Store};
+
+/// Reads (version, checksum) pairs: the migration table is not behind a repository.
+async fn sqlx_rows(conn: &mut Conn, sql: &str) -> Vec<(i64, Option<String>)> {
+    sqlx::query_as::<_, (i64, Option<String>)>(sql).fetch_all(conn).await.unwrap()
+}
 
 async fn new_order(store: &Store, sku: &str) -> OrderRow {
     let catalog = Catalog::default_catalog();
@@ -33,6 +38,25 @@ async fn new_order(store: &Store, sku: &str) -> OrderRow {
 both_engines! {
     async fn migrations_are_idempotent(db) {
         assert_eq!(db.store.migrate().await.unwrap(), 0, "a second run applies nothing");
+    }
+}
+
+both_engines! {
+    async fn an_edited_migration_is_refused_and_an_unrecorded_checksum_is_recorded(db) {
+        // What an edited migration file looks like to the runner: the database ran other text.
+        let mut conn = db.store.reader().await.unwrap();
+        raw_execute(&mut conn, "UPDATE schema_migrations SET checksum = 'ab12' WHERE version = 1").await.unwrap();
+        let refused = db.store.migrate().await.expect_err("an edited migration must be refused");
+        let message = refused.to_string();
+        assert!(message.contains("migration 1 (core) was edited") && message.contains("ab12"), "{message}");
+        // A database migrated before checksums were kept: recorded once, then checked.
+        raw_execute(&mut conn, "UPDATE schema_migrations SET checksum = NULL").await.unwrap();
+        assert_eq!(db.store.migrate().await.unwrap(), 0);
+        let recorded: Vec<(i64, Option<String>)> =
+            sqlx_rows(&mut conn, "SELECT version, checksum FROM schema_migrations ORDER BY version").await;
+        assert_eq!(recorded.len() as i64, zerodrop_store::MIGRATIONS_LATEST);
+        assert!(recorded.iter().all(|(_, c)| c.as_deref().is_some_and(|c| c.len() == 64)), "{recorded:?}");
+        assert_eq!(db.store.migrate().await.unwrap(), 0, "the recorded checksums match");
     }
 }
 

@@ -40,7 +40,7 @@ pub struct NotifyArgs {
     pub half_load_secs: u64,
 }
 
-/// Issue 2's throughput targets on the 2-core reference machine, in deliveries per
+/// The throughput targets on the 2-core reference machine, in deliveries per
 /// second; the latency target (p99 at or under 25 ms) applies at half of these.
 const TARGET_PER_SEC_POSTGRES: f64 = 1_000.0;
 const TARGET_PER_SEC_SQLITE: f64 = 2_000.0;

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use zerodrop_server::flows::endpoint::{self, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 
 pub const NAME: &str = "game";
@@ -36,6 +36,9 @@ pub enum Mode {
     Redirect,
     /// Answers after this many milliseconds.
     Slow(u64),
+    /// Holds every request until [`Endpoint::release`], then answers 200: a slow answer
+    /// whose moment the test chooses.
+    Hold,
 }
 
 #[derive(Default)]
@@ -53,7 +56,16 @@ struct Book {
 pub struct Endpoint {
     pub url: String,
     book: Arc<Mutex<Book>>,
+    release: Arc<watch::Sender<bool>>,
     stop: Arc<Mutex<Option<oneshot::Sender<()>>>>,
+}
+
+/// What the endpoint's handler shares.
+#[derive(Clone)]
+struct Shared {
+    book: Arc<Mutex<Book>>,
+    /// Turns true when held requests may answer.
+    released: watch::Receiver<bool>,
 }
 
 impl Endpoint {
@@ -61,8 +73,10 @@ impl Endpoint {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}/deliver", listener.local_addr()?);
         let book = Arc::new(Mutex::new(Book { mode: Some(mode), ..Book::default() }));
+        let (release, released) = watch::channel(false);
         let (stop, stopped) = oneshot::channel::<()>();
-        let router = Router::new().route("/deliver", post(deliver)).with_state(book.clone());
+        let shared = Shared { book: book.clone(), released };
+        let router = Router::new().route("/deliver", post(deliver)).with_state(shared);
         tokio::spawn(async move {
             let _ = axum::serve(listener, router)
                 .with_graceful_shutdown(async move {
@@ -70,7 +84,12 @@ impl Endpoint {
                 })
                 .await;
         });
-        Ok(Endpoint { url, book, stop: Arc::new(Mutex::new(Some(stop))) })
+        Ok(Endpoint { url, book, release: Arc::new(release), stop: Arc::new(Mutex::new(Some(stop))) })
+    }
+
+    /// Lets requests held under [`Mode::Hold`] answer (and later ones answer at once).
+    pub fn release(&self) {
+        let _ = self.release.send(true);
     }
 
     pub fn set_mode(&self, mode: Mode) {
@@ -121,7 +140,8 @@ pub async fn confirm(client: &reqwest::Client, zerodrop_url: &str, order_no: &st
     Ok(response.status().as_u16())
 }
 
-async fn deliver(State(book): State<Arc<Mutex<Book>>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn deliver(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let book = shared.book;
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let now = zerodrop_store::now_ms() / 1000;
     let genuine = endpoint::verify(SECRET, header(TIMESTAMP_HEADER), header(SIGNATURE_HEADER), &body, now).is_ok();
@@ -142,6 +162,12 @@ async fn deliver(State(book): State<Arc<Mutex<Book>>>, headers: HeaderMap, body:
     match mode {
         Mode::Slow(ms) => {
             tokio::time::sleep(Duration::from_millis(ms)).await;
+            record(&book, &order_id);
+            (StatusCode::OK, r#"{"ok":true}"#).into_response()
+        }
+        Mode::Hold => {
+            let mut released = shared.released;
+            let _ = released.wait_for(|released| *released).await;
             record(&book, &order_id);
             (StatusCode::OK, r#"{"ok":true}"#).into_response()
         }

@@ -304,23 +304,32 @@ impl Client {
     }
 }
 
-/// Polls `check` until it returns `Some`, or fails after `limit`.
+/// Polls `check` until it returns `Some`, or fails after `limit`. An error from `check`
+/// (a request that timed out on a loaded machine, a busy database) counts as "not yet":
+/// only the limit ends the wait, and the last error is reported with it.
 pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<Option<T>>>,
 {
     let deadline = tokio::time::Instant::now() + limit;
+    let mut last_error = None;
     loop {
-        if let Some(value) = check().await? {
-            return Ok(value);
+        match check().await {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => {}
+            Err(e) => last_error = Some(e),
         }
         if tokio::time::Instant::now() > deadline {
-            return Err(anyhow!("timed out after {limit:?} waiting for {what}"));
+            let last = last_error.map(|e| format!(" (last error: {e:#})")).unwrap_or_default();
+            return Err(anyhow!("timed out after {limit:?} waiting for {what}{last}"));
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(EVENTUALLY_POLL_MS)).await;
     }
 }
+
+/// How often [`eventually`] asks again.
+const EVENTUALLY_POLL_MS: u64 = 50;
 
 /// The fields of an Alipay `trade_status_sync` payment notification from this stack's
 /// sandbox merchant; callers may change any field before signing it.

@@ -11,8 +11,9 @@ use super::order_view::{self, OrderView};
 use super::status_text::{self, Lang};
 use crate::app::App;
 use aws_lc_rs::hmac;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use maud::{html, Markup, PreEscaped, DOCTYPE};
@@ -108,8 +109,27 @@ async fn open(app: &App, order_no: &str, query: &PageQuery) -> Result<OrderView,
     }
 }
 
-fn lang(query: &PageQuery, headers: &HeaderMap) -> Lang {
-    Lang::pick(query.lang.as_deref(), headers.get("accept-language").and_then(|v| v.to_str().ok()))
+/// A page request whose link is genuine and current, with its order read and the
+/// reader's language picked (`?lang=`, then `Accept-Language`).
+pub struct SignedPage {
+    view: OrderView,
+    lang: Lang,
+    query: PageQuery,
+}
+
+impl FromRequestParts<App> for SignedPage {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<SignedPage, Response> {
+        let Path(order_no) =
+            Path::<String>::from_request_parts(parts, app).await.map_err(IntoResponse::into_response)?;
+        let Query(query) =
+            Query::<PageQuery>::from_request_parts(parts, app).await.map_err(IntoResponse::into_response)?;
+        let view = open(app, &order_no, &query).await?;
+        let accept_language = parts.headers.get("accept-language").and_then(|v| v.to_str().ok());
+        let lang = Lang::pick(query.lang.as_deref(), accept_language);
+        Ok(SignedPage { view, lang, query })
+    }
 }
 
 /// Picks the zh-CN or the en text.
@@ -122,17 +142,7 @@ fn pick(lang: Lang, zh: &'static str, en: &'static str) -> &'static str {
 }
 
 /// `GET /pages/orders/{order_no}`: the status in words and the timeline.
-pub async fn status(
-    State(app): State<App>,
-    headers: HeaderMap,
-    Path(order_no): Path<String>,
-    Query(query): Query<PageQuery>,
-) -> Response {
-    let view = match open(&app, &order_no, &query).await {
-        Ok(view) => view,
-        Err(refusal) => return refusal,
-    };
-    let lang = lang(&query, &headers);
+pub async fn status(State(app): State<App>, SignedPage { view, lang, query }: SignedPage) -> Response {
     let offset = app.config.status_pages.utc_offset_minutes;
     let t = |zh, en| pick(lang, zh, en);
     let link = |page: &str, lang: Lang| {
@@ -162,17 +172,7 @@ pub async fn status(
 }
 
 /// `GET /pages/orders/{order_no}/receipt`: everything needed to prove the payment.
-pub async fn receipt(
-    State(app): State<App>,
-    headers: HeaderMap,
-    Path(order_no): Path<String>,
-    Query(query): Query<PageQuery>,
-) -> Response {
-    let view = match open(&app, &order_no, &query).await {
-        Ok(view) => view,
-        Err(refusal) => return refusal,
-    };
-    let lang = lang(&query, &headers);
+pub async fn receipt(State(app): State<App>, SignedPage { view, lang, query }: SignedPage) -> Response {
     let offset = app.config.status_pages.utc_offset_minutes;
     let data = receipt_data(&view, offset, lang);
     if query.format.as_deref() == Some("json") {

@@ -51,7 +51,7 @@ pub struct Args {
 }
 
 /// The demo compresses an order's life so it ends in minutes: users pay within ~40 s of
-/// ordering, an order expires after 60 s, and the query at +30 s is the S21 story.
+/// ordering, an order expires after 60 s, and the query at +30 s finds a payment whose notification was lost.
 const DEMO_TTL_SECS: i64 = 60;
 const DEMO_LATE_SWEEP_SECS: i64 = 30;
 const SANDBOX_LATE_GRACE_MS: i64 = 25_000;

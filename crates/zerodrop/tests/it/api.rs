@@ -53,10 +53,40 @@ both_engines! {
             let (got, response) = raw_post(&h, key, body, None).await;
             assert_eq!((got, code(&response)), (status, expected), "{response}");
             assert!(response["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+            assert!(response["error"]["request_id"].as_str().is_some_and(|id| id.len() >= 32), "{response}");
         }
         assert_eq!(order_count(db).await, 0, "nothing stored");
         let (status, _) = raw_post(&h, key, good, None).await;
         assert_eq!(status, 201, "and the server keeps serving");
+        h.stop().await;
+    }
+}
+
+both_engines! {
+    async fn every_answer_carries_its_request_id_and_errors_echo_it(db) {
+        let h = Harness::start(db, calm(), fast()).await;
+        let send = |id: Option<&'static str>, path: &'static str| {
+            let mut request = h.client.http.get(format!("{}{path}", h.server.base_url));
+            if let Some(id) = id {
+                request = request.header("x-request-id", id);
+            }
+            request.send()
+        };
+        // The caller's id is kept: in the header and in the error body.
+        let response = send(Some("trace-me-123"), "/v1/orders/ZD0000000000").await.unwrap();
+        assert_eq!(response.status(), 401);
+        assert_eq!(response.headers()["x-request-id"], "trace-me-123");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["request_id"], "trace-me-123", "{body}");
+        // Without one, zerodrop makes one, the same in both places; unknown routes too.
+        let response = send(None, "/no/such/route").await.unwrap();
+        assert_eq!(response.status(), 404);
+        let header = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!((code(&body), body["error"]["request_id"].as_str()), ("not_found", Some(header.as_str())));
+        // Successful answers carry it too.
+        let response = send(None, "/healthz").await.unwrap();
+        assert!(response.status().is_success() && response.headers().contains_key("x-request-id"));
         h.stop().await;
     }
 }
@@ -119,7 +149,8 @@ both_engines! {
 
 both_engines! {
     async fn operations_endpoints_report_truthfully(db) {
-        let h = Harness::start(db, calm(), fast()).await;
+        // An order that cannot expire while the test reads the metrics.
+        let h = Harness::start(db, calm(), crate::support::notifications_only()).await;
         h.order("u1", "diamonds_60").await;
         let get = |path: &'static str| {
             let (http, url) = (h.client.http.clone(), format!("{}{path}", h.server.base_url));

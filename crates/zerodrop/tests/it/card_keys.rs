@@ -11,7 +11,7 @@ both_engines! {
         let h = Harness::start(db, calm(), goods(None)).await;
         let mut waiting = Vec::new();
         for user in ["first", "second", "third"] {
-            let no = h.paid(user, "card_50").await;
+            let no = h.paid(user, "card_patient").await;
             let order = h.client.order(&no).await.unwrap();
             assert_eq!(order["order"]["status"], "paid", "out of stock: the order waits");
             assert!(kinds(&order).contains(&"awaiting_stock".to_owned()));
@@ -19,7 +19,7 @@ both_engines! {
             waiting.push(no);
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let report = h.import_keys("card_50", &["CARD-AAAA-0001", "CARD-AAAA-0002"]).await;
+        let report = h.import_keys("card_patient", &["CARD-AAAA-0001", "CARD-AAAA-0002"]).await;
         assert_eq!(report.imported, 2);
         // The two oldest payments get the two keys; the third keeps waiting.
         let first = h.wait_for_status(&waiting[0], "delivered", Duration::from_secs(10)).await;
@@ -28,12 +28,12 @@ both_engines! {
         codes.sort();
         assert_eq!(codes, ["CARD-AAAA-0001", "CARD-AAAA-0002"], "each owner sees their code");
         assert_eq!(h.client.order(&waiting[2]).await.unwrap()["order"]["status"], "paid");
-        h.import_keys("card_50", &["CARD-AAAA-0003"]).await;
+        h.import_keys("card_patient", &["CARD-AAAA-0003"]).await;
         let third = h.wait_for_status(&waiting[2], "delivered", Duration::from_secs(10)).await;
         assert_eq!(third["delivery"]["code"], "CARD-AAAA-0003");
         // A key in stock is allocated inside the payment itself.
-        h.import_keys("card_50", &["CARD-AAAA-0004"]).await;
-        let instant = h.paid("fourth", "card_50").await;
+        h.import_keys("card_patient", &["CARD-AAAA-0004"]).await;
+        let instant = h.paid("fourth", "card_patient").await;
         let order = h.client.order(&instant).await.unwrap();
         assert_eq!(order["order"]["status"], "delivered");
         assert_eq!(count(&order, "awaiting_stock"), 0);
@@ -63,7 +63,7 @@ both_engines! {
 }
 
 both_engines! {
-    /// S2/S7: out of stock past the deadline, the money goes back at once (refund policy)
+    /// Out of stock past the deadline, the money goes back at once (refund policy)
     /// or the order goes to a person as a dropped order (escalate).
     async fn s02_out_of_stock_at_the_deadline_refunds_or_escalates(db) {
         let h = Harness::start(db, calm(), goods(None)).await;

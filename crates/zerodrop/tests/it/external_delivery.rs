@@ -16,7 +16,7 @@ async fn stack(db: &zerodrop_store::testing::TestDb, mode: Mode) -> (Harness, En
 both_engines! {
     async fn a_working_endpoint_delivers_once_and_replays_on_request(db) {
         let (h, game) = stack(db, Mode::Up).await;
-        let no = h.paid("player", "gold_100").await;
+        let no = h.paid("player", "gold_patient").await;
         let order = h.wait_for_status(&no, "delivered", Duration::from_secs(10)).await;
         let attempt = order["timeline"].as_array().unwrap().iter().find(|e| e["kind"] == "delivery_attempted").unwrap();
         assert_eq!(attempt["data"]["http_status"], 200);
@@ -59,7 +59,7 @@ both_engines! {
 }
 
 both_engines! {
-    /// S12: under an escalate policy the deadline puts the order in front of a person while
+    /// Under an escalate policy the deadline puts the order in front of a person while
     /// delivery keeps retrying; when it lands late, compensation is paid once.
     async fn s12_late_delivery_is_compensated_once(db) {
         let (h, game) = stack(db, Mode::Down).await;
@@ -87,7 +87,7 @@ both_engines! {
 both_engines! {
     async fn accepted_deliveries_are_confirmed_by_a_signed_callback(db) {
         let (h, game) = stack(db, Mode::Accept).await;
-        let no = h.paid("player", "gold_100").await;
+        let no = h.paid("player", "gold_patient").await;
         zerodrop::stack::eventually(Duration::from_secs(10), "acceptance", || async {
             let order = h.client.order(&no).await?;
             Ok((count(&order, "delivery_accepted") == 1).then_some(()))
@@ -131,13 +131,13 @@ both_engines! {
     /// status code is the contract).
     async fn refusals_redirects_and_garbage_from_the_endpoint(db) {
         let (h, game) = stack(db, Mode::Refuse).await;
-        let refused = h.paid("player", "gold_100").await;
+        let refused = h.paid("player", "gold_patient").await;
         let order = h.wait_for_status(&refused, "refunded", Duration::from_secs(15)).await;
         assert_eq!(count(&order, "delivery_attempted"), 1, "a refusal is not retried");
         assert_eq!(count(&order, "delivery_failed"), 1);
         assert_eq!(order["refunds"][0]["origin"], "delivery_failed");
         game.set_mode(Mode::Redirect);
-        let redirected = h.paid("player", "gold_100").await;
+        let redirected = h.paid("player", "gold_patient").await;
         zerodrop::stack::eventually(Duration::from_secs(15), "redirects retried", || async {
             let order = h.client.order(&redirected).await?;
             Ok((count(&order, "delivery_attempted") >= 2).then_some(order))
@@ -146,11 +146,11 @@ both_engines! {
             assert_eq!(attempt["data"]["http_status"], 302);
         }).unwrap();
         game.set_mode(Mode::Garbage);
-        let garbage = h.paid("player", "gold_100").await;
+        let garbage = h.paid("player", "gold_patient").await;
         h.wait_for_status(&garbage, "delivered", Duration::from_secs(15)).await;
         // Slower than the endpoint's timeout (2 s here): a failed attempt, retried.
         game.set_mode(Mode::Slow(3_000));
-        let slow = h.paid("player", "gold_100").await;
+        let slow = h.paid("player", "gold_patient").await;
         zerodrop::stack::eventually(Duration::from_secs(15), "a timed-out attempt", || async {
             let order = h.client.order(&slow).await?;
             let timed_out = order["timeline"].as_array().unwrap().iter()
@@ -171,11 +171,14 @@ both_engines! {
     /// The user may now hold the goods and the money: the order goes to a person, with the
     /// attempt in its timeline; nothing is delivered or refunded twice.
     async fn a_delivery_landing_after_the_deadline_refund_goes_to_a_person(db) {
-        let game = Endpoint::start(Mode::Slow(14_000)).await.unwrap();
-        let tuning = zerodrop::stack::Tuning { endpoint_timeout_ms: 20_000, ..goods(Some(game.url.clone())) };
+        // The endpoint holds the request until the deadline has refunded the order, then
+        // answers 200 (zerodrop waits up to 45 s for it; its job may run 50 s).
+        let game = Endpoint::start(Mode::Hold).await.unwrap();
+        let tuning = zerodrop::stack::Tuning { endpoint_timeout_ms: 45_000, ..goods(Some(game.url.clone())) };
         let h = Harness::start(db, calm(), tuning).await;
         let no = h.paid("player", "gold_100").await;
-        h.wait_for_status(&no, "refunded", Duration::from_secs(20)).await;
+        h.wait_for_status(&no, "refunded", Duration::from_secs(30)).await;
+        game.release();
         let order = zerodrop::stack::eventually(Duration::from_secs(20), "the late answer", || async {
             let order = h.client.order(&no).await?;
             Ok((order["order"]["attention_reason"] == "delivered_after_refund").then_some(order))

@@ -2,7 +2,7 @@
 //! replayed and unknown. Each gets a clear refusal in the provider's protocol, is stored
 //! as evidence, delivers nothing, and the server keeps serving.
 
-use crate::support::{calm, fast, kinds, set, Harness};
+use crate::support::{calm, kinds, set, Harness};
 use std::time::Duration;
 use zerodrop_providers::keys::RsaPrivateKey;
 use zerodrop_sandbox::faults::Faults;
@@ -12,11 +12,6 @@ use zerodrop_store::notifications;
 /// Orders whose notifications the sandbox drops, so the test controls every notification.
 fn quiet() -> Faults {
     Faults { drop_rate_pct: 100, ..calm() }
-}
-
-/// A slow schedule, so no query races the test's own notifications.
-fn no_queries() -> zerodrop::stack::Tuning {
-    zerodrop::stack::Tuning { ttl_secs: 600, query_schedule_secs: vec![500], ..fast() }
 }
 
 /// A change to a notification's fields before it is signed.
@@ -29,7 +24,7 @@ async fn verdicts(db: &zerodrop_store::testing::TestDb, order_no: &str) -> Vec<(
 
 both_engines! {
     async fn a_genuine_notification_delivers_and_its_replay_changes_nothing(db) {
-        let h = Harness::start(db, quiet(), no_queries()).await;
+        let h = Harness::start(db, quiet(), crate::support::notifications_only()).await;
         let created = h.order("u1", "diamonds_60").await;
         let no = created["order"]["order_no"].as_str().unwrap();
         let body = h.notification(no, "T-1", "6.00", |_| {});
@@ -40,8 +35,10 @@ both_engines! {
         assert_eq!(order["order"]["status"], "delivered");
         assert_eq!(kinds(&order).iter().filter(|k| *k == "delivered").count(), 1);
         assert_eq!(h.wallet("u1").await["balances"][0]["balance"], 60);
-        let v = verdicts(db, no).await;
-        assert_eq!(v.iter().map(|(v, _)| v.as_str()).collect::<Vec<_>>(), ["accepted", "duplicate"]);
+        // Two posts within one millisecond may store in either order: compare as a set.
+        let mut v: Vec<String> = verdicts(db, no).await.into_iter().map(|(v, _)| v).collect();
+        v.sort();
+        assert_eq!(v, ["accepted", "duplicate"]);
         h.audit_passes().await;
         h.stop().await;
     }
@@ -49,7 +46,7 @@ both_engines! {
 
 both_engines! {
     async fn forged_and_unsigned_notifications_are_refused_and_kept(db) {
-        let h = Harness::start(db, quiet(), no_queries()).await;
+        let h = Harness::start(db, quiet(), crate::support::notifications_only()).await;
         let created = h.order("u1", "diamonds_60").await;
         let no = created["order"]["order_no"].as_str().unwrap();
         // Signed with a key that is not the provider's.
@@ -71,15 +68,16 @@ both_engines! {
         let v = verdicts(db, no).await;
         assert_eq!(v.len(), 3);
         assert!(v.iter().all(|(verdict, _)| verdict == "rejected"), "{v:?}");
-        assert!(v[0].1.as_deref().unwrap().starts_with("bad_signature"), "{v:?}");
-        assert!(v[2].1.as_deref().unwrap().starts_with("missing_signature"), "{v:?}");
+        // Posts within one millisecond may store in either order: look at the reasons as a set.
+        let codes: Vec<&str> = v.iter().filter_map(|(_, reason)| reason.as_deref()?.split(':').next()).collect();
+        assert!(codes.contains(&"bad_signature") && codes.contains(&"missing_signature"), "{v:?}");
         h.stop().await;
     }
 }
 
 both_engines! {
     async fn genuine_but_mismatched_notifications_flag_the_order_and_deliver_nothing(db) {
-        let h = Harness::start(db, quiet(), no_queries()).await;
+        let h = Harness::start(db, quiet(), crate::support::notifications_only()).await;
         let cases: [(&str, Edit, &str); 3] = [
             ("wrong app", |f| set(f, "app_id", "2021999999999999"), "wrong_app_id"),
             ("wrong seller", |f| set(f, "seller_id", "2088999999999999"), "wrong_seller_id"),
@@ -104,7 +102,7 @@ both_engines! {
 
 both_engines! {
     async fn malformed_oversized_and_unknown_provider_requests_are_refused_and_kept(db) {
-        let h = Harness::start(db, quiet(), no_queries()).await;
+        let h = Harness::start(db, quiet(), crate::support::notifications_only()).await;
         assert_eq!(h.post_notification("sandbox", b"%%%not a form".to_vec()).await.0, 400);
         assert_eq!(h.post_notification("sandbox", b"a=1&a=2".to_vec()).await.0, 400);
         assert_eq!(h.post_notification("sandbox", vec![b'x'; 70 * 1024]).await.0, 413);
@@ -121,11 +119,11 @@ both_engines! {
 }
 
 both_engines! {
-    /// S3: a genuine payment for an order zerodrop does not know (lost, restored later)
+    /// A genuine payment for an order zerodrop does not know (lost, restored later)
     /// is parked, not acknowledged, and applied through the one payment path once the
     /// order reappears.
     async fn s03_notification_for_an_unknown_order_is_parked_then_resolved(db) {
-        let h = Harness::start(db, quiet(), no_queries()).await;
+        let h = Harness::start(db, quiet(), crate::support::notifications_only()).await;
         let order_no = zerodrop_domain::OrderNo::from_random(rand::random::<u64>());
         let body = h.notification(order_no.as_str(), "T-lost", "6.00", |_| {});
         assert_eq!(h.post_notification("sandbox", body).await, (503, "fail".into()), "not acknowledged");
@@ -158,10 +156,10 @@ both_engines! {
 }
 
 both_engines! {
-    /// S3, the other ending: a parked notification whose order never reappears ends,
+    /// The other ending: a parked notification whose order never reappears ends,
     /// when its job runs out of attempts, as an attention item naming it; never forgotten.
     async fn s03_a_parked_notification_that_never_matches_goes_to_a_person(db) {
-        let h = Harness::start(db, quiet(), no_queries()).await;
+        let h = Harness::start(db, quiet(), crate::support::notifications_only()).await;
         let order_no = zerodrop_domain::OrderNo::from_random(rand::random::<u64>());
         let body = h.notification(order_no.as_str(), "T-orphan", "6.00", |_| {});
         assert_eq!(h.post_notification("sandbox", body).await.0, 503);

@@ -13,6 +13,9 @@ use zerodrop_sandbox::faults::Faults;
 use zerodrop_store::testing::TestDb;
 use zerodrop_store::{both_engines, orders, payments};
 
+/// Starts of one `zerodrop serve` before the test gives up.
+const SPAWN_TRIES_MAX: usize = 5;
+
 /// A `zerodrop serve` child process on a fixed port (so providers can reach it again
 /// after a restart).
 struct Server {
@@ -35,24 +38,40 @@ impl Server {
         format!("http://{}", self.listen)
     }
 
+    /// Starts `zerodrop serve` and waits until it is ready. While it was down, a client's
+    /// outgoing connection may have been given its port for a moment, so a start that
+    /// exits (the port is taken) is tried again, a few times, on the same port.
     async fn spawn(&mut self) {
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_zerodrop"))
-            .args(["serve", "--config"])
-            .arg(&self.config)
-            .env("ZERODROP_API__MERCHANT_API_KEYS", format!("[\"{}\"]", stack::API_KEY))
-            .env("ZERODROP_LOG", "error")
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn zerodrop serve");
-        self.child = Some(child);
+        for _ in 0..SPAWN_TRIES_MAX {
+            let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_zerodrop"))
+                .args(["serve", "--config"])
+                .arg(&self.config)
+                .env("ZERODROP_API__MERCHANT_API_KEYS", format!("[\"{}\"]", stack::API_KEY))
+                .env("ZERODROP_LOG", "error")
+                .kill_on_drop(true)
+                .spawn()
+                .expect("spawn zerodrop serve");
+            self.child = Some(child);
+            if self.ready().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        panic!("zerodrop serve exited during start {SPAWN_TRIES_MAX} times");
+    }
+
+    /// Waits for `/readyz`; false when the process exited first.
+    async fn ready(&mut self) -> bool {
         let http = reqwest::Client::new();
         let url = format!("{}/readyz", self.base_url());
         for _ in 0..600 {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("zerodrop serve exited during start: {status}");
+                eprintln!("zerodrop serve exited during start: {status}");
+                self.child = None;
+                return false;
             }
             if http.get(&url).send().await.is_ok_and(|r| r.status().is_success()) {
-                return;
+                return true;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -79,7 +79,7 @@ both_engines! {
             assert_eq!((status, code(&response)), (422, expected), "{body}");
         }
         // Card keys waiting for stock: only whole refunds (nothing was delivered).
-        let waiting = h.paid("buyer", "card_50").await;
+        let waiting = h.paid("buyer", "card_patient").await;
         let (status, body) = refund(&h, &waiting, json!({"amount": "10.00", "reason": "x"}), None).await;
         assert_eq!((status, code(&body)), (409, "partial_refund_not_allowed"));
         h.stop().await;

@@ -24,11 +24,11 @@ async fn status_links(h: &Harness, order_no: &str) -> Value {
 }
 
 both_engines! {
-    /// S6/S8: the user sees the truth in their language, and can print the evidence.
+    /// The user sees the truth in their language, and can print the evidence.
     async fn s08_status_pages_and_receipts_tell_the_truth(db) {
         let h = Harness::start(db, calm(), goods(None)).await;
         let delivered = h.paid("li-ming", "diamonds_60").await;
-        let waiting = h.paid("li-ming", "card_50").await;
+        let waiting = h.paid("li-ming", "card_patient").await;
 
         let en = h.client.http.get(format!("{}/v1/orders/{delivered}", h.server.base_url)).bearer_auth(zerodrop::stack::API_KEY)
             .header("accept-language", "en-US,en;q=0.9").send().await.unwrap().json::<Value>().await.unwrap();
@@ -66,7 +66,7 @@ both_engines! {
         let expired = format!("{}/pages/orders/{delivered}?exp={past}&sig={}", h.server.base_url, zerodrop_server::http::pages::signature(&secret, &delivered, past));
         assert_eq!(get_text(&h, &expired, None).await.0, 410);
         // Card codes are for the owner's API response, never a page.
-        h.import_keys("card_50", &["SECRET-CODE-777"]).await;
+        h.import_keys("card_patient", &["SECRET-CODE-777"]).await;
         h.wait_for_status(&waiting, "delivered", Duration::from_secs(10)).await;
         let links = status_links(&h, &waiting).await;
         let (_, page) = get_text(&h, links["status_url"].as_str().unwrap(), None).await;

@@ -28,6 +28,12 @@ pub fn fast() -> Tuning {
     }
 }
 
+/// Orders that live long and are never queried while a test runs: payments are learned
+/// only from notifications (or from what the test does itself).
+pub fn notifications_only() -> Tuning {
+    Tuning { ttl_secs: 600, query_schedule_secs: vec![500], ..fast() }
+}
+
 /// No faults, and notifications arrive at once; retries of unacknowledged ones are fast.
 pub fn calm() -> Faults {
     Faults { retry_scale_pct: 1, ..Faults::none() }
@@ -90,6 +96,15 @@ impl Harness {
         stack::sign_notification(&key, &fields).expect("sign").into_bytes()
     }
 
+    /// Makes every queued job of `kind` due now (instead of waiting for its schedule).
+    pub async fn make_due(&self, kind: &str) {
+        let mut tx = self.server.app.store.begin().await.expect("begin");
+        let sql = format!("UPDATE jobs SET run_at_ms = 0 WHERE kind = '{kind}' AND state = 'queued'");
+        zerodrop_store::raw_execute(&mut tx, &sql).await.expect("make due");
+        tx.commit().await.expect("commit");
+        self.server.app.wake();
+    }
+
     pub async fn audit_passes(&self) {
         let report = zerodrop::audit::check(&self.server.app.store, &self.server.app.config).await.expect("audit");
         assert!(report.passed(), "{}", zerodrop::audit::render(&report));
@@ -115,7 +130,7 @@ pub fn kinds(order: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Issue 3's stack: the test catalog (deadlines of 10 s; every product kind), orders that
+/// The goods stack: the test catalog (deadlines of 10 s; every product kind), orders that
 /// stay open long enough not to expire under the test, and optionally the platform's
 /// delivery endpoint.
 pub fn goods(endpoint_url: Option<String>) -> Tuning {
