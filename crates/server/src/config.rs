@@ -371,6 +371,15 @@ mod tests {
     }
 
     #[test]
+    fn log_format_is_text_by_default_json_on_request_and_nothing_else() {
+        assert_eq!(Config::load(None, env(&[])).unwrap().log_format, LogFormat::Text);
+        let json = Config::load(None, env(&[("ZERODROP_LOG_FORMAT", "json")])).unwrap();
+        assert_eq!(json.log_format, LogFormat::Json);
+        let wrong = Config::load(None, env(&[("ZERODROP_LOG_FORMAT", "yaml")])).unwrap_err();
+        assert!(wrong.to_string().contains("yaml"), "{wrong}");
+    }
+
+    #[test]
     fn environment_overrides_file_values_at_any_depth() {
         let dir = std::env::temp_dir().join(format!("zd-config-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
