@@ -219,3 +219,21 @@ pub trait Provider: Send + Sync {
     /// The reply in the provider's own protocol.
     fn ack(&self, kind: AckKind) -> Ack;
 }
+
+/// Verifies a notification that was stored earlier (its headers as the JSON object they
+/// were stored as, its body as received) with the provider's own check. Stored evidence
+/// is verified again before anything acts on it later, exactly as when it arrived.
+pub fn verify_stored(provider: &dyn Provider, headers_json: &str, body: &[u8]) -> Result<Notice, Rejection> {
+    let mut headers = http::HeaderMap::new();
+    if let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(headers_json) {
+        for (name, value) in map {
+            let (Ok(name), Some(Ok(value))) =
+                (http::HeaderName::from_bytes(name.as_bytes()), value.as_str().map(http::HeaderValue::from_str))
+            else {
+                continue;
+            };
+            headers.insert(name, value);
+        }
+    }
+    provider.verify_notification(&headers, body)
+}

@@ -87,7 +87,7 @@ impl Vault {
         let mut message = sku.as_bytes().to_vec();
         message.push(0);
         message.extend_from_slice(code.as_bytes());
-        hmac::sign(&self.fingerprint, &message).as_ref().iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(hmac::sign(&self.fingerprint, &message).as_ref())
     }
 }
 

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 /// reaches into HTTP.
 const FORBIDDEN: &[(&str, &[&str])] = &[
     ("crate::flows", &["crate::http", "crate::intake", "crate::app", "crate::jobs::worker"]),
-    ("crate::jobs", &["crate::http", "crate::app"]),
+    ("crate::jobs", &["crate::http", "crate::intake", "crate::app"]),
     ("crate::intake", &["crate::http", "crate::app"]),
     ("crate::services", &["crate::http", "crate::intake", "crate::flows", "crate::jobs", "crate::app"]),
 ];
@@ -47,16 +47,34 @@ fn flows_and_jobs_never_import_the_layers_above_them() {
     assert!(wrong.is_empty(), "imports against the layout:\n{}", wrong.join("\n"));
 }
 
+/// Enqueueing is typed: only `jobs` (its `enqueue`) builds the store's untyped `NewJob`,
+/// so no flow can write a payload by hand.
+#[test]
+fn only_the_jobs_module_builds_untyped_jobs() {
+    let graph = Graph::read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"));
+    let builders: Vec<&String> = graph
+        .modules
+        .iter()
+        .filter(|(_, file)| code_only(&std::fs::read_to_string(file).unwrap()).contains("NewJob"))
+        .map(|(module, _)| module)
+        .collect();
+    assert_eq!(builders, ["crate::jobs"], "modules that build untyped jobs");
+}
+
 /// The checker itself finds a cycle, a brace tree, an inline path and `super`.
 #[test]
 fn the_checker_sees_what_it_must() {
     let dir = std::env::temp_dir().join(format!("zd-graph-{}", std::process::id()));
     let files: &[(&str, &str)] = &[
-        ("lib.rs", "pub mod a;\npub mod b;\npub mod c;\n"),
+        ("lib.rs", "pub mod a;\npub mod b;\npub mod c;\npub mod d;\npub mod e;\n"),
         ("a/mod.rs", "pub mod inner;\nuse crate::{b::{Thing, other}, c};\n"),
         ("a/inner.rs", "fn f() { super::g(); }\n"),
         ("b.rs", "fn f() { crate::a::inner::h(); }\n#[cfg(test)]\nmod tests { use crate::c; }\n"),
-        ("c.rs", "// crate::a is only a comment\nfn f() {}\n"),
+        ("c.rs", "// crate::a is only a comment\n/* crate::b neither */\nfn f() { let q = '\"'; let r = r#\"\"crate::d\"\"#; }\n"),
+        // A module brought in by `use`, then named inline; an alias; a child named inline.
+        ("d/mod.rs", "pub mod kid;\nuse crate::a;\nuse crate::c as see;\nfn f() { a::inner::h(); see::f(); kid::g(); }\n"),
+        ("d/kid.rs", "fn g() {}\n"),
+        ("e.rs", "use crate::a::{self, inner};\nfn f() { a::x(); }\n"),
     ];
     for (path, text) in files {
         let path = dir.join(path);
@@ -72,12 +90,23 @@ fn the_checker_sees_what_it_must() {
         BTreeSet::from(["crate::a::inner".to_owned()]),
         "test code and comments are not edges"
     );
-    assert!(edges("crate::c").is_empty());
+    assert!(edges("crate::c").is_empty(), "comments, strings and char literals are not code");
+    let d = BTreeSet::from([
+        "crate::a".to_owned(),
+        "crate::a::inner".to_owned(),
+        "crate::c".to_owned(),
+        "crate::d::kid".to_owned(),
+    ]);
+    assert_eq!(edges("crate::d"), d, "imported names and children named inline are edges");
+    assert_eq!(edges("crate::e"), BTreeSet::from(["crate::a".to_owned(), "crate::a::inner".to_owned()]));
     let cycles = graph.cycles();
     assert_eq!(cycles.len(), 1, "{cycles:?}");
     assert_eq!(cycles[0], vec!["crate::a".to_owned(), "crate::a::inner".to_owned(), "crate::b".to_owned()]);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Marks the local name a `use … as name` gives, in an expanded `use` path.
+const ALIAS_MARK: &str = "as=";
 
 fn within(module: &str, prefix: &str) -> bool {
     module == prefix || module.starts_with(&format!("{prefix}::"))
@@ -193,41 +222,73 @@ fn collect(root: &Path, dir: &Path, out: &mut BTreeMap<String, PathBuf>) {
     }
 }
 
-/// The file without test code, comments and string literals.
+/// The file without test code (from the first line that is exactly `#[cfg(test)]`),
+/// comments (line and block), string literals (raw ones too) and char literals.
 fn code_only(text: &str) -> String {
-    let text = text.split("#[cfg(test)]").next().unwrap_or_default();
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '/' if chars.peek() == Some(&'/') => {
-                for c in chars.by_ref() {
-                    if c == '\n' {
-                        out.push('\n');
-                        break;
-                    }
+    let end = text.lines().position(|line| line.trim() == "#[cfg(test)]").unwrap_or(usize::MAX);
+    let text: String = text.lines().take(end).collect::<Vec<_>>().join("\n");
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(chars.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let rest = &chars[i..];
+        match rest {
+            ['/', '/', ..] => {
+                while i < chars.len() && chars[i] != '\n' {
+                    i += 1;
                 }
             }
-            '"' => {
-                let mut escaped = false;
-                for c in chars.by_ref() {
-                    if escaped {
-                        escaped = false;
-                    } else if c == '\\' {
-                        escaped = true;
-                    } else if c == '"' {
-                        break;
-                    }
+            ['/', '*', ..] => {
+                i += 2;
+                while i + 1 < chars.len() && !(chars[i] == '*' && chars[i + 1] == '/') {
+                    i += 1;
                 }
+                i += 2;
+            }
+            ['r', '#', ..] | ['r', '"', ..] if !word_before(&chars, i) => {
+                let hashes = rest[1..].iter().take_while(|c| **c == '#').count();
+                i += 1 + hashes + 1; // r, the hashes, the quote
+                while i < chars.len() && !(chars[i] == '"' && chars[i + 1..].iter().take(hashes).all(|c| *c == '#')) {
+                    i += 1;
+                }
+                i += 1 + hashes;
                 out.push_str("\"\"");
             }
-            other => out.push(other),
+            ['"', ..] => {
+                i += 1;
+                while i < chars.len() && chars[i] != '"' {
+                    i += if chars[i] == '\\' { 2 } else { 1 };
+                }
+                i += 1;
+                out.push_str("\"\"");
+            }
+            // A char literal ('x', '\n', '"'), not a lifetime ('a).
+            ['\'', '\\', ..] => {
+                i += 2;
+                while i < chars.len() && chars[i] != '\'' {
+                    i += 1;
+                }
+                i += 1;
+            }
+            ['\'', _, '\'', ..] => i += 3,
+            [c, ..] => {
+                out.push(*c);
+                i += 1;
+            }
+            [] => break,
         }
     }
     out
 }
 
-/// Every path the code names, `use` trees expanded: each as its segments.
+fn word_before(chars: &[char], i: usize) -> bool {
+    i > 0 && (chars[i - 1].is_alphanumeric() || chars[i - 1] == '_')
+}
+
+/// Every path the code names, `use` trees expanded: each as its segments. Inline paths
+/// that start with a name a `use` brought in (`delivery::miss::f()` after
+/// `use crate::flows::delivery;`) are expanded through it; those that start with a child
+/// module's name are returned as they are (`resolve` knows children).
 fn paths(code: &str) -> Vec<Vec<String>> {
     let mut found = Vec::new();
     // `use` statements, with their brace trees; the rest of the code is scanned below.
@@ -241,17 +302,38 @@ fn paths(code: &str) -> Vec<Vec<String>> {
         rest = &after[end..];
     }
     other_code.push_str(rest);
-    // Inline paths: `crate::…`, `super::…`, `self::…` anywhere else in the code.
-    for start in ["crate::", "super::", "self::"] {
-        let mut rest = other_code.as_str();
-        while let Some(at) = rest.find(start) {
-            let boundary = rest[..at].chars().next_back().is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
-            let tail = &rest[at..];
-            let len = tail.find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':')).unwrap_or(tail.len());
-            if boundary {
-                found.push(segments(&tail[..len]));
+    // What each imported name stands for (its last segment, or its `as` name).
+    let imported: BTreeMap<String, Vec<String>> = found
+        .iter()
+        .filter_map(|path| {
+            let last = path.last()?;
+            Some(match last.strip_prefix(ALIAS_MARK) {
+                Some(alias) => (alias.to_owned(), path[..path.len() - 1].to_vec()),
+                None => (last.clone(), path.clone()),
+            })
+        })
+        .collect();
+    let chars: Vec<char> = other_code.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        if !(chars[i].is_alphabetic() || chars[i] == '_') || word_before(&chars, i) {
+            i += 1;
+            continue;
+        }
+        let len = chars[i..].iter().take_while(|c| c.is_alphanumeric() || **c == '_' || **c == ':').count();
+        let path: String = chars[i..i + len].iter().collect();
+        i += len;
+        let segments = segments(&path);
+        if !path.contains("::") || segments.is_empty() {
+            continue;
+        }
+        match imported.get(&segments[0]) {
+            Some(full) if !matches!(segments[0].as_str(), "crate" | "super" | "self") => {
+                let mut expanded = full.clone();
+                expanded.extend(segments[1..].iter().cloned());
+                found.push(expanded);
             }
-            rest = &tail[len.max(1)..];
+            _ => found.push(segments),
         }
     }
     found
@@ -279,9 +361,14 @@ fn segments(path: &str) -> Vec<String> {
 fn expand(prefix: &[String], tree: &str, out: &mut Vec<Vec<String>>) {
     let tree = tree.trim();
     let Some(open) = tree.find('{') else {
-        let path = tree.split(" as ").next().unwrap_or_default();
+        let mut parts = tree.split(" as ");
         let mut full = prefix.to_vec();
-        full.extend(segments(path));
+        // `{self, …}` names the module itself.
+        full.extend(segments(parts.next().unwrap_or_default()).into_iter().filter(|s| s != "self"));
+        // `use a::b as c`: recorded under the local name, so `c::x` expands to `a::b::x`.
+        if let Some(alias) = parts.next() {
+            full.push(format!("{ALIAS_MARK}{}", alias.trim()));
+        }
         out.push(full);
         return;
     };

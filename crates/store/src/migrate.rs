@@ -10,7 +10,7 @@
 //! deployed database's history, and the two dialects would still need two migrators.
 
 use crate::{Dialect, Result, Store, StoreError};
-use sqlx::{Executor, Row};
+use sqlx::Executor;
 
 struct Migration {
     version: i64,
@@ -50,9 +50,41 @@ pub const MIGRATIONS_LATEST: i64 = 2;
 /// starting together do not both apply a migration.
 const PG_MIGRATION_LOCK_KEY: i64 = 0x7a65_726f_6472_6f70;
 
-/// Hex SHA-256 of a migration's text.
+/// Hex SHA-256 of a migration's text, line endings normalised (a checkout that turned
+/// `\n` into `\r\n` has not edited the migration).
 pub fn checksum(sql: &str) -> String {
-    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, sql.as_bytes()).as_ref())
+    let text = sql.replace("\r\n", "\n");
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes()).as_ref())
+}
+
+/// Whether `schema_migrations` has the `checksum` column (tables made before checksums
+/// were kept lack it). Asked of the catalog, so no error is ever read as "missing".
+async fn has_checksum_column(conn: &mut sqlx::AnyConnection, dialect: Dialect) -> Result<bool> {
+    let sql = match dialect {
+        Dialect::Sqlite => "SELECT COUNT(*) FROM pragma_table_info('schema_migrations') WHERE name = 'checksum'",
+        Dialect::Postgres => {
+            "SELECT COUNT(*) FROM information_schema.columns \
+             WHERE table_schema = current_schema() AND table_name = 'schema_migrations' AND column_name = 'checksum'"
+        }
+    };
+    Ok(sqlx::query_scalar::<_, i64>(sql).fetch_one(&mut *conn).await? > 0)
+}
+
+/// Adds the `checksum` column to a table made before checksums were kept. Two SQLite
+/// processes may race here (SQLite has no migration lock): the loser finds the column.
+async fn add_checksum_column(conn: &mut sqlx::AnyConnection, dialect: Dialect) -> Result<()> {
+    if has_checksum_column(conn, dialect).await? {
+        return Ok(());
+    }
+    let sql = match dialect {
+        Dialect::Sqlite => "ALTER TABLE schema_migrations ADD COLUMN checksum TEXT",
+        Dialect::Postgres => "ALTER TABLE schema_migrations ADD COLUMN IF NOT EXISTS checksum TEXT",
+    };
+    match conn.execute(sqlx::raw_sql(sql)).await {
+        Ok(_) => Ok(()),
+        Err(_) if has_checksum_column(conn, dialect).await? => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 pub(crate) async fn run(store: &Store) -> Result<usize> {
@@ -74,16 +106,11 @@ async fn apply_pending(conn: &mut sqlx::AnyConnection, dialect: Dialect) -> Resu
              version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at_ms BIGINT NOT NULL, checksum TEXT)",
     ))
     .await?;
-    // Tables made before checksums were kept lack the column.
-    if conn.execute(sqlx::raw_sql("SELECT checksum FROM schema_migrations LIMIT 1")).await.is_err() {
-        conn.execute(sqlx::raw_sql("ALTER TABLE schema_migrations ADD COLUMN checksum TEXT")).await?;
-    }
-    let applied = sqlx::query("SELECT version, checksum FROM schema_migrations ORDER BY version")
-        .fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .map(|row| Ok((row.try_get::<i64, _>(0)?, row.try_get::<Option<String>, _>(1)?)))
-        .collect::<Result<Vec<_>>>()?;
+    add_checksum_column(conn, dialect).await?;
+    let applied: Vec<(i64, Option<String>)> =
+        sqlx::query_as("SELECT version, checksum FROM schema_migrations ORDER BY version")
+            .fetch_all(&mut *conn)
+            .await?;
     if let Some((newest, _)) = applied.last() {
         if *newest > MIGRATIONS_LATEST {
             return Err(StoreError::Invariant(format!(
@@ -130,4 +157,22 @@ async fn apply_pending(conn: &mut sqlx::AnyConnection, dialect: Dialect) -> Resu
         count += 1;
     }
     Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksums_see_text_not_line_endings() {
+        assert_eq!(checksum("CREATE TABLE a (x INT);\r\n"), checksum("CREATE TABLE a (x INT);\n"));
+        assert_ne!(checksum("CREATE TABLE a (x INT);\n"), checksum("CREATE TABLE a (x BIGINT);\n"));
+        assert_eq!(checksum("").len(), 64);
+    }
+
+    #[test]
+    fn every_migration_is_listed_once_in_order() {
+        let versions: Vec<i64> = MIGRATIONS.iter().map(|m| m.version).collect();
+        assert_eq!(versions, (1..=MIGRATIONS_LATEST).collect::<Vec<_>>());
+    }
 }

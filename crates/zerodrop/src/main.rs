@@ -203,7 +203,7 @@ async fn admin(cli: &Cli, command: &AdminCommand) -> Result<std::process::ExitCo
                     Ok(std::process::ExitCode::SUCCESS)
                 }
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    eprintln!("error: {:#}", anyhow::Error::new(e));
                     Ok(std::process::ExitCode::FAILURE)
                 }
             }
@@ -221,7 +221,7 @@ async fn admin(cli: &Cli, command: &AdminCommand) -> Result<std::process::ExitCo
                     Ok(std::process::ExitCode::SUCCESS)
                 }
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    eprintln!("error: {:#}", anyhow::Error::new(e));
                     Ok(std::process::ExitCode::FAILURE)
                 }
             }

@@ -48,10 +48,10 @@ pub enum SpendError {
     Currency,
     #[error("to must be creator:<id> or platform")]
     RecipientForm,
-    #[error("{0}")]
-    Recipient(#[source] IdError),
-    #[error("{0}")]
-    Transfer(#[source] TransferError),
+    #[error(transparent)]
+    Recipient(IdError),
+    #[error(transparent)]
+    Transfer(TransferError),
     #[error("the wallet holds {balance} {currency}, the spend needs {amount}")]
     Insufficient { currency: String, balance: i64, amount: i64 },
     #[error("this Idempotency-Key was used for another spend")]
@@ -67,37 +67,43 @@ pub struct Spent {
     pub balance: i64,
 }
 
-/// Moves `amount` of `currency` from the user's wallet to `to` (`creator:<id>` or
-/// `platform`), in `tx`, once per `key`.
-#[tracing::instrument(name = "wallet.spend", skip(tx, key))]
-pub async fn spend_in(
-    tx: &mut Tx,
-    user: &UserId,
-    key: &str,
-    currency: &str,
+/// A valid spend, not yet applied: checked before any transaction is opened.
+pub struct Spend {
+    currency: String,
     amount: i64,
-    to: &str,
-    now_ms: i64,
-) -> Result<Spent, SpendError> {
-    if !(1..=SPEND_UNITS_MAX).contains(&amount) {
-        return Err(SpendError::Amount);
-    }
-    let currency_ok = !currency.is_empty()
-        && currency.len() <= CURRENCY_CHARS_MAX
-        && currency.bytes().all(|b| b.is_ascii_uppercase());
-    if !currency_ok {
-        return Err(SpendError::Currency);
-    }
-    let to = Recipient::parse(to)?;
-    let transfer = Transfer::spend(&format!("{user}:{key}"), user, currency, amount, to.account(currency))
-        .map_err(SpendError::Transfer)?;
-    match ledger::apply(tx, &transfer, None, now_ms).await? {
-        Ok(_) => {}
-        Err(TransferRefused::Insufficient { balance, amount, .. }) => {
-            return Err(SpendError::Insufficient { currency: currency.to_owned(), balance, amount });
+    to: Recipient,
+}
+
+impl Spend {
+    /// `amount` units of `currency` to `to` (`creator:<id>` or `platform`).
+    pub fn parse(currency: &str, amount: i64, to: &str) -> Result<Spend, SpendError> {
+        if !(1..=SPEND_UNITS_MAX).contains(&amount) {
+            return Err(SpendError::Amount);
         }
-        Err(TransferRefused::IdReused(_)) => return Err(SpendError::KeyReused),
+        let currency_ok = !currency.is_empty()
+            && currency.len() <= CURRENCY_CHARS_MAX
+            && currency.bytes().all(|b| b.is_ascii_uppercase());
+        if !currency_ok {
+            return Err(SpendError::Currency);
+        }
+        Ok(Spend { currency: currency.to_owned(), amount, to: Recipient::parse(to)? })
     }
-    let balance = ledger::balance(tx, &AccountId::wallet(user, currency)).await?;
-    Ok(Spent { transfer_id: transfer.id, balance })
+
+    /// Moves the units from the user's wallet in `tx`, once per `key`.
+    #[tracing::instrument(name = "wallet.spend", skip(self, tx, key), fields(currency = %self.currency, amount = self.amount))]
+    pub async fn apply_in(self, tx: &mut Tx, user: &UserId, key: &str, now_ms: i64) -> Result<Spent, SpendError> {
+        let currency = self.currency.as_str();
+        let transfer =
+            Transfer::spend(&format!("{user}:{key}"), user, currency, self.amount, self.to.account(currency))
+                .map_err(SpendError::Transfer)?;
+        match ledger::apply(tx, &transfer, None, now_ms).await? {
+            Ok(_) => {}
+            Err(TransferRefused::Insufficient { balance, amount, .. }) => {
+                return Err(SpendError::Insufficient { currency: currency.to_owned(), balance, amount });
+            }
+            Err(TransferRefused::IdReused(_)) => return Err(SpendError::KeyReused),
+        }
+        let balance = ledger::balance(tx, &AccountId::wallet(user, currency)).await?;
+        Ok(Spent { transfer_id: transfer.id, balance })
+    }
 }

@@ -39,6 +39,7 @@ error_codes! {
     BadSignature => "bad_signature",
     OrderNotFound => "order_not_found",
     NotFound => "not_found",
+    MethodNotAllowed => "method_not_allowed",
     IdempotencyKeyReused => "idempotency_key_reused",
     OrderNotPaid => "order_not_paid",
     NothingLeftToRefund => "nothing_left_to_refund",
@@ -114,6 +115,11 @@ impl ApiError {
 
     pub fn order_not_found() -> ApiError {
         ApiError::not_found(ErrorCode::OrderNotFound, "no order with this number")
+    }
+
+    /// The current request's id (empty outside a request).
+    pub fn request_id() -> String {
+        REQUEST_ID.try_with(String::clone).unwrap_or_default()
     }
 
     /// A fault inside zerodrop. The cause (with its sources) is logged; the client sees

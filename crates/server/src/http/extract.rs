@@ -12,6 +12,7 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
+use zerodrop_domain::UserId;
 
 /// Largest API request body, in bytes. Order requests are a few hundred bytes.
 pub const API_BODY_BYTES_MAX: usize = 64 * 1024;
@@ -41,6 +42,22 @@ impl FromRequestParts<App> for Merchant {
         } else {
             Err(ApiError::unauthorized())
         }
+    }
+}
+
+/// The `{user_id}` of a route, valid: refused with `invalid_user_id` before the body is
+/// read.
+pub struct UserPath(pub UserId);
+
+impl<S: Send + Sync> FromRequestParts<S> for UserPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<UserPath, ApiError> {
+        let params = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::invalid(ErrorCode::InvalidUserId, "the path names no user"))?;
+        let text = params.iter().find(|(name, _)| *name == "user_id").map(|(_, value)| value).unwrap_or_default();
+        UserId::parse(text).map(UserPath).map_err(|e| ApiError::invalid(ErrorCode::InvalidUserId, e.to_string()))
     }
 }
 

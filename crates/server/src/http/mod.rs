@@ -54,24 +54,36 @@ pub fn router(app: App) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .fallback(ops::not_found)
+        .method_not_allowed_fallback(ops::method_not_allowed)
         .with_state(app)
         // Layers run outside in, from the last added: the id is set first, then the
         // span opens, then error bodies learn the id, then the response carries it.
         .layer(middleware::from_fn(request_id_scope))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
-        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        // Failures are logged once, where they become an ApiError, not again here.
+        .layer(TraceLayer::new_for_http().make_span_with(request_span).on_failure(()))
         .layer(SetRequestIdLayer::new(REQUEST_ID_HEADER, MakeRequestUuid))
+}
+
+/// Longest request id repeated in logs and error bodies, in characters; a caller's
+/// longer (or unprintable) id is still echoed in the response header as sent.
+const REQUEST_ID_CHARS_MAX: usize = 128;
+
+/// The request's id as logs and error bodies show it: printable ASCII, bounded.
+fn request_id(request: &Request) -> String {
+    let id = request.extensions().get::<RequestId>().and_then(|id| id.header_value().to_str().ok()).unwrap_or("");
+    id.chars().filter(char::is_ascii_graphic).take(REQUEST_ID_CHARS_MAX).collect()
 }
 
 /// The request's span: method, path and id (never the query, which may hold a link's
 /// signature).
 fn request_span(request: &Request) -> tracing::Span {
-    let id = request.extensions().get::<RequestId>().and_then(|id| id.header_value().to_str().ok()).unwrap_or("");
+    let id = request_id(request);
     tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
 }
 
 /// Makes the request id readable by error bodies while the request is handled.
 async fn request_id_scope(request: Request, next: Next) -> Response {
-    let id = request.extensions().get::<RequestId>().and_then(|id| id.header_value().to_str().ok()).unwrap_or("");
-    error::REQUEST_ID.scope(id.to_owned(), next.run(request)).await
+    let id = request_id(&request);
+    error::REQUEST_ID.scope(id, next.run(request)).await
 }

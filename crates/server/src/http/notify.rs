@@ -1,6 +1,7 @@
 //! `POST /v1/providers/{provider}/notify`: reads the body (up to the limit) and hands the
 //! request to notification intake, then answers in the provider's own protocol.
 
+use super::error::ApiError;
 use crate::app::App;
 use crate::intake::{self, Request, NOTIFY_BODY_BYTES_MAX};
 use axum::body::{Body, Bytes};
@@ -25,6 +26,9 @@ pub async fn notify(
             let status = StatusCode::from_u16(ack.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             (status, [("content-type", ack.content_type)], ack.body).into_response()
         }
-        None => (StatusCode::NOT_FOUND, "unknown provider").into_response(),
+        None => {
+            let body = format!("unknown provider (request id {})", ApiError::request_id());
+            (StatusCode::NOT_FOUND, body).into_response()
+        }
     }
 }

@@ -42,6 +42,14 @@ pub async fn not_found() -> ApiError {
     ApiError::not_found(ErrorCode::NotFound, "no such endpoint")
 }
 
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::MethodNotAllowed,
+        "this endpoint does not take that method",
+    )
+}
+
 /// Prometheus text format, read from the database at scrape time so every process
 /// reports the same truth.
 pub async fn metrics(State(app): State<App>) -> Result<Response, ApiError> {

@@ -26,8 +26,10 @@ pub async fn create(
     _: Merchant,
     Idempotent { request, key }: Idempotent<CreateOrder>,
 ) -> Result<Response, ApiError> {
+    let now = now_ms();
+    let prepared = order::prepare(&app, request, now).map_err(refusal)?;
     let mut tx = app.store.begin().await?;
-    let created = order::create_in(&mut tx, &app, request, now_ms()).await.map_err(refusal)?;
+    let created = prepared.insert_in(&mut tx, &app.config.orders, now).await.map_err(refusal)?;
     let body = json!({ "order": json::order(&created.order), "pay": created.pay });
     let response = idempotency::commit(&app.store, key.as_ref(), tx, StatusCode::CREATED, body).await?;
     tracing::info!(order.no = %created.order.order_no, sku = %created.order.product.sku, "order created");

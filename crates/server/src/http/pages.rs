@@ -67,10 +67,12 @@ pub struct PageQuery {
     format: Option<String>,
 }
 
-/// A short page in both languages; refusals say nothing about the order.
+/// A short page in both languages; refusals say nothing about the order, only the
+/// request id to quote.
 fn refusal(status: StatusCode, zh: &str, en: &str) -> Response {
     let page = html! {
         (DOCTYPE) meta charset="utf-8"; title { "zerodrop" } p { (zh) } p { (en) }
+        p { small { "request id: " (ApiError::request_id()) } }
     };
     (status, PAGE_HEADERS, page.into_string()).into_response()
 }
@@ -123,8 +125,9 @@ impl FromRequestParts<App> for SignedPage {
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<SignedPage, Response> {
         let Path(order_no) =
             Path::<String>::from_request_parts(parts, app).await.map_err(IntoResponse::into_response)?;
-        let Query(query) =
-            Query::<PageQuery>::from_request_parts(parts, app).await.map_err(IntoResponse::into_response)?;
+        let Query(query) = Query::<PageQuery>::from_request_parts(parts, app)
+            .await
+            .map_err(|_| refusal(StatusCode::BAD_REQUEST, "链接无效。", "This link is not valid."))?;
         let view = open(app, &order_no, &query).await?;
         let accept_language = parts.headers.get("accept-language").and_then(|v| v.to_str().ok());
         let lang = Lang::pick(query.lang.as_deref(), accept_language);

@@ -3,25 +3,21 @@
 //! position it reflects), membership periods, and spending.
 
 use super::error::{ApiError, ErrorCode};
-use super::extract::{Creates, Idempotent, Merchant};
+use super::extract::{Creates, Idempotent, Merchant, UserPath};
 use super::idempotency;
 use super::json::rfc3339;
 use crate::app::App;
-use crate::flows::wallet::{spend_in, SpendError};
-use axum::extract::{Path, State};
+use crate::flows::wallet::{Spend, SpendError};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
 use serde_json::{json, Value};
-use zerodrop_domain::{OrderId, UserId};
+use zerodrop_domain::OrderId;
 use zerodrop_store::{ledger, memberships, now_ms, orders, Conn};
 
 /// Longest memo kept, in characters.
 const MEMO_CHARS_MAX: usize = 200;
-
-fn user(text: &str) -> Result<UserId, ApiError> {
-    UserId::parse(text).map_err(|e| ApiError::invalid(ErrorCode::InvalidUserId, e.to_string()))
-}
 
 async fn order_no_of(conn: &mut Conn, id: Option<&str>) -> Result<Value, ApiError> {
     let Some(id) = id.and_then(OrderId::parse) else {
@@ -30,8 +26,7 @@ async fn order_no_of(conn: &mut Conn, id: Option<&str>) -> Result<Value, ApiErro
     Ok(orders::get(conn, id).await?.map_or(Value::Null, |o| json!(o.order_no)))
 }
 
-pub async fn wallet(State(app): State<App>, _: Merchant, Path(user_id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let user = user(&user_id)?;
+pub async fn wallet(State(app): State<App>, _: Merchant, UserPath(user): UserPath) -> Result<Json<Value>, ApiError> {
     let mut conn = app.store.reader().await?;
     let balances = ledger::wallet(&mut conn, &user).await?;
     let mut out = Vec::with_capacity(balances.len());
@@ -50,9 +45,8 @@ pub async fn wallet(State(app): State<App>, _: Merchant, Path(user_id): Path<Str
 pub async fn memberships(
     State(app): State<App>,
     _: Merchant,
-    Path(user_id): Path<String>,
+    UserPath(user): UserPath,
 ) -> Result<Json<Value>, ApiError> {
-    let user = user(&user_id)?;
     let mut conn = app.store.reader().await?;
     let now = now_ms();
     let list = memberships::for_user(&mut conn, &user).await?;
@@ -100,15 +94,13 @@ impl Creates for SpendRequest {
 pub async fn spend(
     State(app): State<App>,
     _: Merchant,
-    Path(user_id): Path<String>,
+    UserPath(user): UserPath,
     Idempotent { request, key }: Idempotent<SpendRequest>,
 ) -> Result<Response, ApiError> {
-    let user = user(&user_id)?;
+    let spend = Spend::parse(&request.currency, request.amount, &request.to).map_err(refusal)?;
     let key_text = key.as_ref().map(|k| k.key()).unwrap_or_default();
     let mut tx = app.store.begin().await?;
-    let spent = spend_in(&mut tx, &user, key_text, &request.currency, request.amount, &request.to, now_ms())
-        .await
-        .map_err(refusal)?;
+    let spent = spend.apply_in(&mut tx, &user, key_text, now_ms()).await.map_err(refusal)?;
     let body = json!({
         "transfer_id": spent.transfer_id, "currency": request.currency, "amount": request.amount,
         "to": request.to, "memo": request.memo.chars().take(MEMO_CHARS_MAX).collect::<String>(), "balance": spent.balance,

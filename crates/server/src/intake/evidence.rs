@@ -1,9 +1,10 @@
-//! Raw notifications as evidence: what is kept of a request (never its credentials), how
-//! it is stored with its verdict, and how a stored one is verified again later.
+//! Raw notifications as evidence: what is kept of a request (never its credentials) and
+//! how it is stored with its verdict. (A stored one is verified again later with
+//! `zerodrop_providers::verify_stored`.)
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::http::HeaderMap;
 use std::net::SocketAddr;
-use zerodrop_providers::{Notice, Provider, Rejection};
+use zerodrop_providers::Notice;
 use zerodrop_store::notifications::{self, NewNotification, Verdict};
 use zerodrop_store::{now_ms, Store, StoreError, Tx};
 
@@ -99,20 +100,4 @@ fn stored_headers(headers: &HeaderMap) -> serde_json::Value {
         map.insert(name.as_str().to_owned(), serde_json::Value::String(text));
     }
     serde_json::Value::Object(map)
-}
-
-/// Verifies a stored notification again (when a parked one is matched later).
-pub fn reverify(provider: &dyn Provider, headers_json: &str, body: &[u8]) -> Result<Notice, Rejection> {
-    let mut headers = HeaderMap::new();
-    if let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(headers_json) {
-        for (name, value) in map {
-            let (Ok(name), Some(Ok(value))) =
-                (HeaderName::from_bytes(name.as_bytes()), value.as_str().map(HeaderValue::from_str))
-            else {
-                continue;
-            };
-            headers.insert(name, value);
-        }
-    }
-    provider.verify_notification(&headers, body)
 }

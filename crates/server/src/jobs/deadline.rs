@@ -33,6 +33,7 @@ impl Job for Deadline {
         let outcome = async {
             let mut tx = services.store.begin().await?;
             let mut order = orders::lock(&mut tx, self.order_id).await?;
+            tracing::Span::current().record("order.no", order.order_no.as_str());
             if order.status != OrderStatus::Paid {
                 return Ok::<_, StoreError>(());
             }

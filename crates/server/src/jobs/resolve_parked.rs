@@ -5,7 +5,6 @@
 
 use super::{Job, Outcome, Run};
 use crate::flows::payment::{self, PaymentFact};
-use crate::intake::evidence;
 use crate::services::Services;
 use serde::{Deserialize, Serialize};
 use zerodrop_domain::OrderId;
@@ -57,7 +56,7 @@ impl Job for ResolveParked {
         let Some(provider) = services.provider(&stored.provider).cloned() else {
             return Outcome::Retry(format!("provider {} is not configured", stored.provider));
         };
-        let notice = match evidence::reverify(provider.as_ref(), &stored.headers, &stored.body) {
+        let notice = match zerodrop_providers::verify_stored(provider.as_ref(), &stored.headers, &stored.body) {
             Ok(notice) => notice,
             Err(rejection) => return Outcome::Retry(format!("stored notification no longer verifies: {rejection}")),
         };

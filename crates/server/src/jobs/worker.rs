@@ -140,7 +140,11 @@ async fn execute<J: Job>(services: &Services, job: &ClaimedJob) {
             };
             (outcome, notification_id)
         }
-        Err(e) => (Outcome::Retry(format!("the stored payload is not a {} job: {e}", J::KIND)), None),
+        // Still name the notification the job was about, for the person who gets it.
+        Err(e) => (
+            Outcome::Retry(format!("the stored payload is not a {} job: {e}", J::KIND)),
+            job.payload.get("notification_id").and_then(serde_json::Value::as_i64),
+        ),
     };
     record(services, job, outcome, notification_id).await;
 }

@@ -174,7 +174,7 @@ CREATE TABLE attention_items (
 CREATE INDEX attention_items_open ON attention_items (resolved_at_ms, created_at_ms);
 
 -- The record is append-only: these triggers refuse deletion outright, and refuse any
--- change to events and ledger entries, so an operator's slip cannot erase history (S3).
+-- change to events and ledger entries, so an operator's slip cannot erase history.
 CREATE FUNCTION zerodrop_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     RAISE EXCEPTION '% on % is refused: zerodrop''s record is append-only', TG_OP, TG_TABLE_NAME;

@@ -174,7 +174,7 @@ CREATE TABLE attention_items (
 CREATE INDEX attention_items_open ON attention_items (resolved_at_ms, created_at_ms);
 
 -- The record is append-only: these triggers refuse deletion outright, and refuse any
--- change to events and ledger entries, so an operator's slip cannot erase history (S3).
+-- change to events and ledger entries, so an operator's slip cannot erase history.
 CREATE TRIGGER orders_never_deleted BEFORE DELETE ON orders
 BEGIN SELECT RAISE(ABORT, 'orders are never deleted'); END;
 CREATE TRIGGER order_events_never_deleted BEFORE DELETE ON order_events

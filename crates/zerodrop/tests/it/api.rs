@@ -84,6 +84,12 @@ both_engines! {
         let header = response.headers()["x-request-id"].to_str().unwrap().to_owned();
         let body: Value = response.json().await.unwrap();
         assert_eq!((code(&body), body["error"]["request_id"].as_str()), ("not_found", Some(header.as_str())));
+        // A route asked with the wrong method answers in the documented shape too.
+        let response = h.client.http.delete(format!("{}/v1/orders", h.server.base_url)).send().await.unwrap();
+        assert_eq!(response.status(), 405);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(code(&body), "method_not_allowed", "{body}");
+        assert!(body["error"]["request_id"].as_str().is_some_and(|id| !id.is_empty()), "{body}");
         // Successful answers carry it too.
         let response = send(None, "/healthz").await.unwrap();
         assert!(response.status().is_success() && response.headers().contains_key("x-request-id"));

@@ -1,6 +1,5 @@
 //! Shared by the black-box tests: a sandbox provider and a zerodrop server on random
 //! loopback ports, over the test's own database (SQLite or PostgreSQL).
-#![allow(dead_code)] // each test binary uses a different part of this module
 
 use serde_json::{json, Value};
 use std::time::Duration;
