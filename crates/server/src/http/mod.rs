@@ -71,8 +71,15 @@ const REQUEST_ID_CHARS_MAX: usize = 128;
 
 /// The request's id as logs and error bodies show it: printable ASCII, bounded.
 fn request_id(request: &Request) -> String {
-    let id = request.extensions().get::<RequestId>().and_then(|id| id.header_value().to_str().ok()).unwrap_or("");
-    id.chars().filter(char::is_ascii_graphic).take(REQUEST_ID_CHARS_MAX).collect()
+    let Some(id) = request.extensions().get::<RequestId>() else { return String::new() };
+    // Bytes, not `to_str`: one byte that is not ASCII must not blank the whole id.
+    id.header_value()
+        .as_bytes()
+        .iter()
+        .filter(|b| b.is_ascii_graphic())
+        .take(REQUEST_ID_CHARS_MAX)
+        .map(|b| char::from(*b))
+        .collect()
 }
 
 /// The request's span: method, path and id (never the query, which may hold a link's

@@ -90,6 +90,21 @@ both_engines! {
         let body: Value = response.json().await.unwrap();
         assert_eq!(code(&body), "method_not_allowed", "{body}");
         assert!(body["error"]["request_id"].as_str().is_some_and(|id| !id.is_empty()), "{body}");
+        // A forged id (too long, bytes that are not ASCII) reaches no log or body as sent:
+        // it is cut to 128 printable characters there.
+        let forged = format!("{}\u{e9}<script>", "a".repeat(300));
+        let response = h
+            .client
+            .http
+            .get(format!("{}/v1/orders/ZD0000000000", h.server.base_url))
+            .header("x-request-id", reqwest::header::HeaderValue::from_bytes(forged.as_bytes()).unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401);
+        let body: Value = response.json().await.unwrap();
+        let id = body["error"]["request_id"].as_str().unwrap_or_default();
+        assert!(id.len() == 128 && id.bytes().all(|b| b.is_ascii_graphic()), "{body}");
         // Successful answers carry it too.
         let response = send(None, "/healthz").await.unwrap();
         assert!(response.status().is_success() && response.headers().contains_key("x-request-id"));

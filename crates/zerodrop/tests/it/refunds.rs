@@ -192,6 +192,9 @@ both_engines! {
             let (status, response) = h.post("/v1/users/whale/wallet/spend", &body, key).await;
             assert_eq!((status, code(&response)), (422, expected), "{body}");
         }
+        // The user in the path is checked first, before the key and the body.
+        let (status, response) = h.post("/v1/users/bad%20user/wallet/spend", &json!({"amount": "x"}), None).await;
+        assert_eq!((status, code(&response)), (422, "invalid_user_id"), "{response}");
         h.audit_passes().await;
         h.stop().await;
     }
