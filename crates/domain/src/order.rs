@@ -122,10 +122,25 @@ pub enum EventKind {
     ProviderCloseRequested,
     NotificationRejected,
     RefundNotified,
+    /// A trade the provider reports as paid was recorded as a charge on this order
+    /// (evidence; the class says which policy ends it).
+    ChargeRecorded,
+    /// A charge that is not the order's payment (a second trade, a wrong amount or
+    /// provider) is being refunded in full; the order's own status is untouched.
+    ChargeRefundRequested,
+    ChargeRefundSucceeded,
+    ChargeRefundFailed,
+    /// A refund's outcome is not known (timeouts, or no final answer within its bound):
+    /// it still counts against what can be refunded, and it is still asked about.
+    RefundUnknown,
+    /// The provider refused a refund: what the refund took back was given back.
+    GoodsRestored,
+    /// A person acted (resolved an attention item): who, why, and what they did.
+    ActionTaken,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 24] = [
+    pub const ALL: [EventKind; 31] = [
         EventKind::Created,
         EventKind::PaymentCaptured,
         EventKind::Delivered,
@@ -150,6 +165,13 @@ impl EventKind {
         EventKind::ProviderCloseRequested,
         EventKind::NotificationRejected,
         EventKind::RefundNotified,
+        EventKind::ChargeRecorded,
+        EventKind::ChargeRefundRequested,
+        EventKind::ChargeRefundSucceeded,
+        EventKind::ChargeRefundFailed,
+        EventKind::RefundUnknown,
+        EventKind::GoodsRestored,
+        EventKind::ActionTaken,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -178,6 +200,13 @@ impl EventKind {
             EventKind::ProviderCloseRequested => "provider_close_requested",
             EventKind::NotificationRejected => "notification_rejected",
             EventKind::RefundNotified => "refund_notified",
+            EventKind::ChargeRecorded => "charge_recorded",
+            EventKind::ChargeRefundRequested => "charge_refund_requested",
+            EventKind::ChargeRefundSucceeded => "charge_refund_succeeded",
+            EventKind::ChargeRefundFailed => "charge_refund_failed",
+            EventKind::RefundUnknown => "refund_unknown",
+            EventKind::GoodsRestored => "goods_restored",
+            EventKind::ActionTaken => "action_taken",
         }
     }
 
@@ -328,15 +357,27 @@ fn next_status(status: OrderStatus, kind: EventKind) -> Result<Option<OrderStatu
             Paid | Delivered | RefundDue | Refunding | Refunded => stay,
             AwaitingPayment | Expired => refuse,
         },
-        EventKind::RefundNotified => match status {
+        EventKind::RefundNotified | EventKind::RefundUnknown => match status {
             Paid | Delivered | RefundDue | Refunding | Refunded => stay,
             AwaitingPayment | Expired => refuse,
+        },
+        EventKind::GoodsRestored => match status {
+            // A refused full refund of a delivered order gives the goods back: the order
+            // is delivered again (its one delivery row still stands).
+            RefundDue => to(Delivered),
+            Delivered => stay,
+            AwaitingPayment | Paid | Expired | Refunding | Refunded => refuse,
         },
         EventKind::AttentionRaised
         | EventKind::AttentionCleared
         | EventKind::ProviderQueried
         | EventKind::ProviderCloseRequested
-        | EventKind::NotificationRejected => stay,
+        | EventKind::NotificationRejected
+        | EventKind::ChargeRecorded
+        | EventKind::ChargeRefundRequested
+        | EventKind::ChargeRefundSucceeded
+        | EventKind::ChargeRefundFailed
+        | EventKind::ActionTaken => stay,
     }
 }
 

@@ -52,6 +52,10 @@ pub struct RefundNotice {
 #[derive(Clone, Debug)]
 pub struct RefundRef {
     pub order: OrderRef,
+    /// The provider's trade being refunded. Named whenever zerodrop knows it: it picks the
+    /// trade when an order number has several (a user who paid twice), and an answer
+    /// about another trade is refused.
+    pub trade_no: Option<String>,
     pub request_no: String,
     pub amount: Money,
     pub reason: String,

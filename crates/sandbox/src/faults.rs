@@ -28,6 +28,9 @@ pub struct Faults {
     pub late_pay_grace_ms: i64,
     /// Refunds stay "processing" this long before the money goes back (0: at once).
     pub refund_delay_ms: i64,
+    /// Refunds are refused for good (`ACQ.TRADE_NOT_ALLOW_REFUND`), as for a trade the
+    /// provider has frozen: nothing is paid out.
+    pub refund_refused: bool,
     /// Retry schedule scale for unacknowledged notifications, in percent of Alipay's
     /// real schedule (4m, 10m, 10m, 1h, 2h, 6h, 15h). 100 is realistic; tests use ~1.
     pub retry_scale_pct: u32,
@@ -47,6 +50,7 @@ impl Faults {
             gateway_unknown_rate_pct: 0,
             late_pay_grace_ms: 0,
             refund_delay_ms: 0,
+            refund_refused: false,
             retry_scale_pct: 100,
         }
     }

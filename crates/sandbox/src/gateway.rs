@@ -92,7 +92,7 @@ impl Sandbox {
         };
         let now = now_ms();
         let refund_state = ledger.refunds.get(&(out_trade_no.clone(), text("out_request_no"))).cloned();
-        let Some(trade) = ledger.trades.get_mut(&out_trade_no) else {
+        let Some(trade) = ledger.trade_mut(&out_trade_no, &text("trade_no")) else {
             return business("ACQ.TRADE_NOT_EXIST", "交易不存在");
         };
         match method {
@@ -155,7 +155,10 @@ impl Sandbox {
                 }
                 return json!({"code": "10000", "msg": "Success", "fund_change": "N", "out_trade_no": out_trade_no});
             }
-            let Some(trade) = ledger.trades.get_mut(&out_trade_no) else {
+            if faults.refund_refused {
+                return business("ACQ.TRADE_NOT_ALLOW_REFUND", "当前交易不允许退款");
+            }
+            let Some(trade) = ledger.trade_mut(&out_trade_no, &text("trade_no")) else {
                 return business("ACQ.TRADE_NOT_EXIST", "交易不存在");
             };
             if trade.status != TradeStatus::Success || amount.minor <= 0 {
@@ -203,7 +206,8 @@ impl Sandbox {
             if let Some(refund) = ledger.refunds.get_mut(&(trade.out_trade_no.clone(), request_no.to_owned())) {
                 refund.notified = true;
             }
-            ledger.trades.get(&trade.out_trade_no).map_or(0, |t| t.refunded_minor)
+            let out_trade_no = trade.out_trade_no.clone();
+            ledger.trade_mut(&out_trade_no, &trade.trade_no).map_or(0, |t| t.refunded_minor)
         };
         let message = Message::Refunded { request_no: request_no.to_owned(), refunded_total_minor, at_ms, closed };
         notifier::plan(&self.shared, trade, message, &self.faults());

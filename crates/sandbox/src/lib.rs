@@ -111,6 +111,13 @@ impl Sandbox {
     /// A user pays with the order string the merchant gave them. Paying twice returns
     /// the first charge.
     pub fn pay(&self, order_string: &str) -> Result<Charge, PayError> {
+        self.pay_with(order_string, Twist::None)
+    }
+
+    /// A payment off the expected path, made with a real order string: the user pays
+    /// again, or pays another amount, or the charge names an order number the merchant
+    /// never issued. Each makes a trade of its own, charged and notified like any other.
+    pub fn pay_with(&self, order_string: &str, twist: Twist) -> Result<Charge, PayError> {
         let faults = self.faults();
         let params: Vec<(String, String)> =
             serde_urlencoded::from_str(order_string).map_err(|e| PayError::Malformed(e.to_string()))?;
@@ -139,6 +146,14 @@ impl Sandbox {
         if !merchant.app_public_key.verify_sha256_base64(message.as_bytes(), field("sign")?) {
             return Err(PayError::BadSignature);
         }
+        if twist != Twist::None {
+            let (charge, trade) =
+                extra_charge(&mut ledger, &merchant, app_id, out_trade_no, amount, subject, notify_url, twist);
+            // Notifying takes the ledger's lock: never while holding it.
+            drop(ledger);
+            notifier::plan(&self.shared, &trade, notifier::Message::Paid, &faults);
+            return Ok(charge);
+        }
         if let Some(existing) = ledger.trades.get(&out_trade_no) {
             match existing.status {
                 TradeStatus::Success => {
@@ -153,12 +168,7 @@ impl Sandbox {
         if now > expire_ms + faults.late_pay_grace_ms {
             return Err(PayError::Expired);
         }
-        ledger.next_trade_seq += 1;
-        let trade_no = format!(
-            "{}{:012}",
-            format_cst(now).get(..10).unwrap_or("2026-01-01").replace('-', ""),
-            ledger.next_trade_seq
-        );
+        let trade_no = next_trade_no(&mut ledger, now);
         let trade = Trade {
             trade_no: trade_no.clone(),
             out_trade_no: out_trade_no.clone(),
@@ -204,13 +214,74 @@ impl Sandbox {
     }
 }
 
+/// How a payment leaves the expected path ([`Sandbox::pay_with`]).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Twist {
+    /// The expected path: the order's one trade.
+    None,
+    /// The user pays an order again: a second trade for the same merchant order number.
+    SecondTrade,
+    /// The charge is for another amount than the order string's.
+    Amount(Money),
+    /// The charge names this merchant order number instead.
+    OrderNo(String),
+}
+
+/// Records a trade off the expected path ([`Twist`]); the caller notifies it once the
+/// ledger's lock is released.
+#[allow(clippy::too_many_arguments)]
+fn extra_charge(
+    ledger: &mut Ledger,
+    merchant: &Merchant,
+    app_id: &str,
+    out_trade_no: String,
+    amount: Money,
+    subject: String,
+    notify_url: String,
+    twist: Twist,
+) -> (Charge, Trade) {
+    let now = now_ms();
+    let (out_trade_no, amount) = match twist {
+        Twist::Amount(other) => (out_trade_no, other),
+        Twist::OrderNo(other) => (other, amount),
+        Twist::SecondTrade | Twist::None => (out_trade_no, amount),
+    };
+    let trade_no = next_trade_no(ledger, now);
+    let trade = Trade {
+        trade_no: trade_no.clone(),
+        out_trade_no: out_trade_no.clone(),
+        app_id: app_id.to_owned(),
+        seller_id: merchant.seller_id.clone(),
+        amount,
+        subject,
+        status: TradeStatus::Success,
+        created_at_ms: now,
+        paid_at_ms: Some(now),
+        notify_url,
+        refunded_minor: 0,
+    };
+    let charge =
+        Charge { trade_no: trade_no.clone(), out_trade_no, amount_minor: amount.minor, paid_at_ms: now, late: false };
+    ledger.charges.push(charge.clone());
+    ledger.extra_trades.insert(trade_no, trade.clone());
+    (charge, trade)
+}
+
+fn next_trade_no(ledger: &mut Ledger, now: i64) -> String {
+    ledger.next_trade_seq += 1;
+    format!("{}{:012}", format_cst(now).get(..10).unwrap_or("2026-01-01").replace('-', ""), ledger.next_trade_seq)
+}
+
 #[derive(Deserialize)]
 struct PayRequest {
     order_string: String,
+    #[serde(default)]
+    twist: Option<Twist>,
 }
 
 async fn pay(State(sandbox): State<Sandbox>, Json(request): Json<PayRequest>) -> Response {
-    match sandbox.pay(&request.order_string) {
+    match sandbox.pay_with(&request.order_string, request.twist.unwrap_or(Twist::None)) {
         Ok(charge) => Json(charge).into_response(),
         Err(e) => {
             let status = match e {

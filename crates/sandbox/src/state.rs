@@ -88,10 +88,31 @@ pub struct Stats {
     pub gateway_failed: u64,
 }
 
+impl Ledger {
+    /// The trade a gateway call names: by trade number when given (it wins, as at
+    /// Alipay), else the order's trade by merchant order number.
+    pub fn trade_mut(&mut self, out_trade_no: &str, trade_no: &str) -> Option<&mut Trade> {
+        if trade_no.is_empty() {
+            return self.trades.get_mut(out_trade_no);
+        }
+        if let Some(extra) = self.extra_trades.get_mut(trade_no) {
+            return (out_trade_no.is_empty() || extra.out_trade_no == out_trade_no).then_some(extra);
+        }
+        self.trades
+            .values_mut()
+            .find(|t| t.trade_no == trade_no && (out_trade_no.is_empty() || t.out_trade_no == out_trade_no))
+    }
+}
+
 #[derive(Default)]
 pub struct Ledger {
     pub merchants: HashMap<String, Merchant>,
+    /// Each order's trade, by merchant order number.
     pub trades: HashMap<String, Trade>,
+    /// Trades that are not an order's first: a second payment of a paid order, a payment
+    /// of another amount, a payment naming an order number the merchant never issued. By
+    /// trade number.
+    pub extra_trades: HashMap<String, Trade>,
     pub charges: Vec<Charge>,
     pub refunds: HashMap<(String, String), SandboxRefund>,
     pub refund_records: Vec<RefundRecord>,

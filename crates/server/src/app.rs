@@ -72,7 +72,9 @@ impl App {
         }
         let catalog = load_catalog(&config.catalog_path)?;
         let providers = build_providers(&config)?;
-        let store = Store::connect(&config.database_url, &PoolConfig::default()).await?;
+        let store = Store::connect(&config.database_url, &PoolConfig::default())
+            .await?
+            .with_attention_clocks(config.attention.clocks());
         store.migrate().await?;
         Ok(App::new(config, store, catalog, providers))
     }

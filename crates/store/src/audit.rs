@@ -22,8 +22,11 @@ pub struct Check {
 pub struct Report {
     pub checked_at_ms: i64,
     pub checks: Vec<Check>,
-    /// Orders a person must look at (not violations: handed over, never dropped).
-    pub orders_in_attention: i64,
+    /// Attention items open, within their clock or not (those past it are violations).
+    pub attention_open: i64,
+    pub attention_overdue: i64,
+    /// Charges by class: (class, count, total in minor units).
+    pub charges: Vec<(String, i64, i64)>,
 }
 
 impl Report {
@@ -42,16 +45,27 @@ pub struct AuditOptions {
     /// A paid order may be this long past its delivery deadline while its deadline job
     /// runs (jobs are polled, and may queue behind others).
     pub deadline_grace_ms: i64,
-    /// A refund may stay unsettled this long (the refund job's own bound, plus slack).
+    /// A refund may stay unsettled this long (the refund job's own bound, plus slack);
+    /// past it, an unknown refund must be with a person in time.
     pub refund_unsettled_ms_max: i64,
+    /// A charge for an unknown order may wait this long for its order before its refund.
+    pub park_window_ms: i64,
 }
 
 impl AuditOptions {
     pub fn new(parked_age_ms_max: i64) -> AuditOptions {
-        AuditOptions { parked_age_ms_max, deadline_grace_ms: 120_000, refund_unsettled_ms_max: 4 * 86_400_000 }
+        AuditOptions {
+            parked_age_ms_max,
+            deadline_grace_ms: 120_000,
+            refund_unsettled_ms_max: 4 * 86_400_000,
+            park_window_ms: 2_700_000,
+        }
     }
 }
 
+/// Placeholders: SQLite numbers `$N` parameters in the order they first appear, so
+/// every check's SQL names `$1` before `$2`.
+///
 /// Runs every check in one read snapshot, so checks that compare two tables (an order
 /// and its events, a payment and its delivery) never see a change half made by a
 /// transaction that commits while the audit runs.
@@ -60,16 +74,67 @@ pub async fn run(store: &Store, options: &AuditOptions, now_ms: i64) -> Result<R
     let c = &mut *snapshot;
     let mut checks = Vec::new();
 
+    let open_in_clock = |on: &str| {
+        format!(
+            "EXISTS (SELECT 1 FROM attention_items a WHERE {on} AND a.resolved_at_ms IS NULL AND a.due_at_ms >= $1)"
+        )
+    };
     checks.push(
         sql_check(
             c,
             "payment_has_outcome",
             "every captured payment is delivered, or its money owed, going or gone back, or still within its \
-             delivery deadline, or with a person",
-            "SELECT o.order_no FROM payments p JOIN orders o ON o.id = p.order_id \
-             WHERE o.status NOT IN ('delivered', 'refund_due', 'refunding', 'refunded') AND o.attention = 0 \
-               AND NOT (o.status = 'paid' AND o.deliver_by_ms > $1)",
-            Some(now_ms - options.deadline_grace_ms),
+             delivery deadline, or with a person whose clock has not run out",
+            &format!(
+                "SELECT o.order_no FROM payments p JOIN orders o ON o.id = p.order_id \
+                 WHERE o.status NOT IN ('delivered', 'refund_due', 'refunding', 'refunded') \
+                   AND NOT {} AND NOT (o.status = 'paid' AND o.deliver_by_ms > $2)",
+                open_in_clock("a.order_id = o.id")
+            ),
+            &[now_ms, now_ms - options.deadline_grace_ms],
+        )
+        .await?,
+    );
+    checks.push(
+        sql_check(
+            c,
+            "charge_has_outcome",
+            "every charge that is not an order's payment is going or gone back in full, or with a person whose \
+             clock has not run out, or (for an unknown order) still inside its park window",
+            &format!(
+                "SELECT c.class || ' ' || c.trade_no FROM charges c WHERE c.class NOT IN ('matched', 'late') \
+                   AND NOT EXISTS (SELECT 1 FROM refunds r WHERE r.charge_id = c.id AND r.state <> 'failed') \
+                   AND NOT {} AND NOT (c.class = 'unknown_order' AND c.recorded_at_ms > $2)",
+                open_in_clock("a.charge_id = c.id")
+            ),
+            &[now_ms, now_ms - options.park_window_ms - options.deadline_grace_ms],
+        )
+        .await?,
+    );
+    checks.push(
+        sql_check(
+            c,
+            "charge_is_payment",
+            "every order's payment is a charge of class matched or late with its trade, order and amount, and \
+             every such charge is a payment",
+            "SELECT p.trade_no FROM payments p WHERE NOT EXISTS (SELECT 1 FROM charges c WHERE c.provider = p.provider \
+               AND c.trade_no = p.trade_no AND c.order_id = p.order_id AND c.amount_minor = p.amount_minor \
+               AND c.class IN ('matched', 'late')) \
+             UNION ALL \
+             SELECT c.trade_no FROM charges c WHERE c.class IN ('matched', 'late') AND NOT EXISTS \
+               (SELECT 1 FROM payments p WHERE p.provider = c.provider AND p.trade_no = c.trade_no)",
+            &[],
+        )
+        .await?,
+    );
+    checks.push(
+        sql_check(
+            c,
+            "attention_in_time",
+            "no attention item is still open past its due time",
+            "SELECT CAST(id AS TEXT) || ' ' || reason || ' overdue by ' || CAST(($1 - due_at_ms) / 60000 AS TEXT) \
+                 || ' min' FROM attention_items WHERE resolved_at_ms IS NULL AND due_at_ms < $1",
+            &[now_ms],
         )
         .await?,
     );
@@ -80,7 +145,7 @@ pub async fn run(store: &Store, options: &AuditOptions, now_ms: i64) -> Result<R
             "every paid, delivered or refunded order has exactly one captured payment",
             "SELECT o.order_no FROM orders o LEFT JOIN payments p ON p.order_id = o.id \
              WHERE o.status IN ('paid', 'delivered', 'refund_due', 'refunding', 'refunded') AND p.id IS NULL",
-            None,
+            &[],
         )
         .await?,
     );
@@ -92,7 +157,7 @@ pub async fn run(store: &Store, options: &AuditOptions, now_ms: i64) -> Result<R
             "SELECT o.order_no FROM orders o LEFT JOIN deliveries d ON d.order_id = o.id \
              WHERE (o.status = 'delivered' AND d.order_id IS NULL) \
                 OR (d.order_id IS NOT NULL AND o.status NOT IN ('delivered', 'refund_due', 'refunding', 'refunded'))",
-            None,
+            &[],
         )
         .await?,
     );
@@ -105,7 +170,7 @@ pub async fn run(store: &Store, options: &AuditOptions, now_ms: i64) -> Result<R
                  SELECT order_id FROM ledger_transfers WHERE id LIKE 'order:%:credit' \
                  UNION ALL SELECT order_id FROM membership_periods) grants \
              GROUP BY order_id HAVING COUNT(*) > 1",
-            None,
+            &[],
         )
         .await?,
     );
@@ -124,7 +189,7 @@ pub async fn run(store: &Store, options: &AuditOptions, now_ms: i64) -> Result<R
              UNION ALL \
              SELECT m.order_id FROM membership_periods m \
                WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.order_id = m.order_id)",
-            None,
+            &[],
         )
         .await?,
     );
@@ -132,11 +197,14 @@ pub async fn run(store: &Store, options: &AuditOptions, now_ms: i64) -> Result<R
         sql_check(
             c,
             "refunds_within_payment",
-            "refunds (requested, processing or done) never exceed what was paid",
-            "SELECT o.order_no FROM orders o JOIN payments p ON p.order_id = o.id \
+            "refunds (requested, processing, unknown or done) never exceed the charge they return",
+            "SELECT c.trade_no FROM charges c WHERE (SELECT COALESCE(SUM(r.amount_minor), 0) FROM refunds r \
+               WHERE r.charge_id = c.id AND r.state <> 'failed') > c.amount_minor \
+             UNION ALL \
+             SELECT o.order_no FROM orders o JOIN payments p ON p.order_id = o.id \
              WHERE (SELECT COALESCE(SUM(r.amount_minor), 0) FROM refunds r \
-                    WHERE r.order_id = o.id AND r.state <> 'failed') > p.amount_minor",
-            None,
+                    WHERE r.order_id = o.id AND r.charge_id IS NULL AND r.state <> 'failed') > p.amount_minor",
+            &[],
         )
         .await?,
     );
@@ -144,9 +212,10 @@ pub async fn run(store: &Store, options: &AuditOptions, now_ms: i64) -> Result<R
         sql_check(
             c,
             "refund_has_payment",
-            "every refund belongs to an order with a captured payment",
-            "SELECT r.request_no FROM refunds r LEFT JOIN payments p ON p.order_id = r.order_id WHERE p.id IS NULL",
-            None,
+            "every refund returns a recorded charge",
+            "SELECT r.request_no FROM refunds r LEFT JOIN charges c ON c.id = r.charge_id \
+             LEFT JOIN payments p ON p.order_id = r.order_id WHERE c.id IS NULL AND p.id IS NULL",
+            &[],
         )
         .await?,
     );
@@ -154,9 +223,13 @@ pub async fn run(store: &Store, options: &AuditOptions, now_ms: i64) -> Result<R
         sql_check(
             c,
             "refund_settles_in_time",
-            "no refund is still unsettled after its bound (its job then puts it in front of a person)",
-            "SELECT request_no FROM refunds WHERE state IN ('requested', 'processing') AND created_at_ms < $1",
-            Some(now_ms - options.refund_unsettled_ms_max),
+            "no refund is still unsettled after its bound unless it is unknown and with a person in time",
+            &format!(
+                "SELECT r.request_no FROM refunds r WHERE r.state IN ('requested', 'processing', 'unknown') \
+                   AND NOT {} AND r.created_at_ms < $2",
+                open_in_clock("a.reason = 'refund_unknown' AND (a.order_id = r.order_id OR a.charge_id = r.charge_id)")
+            ),
+            &[now_ms, now_ms - options.refund_unsettled_ms_max],
         )
         .await?,
     );
@@ -169,7 +242,7 @@ pub async fn run(store: &Store, options: &AuditOptions, now_ms: i64) -> Result<R
                AND (SELECT COUNT(*) FROM card_keys k WHERE k.order_id = d.order_id) <> 1 \
              UNION ALL \
              SELECT order_id FROM card_keys WHERE order_id IS NOT NULL GROUP BY order_id HAVING COUNT(*) > 1",
-            None,
+            &[],
         )
         .await?,
     );
@@ -179,7 +252,7 @@ pub async fn run(store: &Store, options: &AuditOptions, now_ms: i64) -> Result<R
             "ledger_sums_to_zero",
             "per currency, all account balances sum to zero",
             "SELECT currency FROM ledger_accounts GROUP BY currency HAVING SUM(balance) <> 0",
-            None,
+            &[],
         )
         .await?,
     );
@@ -190,7 +263,7 @@ pub async fn run(store: &Store, options: &AuditOptions, now_ms: i64) -> Result<R
             "every account's balance equals the sum of its entries",
             "SELECT a.id FROM ledger_accounts a \
              WHERE a.balance <> COALESCE((SELECT SUM(e.amount) FROM ledger_entries e WHERE e.account_id = a.id), 0)",
-            None,
+            &[],
         )
         .await?,
     );
@@ -202,7 +275,7 @@ pub async fn run(store: &Store, options: &AuditOptions, now_ms: i64) -> Result<R
             "SELECT t.id FROM ledger_transfers t \
              WHERE (SELECT COUNT(*) FROM ledger_entries e WHERE e.transfer_id = t.id) <> 2 \
                 OR (SELECT SUM(e.amount) FROM ledger_entries e WHERE e.transfer_id = t.id) <> 0",
-            None,
+            &[],
         )
         .await?,
     );
@@ -212,7 +285,7 @@ pub async fn run(store: &Store, options: &AuditOptions, now_ms: i64) -> Result<R
             "no_negative_wallet",
             "no user wallet is below zero",
             "SELECT id FROM ledger_accounts WHERE kind = 'wallet' AND balance < 0",
-            None,
+            &[],
         )
         .await?,
     );
@@ -224,7 +297,7 @@ pub async fn run(store: &Store, options: &AuditOptions, now_ms: i64) -> Result<R
             "no parked notification is older than its limit without being in front of a person",
             "SELECT CAST(n.id AS TEXT) FROM notifications n WHERE n.verdict = 'parked' AND n.received_at_ms < $1 \
                AND NOT EXISTS (SELECT 1 FROM attention_items a WHERE a.notification_id = n.id)",
-            Some(now_ms - options.parked_age_ms_max),
+            &[now_ms - options.parked_age_ms_max],
         )
         .await?,
     );
@@ -235,14 +308,15 @@ pub async fn run(store: &Store, options: &AuditOptions, now_ms: i64) -> Result<R
             "every job that exhausted its attempts is in front of a person (its order flagged, or an item raised)",
             "SELECT CAST(j.id AS TEXT) FROM jobs j WHERE j.state = 'attention' AND NOT EXISTS \
                (SELECT 1 FROM attention_items a WHERE a.job_id = j.id OR (j.order_id IS NOT NULL AND a.order_id = j.order_id))",
-            None,
+            &[],
         )
         .await?,
     );
 
-    let attention =
-        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM orders WHERE attention = 1").fetch_one(&mut *c).await?;
-    Ok(Report { checked_at_ms: now_ms, checks, orders_in_attention: attention })
+    let attention_open = crate::attention::count_open(&mut *c).await?;
+    let attention_overdue = crate::attention::count_overdue(&mut *c, now_ms).await?;
+    let charges = crate::charges::count_by_class(&mut *c).await?;
+    Ok(Report { checked_at_ms: now_ms, checks, attention_open, attention_overdue, charges })
 }
 
 async fn sql_check(
@@ -250,12 +324,12 @@ async fn sql_check(
     name: &'static str,
     description: &'static str,
     sql: &str,
-    param: Option<i64>,
+    params: &[i64],
 ) -> Result<Check> {
     // Each check selects one text column naming the offending row (NULL shows as empty).
     let mut query = sqlx::query_scalar::<_, Option<String>>(sql);
-    if let Some(p) = param {
-        query = query.bind(p);
+    for p in params {
+        query = query.bind(*p);
     }
     let rows = query.fetch_all(conn).await?;
     let violations = rows.len() as i64;

@@ -124,6 +124,19 @@ pub async fn revoke(tx: &mut Tx, order: OrderId, now_ms: i64) -> Result<bool> {
     Ok(revoked == 1)
 }
 
+/// Gives a revoked key back to its order (a refund the provider refused). Returns whether
+/// a key was given back.
+pub async fn restore(tx: &mut Tx, order: OrderId) -> Result<bool> {
+    let restored = sqlx::query(
+        "UPDATE card_keys SET state = 'allocated', revoked_at_ms = NULL WHERE order_id = $1 AND state = 'revoked'",
+    )
+    .bind(order.to_string())
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(restored == 1)
+}
+
 pub async fn stock(conn: &mut Conn, sku: &str) -> Result<Stock> {
     let rows =
         sqlx::query_as::<_, (String, i64)>("SELECT state, COUNT(*) FROM card_keys WHERE sku = $1 GROUP BY state")

@@ -80,6 +80,8 @@ pub struct Store {
     write: AnyPool,
     read: AnyPool,
     dialect: Dialect,
+    /// How long a person has for each attention item raised through this store.
+    clocks: std::sync::Arc<crate::attention::Clocks>,
 }
 
 impl Store {
@@ -96,7 +98,7 @@ impl Store {
                     .acquire_timeout(acquire)
                     .connect(url)
                     .await?;
-                Ok(Store { write: pool.clone(), read: pool, dialect })
+                Ok(Store { write: pool.clone(), read: pool, dialect, clocks: Default::default() })
             }
             Dialect::Sqlite => {
                 ensure_sqlite_parent_dir(url)?;
@@ -105,13 +107,24 @@ impl Store {
                 // explicit: writers queue in the pool instead of failing with SQLITE_BUSY.
                 let write = sqlite_pool(url, 1, acquire, busy_ms).await?;
                 let read = sqlite_pool(url, config.sqlite_readers_max, acquire, busy_ms).await?;
-                Ok(Store { write, read, dialect })
+                Ok(Store { write, read, dialect, clocks: Default::default() })
             }
         }
     }
 
     pub fn dialect(&self) -> Dialect {
         self.dialect
+    }
+
+    /// The store with these attention clocks (the configuration's); every item raised
+    /// through it gets its due time from them.
+    pub fn with_attention_clocks(mut self, clocks: crate::attention::Clocks) -> Store {
+        self.clocks = std::sync::Arc::new(clocks);
+        self
+    }
+
+    pub fn attention_clocks(&self) -> &crate::attention::Clocks {
+        &self.clocks
     }
 
     /// Applies every pending migration. Safe to run from several processes at once.
@@ -128,6 +141,7 @@ impl Store {
             ledger: crate::ledger::Pending::default(),
             notifications: Vec::new(),
             deliveries: Vec::new(),
+            clocks: self.clocks.clone(),
         })
     }
 
@@ -205,6 +219,7 @@ pub struct Tx {
     /// deliveries (nothing in the transaction reads them back).
     pub(crate) notifications: Vec<crate::notifications::Pending>,
     pub(crate) deliveries: Vec<crate::payments::PendingDelivery>,
+    pub(crate) clocks: std::sync::Arc<crate::attention::Clocks>,
 }
 
 impl Tx {

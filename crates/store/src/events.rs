@@ -110,12 +110,31 @@ async fn write(tx: &mut Tx, order: &mut OrderRow, steps: Vec<(OrderState, NewEve
         // Another writer moved the order since we read it: never overwrite its state.
         return Err(StoreError::Invariant(format!("order {} changed concurrently", order.id)));
     }
-    for (_, event) in steps.iter().filter(|(_, e)| e.kind == EventKind::AttentionRaised) {
-        let reason = event.data.get("reason").and_then(|r| r.as_str()).unwrap_or("attention raised");
-        attention::raise(tx, attention::NewItem::for_order(order.id, reason, event.data.clone()), now_ms).await?;
+    for (state, event) in steps.iter().filter(|(_, e)| e.kind == EventKind::AttentionRaised) {
+        attention::raise(tx, item_for(order, state.status, event), now_ms).await?;
     }
     *order = next;
     Ok(())
+}
+
+/// The attention item an `attention_raised` event opens. The money at stake is what the
+/// raiser names (`at_stake_minor`), or else the order's amount while the provider holds
+/// the user's money with no outcome (paid, refund owed, refund under way), or nothing.
+fn item_for(order: &OrderRow, status: OrderStatus, event: &NewEvent) -> attention::NewItem {
+    let reason = event.data.get("reason").and_then(|r| r.as_str()).unwrap_or("attention_raised");
+    let held = match status {
+        OrderStatus::Paid | OrderStatus::RefundDue | OrderStatus::Refunding => order.amount.minor,
+        OrderStatus::AwaitingPayment | OrderStatus::Delivered | OrderStatus::Expired | OrderStatus::Refunded => 0,
+    };
+    let at_stake = event.data.get("at_stake_minor").and_then(|v| v.as_i64()).unwrap_or(held);
+    let charge_id = event.data.get("charge_id").and_then(|v| v.as_i64());
+    attention::NewItem {
+        order_id: Some(order.id),
+        charge_id,
+        at_stake_minor: at_stake,
+        currency: Some(order.amount.currency.code().to_owned()),
+        ..attention::NewItem::new(reason, event.data.clone())
+    }
 }
 
 /// When a payment was made, from its capture event: the provider's payment time when it
@@ -150,6 +169,8 @@ fn derive_columns(order: &mut OrderRow, event: &NewEvent, now_ms: i64) {
         }
         // A refund that failed, or a new one, reopens the order.
         EventKind::RefundFailed | EventKind::RefundRequested => order.settled_at_ms = None,
+        // Goods given back after a refused refund: delivered again.
+        EventKind::GoodsRestored => order.settled_at_ms = Some(now_ms),
         EventKind::AttentionRaised => {
             let reason = event.data.get("reason").and_then(|r| r.as_str()).unwrap_or("attention raised");
             order.attention_reason = Some(reason.chars().take(200).collect());
@@ -170,7 +191,13 @@ fn derive_columns(order: &mut OrderRow, event: &NewEvent, now_ms: i64) {
         | EventKind::ProviderQueried
         | EventKind::ProviderCloseRequested
         | EventKind::NotificationRejected
-        | EventKind::RefundNotified => {}
+        | EventKind::RefundNotified
+        | EventKind::ChargeRecorded
+        | EventKind::ChargeRefundRequested
+        | EventKind::ChargeRefundSucceeded
+        | EventKind::ChargeRefundFailed
+        | EventKind::RefundUnknown
+        | EventKind::ActionTaken => {}
     }
 }
 

@@ -9,6 +9,7 @@
 pub mod attention;
 pub mod audit;
 pub mod card_keys;
+pub mod charges;
 mod db;
 pub mod events;
 pub mod idempotency;

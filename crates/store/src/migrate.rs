@@ -41,10 +41,16 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0002_delivery_refunds.sql"),
         postgres: include_str!("../migrations/postgres/0002_delivery_refunds.sql"),
     },
+    Migration {
+        version: 3,
+        name: "charges_attention",
+        sqlite: include_str!("../migrations/sqlite/0003_charges_attention.sql"),
+        postgres: include_str!("../migrations/postgres/0003_charges_attention.sql"),
+    },
 ];
 
 /// The schema version this build expects.
-pub const MIGRATIONS_LATEST: i64 = 2;
+pub const MIGRATIONS_LATEST: i64 = 3;
 
 /// Arbitrary constant naming zerodrop's migration lock on PostgreSQL, so two processes
 /// starting together do not both apply a migration.

@@ -12,6 +12,9 @@ pub enum RefundState {
     Requested,
     /// The provider accepted it and has not finished.
     Processing,
+    /// No final answer came (timeouts, or none within the bound): the money may be gone.
+    /// It counts against what can be refunded and is still asked about, never failed.
+    Unknown,
     Succeeded,
     Failed,
 }
@@ -21,21 +24,28 @@ impl RefundState {
         match self {
             RefundState::Requested => "requested",
             RefundState::Processing => "processing",
+            RefundState::Unknown => "unknown",
             RefundState::Succeeded => "succeeded",
             RefundState::Failed => "failed",
         }
     }
 
     pub fn parse(text: &str) -> Option<RefundState> {
-        [RefundState::Requested, RefundState::Processing, RefundState::Succeeded, RefundState::Failed]
-            .into_iter()
-            .find(|s| s.as_str() == text)
+        [
+            RefundState::Requested,
+            RefundState::Processing,
+            RefundState::Unknown,
+            RefundState::Succeeded,
+            RefundState::Failed,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
     }
 
     pub fn is_final(self) -> bool {
         match self {
             RefundState::Succeeded | RefundState::Failed => true,
-            RefundState::Requested | RefundState::Processing => false,
+            RefundState::Requested | RefundState::Processing | RefundState::Unknown => false,
         }
     }
 }
@@ -43,7 +53,11 @@ impl RefundState {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct RefundRow {
     pub id: String,
-    pub order_id: String,
+    /// The order, when the refunded money belongs to one (a charge for an order zerodrop
+    /// never knew has none).
+    pub order_id: Option<String>,
+    /// The charge whose money goes back (absent only on refunds stored before charges).
+    pub charge_id: Option<i64>,
     pub request_no: String,
     pub amount: Money,
     pub full: bool,
@@ -58,7 +72,8 @@ pub struct RefundRow {
 
 pub struct NewRefund<'a> {
     pub id: &'a str,
-    pub order_id: OrderId,
+    pub order_id: Option<OrderId>,
+    pub charge_id: i64,
     pub request_no: &'a str,
     pub amount: Money,
     pub full: bool,
@@ -68,11 +83,12 @@ pub struct NewRefund<'a> {
 
 pub async fn insert(tx: &mut Tx, refund: &NewRefund<'_>, now_ms: i64) -> Result<()> {
     sqlx::query(
-        "INSERT INTO refunds (id, order_id, request_no, amount_minor, currency, full_refund, origin, reason, state, \
-             created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
+        "INSERT INTO refunds (id, order_id, charge_id, request_no, amount_minor, currency, full_refund, origin, reason, \
+             state, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)",
     )
     .bind(refund.id)
-    .bind(refund.order_id.to_string())
+    .bind(refund.order_id.map(|id| id.to_string()))
+    .bind(refund.charge_id)
     .bind(refund.request_no)
     .bind(refund.amount.minor)
     .bind(refund.amount.currency.code())
@@ -86,7 +102,8 @@ pub async fn insert(tx: &mut Tx, refund: &NewRefund<'_>, now_ms: i64) -> Result<
     Ok(())
 }
 
-const COLUMNS: &str = "id, order_id, request_no, amount_minor, currency, full_refund, origin, reason, state, detail, \
+const COLUMNS: &str =
+    "id, order_id, charge_id, request_no, amount_minor, currency, full_refund, origin, reason, state, detail, \
      created_at_ms, updated_at_ms, finished_at_ms";
 
 pub async fn get(conn: &mut Conn, id: &str) -> Result<Option<RefundRow>> {
@@ -106,6 +123,25 @@ pub async fn by_request_no(conn: &mut Conn, request_no: &str) -> Result<Option<R
 pub async fn for_order(conn: &mut Conn, order_id: OrderId) -> Result<Vec<RefundRow>> {
     let sql = format!("SELECT {COLUMNS} FROM refunds WHERE order_id = $1 ORDER BY created_at_ms, id");
     let rows = sqlx::query_as::<_, RefundRecord>(&sql).bind(order_id.to_string()).fetch_all(conn).await?;
+    rows.into_iter().map(TryInto::try_into).collect()
+}
+
+/// Refunds of the order's own payment (not of extra charges reported on the order),
+/// oldest first: what limits how much more of the order can be refunded.
+pub async fn of_order_payment(conn: &mut Conn, order_id: OrderId) -> Result<Vec<RefundRow>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM refunds WHERE order_id = $1 AND (charge_id IS NULL OR charge_id IN \
+           (SELECT c.id FROM charges c WHERE c.order_id = $1 AND c.class IN ('matched', 'late'))) \
+         ORDER BY created_at_ms, id"
+    );
+    let rows = sqlx::query_as::<_, RefundRecord>(&sql).bind(order_id.to_string()).fetch_all(conn).await?;
+    rows.into_iter().map(TryInto::try_into).collect()
+}
+
+/// Refunds of one charge, oldest first.
+pub async fn for_charge(conn: &mut Conn, charge_id: i64) -> Result<Vec<RefundRow>> {
+    let sql = format!("SELECT {COLUMNS} FROM refunds WHERE charge_id = $1 ORDER BY created_at_ms, id");
+    let rows = sqlx::query_as::<_, RefundRecord>(&sql).bind(charge_id).fetch_all(conn).await?;
     rows.into_iter().map(TryInto::try_into).collect()
 }
 
@@ -131,7 +167,8 @@ pub async fn set_state(tx: &mut Tx, id: &str, state: RefundState, detail: Option
 #[derive(sqlx::FromRow)]
 struct RefundRecord {
     id: String,
-    order_id: String,
+    order_id: Option<String>,
+    charge_id: Option<i64>,
     request_no: String,
     amount_minor: i64,
     currency: String,
@@ -154,6 +191,7 @@ impl TryFrom<RefundRecord> for RefundRow {
         Ok(RefundRow {
             id: r.id,
             order_id: r.order_id,
+            charge_id: r.charge_id,
             request_no: r.request_no,
             amount: Money::new(r.amount_minor, currency),
             full: r.full_refund != 0,

@@ -239,6 +239,13 @@ both_engines! {
         let mut locked = orders::lock(&mut tx, order.id).await.unwrap();
         let payment = NewPayment { order_id: order.id, provider: "sandbox", trade_no: "T9", amount: order.amount, paid_at_ms: None, source: PaymentSource::Query, late: false };
         payments::insert(&mut tx, &payment, now_ms()).await.unwrap();
+        let evidence = json!({ "source": "query" });
+        let charge = zerodrop_store::charges::NewCharge {
+            provider: "sandbox", trade_no: "T9", order_no: order.order_no.as_str(), order_id: Some(order.id), amount: order.amount,
+            paid_at_ms: None, class: zerodrop_store::charges::ChargeClass::Matched, evidence: &evidence,
+        };
+        assert!(zerodrop_store::charges::record(&mut tx, &charge, now_ms()).await.unwrap().1);
+        assert!(!zerodrop_store::charges::record(&mut tx, &charge, now_ms()).await.unwrap().1, "a trade is recorded once");
         events::append(&mut tx, &mut locked, NewEvent::new(EventKind::PaymentCaptured, Actor::Provider, "t", json!({})), now_ms()).await.unwrap();
         ledger::apply(&mut tx, &Transfer::order_credit(order.id, &user, "DIAMOND", 60).unwrap(), Some(order.id), now_ms()).await.unwrap().unwrap();
         payments::insert_delivery(&mut tx, order.id, "currency_pack", &json!({}), now_ms()).await.unwrap();
@@ -253,10 +260,13 @@ both_engines! {
         let mut tx = db.store.begin().await.unwrap();
         sqlx::query("UPDATE ledger_accounts SET balance = balance + 5 WHERE kind = 'wallet'").execute(&mut *tx).await.unwrap();
         sqlx::query("UPDATE orders SET status = 'awaiting_payment'").execute(&mut *tx).await.unwrap();
+        // The money relabelled as a second trade: it no longer is the order's payment, and
+        // nothing returns it.
+        sqlx::query("UPDATE charges SET class = 'duplicate_trade'").execute(&mut *tx).await.unwrap();
         tx.commit().await.unwrap();
         let report = audit::run(&db.store, &options, now_ms()).await.unwrap();
         let failed: Vec<_> = report.checks.iter().filter(|c| c.violations > 0).map(|c| c.name).collect();
-        for name in ["balance_equals_entries", "ledger_sums_to_zero", "status_is_fold", "payment_has_outcome", "delivered_exactly_once"] {
+        for name in ["balance_equals_entries", "ledger_sums_to_zero", "status_is_fold", "payment_has_outcome", "delivered_exactly_once", "charge_is_payment", "charge_has_outcome"] {
             assert!(failed.contains(&name), "{name} should fail, failed: {failed:?}");
         }
     }
@@ -289,5 +299,46 @@ both_engines! {
             assert_eq!(stored.event_seq, timeline.len() as i64);
             assert!(timeline.iter().enumerate().all(|(i, e)| e.seq == i as i64 + 1), "sequence numbers have no gaps");
         }
+    }
+}
+
+both_engines! {
+    /// Attention items get their due time from the store's clocks (money at stake or not,
+    /// per-reason overrides), end once through a recorded action, and are never deleted.
+    async fn attention_items_have_clocks_and_end_once(db) {
+        use zerodrop_store::attention::{self, Clocks, NewAction, NewItem};
+        let mut by_reason = std::collections::BTreeMap::new();
+        by_reason.insert("special".to_owned(), 60_000);
+        let store = db.store.clone().with_attention_clocks(Clocks { money_ms: 1_000, none_ms: 2_000, by_reason_ms: by_reason });
+        let now = now_ms();
+        let mut tx = store.begin().await.unwrap();
+        let money = attention::raise(&mut tx, NewItem { at_stake_minor: 600, ..NewItem::new("refund_failed", json!({})) }, now).await.unwrap();
+        let flag = attention::raise(&mut tx, NewItem::new("amount_mismatch", json!({})), now).await.unwrap();
+        let special = attention::raise(&mut tx, NewItem { at_stake_minor: 1, ..NewItem::new("special", json!({})) }, now).await.unwrap();
+        tx.commit().await.unwrap();
+        let mut conn = store.reader().await.unwrap();
+        for (id, after) in [(money, 1_000), (flag, 2_000), (special, 60_000)] {
+            let item = attention::get(&mut conn, id).await.unwrap().unwrap();
+            assert_eq!(item.due_at_ms, now + after, "{item:?}");
+        }
+        assert_eq!(attention::count_overdue(&mut conn, now + 1_500).await.unwrap(), 1);
+        assert_eq!(attention::count_overdue(&mut conn, now + 61_000).await.unwrap(), 3);
+        drop(conn);
+        let detail = json!({});
+        let action = NewAction { item_id: Some(flag), order_id: None, charge_id: None, action: "dismiss", reason_code: "r", note: "n", actor: "a", channel: "api", detail: &detail };
+        let mut tx = store.begin().await.unwrap();
+        assert!(attention::resolve(&mut tx, flag, &action, now).await.unwrap());
+        assert!(!attention::resolve(&mut tx, flag, &action, now).await.unwrap(), "an item ends once");
+        tx.commit().await.unwrap();
+        let mut conn = store.reader().await.unwrap();
+        assert_eq!(attention::count_open(&mut conn).await.unwrap(), 2);
+        let resolved = attention::get(&mut conn, flag).await.unwrap().unwrap();
+        assert_eq!((resolved.owner.as_deref(), resolved.resolution.unwrap()["action"].as_str()), (Some("a"), Some("dismiss")));
+        drop(conn);
+        let mut tx = store.begin().await.unwrap();
+        assert!(sqlx::query("DELETE FROM attention_items").execute(&mut *tx).await.is_err(), "items are never deleted");
+        drop(tx);
+        let mut tx = store.begin().await.unwrap();
+        assert!(sqlx::query("UPDATE operator_actions SET note = 'x'").execute(&mut *tx).await.is_err(), "the action log is append-only");
     }
 }

@@ -1,6 +1,7 @@
 //! The zerodrop binary's library half: the local stack used by the demo, the benchmark
 //! and the black-box tests, and the commands themselves.
 
+pub mod admin_attention;
 pub mod audit;
 pub mod bench;
 pub mod demo;

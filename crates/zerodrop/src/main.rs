@@ -80,6 +80,11 @@ enum AdminCommand {
         #[arg(long)]
         order: String,
     },
+    /// The attention queue: list, show and resolve items.
+    Attention {
+        #[command(subcommand)]
+        command: zerodrop::admin_attention::AttentionCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -226,6 +231,7 @@ async fn admin(cli: &Cli, command: &AdminCommand) -> Result<std::process::ExitCo
                 }
             }
         }
+        AdminCommand::Attention { command } => zerodrop::admin_attention::run(&app, command).await,
         AdminCommand::NewKey => Ok(std::process::ExitCode::SUCCESS),
     }
 }

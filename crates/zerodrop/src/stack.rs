@@ -14,6 +14,7 @@ use zerodrop_providers::keys::RsaPrivateKey;
 use zerodrop_sandbox::faults::Faults;
 use zerodrop_sandbox::state::{Charge, Merchant};
 use zerodrop_sandbox::Sandbox;
+pub use zerodrop_sandbox::Twist;
 use zerodrop_server::config::{Config, ProviderConfig};
 use zerodrop_server::App;
 
@@ -288,12 +289,24 @@ impl Client {
 
     /// The user pays at the sandbox with the order string zerodrop handed out.
     pub async fn pay(&self, created: &Value) -> Result<std::result::Result<Charge, String>> {
+        self.pay_with(created, Twist::None).await
+    }
+
+    /// Pays off the expected path (a second trade, another amount, an order number the
+    /// merchant never issued): see [`Twist`].
+    pub async fn pay_with(&self, created: &Value, twist: Twist) -> Result<std::result::Result<Charge, String>> {
         let order_string =
             created["pay"]["order_string"].as_str().ok_or_else(|| anyhow!("no order string in {created}"))?;
+        let twist = match twist {
+            Twist::None => Value::Null,
+            Twist::SecondTrade => serde_json::json!("second_trade"),
+            Twist::Amount(amount) => serde_json::json!({ "amount": amount }),
+            Twist::OrderNo(order_no) => serde_json::json!({ "order_no": order_no }),
+        };
         let response = self
             .http
             .post(format!("{}/sandbox/pay", self.sandbox_url))
-            .json(&serde_json::json!({ "order_string": order_string }))
+            .json(&serde_json::json!({ "order_string": order_string, "twist": twist }))
             .send()
             .await?;
         if response.status().is_success() {

@@ -179,6 +179,31 @@ pub(super) async fn close(
     }
 }
 
+/// Checks that a signed refund answer is about this refund: its order, its trade and its
+/// request number, wherever the answer names them. A genuine answer about another refund
+/// settles nothing.
+fn answers(refund: &RefundRef, fields: &Map<String, Value>) -> Result<(), ProviderError> {
+    let named = |name: &str| fields.get(name).and_then(Value::as_str).filter(|v| !v.is_empty());
+    let mismatch = |what: &str| {
+        Err(ProviderError::BadResponse(format!(
+            "the refund answer names another {what} than refund {}",
+            refund.request_no
+        )))
+    };
+    if named("out_trade_no").is_some_and(|no| no != refund.order.order_no) {
+        return mismatch("order");
+    }
+    if let (Some(theirs), Some(ours)) = (named("trade_no"), refund.trade_no.as_deref()) {
+        if theirs != ours {
+            return mismatch("trade");
+        }
+    }
+    if named("out_request_no").is_some_and(|no| no != refund.request_no) {
+        return mismatch("request number");
+    }
+    Ok(())
+}
+
 /// Refusals after which no retry can succeed: the refund has failed.
 const REFUND_FINAL_REFUSALS: &[&str] = &[
     "ACQ.TRADE_NOT_EXIST",
@@ -195,19 +220,25 @@ pub(super) async fn refund(
     config: &AlipayConfig,
     refund: &RefundRef,
 ) -> Result<RefundStatus, ProviderError> {
-    let biz = serde_json::json!({
+    let mut biz = serde_json::json!({
         "out_trade_no": refund.order.order_no,
         "refund_amount": refund.amount.to_decimal(),
         "out_request_no": refund.request_no,
         "refund_reason": refund.reason,
     });
+    if let Some(trade_no) = &refund.trade_no {
+        biz["trade_no"] = Value::String(trade_no.clone());
+    }
     match call(client, config, "alipay.trade.refund", biz).await? {
         // fund_change=Y: the money moved now. N: it is the same request again (already
         // refunded), or still under way; the refund query settles which.
-        Answer::Success(fields) => match fields.get("fund_change").and_then(Value::as_str) {
-            Some("Y") => Ok(RefundStatus::Succeeded),
-            _ => Ok(RefundStatus::Processing),
-        },
+        Answer::Success(fields) => {
+            answers(refund, &fields)?;
+            match fields.get("fund_change").and_then(Value::as_str) {
+                Some("Y") => Ok(RefundStatus::Succeeded),
+                _ => Ok(RefundStatus::Processing),
+            }
+        }
         Answer::Failure { sub_code, message, .. } if REFUND_FINAL_REFUSALS.contains(&sub_code.as_str()) => {
             Ok(RefundStatus::Failed { reason: format!("{sub_code}: {message}") })
         }
@@ -220,9 +251,13 @@ pub(super) async fn query_refund(
     config: &AlipayConfig,
     refund: &RefundRef,
 ) -> Result<RefundStatus, ProviderError> {
-    let biz = serde_json::json!({ "out_trade_no": refund.order.order_no, "out_request_no": refund.request_no });
+    let mut biz = serde_json::json!({ "out_trade_no": refund.order.order_no, "out_request_no": refund.request_no });
+    if let Some(trade_no) = &refund.trade_no {
+        biz["trade_no"] = Value::String(trade_no.clone());
+    }
     match call(client, config, "alipay.trade.fastpay.refund.query", biz).await? {
         Answer::Success(fields) => {
+            answers(refund, &fields)?;
             let status = fields.get("refund_status").and_then(Value::as_str).unwrap_or_default();
             let amount = fields.get("refund_amount").and_then(Value::as_str);
             match (status, amount) {

@@ -3,6 +3,7 @@
 //! run in the caller's), plus what else it needs; none takes the HTTP layer's types or
 //! returns an HTTP error. Follow-ups are typed jobs enqueued in the same transaction.
 
+pub mod attention;
 pub mod card_keys;
 pub mod delivery;
 pub mod endpoint;

@@ -8,6 +8,7 @@
 //! settled by the order lock and the database's unique constraints, not by timing.
 
 use crate::flows::delivery;
+use crate::flows::refund::charge;
 use crate::flows::refund::request::request_in;
 use crate::flows::refund::{Origin, RefundError};
 use serde_json::json;
@@ -15,6 +16,7 @@ use zerodrop_domain::catalog::LatePolicy;
 use zerodrop_domain::money::Money;
 use zerodrop_domain::order::{Actor, EventKind, OrderStatus};
 use zerodrop_domain::OrderId;
+use zerodrop_store::charges::{self, ChargeClass, ChargeRow, NewCharge};
 use zerodrop_store::events::{self, NewEvent};
 use zerodrop_store::orders::{self, OrderRow};
 use zerodrop_store::payments::{self, NewPayment, PaymentSource};
@@ -44,8 +46,11 @@ pub enum Recorded {
     RefundDue,
     /// Already recorded (same provider trade): nothing changed.
     Duplicate,
-    /// Does not add up (amount, provider, a second trade): nothing delivered, the order
-    /// is flagged for a person.
+    /// Recorded as a charge that is not the order's payment (a second trade, a wrong
+    /// amount or provider): its full refund is requested; nothing is delivered.
+    ChargeRefunding { class: ChargeClass },
+    /// The trade is already recorded for another order: nothing new was paid, and the
+    /// order is flagged for a person.
     Refused { reason: &'static str },
 }
 
@@ -100,6 +105,11 @@ pub async fn record_in(
 }
 
 /// Records the payment for an order the caller has already locked in `tx`.
+///
+/// Every trade becomes a charge once (unique per provider and trade). Its class decides
+/// what ends it: the order's payment is delivered (or refunded by the late policy); any
+/// other charge on the order is refunded in full at once. A charge parked for an unknown
+/// order is claimed by its order here, unless its refund has already begun.
 #[tracing::instrument(name = "payment.record", skip_all, fields(order.no = %order.order_no, trade_no = %fact.trade_no, source = source.as_str()))]
 pub async fn record_locked(
     tx: &mut Tx,
@@ -109,38 +119,62 @@ pub async fn record_locked(
     cause: &str,
     now_ms: i64,
 ) -> Result<Recorded, StoreError> {
-    let late = match order.status {
-        OrderStatus::AwaitingPayment => fact.paid_at_ms.is_some_and(|paid| paid > order.expires_at_ms),
-        OrderStatus::Expired => true,
-        // Paid statuses always come with their payment (the audit checks it): this is a
-        // duplicate, or a second trade for an order already paid.
-        OrderStatus::Paid
-        | OrderStatus::Delivered
-        | OrderStatus::RefundDue
-        | OrderStatus::Refunding
-        | OrderStatus::Refunded => {
-            let existing = payments::for_order(tx, order.id).await?.ok_or_else(|| {
-                StoreError::Invariant(format!("order {} is {} but has no payment", order.order_no, order.status))
-            })?;
-            if existing.provider == fact.provider && existing.trade_no == fact.trade_no {
-                return Ok(Recorded::Duplicate);
+    let known = charges::by_trade(tx, &fact.provider, &fact.trade_no).await?;
+    if let Some(charge) = &known {
+        match charge.order_id() {
+            Some(id) if id == order.id => return Ok(Recorded::Duplicate),
+            Some(other) => {
+                let detail = json!({ "trade_no": fact.trade_no, "recorded_for_order": other, "source": source, "at_stake_minor": 0 });
+                return refuse(tx, order, "trade_already_used", detail, cause, now_ms).await;
             }
-            let detail =
-                json!({ "recorded_trade_no": existing.trade_no, "other_trade_no": fact.trade_no, "source": source });
-            return refuse(tx, order, "second_trade_for_paid_order", detail, cause, now_ms).await;
+            None => {}
+        }
+    }
+    let class = classify(tx, order, fact).await?;
+    let late = class == ChargeClass::Late;
+    let evidence = evidence(fact, source, cause);
+    let charge = match known {
+        // Parked for an unknown order, and this is its order: claim it, unless its
+        // refund has begun (then the money is on its way back; the order stays unpaid).
+        Some(parked) => {
+            if !charges::claim(tx, parked.id, order.id, class, now_ms).await? {
+                let data = json!({
+                    "charge_id": parked.id, "trade_no": parked.trade_no, "class": parked.class.as_str(),
+                    "amount": parked.amount.to_decimal(), "note": "already being refunded: it reached no order in time",
+                });
+                events::append(
+                    tx,
+                    order,
+                    NewEvent::new(EventKind::ChargeRecorded, Actor::Provider, cause, data),
+                    now_ms,
+                )
+                .await?;
+                return Ok(Recorded::ChargeRefunding { class: parked.class });
+            }
+            charges::get(tx, parked.id).await?.ok_or(StoreError::NotFound)?
+        }
+        None => {
+            let new = NewCharge {
+                provider: &fact.provider,
+                trade_no: &fact.trade_no,
+                order_no: order.order_no.as_str(),
+                order_id: Some(order.id),
+                amount: fact.amount,
+                paid_at_ms: fact.paid_at_ms,
+                class,
+                evidence: &evidence,
+            };
+            let (charge, recorded) = charges::record(tx, &new, now_ms).await?;
+            if !recorded {
+                // Recorded by a concurrent writer since we looked (PostgreSQL): its
+                // transaction decided; retrying this one sees what it decided.
+                return Err(StoreError::Invariant(format!("trade {} was recorded concurrently", fact.trade_no)));
+            }
+            charge
         }
     };
-    if fact.provider != order.provider {
-        let detail = json!({ "order_provider": order.provider, "payment_provider": fact.provider, "source": source });
-        return refuse(tx, order, "provider_mismatch", detail, cause, now_ms).await;
-    }
-    if fact.amount != order.amount {
-        let detail = json!({
-            "expected": order.amount.to_decimal(), "expected_currency": order.amount.currency.code(),
-            "reported": fact.amount.to_decimal(), "reported_currency": fact.amount.currency.code(),
-            "trade_no": fact.trade_no, "source": source,
-        });
-        return refuse(tx, order, "amount_mismatch", detail, cause, now_ms).await;
+    if !class.is_order_payment() {
+        return refund_charge(tx, order, &charge, source, cause, now_ms).await;
     }
 
     let payment = NewPayment {
@@ -153,16 +187,13 @@ pub async fn record_locked(
         late,
     };
     if !payments::insert(tx, &payment, now_ms).await? {
-        // This order has no payment (its status says so, under its lock), so the trade
-        // number is already recorded for another order.
-        let other = payments::by_trade(tx, &fact.provider, &fact.trade_no).await?;
-        let detail =
-            json!({ "trade_no": fact.trade_no, "recorded_for_order": other.map(|p| p.order_id), "source": source });
-        return refuse(tx, order, "trade_already_used", detail, cause, now_ms).await;
+        // The charge is new and the order unpaid (under its lock): nothing else can hold
+        // this payment's place.
+        return Err(StoreError::Invariant(format!("order {} refused its payment row", order.order_no)));
     }
     let captured = json!({
         "trade_no": fact.trade_no, "amount": fact.amount.to_decimal(), "currency": fact.amount.currency.code(),
-        "paid_at_ms": fact.paid_at_ms, "source": source, "late": late,
+        "paid_at_ms": fact.paid_at_ms, "source": source, "late": late, "charge_id": charge.id,
     });
     let captured = NewEvent::new(EventKind::PaymentCaptured, Actor::Provider, cause, captured);
 
@@ -179,6 +210,81 @@ pub async fn record_locked(
         delivery::Started::Delivered => Ok(Recorded::Delivered { late }),
         delivery::Started::Waiting => Ok(Recorded::Waiting { late }),
     }
+}
+
+/// Which policy ends this trade on this order.
+async fn classify(tx: &mut Tx, order: &OrderRow, fact: &PaymentFact) -> Result<ChargeClass, StoreError> {
+    let late = match order.status {
+        OrderStatus::AwaitingPayment => fact.paid_at_ms.is_some_and(|paid| paid > order.expires_at_ms),
+        OrderStatus::Expired => true,
+        // Paid statuses always come with their payment (the audit checks it), and the same
+        // trade would have been found above: this is a second trade, the user paid twice.
+        OrderStatus::Paid
+        | OrderStatus::Delivered
+        | OrderStatus::RefundDue
+        | OrderStatus::Refunding
+        | OrderStatus::Refunded => {
+            payments::for_order(tx, order.id).await?.ok_or_else(|| {
+                StoreError::Invariant(format!("order {} is {} but has no payment", order.order_no, order.status))
+            })?;
+            return Ok(ChargeClass::DuplicateTrade);
+        }
+    };
+    Ok(if fact.provider != order.provider {
+        ChargeClass::ProviderMismatch
+    } else if fact.amount != order.amount {
+        ChargeClass::AmountMismatch
+    } else if late {
+        ChargeClass::Late
+    } else {
+        ChargeClass::Matched
+    })
+}
+
+/// What reported the trade, kept with the charge: a notification is stored raw (the
+/// cause names it); a query answer is kept as the provider gave it.
+fn evidence(fact: &PaymentFact, source: PaymentSource, cause: &str) -> serde_json::Value {
+    json!({
+        "source": source, "cause": cause,
+        "reported": {
+            "provider": fact.provider, "trade_no": fact.trade_no, "amount": fact.amount.to_decimal(),
+            "currency": fact.amount.currency.code(), "paid_at_ms": fact.paid_at_ms,
+        },
+    })
+}
+
+/// A charge on this order that is not its payment: recorded on the timeline, refunded in
+/// full, and (for a wrong amount or provider) the order flagged for a person to look at.
+async fn refund_charge(
+    tx: &mut Tx,
+    order: &mut OrderRow,
+    charge: &ChargeRow,
+    source: PaymentSource,
+    cause: &str,
+    now_ms: i64,
+) -> Result<Recorded, StoreError> {
+    let mut data = json!({
+        "charge_id": charge.id, "class": charge.class.as_str(), "trade_no": charge.trade_no,
+        "amount": charge.amount.to_decimal(), "currency": charge.amount.currency.code(),
+        "order_amount": order.amount.to_decimal(), "provider": charge.provider, "source": source,
+    });
+    let mut pending = vec![NewEvent::new(EventKind::ChargeRecorded, Actor::Provider, cause, data.clone())];
+    if matches!(charge.class, ChargeClass::AmountMismatch | ChargeClass::ProviderMismatch) {
+        // The money goes back by itself; the flag is for a person to see why it came.
+        data["reason"] = json!(charge.class.as_str());
+        data["at_stake_minor"] = json!(0);
+        pending.push(NewEvent::new(EventKind::AttentionRaised, Actor::System, cause, data));
+    }
+    events::append_all(tx, order, pending, now_ms).await?;
+    let reason = match charge.class {
+        ChargeClass::DuplicateTrade => "the order was already paid: a second payment goes back",
+        ChargeClass::AmountMismatch => "paid amount differs from the order",
+        ChargeClass::ProviderMismatch => "paid through another provider than the order's",
+        ChargeClass::UnknownOrder | ChargeClass::Matched | ChargeClass::Late => "charge refund",
+    };
+    charge::refund_in(tx, charge, Some(order), reason, cause, now_ms).await?;
+    tracing::warn!(order.no = %order.order_no, class = charge.class.as_str(), "charge off the order's path: refunding");
+    Ok(Recorded::ChargeRefunding { class: charge.class })
 }
 
 /// Inside the payment path a refund refusal can only mean the record is inconsistent

@@ -65,6 +65,10 @@ error_codes! {
     InvalidRecipient => "invalid_recipient",
     InvalidIdempotencyKey => "invalid_idempotency_key",
     Unavailable => "unavailable",
+    AttentionNotFound => "attention_not_found",
+    AttentionResolved => "attention_resolved",
+    MoneyAtStake => "money_at_stake",
+    ActionNotApplicable => "action_not_applicable",
 }
 
 impl std::fmt::Display for ErrorCode {

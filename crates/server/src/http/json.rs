@@ -13,7 +13,7 @@ pub fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-fn opt_time(ms: Option<i64>) -> Value {
+pub fn opt_time(ms: Option<i64>) -> Value {
     ms.map_or(Value::Null, |ms| Value::String(rfc3339(ms)))
 }
 

@@ -6,6 +6,7 @@
 //! Every request gets an `x-request-id` (the caller's, or a new UUID), echoed in the
 //! response headers and in every error body, and a trace span carrying it.
 
+pub mod attention;
 mod delivery;
 pub mod error;
 pub mod extract;
@@ -49,6 +50,9 @@ pub fn router(app: App) -> Router {
         .route("/v1/users/{user_id}/wallet", get(users::wallet))
         .route("/v1/users/{user_id}/memberships", get(users::memberships))
         .route("/v1/providers/{provider}/notify", post(notify::notify))
+        .route("/v1/attention", get(attention::list))
+        .route("/v1/attention/{id}", get(attention::show))
+        .route("/v1/attention/{id}/resolve", post(attention::resolve))
         .route("/v1/openapi.json", get(ops::openapi))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))

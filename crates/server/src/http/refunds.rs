@@ -50,7 +50,7 @@ pub async fn create(
     Ok(response)
 }
 
-fn refusal(e: RefundError) -> ApiError {
+pub(super) fn refusal(e: RefundError) -> ApiError {
     let message = e.to_string();
     match e {
         RefundError::OrderNotFound => ApiError::not_found(ErrorCode::OrderNotFound, message),

@@ -188,6 +188,20 @@ pub fn event_label(kind: EventKind, lang: Lang) -> &'static str {
         (EventKind::NotificationRejected, Lang::En) => "A suspicious message was refused",
         (EventKind::RefundNotified, Lang::Zh) => "支付渠道确认退款",
         (EventKind::RefundNotified, Lang::En) => "Provider confirmed a refund",
+        (EventKind::ChargeRecorded, Lang::Zh) => "记录一笔付款",
+        (EventKind::ChargeRecorded, Lang::En) => "A payment was recorded",
+        (EventKind::ChargeRefundRequested, Lang::Zh) => "多付款项原路退回中",
+        (EventKind::ChargeRefundRequested, Lang::En) => "An extra payment is being returned",
+        (EventKind::ChargeRefundSucceeded, Lang::Zh) => "多付款项已退回",
+        (EventKind::ChargeRefundSucceeded, Lang::En) => "An extra payment was returned",
+        (EventKind::ChargeRefundFailed, Lang::Zh) => "多付款项退回失败，客服处理中",
+        (EventKind::ChargeRefundFailed, Lang::En) => "Returning an extra payment failed; support is on it",
+        (EventKind::RefundUnknown, Lang::Zh) => "退款结果待确认",
+        (EventKind::RefundUnknown, Lang::En) => "Refund outcome not yet known",
+        (EventKind::GoodsRestored, Lang::Zh) => "退款未成功，商品已恢复",
+        (EventKind::GoodsRestored, Lang::En) => "Refund refused; goods given back",
+        (EventKind::ActionTaken, Lang::Zh) => "客服已处理",
+        (EventKind::ActionTaken, Lang::En) => "Support acted",
     }
 }
 

@@ -12,6 +12,7 @@ use crate::jobs::resolve_parked::ResolveParked;
 use serde_json::json;
 use zerodrop_domain::order::{Actor, EventKind};
 use zerodrop_providers::{AckKind, Notice, NoticeStatus, RefundNotice};
+use zerodrop_store::charges::{self, ChargeClass, NewCharge};
 use zerodrop_store::events::{self, NewEvent};
 use zerodrop_store::notifications::{self, Verdict};
 use zerodrop_store::orders::{self, OrderRow};
@@ -29,6 +30,24 @@ pub async fn accept_in(tx: &mut Tx, inbound: &Inbound, notice: &Notice, now: i64
     let fields = || Fields::of(notice);
     let Some(mut order) = orders::lock_by_no(tx, &notice.order_no).await? else {
         let id = evidence::insert(tx, inbound, Verdict::Parked, Some("unknown order"), fields(), now);
+        // The money is recorded now, whatever becomes of the order: a charge of its own,
+        // refunded after the park window unless its order appears first.
+        if let (NoticeStatus::Paid { amount, paid_at_ms }, Some(trade_no)) = (&notice.status, &notice.trade_no) {
+            let evidence = json!({ "source": "notification", "cause": format!("notification:{id}") });
+            let charge = NewCharge {
+                provider: &inbound.provider,
+                trade_no,
+                order_no: &notice.order_no,
+                order_id: None,
+                amount: *amount,
+                paid_at_ms: *paid_at_ms,
+                class: ChargeClass::UnknownOrder,
+                evidence: &evidence,
+            };
+            if amount.minor > 0 {
+                charges::record(tx, &charge, now).await?;
+            }
+        }
         let job = ResolveParked { notification_id: id, provider: inbound.provider.clone() };
         enqueue(tx, &job, now + PARKED_FIRST_RETRY_MS, now).await?;
         tracing::warn!("notification for an unknown order parked");
@@ -37,7 +56,7 @@ pub async fn accept_in(tx: &mut Tx, inbound: &Inbound, notice: &Notice, now: i64
     };
     if let Some(refund) = &notice.refund {
         let id = evidence::insert(tx, inbound, Verdict::Accepted, Some("refund notification"), fields(), now);
-        refund_notice(tx, &mut order, refund, id, now).await?;
+        refund_notice(tx, &inbound.provider, &mut order, refund, &notice.trade_no, id, now).await?;
         return Ok(AckKind::Accepted);
     }
     let NoticeStatus::Paid { amount, paid_at_ms } = &notice.status else {
@@ -53,7 +72,10 @@ pub async fn accept_in(tx: &mut Tx, inbound: &Inbound, notice: &Notice, now: i64
     let cause = format!("notification:{id}");
     let recorded = payment::record_locked(tx, &mut order, &fact, PaymentSource::Notification, &cause, now).await?;
     Ok(match recorded {
-        Recorded::Delivered { .. } | Recorded::Waiting { .. } | Recorded::RefundDue => AckKind::Accepted,
+        Recorded::Delivered { .. }
+        | Recorded::Waiting { .. }
+        | Recorded::RefundDue
+        | Recorded::ChargeRefunding { .. } => AckKind::Accepted,
         Recorded::Duplicate => {
             notifications::set_verdict(tx, id, Verdict::Duplicate, Some("payment already recorded"), now).await?;
             AckKind::Accepted
@@ -65,29 +87,46 @@ pub async fn accept_in(tx: &mut Tx, inbound: &Inbound, notice: &Notice, now: i64
     })
 }
 
-/// A provider reports a refund: it settles ours (the same outcome path as the refund job's
-/// query), and a refunded total beyond what zerodrop asked for goes to a person.
+/// A provider reports a refund on a trade. It settles ours when it names our request
+/// number, our order (the lock above) and the refund's own trade: a genuine notice about
+/// another refund settles nothing. A refunded total on the trade beyond what zerodrop
+/// asked of it, or a refund on an order never paid, goes to a person.
 async fn refund_notice(
     tx: &mut Tx,
+    provider: &str,
     order: &mut OrderRow,
     notice: &RefundNotice,
+    trade_no: &Option<String>,
     notification_id: i64,
     now: i64,
 ) -> Result<(), StoreError> {
     let cause = format!("notification:{notification_id}");
     let data = json!({
-        "request_no": notice.request_no, "refunded_total": notice.refunded_total.to_decimal(),
-        "at_ms": notice.at_ms, "reason": "refund_outside_zerodrop",
+        "request_no": notice.request_no, "trade_no": trade_no, "refunded_total": notice.refunded_total.to_decimal(),
+        "at_ms": notice.at_ms, "reason": "refund_outside_zerodrop", "at_stake_minor": 0,
     });
-    if !order.status.is_paid() {
+    let charge = match trade_no {
+        Some(trade_no) => charges::by_trade(tx, provider, trade_no).await?,
+        None => None,
+    };
+    let charge = charge.filter(|c| c.order_id() == Some(order.id));
+    let Some(charge) = charge else {
+        // A trade zerodrop never recorded for this order: nobody here asked for this.
         let event = NewEvent::new(EventKind::AttentionRaised, Actor::Provider, &cause, data);
         return events::append(tx, order, event, now).await;
+    };
+    if order.status.is_paid() {
+        let event = NewEvent::new(EventKind::RefundNotified, Actor::Provider, &cause, data.clone());
+        events::append(tx, order, event, now).await?;
     }
-    events::append(tx, order, NewEvent::new(EventKind::RefundNotified, Actor::Provider, &cause, data.clone()), now)
-        .await?;
-    let ours = refunds::for_order(tx, order.id).await?;
+    let mut ours = refunds::for_charge(tx, charge.id).await?;
+    if charge.class.is_order_payment() {
+        // Refunds stored before charges existed name only their order.
+        let legacy = refunds::for_order(tx, order.id).await?.into_iter().filter(|r| r.charge_id.is_none());
+        ours.extend(legacy);
+    }
     if let Some(refund) = notice.request_no.as_ref().and_then(|no| ours.iter().find(|r| &r.request_no == no)) {
-        settle_in(tx, order, refund, &Final::Succeeded, &cause, now).await?;
+        settle_in(tx, Some(order), refund, &Final::Succeeded, &cause, now).await?;
     }
     let asked: i64 = ours.iter().filter(|r| r.state != RefundState::Failed).map(|r| r.amount.minor).sum();
     if notice.refunded_total.minor > asked {

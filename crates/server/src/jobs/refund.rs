@@ -1,32 +1,38 @@
 //! The refund job: asks the provider (same request number every time), then queries until
-//! the refund is final. A refund the provider refuses for good puts the order in front
-//! of a person; one that stays "processing" too long does too (its bound).
+//! the refund is final.
+//!
+//! An answer that never comes (a timeout, a broken connection) makes the refund `unknown`,
+//! never failed: the same request is asked about again. A refund still not final after
+//! `refunds.unknown_after_secs` goes to a person with a clock, and is still asked about,
+//! less and less often, until the provider's refund window ends. Only the provider's
+//! definite answer settles it.
 
-use super::{order_ref, read_order, Job, Outcome, Run};
+use super::{order_ref, Job, Outcome, Run};
 use crate::flows::refund::settle::{self, Final};
 use crate::services::Services;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use zerodrop_domain::OrderId;
-use zerodrop_providers::{RefundRef, RefundStatus};
+use zerodrop_providers::{OrderRef, Provider, RefundRef, RefundStatus};
+use zerodrop_store::charges::{self, ChargeRow};
+use zerodrop_store::orders::{self, OrderRow};
 use zerodrop_store::refunds::{self, RefundRow, RefundState};
-use zerodrop_store::{now_ms, orders, StoreError};
+use zerodrop_store::{now_ms, payments, StoreError};
 
-/// Refund jobs retry for a long time (money is owed); backoff caps at 10 minutes.
+/// Failed runs (the database, a missing provider) before a person is asked; the
+/// provider's silence is not a failure (it is polled, see [`poll_ms`]).
 pub const ATTEMPTS_MAX: i64 = 100;
-/// How often a processing refund is asked about: soon at first (most settle in seconds),
-/// then less often as it ages, a tenth of its age, up to the cap, so three days of
-/// polling cost a few hundred queries rather than fifty thousand.
+/// How often an unsettled refund is asked about: soon at first (most settle in seconds),
+/// then less often as it ages, a tenth of its age, up to the cap, so a year of polling
+/// costs a few thousand queries rather than millions.
 const POLL_MS_MIN: i64 = 5_000;
-const POLL_MS_MAX: i64 = 600_000;
-/// A refund still processing after this long is a person's problem (the provider's own
-/// refunds finish within hours).
-pub const PROCESSING_MS_MAX: i64 = 3 * 86_400_000;
+const POLL_MS_MAX: i64 = 3_600_000;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Refund {
     pub refund_id: String,
-    /// The refunded order (absent in jobs stored before it was part of the payload; the
-    /// refund row names it too).
+    /// The refunded order (absent in jobs stored before it was part of the payload, and
+    /// for a charge that belongs to no order; the refund row names both).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order_id: Option<OrderId>,
 }
@@ -44,67 +50,138 @@ impl Job for Refund {
     }
 
     async fn run(self, services: &Services, run: &Run) -> Outcome {
-        let refund = {
-            let mut conn = match services.store.reader().await {
-                Ok(conn) => conn,
-                Err(e) => return e.into(),
-            };
-            match refunds::get(&mut conn, &self.refund_id).await {
-                Ok(Some(refund)) => refund,
-                Ok(None) => return Outcome::Retry("refund not found".into()),
-                Err(e) => return e.into(),
-            }
-        };
-        if refund.state.is_final() {
-            return Outcome::Done;
-        }
-        let Some(order_id) = OrderId::parse(&refund.order_id) else {
-            return Outcome::Retry("the refund names no valid order".into());
-        };
-        let order = match read_order(services, order_id).await {
-            Ok(order) => order,
+        let (refund, target) = match load(services, &self.refund_id).await {
+            Ok(Some(found)) => found,
+            Ok(None) => return Outcome::Done,
             Err(outcome) => return outcome,
         };
-        let Some(provider) = services.provider(&order.provider).cloned() else {
-            return Outcome::Retry(format!("provider {} is not configured", order.provider));
+        let Some(provider) = services.provider(&target.provider).cloned() else {
+            return Outcome::Retry(format!("provider {} is not configured", target.provider));
         };
         let reference = RefundRef {
-            order: order_ref(&order),
+            order: target.order_ref.clone(),
+            trade_no: target.trade_no.clone(),
             request_no: refund.request_no.clone(),
             amount: refund.amount,
             reason: refund.reason.clone(),
         };
-        let answer = match refund.state {
-            RefundState::Requested => provider.refund(&reference).await,
-            RefundState::Processing | RefundState::Succeeded | RefundState::Failed => {
-                provider.query_refund(&reference).await
-            }
-        };
+        let answer = ask(provider, &reference, refund.state).await;
         let cause = run.cause();
+        let age_ms = now_ms() - refund.created_at_ms;
         match answer {
-            Err(e) => Outcome::Retry(format!("refund {}: {e}", refund.request_no)),
-            Ok(RefundStatus::Succeeded) => settle(services, order_id, &refund, Final::Succeeded, &cause).await,
+            Ok(RefundStatus::Succeeded) => finish(services, &refund, target.order_id, Final::Succeeded, &cause).await,
             Ok(RefundStatus::Failed { reason }) => {
-                settle(services, order_id, &refund, Final::Failed(reason), &cause).await
+                finish(services, &refund, target.order_id, Final::Failed(reason), &cause).await
             }
-            Ok(status @ (RefundStatus::Processing | RefundStatus::NotFound)) => {
-                if now_ms() - refund.created_at_ms > PROCESSING_MS_MAX {
-                    let reason = format!("still not final after {} hours", PROCESSING_MS_MAX / 3_600_000);
-                    return settle(services, order_id, &refund, Final::Failed(reason), &cause).await;
+            other => {
+                // Not final. An error is an unknown outcome; "processing" and "not found"
+                // are answers, unknown only once the bound passes.
+                let (next, why) = match &other {
+                    Ok(RefundStatus::Processing) => (RefundState::Processing, "processing".to_owned()),
+                    Ok(_) => (RefundState::Requested, "not found at the provider yet".to_owned()),
+                    Err(e) => (RefundState::Unknown, format!("no answer: {e}")),
+                };
+                let overdue = age_ms > services.config.refunds.unknown_after_secs * 1000;
+                let result = if overdue || next == RefundState::Unknown || refund.state == RefundState::Unknown {
+                    unknown(services, &refund, target.order_id, &why, overdue, &cause).await
+                } else {
+                    mark(services, &refund, next).await
+                };
+                if let Err(e) = result {
+                    return e.into();
                 }
-                // Processing: ask about it later. Not found after a request: send the same
-                // request again (same number: the same refund).
-                let next =
-                    if status == RefundStatus::Processing { RefundState::Processing } else { RefundState::Requested };
-                match mark(services, &refund, next).await {
-                    Ok(()) => Outcome::RunAgainAt(
-                        now_ms() + poll_ms(now_ms() - refund.created_at_ms),
-                        Some(format!("{status:?}")),
-                    ),
-                    Err(e) => e.into(),
+                if age_ms > services.config.refunds.provider_window_days * 86_400_000 {
+                    tracing::warn!(refund.request_no = %refund.request_no, "the provider's refund window ended unsettled");
+                    return Outcome::Done;
                 }
+                Outcome::RunAgainAt(now_ms() + poll_ms(age_ms), Some(why))
             }
         }
+    }
+}
+
+/// What the refund returns money for: the order (its provider and number), or a charge
+/// that belongs to no order.
+struct Target {
+    provider: String,
+    order_ref: OrderRef,
+    trade_no: Option<String>,
+    order_id: Option<OrderId>,
+}
+
+/// The refund and what it refunds; `None` when the refund is already final.
+async fn load(services: &Services, refund_id: &str) -> Result<Option<(RefundRow, Target)>, Outcome> {
+    let mut conn = services.store.reader().await?;
+    let refund = refunds::get(&mut conn, refund_id).await?.ok_or_else(|| Outcome::Retry("refund not found".into()))?;
+    if refund.state.is_final() {
+        return Ok(None);
+    }
+    let charge: Option<ChargeRow> = match refund.charge_id {
+        Some(id) => charges::get(&mut conn, id).await?,
+        None => None,
+    };
+    let order: Option<OrderRow> = match refund.order_id.as_deref() {
+        Some(id) => {
+            let id = OrderId::parse(id).ok_or_else(|| Outcome::Retry("the refund names no valid order".into()))?;
+            Some(orders::get(&mut conn, id).await?.ok_or_else(|| Outcome::Retry("order not found".into()))?)
+        }
+        None => None,
+    };
+    if let Some(order) = &order {
+        tracing::Span::current().record("order.no", order.order_no.as_str());
+    }
+    let target = match (charge, order) {
+        (Some(charge), None) => charge_target(charge, None),
+        // A charge that is not the order's payment: its own trade, number and provider.
+        (Some(charge), Some(order)) if !charge.class.is_order_payment() => charge_target(charge, Some(order)),
+        (charge, Some(order)) => {
+            let trade_no = match charge {
+                Some(charge) => Some(charge.trade_no),
+                None => payments::for_order(&mut conn, order.id).await?.map(|p| p.trade_no),
+            };
+            Target {
+                provider: order.provider.clone(),
+                order_ref: order_ref(&order),
+                trade_no,
+                order_id: Some(order.id),
+            }
+        }
+        (None, None) => return Err(Outcome::Retry("the refund names neither order nor charge".into())),
+    };
+    Ok(Some((refund, target)))
+}
+
+fn charge_target(charge: ChargeRow, order: Option<OrderRow>) -> Target {
+    Target {
+        provider: charge.provider.clone(),
+        order_ref: OrderRef {
+            order_no: charge.order_no.clone(),
+            amount: charge.amount,
+            subject: order.as_ref().map(|o| o.product.title.clone()).unwrap_or_default(),
+            expires_at_ms: order.as_ref().map_or(0, |o| o.expires_at_ms),
+        },
+        trade_no: Some(charge.trade_no),
+        order_id: order.map(|o| o.id),
+    }
+}
+
+/// Asks the provider about the refund: sends it while it has not been accepted, queries
+/// it once it has. An unknown refund is queried, and sent again (same number: the same
+/// refund) when the provider has no record of it.
+async fn ask(
+    provider: Arc<dyn Provider>,
+    reference: &RefundRef,
+    state: RefundState,
+) -> Result<RefundStatus, zerodrop_providers::ProviderError> {
+    match state {
+        RefundState::Requested => provider.refund(reference).await,
+        RefundState::Processing | RefundState::Succeeded | RefundState::Failed => {
+            provider.query_refund(reference).await
+        }
+        RefundState::Unknown => match provider.query_refund(reference).await? {
+            RefundStatus::NotFound => provider.refund(reference).await,
+            known => Ok(known),
+        },
     }
 }
 
@@ -122,11 +199,37 @@ async fn mark(services: &Services, refund: &RefundRow, state: RefundState) -> Re
     tx.commit().await
 }
 
-async fn settle(services: &Services, order_id: OrderId, refund: &RefundRow, outcome: Final, cause: &str) -> Outcome {
+async fn unknown(
+    services: &Services,
+    refund: &RefundRow,
+    order_id: Option<OrderId>,
+    why: &str,
+    raise: bool,
+    cause: &str,
+) -> Result<(), StoreError> {
+    let mut tx = services.store.begin().await?;
+    let mut order = match order_id {
+        Some(id) => Some(orders::lock(&mut tx, id).await?),
+        None => None,
+    };
+    settle::mark_unknown_in(&mut tx, order.as_mut(), refund, why, raise, cause, now_ms()).await?;
+    tx.commit().await
+}
+
+async fn finish(
+    services: &Services,
+    refund: &RefundRow,
+    order_id: Option<OrderId>,
+    outcome: Final,
+    cause: &str,
+) -> Outcome {
     let result = async {
         let mut tx = services.store.begin().await?;
-        let mut order = orders::lock(&mut tx, order_id).await?;
-        settle::settle_in(&mut tx, &mut order, refund, &outcome, cause, now_ms()).await?;
+        let mut order = match order_id {
+            Some(id) => Some(orders::lock(&mut tx, id).await?),
+            None => None,
+        };
+        settle::settle_in(&mut tx, order.as_mut(), refund, &outcome, cause, now_ms()).await?;
         tx.commit().await
     }
     .await;
@@ -142,13 +245,17 @@ mod tests {
         assert_eq!(poll_ms(0), POLL_MS_MIN);
         assert_eq!(poll_ms(-1), POLL_MS_MIN, "a clock step back still waits the minimum");
         assert_eq!(poll_ms(600_000), 60_000);
-        assert_eq!(poll_ms(PROCESSING_MS_MAX), POLL_MS_MAX);
-        // Three days of polling stay in the hundreds.
-        let (mut age, mut polls) = (0, 0);
-        while age < PROCESSING_MS_MAX {
-            age += poll_ms(age);
-            polls += 1;
-        }
-        assert!((400..1_000).contains(&polls), "{polls} polls");
+        assert_eq!(poll_ms(365 * 86_400_000), POLL_MS_MAX);
+        // Three days of polling stay in the hundreds; a year in the low thousands.
+        let polls_until = |bound: i64| {
+            let (mut age, mut polls) = (0, 0);
+            while age < bound {
+                age += poll_ms(age);
+                polls += 1;
+            }
+            polls
+        };
+        assert!((100..1_000).contains(&polls_until(3 * 86_400_000)), "{}", polls_until(3 * 86_400_000));
+        assert!(polls_until(365 * 86_400_000) < 10_000, "{}", polls_until(365 * 86_400_000));
     }
 }

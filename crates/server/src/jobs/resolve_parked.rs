@@ -1,20 +1,29 @@
 //! Parked notifications: verified, but about an order zerodrop did not know when they
-//! arrived (lost in a fault, restored later, or created a moment after). The job keeps
-//! matching; when the order appears, the payment takes the one payment path. When the
-//! attempts run out, a person gets an attention item naming the notification.
+//! arrived (lost in a fault, restored later, or created a moment after). Their money is
+//! already a charge of class `unknown_order`. The job keeps matching through the park
+//! window; when the order appears, the payment takes the one payment path (which claims
+//! the charge). When the window ends with no order, the charge is refunded in full
+//! through the one refund path.
 
 use super::{Job, Outcome, Run};
 use crate::flows::payment::{self, PaymentFact};
+use crate::flows::refund;
 use crate::services::Services;
 use serde::{Deserialize, Serialize};
 use zerodrop_domain::OrderId;
-use zerodrop_providers::NoticeStatus;
+use zerodrop_providers::{Notice, NoticeStatus};
+use zerodrop_store::charges;
 use zerodrop_store::notifications::{self, Verdict};
 use zerodrop_store::payments::PaymentSource;
-use zerodrop_store::{now_ms, orders};
+use zerodrop_store::{now_ms, orders, StoreError, Tx};
 
-/// A parked notification is retried for about 45 minutes before a person is asked.
+/// Failed runs (the database, a missing provider) before a person is asked. Waiting for
+/// the order is not a failure: it is polled through the park window.
 pub const ATTEMPTS_MAX: i64 = 12;
+/// Looks for the order come often at first (it usually appears within seconds), then
+/// every few minutes.
+const LOOK_MS_MIN: i64 = 1_000;
+const LOOK_MS_MAX: i64 = 300_000;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ResolveParked {
@@ -38,7 +47,7 @@ impl Job for ResolveParked {
         Some(self.notification_id)
     }
 
-    async fn run(self, services: &Services, _run: &Run) -> Outcome {
+    async fn run(self, services: &Services, run: &Run) -> Outcome {
         let id = self.notification_id;
         let stored = {
             let mut conn = match services.store.reader().await {
@@ -67,10 +76,21 @@ impl Job for ResolveParked {
         let now = now_ms();
         let order = match orders::get_by_no(&mut tx, &notice.order_no).await {
             Ok(Some(order)) => order,
-            Ok(None) => return Outcome::Retry(format!("order {} is still unknown", notice.order_no)),
+            Ok(None) => {
+                let window_ends_ms = stored.received_at_ms + services.config.charges.park_window_secs * 1000;
+                if now < window_ends_ms {
+                    let wait = ((now - stored.received_at_ms) / 4).clamp(LOOK_MS_MIN, LOOK_MS_MAX);
+                    let note = format!("order {} is still unknown", notice.order_no);
+                    return Outcome::RunAgainAt((now + wait).min(window_ends_ms), Some(note));
+                }
+                let ended = window_ended(&mut tx, &stored.provider, &notice, id, &run.cause(), now).await;
+                if let Err(e) = ended {
+                    return e.into();
+                }
+                return super::done_or_retry(tx.commit().await);
+            }
             Err(e) => return e.into(),
         };
-        tracing::Span::current().record("order.no", order.order_no.as_str());
         if let (NoticeStatus::Paid { amount, paid_at_ms }, Some(trade_no)) = (&notice.status, &notice.trade_no) {
             let fact = PaymentFact {
                 provider: stored.provider.clone(),
@@ -90,4 +110,32 @@ impl Job for ResolveParked {
         }
         super::done_or_retry(tx.commit().await)
     }
+}
+
+/// No order appeared within the park window: a payment's charge is refunded in full (the
+/// one refund path, a stable request number); anything else is kept and closed.
+async fn window_ended(
+    tx: &mut Tx,
+    provider: &str,
+    notice: &Notice,
+    notification_id: i64,
+    cause: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    let charge = match &notice.trade_no {
+        Some(trade_no) => charges::by_trade(tx, provider, trade_no).await?,
+        None => None,
+    };
+    let reason = match charge {
+        Some(charge) if charge.order_id.is_none() => {
+            let charge = charges::lock(tx, charge.id).await?;
+            let why = "paid for an order zerodrop does not know; nothing was delivered";
+            refund::charge::refund_in(tx, &charge, None, why, cause, now).await?;
+            "no order appeared within the park window: its charge is refunded"
+        }
+        // Claimed by its order meanwhile (through another copy of this notification).
+        Some(_) => "its charge reached its order",
+        None => "no order appeared within the park window; not a payment",
+    };
+    notifications::set_verdict(tx, notification_id, Verdict::Resolved, Some(reason), now).await
 }

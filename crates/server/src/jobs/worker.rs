@@ -194,12 +194,7 @@ async fn put_in_front_of_a_person(
         let event = NewEvent::new(EventKind::AttentionRaised, Actor::System, &format!("job:{}", job.id), detail);
         return events::append(tx, &mut order, event, now).await;
     }
-    let item = NewItem {
-        order_id: None,
-        notification_id,
-        job_id: Some(job.id),
-        reason: format!("job {} exhausted its attempts", job.kind),
-        detail,
-    };
+    let item =
+        NewItem { notification_id, job_id: Some(job.id), ..NewItem::new(&format!("{}_exhausted", job.kind), detail) };
     attention::raise(tx, item, now).await.map(|_| ())
 }

@@ -4,6 +4,7 @@
 
 mod api;
 mod card_keys;
+mod charges;
 mod external_delivery;
 mod jobs;
 mod notify_intake;

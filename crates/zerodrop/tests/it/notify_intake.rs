@@ -78,10 +78,11 @@ both_engines! {
 both_engines! {
     async fn genuine_but_mismatched_notifications_flag_the_order_and_deliver_nothing(db) {
         let h = Harness::start(db, quiet(), crate::support::notifications_only()).await;
-        let cases: [(&str, Edit, &str); 3] = [
+        // A genuine payment of the wrong amount is money, not a forgery: it is recorded as
+        // a charge and refunded (see charges.rs).
+        let cases: [(&str, Edit, &str); 2] = [
             ("wrong app", |f| set(f, "app_id", "2021999999999999"), "wrong_app_id"),
             ("wrong seller", |f| set(f, "seller_id", "2088999999999999"), "wrong_seller_id"),
-            ("wrong amount", |f| set(f, "total_amount", "0.01"), "amount_mismatch"),
         ];
         for (what, change, reason) in cases {
             let created = h.order("u2", "diamonds_60").await;
@@ -156,28 +157,41 @@ both_engines! {
 }
 
 both_engines! {
-    /// The other ending: a parked notification whose order never reappears ends,
-    /// when its job runs out of attempts, as an attention item naming it; never forgotten.
-    async fn s03_a_parked_notification_that_never_matches_goes_to_a_person(db) {
-        let h = Harness::start(db, quiet(), crate::support::notifications_only()).await;
+    /// The other ending: a parked notification whose order never appears. Its money was
+    /// recorded as an `unknown_order` charge when it arrived; when the park window ends
+    /// the charge is refunded. Here the provider refuses that refund (it never held this
+    /// trade), so a person gets an item with the money at stake and a clock: the audit
+    /// passes while the clock runs, fails once it has run out, and a dismiss is refused.
+    async fn s03_a_parked_notification_that_never_matches_is_refunded_or_goes_to_a_person(db) {
+        let h = Harness::start_with(db, quiet(), crate::support::notifications_only(), |config| {
+            config.charges.park_window_secs = 1;
+        })
+        .await;
         let order_no = zerodrop_domain::OrderNo::from_random(rand::random::<u64>());
         let body = h.notification(order_no.as_str(), "T-orphan", "6.00", |_| {});
-        assert_eq!(h.post_notification("sandbox", body).await.0, 503);
-        // Compress the job's bound (normally ~45 minutes of retries) to one attempt.
-        let mut tx = db.store.begin().await.unwrap();
-        zerodrop_store::raw_execute(&mut tx, "UPDATE jobs SET max_attempts = 1, run_at_ms = 0 WHERE kind = 'resolve_parked'").await.unwrap();
-        tx.commit().await.unwrap();
-        let item = zerodrop::stack::eventually(Duration::from_secs(10), "an attention item", || async {
+        assert_eq!(h.post_notification("sandbox", body).await.0, 503, "parked, not acknowledged");
+        let item = zerodrop::stack::eventually(Duration::from_secs(15), "an attention item", || async {
             let mut conn = db.store.reader().await?;
             let open = zerodrop_store::attention::list_open(&mut conn, 10).await?;
-            Ok(open.into_iter().find(|i| i.notification_id.is_some()))
+            Ok(open.into_iter().find(|i| i.charge_id.is_some()))
         }).await.unwrap();
-        assert!(item.reason.contains("resolve_parked"), "{item:?}");
-        assert_eq!(verdicts(db, order_no.as_str()).await[0].0, "parked", "still parked, and still evidence");
-        // Even with no age allowance the audit is satisfied: a person has it.
-        let options = zerodrop_store::audit::AuditOptions::new(0);
+        assert_eq!(item.reason, "refund_failed", "{item:?}");
+        assert_eq!(item.at_stake_minor, 600, "the user's money is at stake");
+        let mut conn = db.store.reader().await.unwrap();
+        let charge = zerodrop_store::charges::get(&mut conn, item.charge_id.unwrap()).await.unwrap().unwrap();
+        assert_eq!((charge.class.as_str(), charge.order_id.as_deref()), ("unknown_order", None));
+        assert_eq!(verdicts(db, order_no.as_str()).await[0].0, "resolved", "ended by the window, still evidence");
+        drop(conn);
+        let options = zerodrop_store::audit::AuditOptions { park_window_ms: 1_000, ..zerodrop_store::audit::AuditOptions::new(0) };
         let report = zerodrop_store::audit::run(&db.store, &options, zerodrop_store::now_ms() + 1).await.unwrap();
-        assert!(report.passed(), "{}", zerodrop::audit::render(&report));
+        assert!(report.passed(), "a person has it, within the clock: {}", zerodrop::audit::render(&report));
+        let later = zerodrop_store::now_ms() + 5 * 3_600_000;
+        let report = zerodrop_store::audit::run(&db.store, &options, later).await.unwrap();
+        let failed: Vec<&str> = report.checks.iter().filter(|c| c.violations > 0).map(|c| c.name).collect();
+        assert!(failed.contains(&"attention_in_time") && failed.contains(&"charge_has_outcome"), "{failed:?}");
+        let (status, body) = h.post(&format!("/v1/attention/{}/resolve", item.id),
+            &serde_json::json!({ "action": "dismiss", "reason_code": "looked", "note": "n", "actor": "agent-1" }), Some("k1")).await;
+        assert_eq!((status, crate::support::code(&body)), (409, "money_at_stake"), "{body}");
         h.stop().await;
     }
 }

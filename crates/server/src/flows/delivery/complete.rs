@@ -126,3 +126,52 @@ async fn pay_compensation(tx: &mut Tx, order: &OrderRow, now_ms: i64) -> Result<
 async fn apply_once(tx: &mut Tx, order: &OrderRow, transfer: &Transfer, now_ms: i64) -> Result<(), StoreError> {
     ledger::apply_new(tx, transfer, Some(order.id), now_ms)
 }
+
+/// A person delivered the goods by hand (resolving an attention item): currency and
+/// membership are granted as any delivery would; a card code or an external grant the
+/// person handed over is recorded as they describe it (`what`), under its own delivery
+/// kind, since no stock key or endpoint answer stands behind it.
+pub async fn by_hand(
+    tx: &mut Tx,
+    order: &mut OrderRow,
+    what: &str,
+    actor: &str,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let extra = json!({ "by_hand": true, "what": what, "actor": actor });
+    match &order.product.kind {
+        ProductKind::CurrencyPack { .. } | ProductKind::Membership { .. } => {
+            complete(tx, order, Vec::new(), Some(extra), now_ms).await
+        }
+        ProductKind::CardKey | ProductKind::External { .. } => {
+            let mut detail = extra;
+            detail["kind"] = json!(order.product.kind.name());
+            payments::insert_delivery(tx, order.id, BY_HAND_KIND, &detail, now_ms).await?;
+            let event = NewEvent::new(EventKind::Delivered, Actor::Operator, "by_hand", detail);
+            events::append(tx, order, event, now_ms).await
+        }
+    }
+}
+
+/// The delivery kind of goods a person handed over outside zerodrop's stock and endpoints.
+pub const BY_HAND_KIND: &str = "by_hand";
+
+/// A person grants the product's compensation (resolving an attention item): once per
+/// order, whatever the clock said. Returns false when the product has no compensation
+/// rule or the order was already compensated.
+pub async fn compensate_by_hand(
+    tx: &mut Tx,
+    order: &mut OrderRow,
+    actor: &str,
+    now_ms: i64,
+) -> Result<bool, StoreError> {
+    let Some(rule) = &order.product.compensation else { return Ok(false) };
+    let already = events::list(tx, order.id).await?.iter().any(|e| e.kind == EventKind::Compensated.as_str());
+    if already {
+        return Ok(false);
+    }
+    let data = json!({ "rule": rule, "reason": "granted by a person", "actor": actor });
+    events::append(tx, order, NewEvent::new(EventKind::Compensated, Actor::Operator, "by_hand", data), now_ms).await?;
+    pay_compensation(tx, order, now_ms).await?;
+    Ok(true)
+}

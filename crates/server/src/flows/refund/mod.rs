@@ -9,6 +9,7 @@
 //! records the outcome, whoever learns it (the job, or the provider's refund
 //! notification).
 
+pub mod charge;
 pub mod request;
 pub mod settle;
 
@@ -26,6 +27,8 @@ pub enum Origin {
     DeliveryFailed,
     /// The payment landed after the order expired, under a refund policy.
     LatePayment,
+    /// A person resolving an attention item.
+    Operator,
 }
 
 impl Origin {
@@ -35,6 +38,7 @@ impl Origin {
             Origin::Deadline => "deadline",
             Origin::DeliveryFailed => "delivery_failed",
             Origin::LatePayment => "late_payment",
+            Origin::Operator => "operator",
         }
     }
 }

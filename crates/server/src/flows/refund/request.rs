@@ -16,7 +16,7 @@ use zerodrop_store::events::{self, NewEvent};
 use zerodrop_store::ledger::{self, TransferOutcome};
 use zerodrop_store::orders::{self, OrderRow};
 use zerodrop_store::refunds::{self, NewRefund, RefundRow, RefundState};
-use zerodrop_store::{card_keys, memberships, payments, StoreError, Tx};
+use zerodrop_store::{card_keys, charges, memberships, payments, StoreError, Tx};
 
 /// The merchant's refund of the order numbered `order_no`: `amount` is a decimal in the
 /// order's currency, everything left when `None`. Returns the refund and the order as it
@@ -55,7 +55,12 @@ pub async fn request_in(
     now_ms: i64,
 ) -> Result<RefundRow, RefundError> {
     let payment = payments::for_order(tx, order.id).await?.ok_or(RefundError::NotPaid)?;
-    let existing = refunds::for_order(tx, order.id).await?;
+    let charge = charges::payment_of(tx, order.id)
+        .await?
+        .ok_or_else(|| StoreError::Invariant(format!("order {} is paid but has no charge", order.order_no)))?;
+    // Only refunds of the order's own payment count here (a second trade's refund is its
+    // own money). An unknown refund counts: the provider may already have paid it out.
+    let existing = refunds::of_order_payment(tx, order.id).await?;
     let committed: i64 = existing.iter().filter(|r| r.state != RefundState::Failed).map(|r| r.amount.minor).sum();
     let left = refundable(payment.amount.minor, committed);
     if order.status == OrderStatus::Refunding {
@@ -81,7 +86,8 @@ pub async fn request_in(
     let request_no = format!("{}R{}", order.order_no, existing.len() + 1);
     let new = NewRefund {
         id: &id,
-        order_id: order.id,
+        order_id: Some(order.id),
+        charge_id: charge.id,
         request_no: &request_no,
         amount,
         full,
@@ -96,7 +102,8 @@ pub async fn request_in(
     });
     let mut pending = vec![NewEvent::new(kind, Actor::System, &format!("refund:{id}"), data)];
     if delivered {
-        if let Some(taken) = reclaim(tx, order, &id, amount, payment.amount, full, now_ms).await? {
+        let covered = Covered { before_minor: committed, this_minor: amount.minor, paid_minor: payment.amount.minor };
+        if let Some(taken) = reclaim(tx, order, &id, covered, full, now_ms).await? {
             pending.push(NewEvent::new(EventKind::GoodsReclaimed, Actor::System, &format!("refund:{id}"), taken));
         }
     }
@@ -111,15 +118,14 @@ async fn reclaim(
     tx: &mut Tx,
     order: &OrderRow,
     refund_id: &str,
-    amount: Money,
-    paid: Money,
+    covered: Covered,
     full: bool,
     now_ms: i64,
 ) -> Result<Option<serde_json::Value>, StoreError> {
     let invariant = |m: String| StoreError::Invariant(m);
     match &order.product.kind {
         ProductKind::CurrencyPack { virtual_currency, units } => {
-            let share = reclaim_share(units * order.quantity, amount.minor, paid.minor);
+            let share = covered.share(units * order.quantity);
             if share == 0 {
                 return Ok(None);
             }
@@ -139,7 +145,7 @@ async fn reclaim(
             Ok(Some(json!({ "currency": virtual_currency, "taken_back": taken, "already_spent_written_off": lost })))
         }
         ProductKind::Membership { plan, days } => {
-            let share = reclaim_share(days * order.quantity, amount.minor, paid.minor);
+            let share = covered.share(days * order.quantity);
             if share == 0 {
                 return Ok(None);
             }
@@ -156,6 +162,25 @@ async fn reclaim(
         ProductKind::External { endpoint, .. } => Ok(Some(
             json!({ "endpoint": endpoint, "note": "external goods are taken back by the platform, not by zerodrop" }),
         )),
+    }
+}
+
+/// What refunds of the order's payment cover: those before this one, and this one.
+#[derive(Clone, Copy, Debug)]
+struct Covered {
+    before_minor: i64,
+    this_minor: i64,
+    paid_minor: i64,
+}
+
+impl Covered {
+    /// The share of `granted` this refund takes back: what all refunds so far cover,
+    /// less what the earlier ones covered. Reclaimed in total never exceeds the share the
+    /// refunded total covers, however the refunds are split or repeated under new keys.
+    fn share(self, granted: i64) -> i64 {
+        let after = reclaim_share(granted, self.before_minor + self.this_minor, self.paid_minor);
+        let before = reclaim_share(granted, self.before_minor, self.paid_minor);
+        (after - before).max(0)
     }
 }
 

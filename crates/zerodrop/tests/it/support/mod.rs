@@ -40,9 +40,24 @@ pub fn calm() -> Faults {
 
 impl Harness {
     pub async fn start(db: &TestDb, faults: Faults, tuning: Tuning) -> Harness {
+        Harness::start_with(db, faults, tuning, |_| {}).await
+    }
+
+    /// Starts with `edit` applied to the configuration the tuning makes.
+    pub async fn start_with(
+        db: &TestDb,
+        faults: Faults,
+        tuning: Tuning,
+        edit: impl Fn(&mut zerodrop_server::Config),
+    ) -> Harness {
         let sandbox = SandboxSide::start(faults).await.expect("sandbox");
-        let server =
-            InProcess::start(|listen| stack::config(&db.url, listen, &sandbox, &tuning)).await.expect("zerodrop");
+        let server = InProcess::start(|listen| {
+            let mut config = stack::config(&db.url, listen, &sandbox, &tuning);
+            edit(&mut config);
+            config
+        })
+        .await
+        .expect("zerodrop");
         let client = Client::new(&server.base_url, &sandbox.url).expect("client");
         Harness { sandbox, server, client }
     }

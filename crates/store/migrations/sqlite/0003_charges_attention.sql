@@ -1,0 +1,100 @@
+-- Charges, attention with clocks, the operator action log, and refunds that can name a
+-- charge and be unknown. SQLite dialect; keep in step with ../postgres/0003_charges_attention.sql.
+
+-- Every trade a provider reports as paid, recorded once whatever it matches. The class
+-- says which policy ends it; `order_id` is the order it was reported for, once known.
+CREATE TABLE charges (
+    id               INTEGER PRIMARY KEY AUTOINCREMENT,
+    provider         TEXT NOT NULL,
+    trade_no         TEXT NOT NULL,
+    order_no         TEXT NOT NULL,            -- the merchant order number the provider reported
+    order_id         TEXT REFERENCES orders (id),
+    amount_minor     INTEGER NOT NULL CHECK (amount_minor > 0),
+    currency         TEXT NOT NULL,
+    paid_at_ms       INTEGER,
+    class            TEXT NOT NULL CHECK (class IN ('matched', 'late', 'duplicate_trade', 'amount_mismatch',
+                                                    'provider_mismatch', 'unknown_order')),
+    evidence         TEXT NOT NULL,            -- JSON: the stored notification, or the query answer
+    recorded_at_ms   INTEGER NOT NULL,
+    classified_at_ms INTEGER NOT NULL,
+    UNIQUE (provider, trade_no)
+);
+CREATE INDEX charges_by_order ON charges (order_id);
+CREATE INDEX charges_by_class ON charges (class, recorded_at_ms);
+
+-- Every payment recorded before charges existed is its order's charge.
+INSERT INTO charges (provider, trade_no, order_no, order_id, amount_minor, currency, paid_at_ms, class, evidence,
+                     recorded_at_ms, classified_at_ms)
+SELECT p.provider, p.trade_no, o.order_no, p.order_id, p.amount_minor, p.currency, p.paid_at_ms,
+       CASE WHEN p.late = 1 THEN 'late' ELSE 'matched' END,
+       '{"kind":"payment","source":"' || p.source || '"}', p.recorded_at_ms, p.recorded_at_ms
+FROM payments p JOIN orders o ON o.id = p.order_id ORDER BY p.id;
+
+CREATE TRIGGER charges_never_deleted BEFORE DELETE ON charges
+BEGIN SELECT RAISE(ABORT, 'charges are never deleted'); END;
+
+-- Refunds may now belong to a charge with no order (a payment for an order zerodrop never
+-- knew), and may be `unknown` (the provider's answer never came; never treated as failed).
+CREATE TABLE refunds_v3 (
+    id             TEXT PRIMARY KEY,
+    order_id       TEXT REFERENCES orders (id),
+    charge_id      INTEGER REFERENCES charges (id),
+    request_no     TEXT NOT NULL UNIQUE,
+    amount_minor   INTEGER NOT NULL CHECK (amount_minor > 0),
+    currency       TEXT NOT NULL,
+    full_refund    INTEGER NOT NULL CHECK (full_refund IN (0, 1)),
+    origin         TEXT NOT NULL,
+    reason         TEXT NOT NULL,
+    state          TEXT NOT NULL CHECK (state IN ('requested', 'processing', 'unknown', 'succeeded', 'failed')),
+    detail         TEXT,
+    created_at_ms  INTEGER NOT NULL,
+    updated_at_ms  INTEGER NOT NULL,
+    finished_at_ms INTEGER,
+    CHECK (order_id IS NOT NULL OR charge_id IS NOT NULL)
+);
+INSERT INTO refunds_v3 (id, order_id, charge_id, request_no, amount_minor, currency, full_refund, origin, reason, state,
+                        detail, created_at_ms, updated_at_ms, finished_at_ms)
+SELECT r.id, r.order_id, (SELECT c.id FROM charges c WHERE c.order_id = r.order_id AND c.class IN ('matched', 'late')),
+       r.request_no, r.amount_minor, r.currency, r.full_refund, r.origin, r.reason, r.state, r.detail,
+       r.created_at_ms, r.updated_at_ms, r.finished_at_ms
+FROM refunds r;
+DROP TABLE refunds;
+ALTER TABLE refunds_v3 RENAME TO refunds;
+CREATE INDEX refunds_by_order ON refunds (order_id);
+CREATE INDEX refunds_by_charge ON refunds (charge_id);
+CREATE TRIGGER refunds_never_deleted BEFORE DELETE ON refunds
+BEGIN SELECT RAISE(ABORT, 'refunds are never deleted'); END;
+
+-- Attention items get what ends them: the money at stake, an owner, a due time, and the
+-- recorded action that resolved them. Items raised before clocks existed get 24 hours.
+ALTER TABLE attention_items ADD COLUMN charge_id INTEGER REFERENCES charges (id);
+ALTER TABLE attention_items ADD COLUMN at_stake_minor INTEGER NOT NULL DEFAULT 0 CHECK (at_stake_minor >= 0);
+ALTER TABLE attention_items ADD COLUMN currency TEXT;
+ALTER TABLE attention_items ADD COLUMN owner TEXT;
+ALTER TABLE attention_items ADD COLUMN due_at_ms INTEGER;
+ALTER TABLE attention_items ADD COLUMN resolution TEXT;
+UPDATE attention_items SET due_at_ms = created_at_ms + 86400000 WHERE due_at_ms IS NULL;
+CREATE INDEX attention_items_due ON attention_items (resolved_at_ms, due_at_ms);
+CREATE INDEX attention_items_by_order ON attention_items (order_id);
+CREATE TRIGGER attention_items_never_deleted BEFORE DELETE ON attention_items
+BEGIN SELECT RAISE(ABORT, 'attention items are never deleted'); END;
+
+-- What people did: append-only. One row per action; an item is resolved by one of them.
+CREATE TABLE operator_actions (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    item_id       INTEGER REFERENCES attention_items (id),
+    order_id      TEXT REFERENCES orders (id),
+    charge_id     INTEGER REFERENCES charges (id),
+    action        TEXT NOT NULL,
+    reason_code   TEXT NOT NULL,
+    note          TEXT NOT NULL,
+    actor         TEXT NOT NULL,               -- the person, as the platform knows them
+    channel       TEXT NOT NULL CHECK (channel IN ('api', 'cli', 'system')),
+    detail        TEXT NOT NULL,
+    at_ms         INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX operator_actions_resolve_once ON operator_actions (item_id) WHERE action <> 'assign';
+CREATE TRIGGER operator_actions_never_deleted BEFORE DELETE ON operator_actions
+BEGIN SELECT RAISE(ABORT, 'operator actions are never deleted'); END;
+CREATE TRIGGER operator_actions_never_updated BEFORE UPDATE ON operator_actions
+BEGIN SELECT RAISE(ABORT, 'operator actions are never changed'); END;
