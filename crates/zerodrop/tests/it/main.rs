@@ -5,6 +5,7 @@
 mod api;
 mod card_keys;
 mod external_delivery;
+mod finding;
 mod jobs;
 mod notify_intake;
 mod processes;
