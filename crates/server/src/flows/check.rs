@@ -8,8 +8,8 @@
 //! dedupe key (order and minute) makes concurrent calls, on any process, start one.
 
 use crate::jobs::check_payment::CheckPayment;
-use crate::jobs::query_payment::ask;
-use crate::jobs::{enqueue, Job};
+use crate::jobs::query_payment::take_answer;
+use crate::jobs::{enqueue, order_ref, Job};
 use crate::services::Services;
 use std::time::Duration;
 use zerodrop_domain::order::OrderStatus;
@@ -66,10 +66,11 @@ pub async fn check(services: &Services, order_no: &str, now_ms: i64) -> Result<O
     // The burst's first query, now, so the answer can already say "delivered". Without
     // the provider configured (removed since the order was made) the job's run retries.
     if let Some(provider) = services.provider(&order.provider).cloned() {
+        // Only the question is bounded; what is done with the answer runs to its end.
         let limit = Duration::from_millis(INLINE_QUERY_MS_MAX);
-        match tokio::time::timeout(limit, ask(services, &order, provider.as_ref(), CAUSE)).await {
-            Ok(asked) => {
-                asked?;
+        match tokio::time::timeout(limit, provider.query_payment(&order_ref(&order))).await {
+            Ok(answer) => {
+                take_answer(services, &order, answer, CAUSE).await?;
             }
             Err(_) => tracing::warn!(order.no = %order.order_no, "check call: the provider did not answer in time"),
         }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use zerodrop_domain::order::{Actor, EventKind, OrderStatus};
 use zerodrop_domain::OrderId;
-use zerodrop_providers::{PaymentStatus, Provider};
+use zerodrop_providers::{PaymentStatus, Provider, ProviderError};
 use zerodrop_store::events::{self, NewEvent};
 use zerodrop_store::orders::OrderRow;
 use zerodrop_store::payments::PaymentSource;
@@ -69,16 +69,27 @@ pub enum Asked {
     NotPaid(String),
 }
 
-/// Asks the provider once about an unpaid order: a payment found is recorded through the
-/// one payment path, any other answer goes in the order's timeline. Shared by the
-/// scheduled queries and the check call's burst, so both treat an answer alike.
+/// Asks the provider once about an unpaid order, and acts on the answer ([`take_answer`]).
+/// Shared by the scheduled queries and the check call's burst, so both treat an answer alike.
 pub async fn ask(
     services: &Services,
     order: &OrderRow,
     provider: &dyn Provider,
     cause: &str,
 ) -> Result<Asked, StoreError> {
-    let note = match provider.query_payment(&order_ref(order)).await {
+    let answer = provider.query_payment(&order_ref(order)).await;
+    take_answer(services, order, answer, cause).await
+}
+
+/// A payment found is recorded through the one payment path; any other answer (an error
+/// too) goes in the order's timeline.
+pub async fn take_answer(
+    services: &Services,
+    order: &OrderRow,
+    answer: Result<PaymentStatus, ProviderError>,
+    cause: &str,
+) -> Result<Asked, StoreError> {
+    let note = match answer {
         Ok(PaymentStatus::Paid { trade_no, amount, paid_at_ms }) => {
             let fact = PaymentFact { provider: order.provider.clone(), trade_no, amount, paid_at_ms };
             let recorded = payment::record_found(&services.store, order, &fact, PaymentSource::Query, cause).await?;
