@@ -5,6 +5,7 @@
 //! `ZERODROP_DATABASE_URL`, `ZERODROP_ORDERS__TTL_SECS`, `ZERODROP_PROVIDERS__0__APP_ID`.
 //! Values are read as TOML (numbers, arrays, booleans) and fall back to plain strings.
 
+pub use crate::schedule::QueryStep;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use zerodrop_domain::Secret;
@@ -172,13 +173,91 @@ pub struct ApiConfig {
 pub struct OrderConfig {
     /// How long a user may take to pay.
     pub ttl_secs: i64,
-    /// When to ask the provider about an unpaid order, counted from its creation. Points
-    /// at or after expiry are skipped: the expiry job closes and queries once more.
+    /// How often the provider is asked about an unpaid order while it is open, in steps
+    /// counted from its creation (see [`QueryStep`]). The default asks every 30 s for the
+    /// first 10 minutes, so a payment whose notifications are all lost is found within a
+    /// minute, then every 2 minutes until expiry. Empty: only `query_schedule_secs`.
+    pub query_cadence: Vec<QueryStep>,
+    /// Further queries at these points, in seconds from creation, besides the cadence
+    /// (the only schedule before the cadence existed; an old file's list still works).
+    /// Points at or after expiry are skipped: the expiry job closes and queries once more.
     pub query_schedule_secs: Vec<i64>,
-    /// After an order expires, one more query this much later catches a payment that
-    /// raced the close (a late payment), in case its notification is lost.
-    pub late_sweep_secs: i64,
+    /// After an order expires, queries this long after its expiry catch a payment the
+    /// provider took late (a laxer clock, a delayed bank) whose notifications were lost.
+    pub late_sweep_schedule_secs: Vec<i64>,
+    /// Replaced by `late_sweep_schedule_secs`. An old file's value still counts, as one
+    /// more point of that schedule, so an upgrade never sweeps less.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub late_sweep_secs: Option<i64>,
 }
+
+impl OrderConfig {
+    /// Every late sweep point, in seconds after expiry, the old single key included.
+    pub fn late_sweep_points_secs(&self) -> Vec<i64> {
+        let mut points = self.late_sweep_schedule_secs.clone();
+        points.extend(self.late_sweep_secs);
+        points.sort_unstable();
+        points.dedup();
+        points
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.ttl_secs < 10 || self.ttl_secs > 7 * 86_400 {
+            return Err("orders.ttl_secs must be between 10 and 604800".into());
+        }
+        if self.query_schedule_secs.iter().any(|s| *s < 1) || self.query_schedule_secs.len() > 50 {
+            return Err("orders.query_schedule_secs must be at most 50 positive numbers".into());
+        }
+        if self.query_cadence.len() > QUERY_STEPS_MAX {
+            return Err(format!("orders.query_cadence has at most {QUERY_STEPS_MAX} steps"));
+        }
+        let mut until_before = 0;
+        for (i, step) in self.query_cadence.iter().enumerate() {
+            if step.every_secs < 1 {
+                return Err(format!("orders.query_cadence[{i}].every_secs must be positive"));
+            }
+            match step.until_secs {
+                Some(until) if until <= until_before => {
+                    return Err(format!("orders.query_cadence[{i}].until_secs must be after the step before's"));
+                }
+                Some(until) => until_before = until,
+                None if i + 1 < self.query_cadence.len() => {
+                    return Err(format!("orders.query_cadence[{i}] runs until expiry, so it must be the last step"));
+                }
+                None => {}
+            }
+        }
+        let cap = QUERIES_PER_ORDER_MAX;
+        let queries = crate::schedule::open_queries(&self.query_cadence, &self.query_schedule_secs, self.ttl_secs, cap);
+        if queries > cap {
+            return Err(format!(
+                "orders.query_cadence asks more than {cap} times per order of ttl_secs {}",
+                self.ttl_secs
+            ));
+        }
+        let sweeps = self.late_sweep_points_secs();
+        if sweeps.is_empty() || sweeps.len() > LATE_SWEEPS_MAX {
+            return Err(format!("orders.late_sweep_schedule_secs needs 1 to {LATE_SWEEPS_MAX} points"));
+        }
+        if sweeps.iter().any(|s| !(1..=LATE_SWEEP_SECS_MAX).contains(s)) {
+            return Err(format!("orders.late_sweep_schedule_secs points must be between 1 and {LATE_SWEEP_SECS_MAX}"));
+        }
+        Ok(())
+    }
+}
+
+/// Cadence steps an operator may write; two or three describe any sensible schedule.
+const QUERY_STEPS_MAX: usize = 8;
+/// Scheduled queries of one open order. Providers meter queries per merchant (Alipay:
+/// per-app QPS limits), so a cadence that would ask thousands of times per order is a
+/// mistake in the file, refused at start.
+const QUERIES_PER_ORDER_MAX: usize = 1_000;
+/// Late sweeps per order: each is one provider query per expired order.
+const LATE_SWEEPS_MAX: usize = 20;
+/// Latest late sweep, 30 days after expiry: providers keep trades queryable for longer,
+/// but a payment unfound after a month is settled by a person with the provider's
+/// statement, not by another query.
+const LATE_SWEEP_SECS_MAX: i64 = 30 * 86_400;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -271,7 +350,17 @@ impl Default for Config {
 
 impl Default for OrderConfig {
     fn default() -> Self {
-        OrderConfig { ttl_secs: 900, query_schedule_secs: vec![30, 60, 120, 300, 600], late_sweep_secs: 600 }
+        OrderConfig {
+            ttl_secs: 900,
+            query_cadence: vec![
+                QueryStep { every_secs: 30, until_secs: Some(600) },
+                QueryStep { every_secs: 120, until_secs: None },
+            ],
+            query_schedule_secs: Vec::new(),
+            // An hour, six hours, a day and three days after expiry.
+            late_sweep_schedule_secs: vec![3_600, 21_600, 86_400, 259_200],
+            late_sweep_secs: None,
+        }
     }
 }
 
@@ -321,15 +410,7 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
-        if self.orders.ttl_secs < 10 || self.orders.ttl_secs > 7 * 86_400 {
-            return invalid("orders.ttl_secs must be between 10 and 604800".into());
-        }
-        if self.orders.query_schedule_secs.iter().any(|s| *s < 1) || self.orders.query_schedule_secs.len() > 50 {
-            return invalid("orders.query_schedule_secs must be at most 50 positive numbers".into());
-        }
-        if self.orders.late_sweep_secs < 1 {
-            return invalid("orders.late_sweep_secs must be positive".into());
-        }
+        self.orders.validate().map_err(ConfigError::Invalid)?;
         let clocks = [self.attention.money_due_secs, self.attention.none_due_secs];
         if clocks
             .into_iter()
@@ -500,6 +581,69 @@ mod tests {
         assert!(!printed.contains("very-secret-key") && !printed.contains("k1"), "{printed}");
         assert!(printed.contains("[redacted]"));
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn files_written_before_the_cadence_still_load_and_never_ask_less() {
+        let dir = std::env::temp_dir().join(format!("zd-config-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("zerodrop.toml");
+        let old = "[orders]\nttl_secs = 900\nquery_schedule_secs = [30, 60, 120, 300, 600]\nlate_sweep_secs = 600\n";
+        std::fs::write(&file, old).unwrap();
+        let config = Config::load(Some(&file), env(&[])).unwrap();
+        assert_eq!(config.orders.query_schedule_secs, [30, 60, 120, 300, 600]);
+        assert_eq!(config.orders.query_cadence, OrderConfig::default().query_cadence, "the cadence still runs");
+        assert_eq!(config.orders.late_sweep_points_secs(), [600, 3_600, 21_600, 86_400, 259_200]);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn the_cadence_and_sweeps_are_set_from_a_file_or_the_environment() {
+        let cadence = "[{ every_secs = 10, until_secs = 60 }, { every_secs = 45 }]";
+        let config = Config::load(
+            None,
+            env(&[
+                ("ZERODROP_ORDERS__QUERY_CADENCE", cadence),
+                ("ZERODROP_ORDERS__LATE_SWEEP_SCHEDULE_SECS", "[60, 7200]"),
+            ]),
+        )
+        .unwrap();
+        let steps = &config.orders.query_cadence;
+        assert_eq!(
+            steps,
+            &[QueryStep { every_secs: 10, until_secs: Some(60) }, QueryStep { every_secs: 45, until_secs: None }]
+        );
+        assert_eq!(config.orders.late_sweep_points_secs(), [60, 7_200]);
+        // The effective configuration, written out and read back, is the same (a child
+        // `serve` reads what the stack writes).
+        let text = toml::to_string_pretty(&config).unwrap();
+        let again: Config = toml::from_str(&text).unwrap();
+        assert_eq!(again.orders.query_cadence, config.orders.query_cadence, "{text}");
+        assert_eq!(again.orders.late_sweep_points_secs(), [60, 7_200], "{text}");
+        assert!(!text.contains("late_sweep_secs"), "the replaced key is not written: {text}");
+    }
+
+    #[test]
+    fn a_cadence_or_sweep_schedule_that_cannot_work_is_refused_with_the_key_named() {
+        let refused = |key: &str, value: &str| Config::load(None, env(&[(key, value)])).unwrap_err().to_string();
+        let cadence = "ZERODROP_ORDERS__QUERY_CADENCE";
+        let err = refused(cadence, "[{ every_secs = 0 }]");
+        assert!(err.contains("query_cadence[0].every_secs"), "{err}");
+        let err = refused(cadence, "[{ every_secs = 10 }, { every_secs = 20, until_secs = 60 }]");
+        assert!(err.contains("must be the last step"), "{err}");
+        let err = refused(cadence, "[{ every_secs = 10, until_secs = 60 }, { every_secs = 20, until_secs = 30 }]");
+        assert!(err.contains("query_cadence[1].until_secs"), "{err}");
+        let hour_at_every_second = env(&[(cadence, "[{ every_secs = 1 }]"), ("ZERODROP_ORDERS__TTL_SECS", "3600")]);
+        let err = Config::load(None, hour_at_every_second).unwrap_err().to_string();
+        assert!(err.contains("more than 1000 times"), "{err}");
+        let err = refused(cadence, "[{ every_secs = 30, until = 60 }]");
+        assert!(err.contains("until"), "{err}");
+        let err = refused("ZERODROP_ORDERS__LATE_SWEEP_SCHEDULE_SECS", "[]");
+        assert!(err.contains("late_sweep_schedule_secs"), "no sweep at all is refused: {err}");
+        let err = refused("ZERODROP_ORDERS__LATE_SWEEP_SCHEDULE_SECS", "[3600, 0]");
+        assert!(err.contains("late_sweep_schedule_secs"), "{err}");
+        let err = refused("ZERODROP_ORDERS__LATE_SWEEP_SECS", "-5");
+        assert!(err.contains("late_sweep_schedule_secs"), "the old key is checked as a point of the new: {err}");
     }
 
     #[test]

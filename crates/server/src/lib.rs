@@ -22,6 +22,8 @@
 //!   store or a transaction and return their own errors, never HTTP ones.
 //! * [`jobs`]: one module per job kind (its payload, limits, dedupe key and run) and the
 //!   [`jobs::worker`] that claims and runs them.
+//! * [`schedule`]: when providers are asked about an order (open-order cadence, the check
+//!   call's burst, late sweeps): pure functions of time.
 //! * [`services`]: what flows and jobs are given; [`app`]: services plus the committer,
 //!   as the server starts them; [`config`]; [`card_vault`]: card codes at rest.
 
@@ -32,6 +34,7 @@ pub mod flows;
 pub mod http;
 pub mod intake;
 pub mod jobs;
+pub mod schedule;
 pub mod services;
 
 pub use app::App;

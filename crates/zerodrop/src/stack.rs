@@ -15,7 +15,7 @@ use zerodrop_sandbox::faults::Faults;
 use zerodrop_sandbox::state::{Charge, Merchant};
 use zerodrop_sandbox::Sandbox;
 pub use zerodrop_sandbox::Twist;
-use zerodrop_server::config::{Config, ProviderConfig};
+use zerodrop_server::config::{Config, ProviderConfig, QueryStep};
 use zerodrop_server::App;
 
 pub const API_KEY: &str = "zd_local_merchant_key";
@@ -94,8 +94,12 @@ impl SandboxSide {
 #[derive(Clone, Debug)]
 pub struct Tuning {
     pub ttl_secs: i64,
+    /// Fixed query points, in seconds from an order's creation.
     pub query_schedule_secs: Vec<i64>,
-    pub late_sweep_secs: i64,
+    /// The open-order cadence; empty: only the fixed points.
+    pub query_cadence: Vec<QueryStep>,
+    /// Late sweeps, in seconds after expiry.
+    pub late_sweep_schedule_secs: Vec<i64>,
     pub poll_interval_ms: u64,
     pub concurrency: usize,
     /// A catalog instead of the shipped one (TOML text).
@@ -114,8 +118,9 @@ impl Default for Tuning {
         let orders = zerodrop_server::config::OrderConfig::default();
         Tuning {
             ttl_secs: orders.ttl_secs,
+            late_sweep_schedule_secs: orders.late_sweep_points_secs(),
             query_schedule_secs: orders.query_schedule_secs,
-            late_sweep_secs: orders.late_sweep_secs,
+            query_cadence: orders.query_cadence,
             poll_interval_ms: 250,
             concurrency: 16,
             catalog_toml: None,
@@ -137,7 +142,8 @@ pub fn config(database_url: &str, listen: &str, sandbox: &SandboxSide, tuning: &
     config.api.merchant_api_keys = vec![zerodrop_domain::Secret::new(API_KEY.into())];
     config.orders.ttl_secs = tuning.ttl_secs;
     config.orders.query_schedule_secs = tuning.query_schedule_secs.clone();
-    config.orders.late_sweep_secs = tuning.late_sweep_secs;
+    config.orders.query_cadence = tuning.query_cadence.clone();
+    config.orders.late_sweep_schedule_secs = tuning.late_sweep_schedule_secs.clone();
     config.jobs.poll_interval_ms = tuning.poll_interval_ms;
     config.jobs.concurrency = tuning.concurrency;
     // A stack without a card-key key simply sells no card keys.

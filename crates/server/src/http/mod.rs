@@ -40,6 +40,7 @@ pub fn router(app: App) -> Router {
     Router::new()
         .route("/v1/orders", post(orders::create))
         .route("/v1/orders/{order_no}", get(orders::get))
+        .route("/v1/orders/{order_no}/check", post(orders::check))
         .route("/v1/orders/{order_no}/refunds", post(refunds::create))
         .route("/v1/orders/{order_no}/delivery", post(delivery::confirm))
         .route("/v1/orders/{order_no}/delivery/replay", post(delivery::replay))

@@ -1,4 +1,4 @@
-//! `POST /v1/orders` and `GET /v1/orders/{order_no}`.
+//! `POST /v1/orders`, `GET /v1/orders/{order_no}` and `POST /v1/orders/{order_no}/check`.
 
 use super::error::{ApiError, ErrorCode};
 use super::extract::{Creates, Idempotent, Merchant};
@@ -7,6 +7,7 @@ use super::json;
 use super::order_view;
 use super::status_text::Lang;
 use crate::app::App;
+use crate::flows::check;
 use crate::flows::order::{self, CreateOrder, OrderError};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -57,9 +58,31 @@ pub async fn get(
     Path(order_no): Path<String>,
 ) -> Result<Response, ApiError> {
     let view = order_view::load(&app.store, &order_no).await?.ok_or_else(ApiError::order_not_found)?;
+    Ok(Json(body(&app, &view, &headers)).into_response())
+}
+
+/// `POST /v1/orders/{order_no}/check`: the user is back from the payment sheet. Asks the
+/// provider now and in a burst after (rate-limited per order), then answers like `GET`,
+/// with `check` saying whether this call started the burst and whether it is under way.
+/// Any body is ignored.
+pub async fn check(
+    State(app): State<App>,
+    _: Merchant,
+    headers: HeaderMap,
+    Path(order_no): Path<String>,
+) -> Result<Response, ApiError> {
+    let checked = check::check(&app, &order_no, now_ms()).await?.ok_or_else(ApiError::order_not_found)?;
+    let view = order_view::load(&app.store, &order_no).await?.ok_or_else(ApiError::order_not_found)?;
+    let mut body = body(&app, &view, &headers);
+    body["check"] = json!({ "started": checked.started, "under_way": checked.under_way });
+    Ok(Json(body).into_response())
+}
+
+/// An order as the merchant API shows it.
+fn body(app: &App, view: &order_view::OrderView, headers: &HeaderMap) -> serde_json::Value {
     let lang = Lang::pick(None, headers.get("accept-language").and_then(|v| v.to_str().ok()));
     let offset = app.config.status_pages.utc_offset_minutes;
-    Ok(Json(json!({
+    json!({
         "order": json::order(&view.order),
         "status_text": view.status_text(offset, lang),
         "status_text_lang": lang.code(),
@@ -68,6 +91,5 @@ pub async fn get(
         "refunds": view.refunds.iter().map(json::refund).collect::<Vec<_>>(),
         "timeline": json::timeline(&view.timeline),
         "pending_jobs": view.pending_jobs,
-    }))
-    .into_response())
+    })
 }

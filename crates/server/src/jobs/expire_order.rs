@@ -1,6 +1,6 @@
 //! Expiry: close the order at the provider, ask once more, and only then mark it
 //! expired. A close refused because the trade is paid, or a final query that finds a
-//! payment, records it like any other. An expired order gets one late sweep later.
+//! payment, records it like any other. An expired order gets late sweeps on a schedule.
 
 use super::late_sweep::LateSweep;
 use super::{enqueue, order_in_status, order_ref, Job, Outcome, Run};
@@ -78,7 +78,8 @@ async fn mark_expired(
     let close = NewEvent::new(EventKind::ProviderCloseRequested, Actor::System, cause, data);
     let expired = NewEvent::new(EventKind::Expired, Actor::System, cause, json!({}));
     events::append_all(&mut tx, &mut order, vec![close, expired], now).await?;
-    let sweep_at = now + services.config.orders.late_sweep_secs * 1000;
+    let points = services.config.orders.late_sweep_points_secs();
+    let sweep_at = crate::schedule::first_sweep_at(&points, order.expires_at_ms, now);
     enqueue(&mut tx, &LateSweep { order_id }, sweep_at, now).await?;
     tx.commit().await
 }

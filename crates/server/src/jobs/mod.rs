@@ -9,6 +9,7 @@
 //! Stored payloads outlive builds: a payload struct only ever gains fields with
 //! `#[serde(default)]`, so a job enqueued by an older build still runs.
 
+pub mod check_payment;
 pub mod deadline;
 pub mod deliver_external;
 pub mod expire_order;
@@ -147,6 +148,7 @@ pub fn order_ref(order: &OrderRow) -> OrderRef {
 
 #[cfg(test)]
 mod tests {
+    use super::check_payment::CheckPayment;
     use super::deadline::Deadline;
     use super::deliver_external::DeliverExternal;
     use super::expire_order::ExpireOrder;
@@ -183,6 +185,34 @@ mod tests {
         assert_eq!((parked.notification_id, parked.provider.as_str()), (42, "sandbox"));
         let restock = legacy::<Restock>(json!({ "sku": "card_50", "batch": "b-1" }));
         assert_eq!((restock.sku.as_str(), restock.batch.as_str()), ("card_50", "b-1"));
+    }
+
+    #[test]
+    fn a_late_sweep_stored_by_an_earlier_build_decodes_with_its_key_and_joins_the_schedule() {
+        // Earlier builds stored one sweep per expired order, 10 minutes after expiry.
+        let sweep = legacy::<LateSweep>(json!({ "order_id": ORDER }));
+        assert_eq!(sweep.dedupe_key(), format!("late_sweep:{ORDER}"));
+        assert_eq!(
+            serde_json::to_value(&sweep).unwrap(),
+            json!({ "order_id": ORDER }),
+            "the stored shape is unchanged"
+        );
+        let points = crate::config::OrderConfig::default().late_sweep_points_secs();
+        let expired = 1_000_000;
+        let after_old_sweep = crate::schedule::next_sweep_at(&points, expired, expired + 600_000);
+        assert_eq!(after_old_sweep, Some(expired + 3_600_000), "the next sweep is the schedule's first");
+    }
+
+    #[test]
+    fn a_check_burst_is_one_job_per_order_and_minute() {
+        let order_id = zerodrop_domain::OrderId::parse(ORDER).unwrap();
+        let at = |started_at_ms| CheckPayment { order_id, started_at_ms };
+        assert_eq!(at(120_000).dedupe_key(), format!("check:{ORDER}:2"));
+        assert_eq!(at(120_000).dedupe_key(), at(179_999).dedupe_key(), "calls within a minute share a burst");
+        assert_ne!(at(179_999).dedupe_key(), at(180_000).dedupe_key());
+        assert_eq!(at(120_000).first_run_at(), 125_000, "the call asks at once itself; the job follows at +5 s");
+        let decoded = legacy::<CheckPayment>(json!({ "order_id": ORDER, "started_at_ms": 120_000 }));
+        assert_eq!(decoded.started_at_ms, 120_000);
     }
 
     #[test]

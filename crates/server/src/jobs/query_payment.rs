@@ -4,14 +4,16 @@
 
 use super::{order_in_status, order_ref, Job, Outcome, Run};
 use crate::config::OrderConfig;
-use crate::flows::payment::{self, PaymentFact};
+use crate::flows::payment::{self, PaymentFact, Recorded};
+use crate::schedule;
 use crate::services::Services;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use zerodrop_domain::order::{Actor, EventKind, OrderStatus};
 use zerodrop_domain::OrderId;
-use zerodrop_providers::PaymentStatus;
+use zerodrop_providers::{PaymentStatus, Provider, ProviderError};
 use zerodrop_store::events::{self, NewEvent};
+use zerodrop_store::orders::OrderRow;
 use zerodrop_store::payments::PaymentSource;
 use zerodrop_store::{now_ms, orders, Store, StoreError};
 
@@ -40,19 +42,11 @@ impl Job for QueryPayment {
             Ok(found) => found,
             Err(outcome) => return outcome,
         };
-        let note = match provider.query_payment(&order_ref(&order)).await {
-            Ok(PaymentStatus::Paid { trade_no, amount, paid_at_ms }) => {
-                let fact = PaymentFact { provider: order.provider.clone(), trade_no, amount, paid_at_ms };
-                return payment::record_found(&services.store, &order, &fact, PaymentSource::Query, &run.cause())
-                    .await
-                    .map_or_else(Outcome::from, |_| Outcome::Done);
-            }
-            Ok(other) => format!("{other:?}"),
-            Err(e) => format!("error: {e}"),
+        let note = match ask(services, &order, provider.as_ref(), &run.cause()).await {
+            Ok(Asked::Found(_)) => return Outcome::Done,
+            Ok(Asked::NotPaid(note)) => note,
+            Err(e) => return e.into(),
         };
-        if let Err(e) = note_query(&services.store, order.id, &run.cause(), &note).await {
-            return e.into();
-        }
         match next_query_at(&services.config.orders, order.created_at_ms, order.expires_at_ms, now_ms()) {
             Some(at) => Outcome::RunAgainAt(at, Some(note)),
             None => Outcome::Done,
@@ -63,12 +57,49 @@ impl Job for QueryPayment {
 /// The next scheduled query after `now`, or `None` once the schedule (or the order's
 /// life) is over and the expiry job takes over.
 pub fn next_query_at(config: &OrderConfig, created_ms: i64, expires_ms: i64, now_ms: i64) -> Option<i64> {
-    config
-        .query_schedule_secs
-        .iter()
-        .map(|secs| created_ms + secs * 1000)
-        .filter(|at| *at > now_ms && *at < expires_ms)
-        .min()
+    schedule::next_open_query_at(&config.query_cadence, &config.query_schedule_secs, created_ms, expires_ms, now_ms)
+}
+
+/// What one question to the provider came to.
+#[derive(Debug)]
+pub enum Asked {
+    /// Paid: recorded through the one payment path.
+    Found(Recorded),
+    /// Anything else, as noted in the order's timeline (an error too: the schedule asks again).
+    NotPaid(String),
+}
+
+/// Asks the provider once about an unpaid order, and acts on the answer ([`take_answer`]).
+/// Shared by the scheduled queries and the check call's burst, so both treat an answer alike.
+pub async fn ask(
+    services: &Services,
+    order: &OrderRow,
+    provider: &dyn Provider,
+    cause: &str,
+) -> Result<Asked, StoreError> {
+    let answer = provider.query_payment(&order_ref(order)).await;
+    take_answer(services, order, answer, cause).await
+}
+
+/// A payment found is recorded through the one payment path; any other answer (an error
+/// too) goes in the order's timeline.
+pub async fn take_answer(
+    services: &Services,
+    order: &OrderRow,
+    answer: Result<PaymentStatus, ProviderError>,
+    cause: &str,
+) -> Result<Asked, StoreError> {
+    let note = match answer {
+        Ok(PaymentStatus::Paid { trade_no, amount, paid_at_ms }) => {
+            let fact = PaymentFact { provider: order.provider.clone(), trade_no, amount, paid_at_ms };
+            let recorded = payment::record_found(&services.store, order, &fact, PaymentSource::Query, cause).await?;
+            return Ok(Asked::Found(recorded));
+        }
+        Ok(other) => format!("{other:?}"),
+        Err(e) => format!("error: {e}"),
+    };
+    note_query(&services.store, order.id, cause, &note).await?;
+    Ok(Asked::NotPaid(note))
 }
 
 /// Puts the provider's answer in the order's timeline, so a person can see what was
@@ -84,15 +115,32 @@ pub async fn note_query(store: &Store, order_id: OrderId, cause: &str, answer: &
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::schedule::QueryStep;
 
     #[test]
     fn the_schedule_skips_past_points_and_stops_at_expiry() {
-        let config =
-            OrderConfig { ttl_secs: 900, query_schedule_secs: vec![30, 60, 120, 300, 600], late_sweep_secs: 600 };
+        let config = OrderConfig {
+            query_cadence: Vec::new(),
+            query_schedule_secs: vec![30, 60, 120, 300, 600],
+            ..OrderConfig::default()
+        };
         assert_eq!(next_query_at(&config, 0, 900_000, 0), Some(30_000));
         assert_eq!(next_query_at(&config, 0, 900_000, 30_000), Some(60_000));
         assert_eq!(next_query_at(&config, 0, 900_000, 599_999), Some(600_000));
         assert_eq!(next_query_at(&config, 0, 900_000, 600_000), None);
         assert_eq!(next_query_at(&config, 0, 60_000, 30_000), None, "a point at expiry is the expiry job's");
+    }
+
+    #[test]
+    fn the_cadence_and_the_old_points_make_one_schedule() {
+        let config = OrderConfig {
+            query_cadence: vec![QueryStep { every_secs: 100, until_secs: None }],
+            query_schedule_secs: vec![30],
+            ..OrderConfig::default()
+        };
+        let created = 1_000_000;
+        assert_eq!(next_query_at(&config, created, created + 900_000, created), Some(created + 30_000));
+        assert_eq!(next_query_at(&config, created, created + 900_000, created + 30_000), Some(created + 100_000));
+        assert_eq!(next_query_at(&config, created, created + 900_000, created + 800_000), None, "900 s is expiry");
     }
 }

@@ -3,6 +3,7 @@
 //! when attempts run out, the job ends in `attention` and a person sees its order or
 //! notification).
 
+use super::check_payment::CheckPayment;
 use super::deadline::Deadline;
 use super::deliver_external::DeliverExternal;
 use super::expire_order::ExpireOrder;
@@ -35,6 +36,7 @@ pub const HANDLED_KINDS: &[&str] = &[
     Deadline::KIND,
     DeliverExternal::KIND,
     Restock::KIND,
+    CheckPayment::KIND,
 ];
 
 /// Time kept free between a run's limit and its lease, so a slow run is stopped before
@@ -116,6 +118,7 @@ async fn run_one(services: Services, job: ClaimedJob) {
             Deadline::KIND => execute::<Deadline>(&services, &job).await,
             DeliverExternal::KIND => execute::<DeliverExternal>(&services, &job).await,
             Restock::KIND => execute::<Restock>(&services, &job).await,
+            CheckPayment::KIND => execute::<CheckPayment>(&services, &job).await,
             other => {
                 let outcome = Outcome::Retry(format!("no handler for job kind {other}"));
                 record(&services, &job, outcome, None).await;

@@ -93,7 +93,7 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
     let game = Endpoint::start(Mode::Up).await?;
     let tuning = Tuning {
         ttl_secs: DEMO_TTL_SECS,
-        late_sweep_secs: DEMO_LATE_SWEEP_SECS,
+        late_sweep_schedule_secs: vec![DEMO_LATE_SWEEP_SECS],
         catalog_toml: Some(DEMO_CATALOG.to_owned()),
         endpoint_url: Some(game.url.clone()),
         ..Tuning::default()

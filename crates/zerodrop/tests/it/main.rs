@@ -6,6 +6,7 @@ mod api;
 mod card_keys;
 mod charges;
 mod external_delivery;
+mod finding;
 mod jobs;
 mod notify_intake;
 mod processes;

@@ -160,7 +160,8 @@ fn tuning() -> Tuning {
     Tuning {
         ttl_secs: 30,
         query_schedule_secs: vec![2, 4, 8, 16],
-        late_sweep_secs: 5,
+        query_cadence: Vec::new(),
+        late_sweep_schedule_secs: vec![5],
         poll_interval_ms: 100,
         concurrency: 16,
         catalog_toml: None,

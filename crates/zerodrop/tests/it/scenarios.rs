@@ -122,7 +122,7 @@ both_engines! {
         let faults = Faults { drop_rate_pct: 100, late_pay_grace_ms: 60_000, ..calm() };
         // The late sweep waits until the test has paid and then makes it due, so a slow
         // machine cannot run the one sweep before the payment exists.
-        let tuning = zerodrop::stack::Tuning { late_sweep_secs: 600, ..fast() };
+        let tuning = zerodrop::stack::Tuning { late_sweep_schedule_secs: vec![600], ..fast() };
         let h = Harness::start(db, faults, tuning).await;
         let deliver = h.order("late-1", "diamonds_60").await; // policy: deliver
         let refund = h.order("late-2", "diamonds_6480").await; // policy: refund

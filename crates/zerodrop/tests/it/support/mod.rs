@@ -14,11 +14,14 @@ pub struct Harness {
 }
 
 /// Order lives compressed to seconds so tests see queries, expiry and late sweeps quickly.
+/// Queries at fixed points only (no cadence), so a test that moves them knows when
+/// the provider is asked.
 pub fn fast() -> Tuning {
     Tuning {
         ttl_secs: 6,
         query_schedule_secs: vec![1, 2, 4],
-        late_sweep_secs: 2,
+        query_cadence: Vec::new(),
+        late_sweep_schedule_secs: vec![2],
         poll_interval_ms: 50,
         concurrency: 16,
         catalog_toml: None,
