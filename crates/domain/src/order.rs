@@ -113,6 +113,9 @@ pub enum EventKind {
     AwaitingStock,
     DeliveryAttempted,
     DeliveryAccepted,
+    /// An attempt whose answer never came (a timeout, a connection broken after the
+    /// request went out): the endpoint may or may not have delivered.
+    DeliveryUnknown,
     DeliveryFailed,
     DeadlineMissed,
     Compensated,
@@ -125,7 +128,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 24] = [
+    pub const ALL: [EventKind; 25] = [
         EventKind::Created,
         EventKind::PaymentCaptured,
         EventKind::Delivered,
@@ -141,6 +144,7 @@ impl EventKind {
         EventKind::AwaitingStock,
         EventKind::DeliveryAttempted,
         EventKind::DeliveryAccepted,
+        EventKind::DeliveryUnknown,
         EventKind::DeliveryFailed,
         EventKind::DeadlineMissed,
         EventKind::Compensated,
@@ -169,6 +173,7 @@ impl EventKind {
             EventKind::AwaitingStock => "awaiting_stock",
             EventKind::DeliveryAttempted => "delivery_attempted",
             EventKind::DeliveryAccepted => "delivery_accepted",
+            EventKind::DeliveryUnknown => "delivery_unknown",
             EventKind::DeliveryFailed => "delivery_failed",
             EventKind::DeadlineMissed => "deadline_missed",
             EventKind::Compensated => "compensated",
@@ -321,6 +326,7 @@ fn next_status(status: OrderStatus, kind: EventKind) -> Result<Option<OrderStatu
         EventKind::AwaitingStock
         | EventKind::DeliveryAttempted
         | EventKind::DeliveryAccepted
+        | EventKind::DeliveryUnknown
         | EventKind::DeliveryFailed
         | EventKind::DeadlineMissed => match status {
             // Delivery evidence exists only for paid orders (attempts may still report
