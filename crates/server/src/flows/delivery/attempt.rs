@@ -9,7 +9,7 @@ use serde_json::json;
 use zerodrop_domain::order::{Actor, EventKind, OrderStatus};
 use zerodrop_domain::OrderId;
 use zerodrop_store::events::{self, NewEvent};
-use zerodrop_store::{now_ms, orders, Store, StoreError};
+use zerodrop_store::{now_ms, orders, Store, StoreError, Tx};
 
 /// Why the request was sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,7 +83,9 @@ pub async fn record(
             let data = json!({ "http_status": attempt.status });
             miss::arrived_after_refund_in(&mut tx, &mut order, cause, data, now).await?;
         }
-        Answer::Unknown(why) if !replay && money_going_back => {
+        // Unknown while the money goes back: a person decides, unless a definite answer to
+        // the same key (a refusal, a delivery) already said what this call did.
+        Answer::Unknown(why) if !replay && money_going_back && !answered(&mut tx, order_id).await? => {
             let data = json!({ "reason": "delivery_unknown", "why": why, "after_refund": true });
             events::append(&mut tx, &mut order, NewEvent::new(EventKind::AttentionRaised, Actor::System, cause, data), now)
                 .await?;
@@ -94,4 +96,12 @@ pub async fn record(
         Answer::Delivered | Answer::Accepted | Answer::Refused | Answer::Failed(_) | Answer::Unknown(_) => {}
     }
     tx.commit().await
+}
+
+/// True when the endpoint gave the order's key a definite answer: every call under the
+/// key has that same result.
+async fn answered(tx: &mut Tx, order_id: OrderId) -> Result<bool, StoreError> {
+    let history = events::list(tx, order_id).await?;
+    let definite = [EventKind::DeliveryFailed.as_str(), EventKind::Delivered.as_str()];
+    Ok(history.iter().any(|e| definite.contains(&e.kind.as_str())))
 }
