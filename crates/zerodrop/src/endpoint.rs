@@ -236,7 +236,7 @@ async fn deliver(
         .unwrap_or_default();
     let (mode, reply, first) = match hear(&shared.book, genuine, &key, order_no) {
         Ok(heard) => heard,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     match mode {
         // Applied only once released: nothing is remembered before.
@@ -269,19 +269,20 @@ fn hear(
     genuine: bool,
     key: &str,
     order_no: String,
-) -> Result<(Mode, Option<Reply>, bool), Response> {
-    let Ok(mut book) = book.lock() else { return Err(StatusCode::INTERNAL_SERVER_ERROR.into_response()) };
+) -> Result<(Mode, Option<Reply>, bool), Box<Response>> {
+    let Ok(mut book) = book.lock() else { return Err(Box::new(StatusCode::INTERNAL_SERVER_ERROR.into_response())) };
     book.requests += 1;
     if !genuine {
         book.bad_signatures += 1;
-        return Err((StatusCode::UNAUTHORIZED, "bad signature").into_response());
+        return Err(Box::new((StatusCode::UNAUTHORIZED, "bad signature").into_response()));
     }
     *book.heard.entry(key.to_owned()).or_default() += 1;
     let mode = book.mode.unwrap_or(Mode::Up);
     let (reply, first) = match mode {
-        Mode::Down => return Err((StatusCode::SERVICE_UNAVAILABLE, "maintenance").into_response()),
+        Mode::Down => return Err(Box::new((StatusCode::SERVICE_UNAVAILABLE, "maintenance").into_response())),
         Mode::Redirect => {
-            return Err((StatusCode::FOUND, [("location", "http://127.0.0.1:9/elsewhere")], "").into_response());
+            let location = [("location", "http://127.0.0.1:9/elsewhere")];
+            return Err(Box::new((StatusCode::FOUND, location, "").into_response()));
         }
         Mode::Hold => return Ok((mode, None, !book.results.contains_key(key))),
         Mode::Up | Mode::Slow(_) | Mode::Silent | Mode::Break => book.once(key, |book| book.apply(key)),

@@ -159,12 +159,7 @@ pub async fn send(client: &reqwest::Client, endpoint: &EndpointConfig, order: &O
             } else {
                 Answer::Unknown("the connection broke before an answer".into())
             };
-            return Attempt {
-                answer,
-                status: None,
-                latency_ms: elapsed_ms(started),
-                excerpt: String::new(),
-            };
+            return Attempt { answer, status: None, latency_ms: elapsed_ms(started), excerpt: String::new() };
         }
     };
     let status = response.status().as_u16();

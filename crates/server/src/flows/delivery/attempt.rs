@@ -54,7 +54,8 @@ pub async fn record(
     events::append(&mut tx, &mut order, NewEvent::new(EventKind::DeliveryAttempted, Actor::System, cause, data), now)
         .await?;
     let paid = order.status == OrderStatus::Paid;
-    let money_going_back = matches!(order.status, OrderStatus::RefundDue | OrderStatus::Refunding | OrderStatus::Refunded);
+    let money_going_back =
+        matches!(order.status, OrderStatus::RefundDue | OrderStatus::Refunding | OrderStatus::Refunded);
     match &attempt.answer {
         Answer::Delivered if paid => {
             complete_later(&mut tx, &mut order, Some(json!({ "http_status": attempt.status })), now).await?;
@@ -74,8 +75,13 @@ pub async fn record(
         // same key, the deadline settles before its policy acts.
         Answer::Unknown(why) if paid && !replay => {
             let data = json!({ "why": why, "http_status": attempt.status });
-            events::append(&mut tx, &mut order, NewEvent::new(EventKind::DeliveryUnknown, Actor::System, cause, data), now)
-                .await?;
+            events::append(
+                &mut tx,
+                &mut order,
+                NewEvent::new(EventKind::DeliveryUnknown, Actor::System, cause, data),
+                now,
+            )
+            .await?;
         }
         // Delivered, or perhaps delivered, while the deadline was refunding it: the user
         // may hold both, and a person decides.
@@ -87,8 +93,13 @@ pub async fn record(
         // the same key (a refusal, a delivery) already said what this call did.
         Answer::Unknown(why) if !replay && money_going_back && !answered(&mut tx, order_id).await? => {
             let data = json!({ "reason": "delivery_unknown", "why": why, "after_refund": true });
-            events::append(&mut tx, &mut order, NewEvent::new(EventKind::AttentionRaised, Actor::System, cause, data), now)
-                .await?;
+            events::append(
+                &mut tx,
+                &mut order,
+                NewEvent::new(EventKind::AttentionRaised, Actor::System, cause, data),
+                now,
+            )
+            .await?;
         }
         // A replay of a delivered order, or a refused or accepted order whose money is
         // already going back: the attempt is evidence and nothing else changes (a later

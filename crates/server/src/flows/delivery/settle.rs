@@ -121,7 +121,13 @@ pub async fn step(services: &Services, order: &OrderRow, cause: &str) -> Result<
 
 /// Puts the order in front of a person with reason [`REASON`]: its money stays, its goods
 /// may have arrived, and only someone who can ask the platform knows which.
-async fn raise(services: &Services, order: &OrderRow, cause: &str, sends: usize, why: &str) -> Result<Step, StoreError> {
+async fn raise(
+    services: &Services,
+    order: &OrderRow,
+    cause: &str,
+    sends: usize,
+    why: &str,
+) -> Result<Step, StoreError> {
     let mut tx = services.store.begin().await?;
     let mut order = orders::lock(&mut tx, order.id).await?;
     // Raised once: a run repeated after a crash finds it already there.
@@ -147,11 +153,11 @@ mod tests {
         let attempted = event(EventKind::DeliveryAttempted, json!({ "purpose": "deliver" }));
         let unknown = event(EventKind::DeliveryUnknown, json!({}));
         let accepted = event(EventKind::DeliveryAccepted, json!({}));
-        assert!(!in_doubt(&[attempted.clone()]), "a plain failure leaves no doubt");
+        assert!(!in_doubt(std::slice::from_ref(&attempted)), "a plain failure leaves no doubt");
         assert!(in_doubt(&[attempted.clone(), unknown.clone()]));
         // A later failure (a 503, a refused connection) does not answer the unknown call.
         assert!(in_doubt(&[unknown.clone(), attempted.clone()]));
-        assert!(in_doubt(&[accepted.clone()]), "a 202 waits for its confirmation");
+        assert!(in_doubt(std::slice::from_ref(&accepted)), "a 202 waits for its confirmation");
         assert!(!in_doubt(&[unknown.clone(), event(EventKind::Delivered, json!({}))]));
         assert!(!in_doubt(&[accepted, event(EventKind::DeliveryFailed, json!({}))]));
         assert!(in_doubt(&[event(EventKind::DeliveryFailed, json!({})), unknown]), "doubt after a refusal counts");
