@@ -113,6 +113,9 @@ pub enum EventKind {
     AwaitingStock,
     DeliveryAttempted,
     DeliveryAccepted,
+    /// An attempt whose answer never came (a timeout, a connection broken after the
+    /// request went out): the endpoint may or may not have delivered.
+    DeliveryUnknown,
     DeliveryFailed,
     DeadlineMissed,
     Compensated,
@@ -140,7 +143,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 31] = [
+    pub const ALL: [EventKind; 32] = [
         EventKind::Created,
         EventKind::PaymentCaptured,
         EventKind::Delivered,
@@ -156,6 +159,7 @@ impl EventKind {
         EventKind::AwaitingStock,
         EventKind::DeliveryAttempted,
         EventKind::DeliveryAccepted,
+        EventKind::DeliveryUnknown,
         EventKind::DeliveryFailed,
         EventKind::DeadlineMissed,
         EventKind::Compensated,
@@ -191,6 +195,7 @@ impl EventKind {
             EventKind::AwaitingStock => "awaiting_stock",
             EventKind::DeliveryAttempted => "delivery_attempted",
             EventKind::DeliveryAccepted => "delivery_accepted",
+            EventKind::DeliveryUnknown => "delivery_unknown",
             EventKind::DeliveryFailed => "delivery_failed",
             EventKind::DeadlineMissed => "deadline_missed",
             EventKind::Compensated => "compensated",
@@ -350,6 +355,7 @@ fn next_status(status: OrderStatus, kind: EventKind) -> Result<Option<OrderStatu
         EventKind::AwaitingStock
         | EventKind::DeliveryAttempted
         | EventKind::DeliveryAccepted
+        | EventKind::DeliveryUnknown
         | EventKind::DeliveryFailed
         | EventKind::DeadlineMissed => match status {
             // Delivery evidence exists only for paid orders (attempts may still report

@@ -185,6 +185,7 @@ fn derive_columns(order: &mut OrderRow, event: &NewEvent, now_ms: i64) {
         | EventKind::AwaitingStock
         | EventKind::DeliveryAttempted
         | EventKind::DeliveryAccepted
+        | EventKind::DeliveryUnknown
         | EventKind::DeliveryFailed
         | EventKind::DeadlineMissed
         | EventKind::Compensated

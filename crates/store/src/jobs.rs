@@ -244,6 +244,21 @@ pub async fn for_order(conn: &mut crate::Conn, order_id: OrderId) -> Result<Vec<
     Ok(rows)
 }
 
+/// True when a job of `kind` for this order is running now: claimed, and its lease not yet
+/// expired (a finished run clears its lease). The deadline asks this of the delivery job,
+/// whose request may be out at the endpoint with its answer not yet known.
+pub async fn running_for_order(conn: &mut crate::Conn, order_id: OrderId, kind: &str, now_ms: i64) -> Result<bool> {
+    let running = sqlx::query_scalar::<_, i64>(
+        "SELECT COUNT(*) FROM jobs WHERE order_id = $1 AND kind = $2 AND state = 'queued' AND lease_until_ms > $3",
+    )
+    .bind(order_id.to_string())
+    .bind(kind)
+    .bind(now_ms)
+    .fetch_one(conn)
+    .await?;
+    Ok(running > 0)
+}
+
 /// Which workers finished jobs, with how many each (to see that processes shared work).
 pub async fn finished_by_owner(conn: &mut crate::Conn) -> Result<Vec<(String, i64)>> {
     let rows = sqlx::query_as::<_, (String, i64)>(

@@ -5,7 +5,10 @@
 //! (headers `X-Zerodrop-Timestamp` and `X-Zerodrop-Signature: v1=<hex>`), with the order
 //! id as `Idempotency-Key`. 2xx means delivered; 202 means accepted, to be confirmed later
 //! through `POST /v1/orders/{order_no}/delivery` signed the same way; 4xx is a permanent
-//! refusal; anything else (a redirect, 5xx, a timeout, a broken answer) is retried.
+//! refusal; a redirect or a 5xx is a failure, retried. A request that went out and got no
+//! complete answer (a timeout, a connection broken mid-way) is *unknown*: the endpoint may
+//! have delivered, so only a later definite answer to the same idempotency key (which the
+//! endpoint answers with its original result) decides the order.
 
 use crate::config::EndpointConfig;
 use aws_lc_rs::hmac;
@@ -101,8 +104,23 @@ pub enum Answer {
     Accepted,
     /// A 4xx: the endpoint will never deliver this order.
     Refused,
-    /// Anything else: try again.
+    /// An answer saying the endpoint did not deliver (yet): a redirect, a 5xx, a 408 or
+    /// 429, or a connection never made. Try again.
     Failed(String),
+    /// No complete answer to a request that may have reached the endpoint (a timeout, a
+    /// connection broken after sending, a response cut off): it may have delivered. Never
+    /// taken as a failure; sent again with the same key until a definite answer.
+    Unknown(String),
+}
+
+impl Answer {
+    /// True when the answer decides the order: delivered, or refused for good.
+    pub fn is_definite(&self) -> bool {
+        match self {
+            Answer::Delivered | Answer::Refused => true,
+            Answer::Accepted | Answer::Failed(_) | Answer::Unknown(_) => false,
+        }
+    }
 }
 
 /// One attempt, as the timeline records it.
@@ -130,19 +148,18 @@ pub async fn send(client: &reqwest::Client, endpoint: &EndpointConfig, order: &O
     let mut response = match response {
         Ok(response) => response,
         Err(e) => {
-            let kind = if e.is_timeout() {
-                "timed out"
-            } else if e.is_connect() {
-                "connection failed"
+            // Only a request that never left (no connection, or not even built) is a
+            // plain failure; past that point the endpoint may have acted on it.
+            let answer = if e.is_connect() && !e.is_timeout() {
+                Answer::Failed("connection failed".into())
+            } else if e.is_builder() {
+                Answer::Failed("request not built".into())
+            } else if e.is_timeout() {
+                Answer::Unknown("timed out".into())
             } else {
-                "request failed"
+                Answer::Unknown("the connection broke before an answer".into())
             };
-            return Attempt {
-                answer: Answer::Failed(kind.into()),
-                status: None,
-                latency_ms: elapsed_ms(started),
-                excerpt: String::new(),
-            };
+            return Attempt { answer, status: None, latency_ms: elapsed_ms(started), excerpt: String::new() };
         }
     };
     let status = response.status().as_u16();
@@ -164,7 +181,9 @@ pub async fn send(client: &reqwest::Client, endpoint: &EndpointConfig, order: &O
         .take(RESPONSE_EXCERPT_CHARS_MAX)
         .collect();
     let answer = match status {
-        _ if broken => Answer::Failed("the response broke off".into()),
+        // The status line arrived but not the whole answer: taken as unknown, so a cut-off
+        // 2xx is confirmed by asking again rather than guessed either way.
+        _ if broken => Answer::Unknown("the response broke off".into()),
         202 => Answer::Accepted,
         200..=299 => Answer::Delivered,
         // 408 and 429 say "later", not "never".

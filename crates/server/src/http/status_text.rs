@@ -170,6 +170,8 @@ pub fn event_label(kind: EventKind, lang: Lang) -> &'static str {
         (EventKind::DeliveryAttempted, Lang::En) => "Delivery attempt",
         (EventKind::DeliveryAccepted, Lang::Zh) => "发放已受理",
         (EventKind::DeliveryAccepted, Lang::En) => "Delivery accepted",
+        (EventKind::DeliveryUnknown, Lang::Zh) => "发放结果未知，正在核实",
+        (EventKind::DeliveryUnknown, Lang::En) => "Delivery outcome unknown; checking",
         (EventKind::DeliveryFailed, Lang::Zh) => "发放失败",
         (EventKind::DeliveryFailed, Lang::En) => "Delivery refused",
         (EventKind::DeadlineMissed, Lang::Zh) => "超过发放时限",

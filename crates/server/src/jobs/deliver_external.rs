@@ -4,16 +4,13 @@
 //! runs even for an order already delivered.
 
 use super::{read_order, Job, Outcome, Run};
-use crate::flows::delivery::complete::complete_later;
-use crate::flows::delivery::miss;
-use crate::flows::endpoint::{self, Answer, Attempt};
+use crate::flows::delivery::attempt::{self, Purpose};
+use crate::flows::endpoint::{self, Answer};
 use crate::services::Services;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
-use zerodrop_domain::order::{Actor, EventKind, OrderStatus};
+use zerodrop_domain::order::OrderStatus;
 use zerodrop_domain::{OrderId, ProductKind};
-use zerodrop_store::events::{self, NewEvent};
-use zerodrop_store::{now_ms, orders, StoreError};
+use zerodrop_store::now_ms;
 
 /// External deliveries are retried for at least a day: backoff grows to 10 minutes with
 /// jitter down to half of that, so even the shortest waits (5 minutes) need 288 attempts
@@ -75,11 +72,15 @@ impl Job for DeliverExternal {
             return Outcome::Retry(format!("delivery endpoint {endpoint} is not configured"));
         };
         let attempt = endpoint::send(&services.http, endpoint, &order, now_ms() / 1000).await;
+        // An unknown answer is sent again like a failure: with the same idempotency key,
+        // the endpoint answers with what it did the first time.
         let retry = match &attempt.answer {
-            Answer::Failed(error) => Some(error.clone()),
+            Answer::Failed(error) | Answer::Unknown(error) => Some(error.clone()),
             Answer::Delivered | Answer::Accepted | Answer::Refused => None,
         };
-        if let Err(e) = record(services, run, self.order_id, &attempt, self.replay).await {
+        let purpose = if self.replay { Purpose::Replay } else { Purpose::Deliver };
+        let cause = run.cause();
+        if let Err(e) = attempt::record(&services.store, self.order_id, &attempt, &cause, run.attempt, purpose).await {
             return e.into();
         }
         services.wake(); // a refusal may have enqueued a refund
@@ -88,51 +89,4 @@ impl Job for DeliverExternal {
             None => Outcome::Done,
         }
     }
-}
-
-async fn record(
-    services: &Services,
-    run: &Run,
-    order_id: OrderId,
-    attempt: &Attempt,
-    replay: bool,
-) -> Result<(), StoreError> {
-    let mut tx = services.store.begin().await?;
-    let now = now_ms();
-    let cause = run.cause();
-    let mut order = orders::lock(&mut tx, order_id).await?;
-    let data = json!({
-        "attempt": run.attempt, "http_status": attempt.status, "latency_ms": attempt.latency_ms,
-        "response_excerpt": attempt.excerpt, "outcome": format!("{:?}", attempt.answer), "replay": replay,
-    });
-    events::append(&mut tx, &mut order, NewEvent::new(EventKind::DeliveryAttempted, Actor::System, &cause, data), now)
-        .await?;
-    let paid = order.status == OrderStatus::Paid;
-    match &attempt.answer {
-        Answer::Delivered if paid => {
-            complete_later(&mut tx, &mut order, Some(json!({ "http_status": attempt.status })), now).await?;
-        }
-        Answer::Accepted if paid => {
-            let data = json!({ "http_status": attempt.status, "awaiting": "confirmation" });
-            let accepted = NewEvent::new(EventKind::DeliveryAccepted, Actor::System, &cause, data);
-            events::append(&mut tx, &mut order, accepted, now).await?;
-        }
-        Answer::Refused if paid => {
-            let data = json!({ "http_status": attempt.status, "reason": attempt.excerpt });
-            miss::refused_in(&mut tx, &mut order, &cause, data, now).await?;
-        }
-        // Delivered while the deadline was refunding it: the user may hold both.
-        Answer::Delivered
-            if !replay
-                && matches!(order.status, OrderStatus::RefundDue | OrderStatus::Refunding | OrderStatus::Refunded) =>
-        {
-            let data = json!({ "http_status": attempt.status });
-            miss::arrived_after_refund_in(&mut tx, &mut order, &cause, data, now).await?;
-        }
-        // A replay of a delivered order, or a refused or accepted order whose money is
-        // already going back: the attempt is evidence and nothing else changes (a later
-        // confirmation of an accepted one is checked when it comes).
-        Answer::Delivered | Answer::Accepted | Answer::Refused | Answer::Failed(_) => {}
-    }
-    tx.commit().await
 }

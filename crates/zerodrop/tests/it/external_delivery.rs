@@ -2,7 +2,7 @@
 //! the timeline, confirmations checked, deadlines kept, compensation paid once.
 
 use crate::support::{calm, count, goods, Harness};
-use serde_json::json;
+use serde_json::{json, Value};
 use std::time::Duration;
 use zerodrop::endpoint::{self, Endpoint, Mode};
 use zerodrop_store::both_engines;
@@ -165,30 +165,175 @@ both_engines! {
     }
 }
 
+/// Calls the deadline made to settle an order (their `purpose` says so).
+fn settle_attempts(order: &Value) -> Vec<Value> {
+    let timeline = order["timeline"].as_array().cloned().unwrap_or_default();
+    timeline.into_iter().filter(|e| e["kind"] == "delivery_attempted" && e["data"]["purpose"] == "settle").collect()
+}
+
+/// The endpoint heard one idempotency key only (the order id), at least `times` times, and
+/// applied the goods under it exactly `applied` times.
+fn same_key(game: &Endpoint, h_order: &Value, times: u32, applied: u32) {
+    let order_id = h_order["order"]["id"].as_str().map(str::to_owned);
+    let heard = game.heard();
+    assert_eq!(heard.len(), 1, "one idempotency key, whoever sent: {heard:?}");
+    let (key, n) = heard.into_iter().next().unwrap();
+    if let Some(id) = order_id {
+        assert_eq!(key, id, "the key is the order id");
+    }
+    assert!(n >= times, "heard {n} times, wanted at least {times}");
+    assert_eq!(game.applied().get(&key).copied().unwrap_or(0), applied, "goods applied under the key");
+}
+
 both_engines! {
-    /// The race between a slow endpoint and the deadline: the request goes out, the 10 s
-    /// deadline refunds the order while it is under way, then the endpoint answers 200.
-    /// The user may now hold the goods and the money: the order goes to a person, with the
-    /// attempt in its timeline; nothing is delivered or refunded twice.
-    async fn a_delivery_landing_after_the_deadline_refund_goes_to_a_person(db) {
-        // The endpoint holds the request until the deadline has refunded the order, then
-        // answers 200 (zerodrop waits up to 45 s for it; its job may run 50 s).
+    /// The endpoint applies the goods and answers after zerodrop's timeout: the attempt is
+    /// unknown, not failed, and the next send (same key) gets the original 200.
+    async fn an_answer_after_the_timeout_is_unknown_and_the_same_key_gets_the_original_result(db) {
+        let (h, game) = stack(db, Mode::Slow(5_000)).await;
+        let no = h.paid("player", "gold_100").await;
+        let order = h.wait_for_status(&no, "delivered", Duration::from_secs(30)).await;
+        assert!(count(&order, "delivery_unknown") >= 1, "the timed-out attempt is unknown");
+        assert_eq!(count(&order, "delivery_failed"), 0);
+        assert_eq!(count(&order, "delivered"), 1);
+        assert!(order["refunds"].as_array().is_none_or(|r| r.is_empty()), "never refunded");
+        same_key(&game, &order, 2, 1);
+        h.audit_passes().await;
+        h.stop().await;
+        game.stop();
+    }
+}
+
+both_engines! {
+    /// The endpoint applies the goods and then stays silent. At the deadline zerodrop does
+    /// not refund: it asks again (same key) a bounded number of times, then hands the order
+    /// to a person with reason `delivery_unknown`. When the endpoint speaks again, the
+    /// order is delivered, once.
+    async fn a_silent_endpoint_goes_to_a_person_at_the_deadline_never_refunded(db) {
+        let (h, game) = stack(db, Mode::Silent).await;
+        let no = h.paid("player", "gold_100").await;
+        let order = zerodrop::stack::eventually(Duration::from_secs(60), "a person", || async {
+            let order = h.client.order(&no).await?;
+            Ok((order["order"]["attention_reason"] == "delivery_unknown").then_some(order))
+        }).await.unwrap();
+        assert_eq!(order["order"]["status"], "paid", "not refunded");
+        assert_eq!(count(&order, "refund_due"), 0);
+        assert_eq!(count(&order, "deadline_missed"), 0, "the deadline's policy never acted");
+        let settles = settle_attempts(&order);
+        assert_eq!(settles.len(), zerodrop_server::flows::delivery::settle::SETTLE_SENDS_MAX, "bounded");
+        assert!(settles.iter().all(|a| a["data"]["outcome"].as_str().unwrap_or("").contains("Unknown")));
+        let raised = order["timeline"].as_array().unwrap().iter()
+            .find(|e| e["kind"] == "attention_raised").unwrap().clone();
+        assert_eq!(raised["data"]["reason"], "delivery_unknown");
+        same_key(&game, &order, 4, 1);
+        h.audit_passes().await;
+        // The endpoint answers again: the next retry of the delivery job gets the original 200.
+        game.release();
+        h.make_due("deliver_external").await;
+        let order = h.wait_for_status(&no, "delivered", Duration::from_secs(30)).await;
+        assert_eq!(count(&order, "delivered"), 1);
+        assert_eq!(count(&order, "refund_requested"), 0);
+        same_key(&game, &order, 5, 1);
+        h.audit_passes().await;
+        h.stop().await;
+        game.stop();
+    }
+}
+
+both_engines! {
+    /// A 202 whose signed confirmation never arrives (the endpoint delivered; the callback
+    /// was lost): at the deadline zerodrop asks again with the same key, gets 200, and the
+    /// order is delivered instead of refunded.
+    async fn a_lost_confirmation_is_settled_by_asking_again_before_the_deadline_refunds(db) {
+        let (h, game) = stack(db, Mode::Accept).await;
+        let no = h.paid("player", "gold_100").await;
+        zerodrop::stack::eventually(Duration::from_secs(10), "acceptance", || async {
+            let order = h.client.order(&no).await?;
+            Ok((count(&order, "delivery_accepted") == 1).then_some(()))
+        }).await.unwrap();
+        assert_eq!(game.finish_accepted(), vec![no.clone()], "delivered, confirmation lost");
+        let order = h.wait_for_status(&no, "delivered", Duration::from_secs(30)).await;
+        let settles = settle_attempts(&order);
+        assert_eq!(settles.len(), 1, "one question settled it");
+        assert_eq!(settles[0]["data"]["http_status"], 200);
+        assert_eq!(count(&order, "refund_due"), 0);
+        assert_eq!(count(&order, "delivered"), 1);
+        same_key(&game, &order, 2, 1);
+        h.audit_passes().await;
+        h.stop().await;
+        game.stop();
+    }
+}
+
+both_engines! {
+    /// The endpoint reads the request, applies it, and the connection breaks before any
+    /// answer: unknown, not failed, and never a refusal. Back up, the same key gets 200.
+    async fn a_connection_broken_after_the_request_is_unknown_not_failed(db) {
+        let (h, game) = stack(db, Mode::Break).await;
+        let no = h.paid("player", "gold_patient").await;
+        let order = zerodrop::stack::eventually(Duration::from_secs(15), "an unknown attempt", || async {
+            let order = h.client.order(&no).await?;
+            Ok((count(&order, "delivery_unknown") >= 1).then_some(order))
+        }).await.unwrap();
+        let attempt = order["timeline"].as_array().unwrap().iter().find(|e| e["kind"] == "delivery_attempted").unwrap();
+        assert!(attempt["data"]["outcome"].as_str().unwrap().contains("Unknown"), "{attempt}");
+        assert_eq!(attempt["data"]["http_status"], Value::Null, "no answer at all");
+        assert_eq!(count(&order, "delivery_failed"), 0);
+        assert_eq!(order["order"]["status"], "paid");
+        game.set_mode(Mode::Up);
+        h.make_due("deliver_external").await;
+        let order = h.wait_for_status(&no, "delivered", Duration::from_secs(30)).await;
+        same_key(&game, &order, 2, 1);
+        h.audit_passes().await;
+        h.stop().await;
+        game.stop();
+    }
+}
+
+both_engines! {
+    /// Settling does not stand in the way of a definite refusal: the request is held (the
+    /// endpoint has not acted) past the deadline, the deadline asks again, the endpoint
+    /// refuses, and the order is refunded by its policy, with no goods applied.
+    async fn the_deadline_still_refunds_when_the_endpoint_definitively_refuses(db) {
+        let (h, game) = stack(db, Mode::Hold).await;
+        let no = h.paid("player", "gold_100").await;
+        zerodrop::stack::eventually(Duration::from_secs(40), "the deadline settling", || async {
+            let order = h.client.order(&no).await?;
+            Ok((!settle_attempts(&order).is_empty()).then_some(()))
+        }).await.unwrap();
+        assert_eq!(h.client.order(&no).await.unwrap()["order"]["status"], "paid", "no refund while unknown");
+        game.set_mode(Mode::Refuse);
+        let order = h.wait_for_status(&no, "refunded", Duration::from_secs(30)).await;
+        assert_eq!(order["refunds"][0]["origin"], "delivery_failed");
+        assert_eq!(count(&order, "delivered"), 0);
+        game.release();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(game.applied().is_empty(), "the endpoint never applied the goods");
+        let order = h.client.order(&no).await.unwrap();
+        assert_eq!(order["order"]["attention_reason"], Value::Null, "nothing for a person: no doubt remains");
+        h.audit_passes().await;
+        h.stop().await;
+        game.stop();
+    }
+}
+
+both_engines! {
+    /// A request still out when the deadline comes (the endpoint's timeout is longer than
+    /// the time left): the deadline does not refund under it but asks again with the same
+    /// key, and when the endpoint answers, the order is delivered, the goods applied once.
+    async fn a_request_still_out_at_the_deadline_is_settled_not_refunded(db) {
         let game = Endpoint::start(Mode::Hold).await.unwrap();
         let tuning = zerodrop::stack::Tuning { endpoint_timeout_ms: 45_000, ..goods(Some(game.url.clone())) };
         let h = Harness::start(db, calm(), tuning).await;
         let no = h.paid("player", "gold_100").await;
-        h.wait_for_status(&no, "refunded", Duration::from_secs(30)).await;
-        game.release();
-        let order = zerodrop::stack::eventually(Duration::from_secs(20), "the late answer", || async {
-            let order = h.client.order(&no).await?;
-            Ok((order["order"]["attention_reason"] == "delivered_after_refund").then_some(order))
+        zerodrop::stack::eventually(Duration::from_secs(30), "the deadline asking again", || async {
+            Ok(game.heard().values().any(|n| *n >= 2).then_some(()))
         }).await.unwrap();
-        assert_eq!(order["order"]["status"], "refunded");
-        assert_eq!(count(&order, "delivered"), 0, "no second outcome recorded");
-        assert_eq!(count(&order, "refund_succeeded"), 1);
-        let attempt = order["timeline"].as_array().unwrap().iter().find(|e| e["kind"] == "delivery_attempted").unwrap();
-        assert_eq!(attempt["data"]["http_status"], 200);
-        assert_eq!(game.delivered().values().sum::<u32>(), 1, "the endpoint delivered once");
+        assert_eq!(h.client.order(&no).await.unwrap()["order"]["status"], "paid", "no refund under a request");
+        game.release();
+        let order = h.wait_for_status(&no, "delivered", Duration::from_secs(30)).await;
+        assert_eq!(count(&order, "refund_due"), 0);
+        assert_eq!(count(&order, "delivered"), 1);
+        same_key(&game, &order, 2, 1);
         h.audit_passes().await;
         h.stop().await;
         game.stop();

@@ -8,12 +8,16 @@
 //!
 //! [`complete`] finishes a delivery (now or after waiting), [`miss`] applies the product's
 //! policy when delivery cannot happen in time, [`confirm`] takes the platform endpoint's
-//! signed confirmation, and [`replay`] sends a delivery again for an operator.
+//! signed confirmation, [`replay`] sends a delivery again for an operator, [`attempt`]
+//! records each call to the endpoint, and [`settle`] learns what an unknown or unconfirmed
+//! call did before the deadline's policy acts.
 
+pub mod attempt;
 pub mod complete;
 pub mod confirm;
 pub mod miss;
 pub mod replay;
+pub mod settle;
 
 use crate::jobs::deadline::Deadline;
 use crate::jobs::deliver_external::DeliverExternal;
