@@ -246,3 +246,70 @@ both_engines! {
         h.stop().await;
     }
 }
+
+both_engines! {
+    /// A payment reported by another provider than the order's: refunded in full through
+    /// the provider that took the money; the order stays unpaid and flagged.
+    async fn a_payment_through_another_provider_is_refunded_there(db) {
+        let silent = zerodrop_sandbox::faults::Faults { drop_rate_pct: 100, ..calm() };
+        let h = Harness::start_with(db, silent, crate::support::notifications_only(), |config| {
+            let mut other = config.providers[0].clone();
+            other.name = "sandbox2".into();
+            config.providers.push(other);
+        })
+        .await;
+        let created = h.order("elsewhere", "diamonds_60").await;
+        let no = created["order"]["order_no"].as_str().unwrap().to_owned();
+        // A real trade at the provider, reported (genuinely signed) through the other name.
+        let charge = h.client.pay_with(&created, Twist::SecondTrade).await.unwrap().unwrap();
+        let body = h.notification(&no, &charge.trade_no, "6.00", |_| {});
+        assert_eq!(h.post_notification("sandbox2", body).await, (200, "success".into()));
+        wait_refunded_at_sandbox(&h, &charge.trade_no).await;
+        refunds_settle(db).await;
+        let order = h.client.order(&no).await.unwrap();
+        assert_eq!(order["order"]["status"], "awaiting_payment");
+        assert_eq!(order["order"]["attention_reason"], "provider_mismatch");
+        let charges = charges_of(db, order["order"]["id"].as_str().unwrap()).await;
+        assert_eq!((charges.len(), charges[0].class.as_str(), charges[0].provider.as_str()), (1, "provider_mismatch", "sandbox2"));
+        h.audit_passes().await;
+        h.stop().await;
+    }
+}
+
+both_engines! {
+    /// A person's refund racing the platform's own refund of the same order: one of them
+    /// takes the money back, the other gets a clear refusal; nothing is refunded twice.
+    async fn a_resolve_racing_a_merchant_refund_refunds_once(db) {
+        let h = Harness::start(db, calm(), crate::support::notifications_only()).await;
+        let created = h.order("race", "diamonds_60").await;
+        let no = created["order"]["order_no"].as_str().unwrap().to_owned();
+        let id = created["order"]["id"].as_str().unwrap().to_owned();
+        let paid = h.client.pay(&created).await.unwrap().unwrap();
+        h.wait_for_status(&no, "delivered", Duration::from_secs(15)).await;
+        let mut tx = db.store.begin().await.unwrap();
+        let mut order = zerodrop_store::orders::lock(&mut tx, zerodrop_domain::OrderId::parse(&id).unwrap()).await.unwrap();
+        let raised = zerodrop_store::events::NewEvent::new(
+            zerodrop_domain::order::EventKind::AttentionRaised, zerodrop_domain::order::Actor::System, "test",
+            json!({ "reason": "user_complaint", "at_stake_minor": 600 }));
+        zerodrop_store::events::append(&mut tx, &mut order, raised, zerodrop_store::now_ms()).await.unwrap();
+        tx.commit().await.unwrap();
+        let (_, list) = h.client.get("/v1/attention?reason=user_complaint").await.unwrap();
+        let item = list["items"][0]["id"].as_i64().unwrap();
+        let resolve = json!({ "action": "refund", "reason_code": "complaint", "note": "never arrived, says the user", "actor": "agent-2" });
+        let merchant = json!({ "reason": "customer asked" });
+        let (resolve_path, refund_path) = (format!("/v1/attention/{item}/resolve"), format!("/v1/orders/{no}/refunds"));
+        let (a, b) = tokio::join!(
+            h.post(&resolve_path, &resolve, Some("race-a")),
+            h.post(&refund_path, &merchant, Some("race-b")),
+        );
+        let won = [a.0, b.0].iter().filter(|s| **s == 200 || **s == 201).count();
+        assert_eq!(won, 1, "one refund wins: {a:?} {b:?}");
+        let lost = if a.0 == 200 { &b.1 } else { &a.1 };
+        assert!(["refund_in_progress", "nothing_left_to_refund"].contains(&code(lost)), "{lost}");
+        wait_refunded_at_sandbox(&h, &paid.trade_no).await;
+        refunds_settle(db).await;
+        assert_eq!(refunds_of(&h, &paid.trade_no).len(), 1, "refunded once");
+        h.audit_passes().await;
+        h.stop().await;
+    }
+}
