@@ -70,10 +70,25 @@ pub fn timeline(events: &[EventRow]) -> Value {
     )
 }
 
+/// A trade the provider reported as paid for the order, and what its class means.
+pub fn charge(c: &zerodrop_store::charges::ChargeRow) -> Value {
+    json!({
+        "id": c.id,
+        "provider": c.provider,
+        "trade_no": c.trade_no,
+        "amount": c.amount.to_decimal(),
+        "currency": c.amount.currency.code(),
+        "class": c.class.as_str(),
+        "paid_at": opt_time(c.paid_at_ms),
+        "recorded_at": rfc3339(c.recorded_at_ms),
+    })
+}
+
 pub fn refund(r: &zerodrop_store::refunds::RefundRow) -> Value {
     json!({
         "id": r.id,
         "request_no": r.request_no,
+        "charge_id": r.charge_id,
         "amount": r.amount.to_decimal(),
         "currency": r.amount.currency.code(),
         "full": r.full,

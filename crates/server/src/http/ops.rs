@@ -71,6 +71,16 @@ pub async fn metrics(State(app): State<App>) -> Result<Response, ApiError> {
         "# HELP zerodrop_attention_items_open Open attention items.\n# TYPE zerodrop_attention_items_open gauge"
     );
     let _ = writeln!(out, "zerodrop_attention_items_open {}", attention::count_open(&mut conn).await?);
+    let _ = writeln!(
+        out,
+        "# HELP zerodrop_attention_items_overdue Open attention items past their clock.\n# TYPE zerodrop_attention_items_overdue gauge"
+    );
+    let overdue = attention::count_overdue(&mut conn, zerodrop_store::now_ms()).await?;
+    let _ = writeln!(out, "zerodrop_attention_items_overdue {overdue}");
+    let _ = writeln!(out, "# HELP zerodrop_charges Charges by class.\n# TYPE zerodrop_charges gauge");
+    for (class, count, _) in zerodrop_store::charges::count_by_class(&mut conn).await? {
+        let _ = writeln!(out, "zerodrop_charges{{class=\"{class}\"}} {count}");
+    }
     let _ = writeln!(out, "# HELP zerodrop_jobs Jobs by kind and state.\n# TYPE zerodrop_jobs gauge");
     for c in jobs::counts(&mut conn).await? {
         let _ = writeln!(out, "zerodrop_jobs{{kind=\"{}\",state=\"{}\"}} {}", c.kind, c.state, c.count);

@@ -7,16 +7,20 @@ use crate::card_vault::Vault;
 use serde_json::{json, Value};
 use zerodrop_domain::order::{EventKind, OrderStatus};
 use zerodrop_domain::ProductKind;
+use zerodrop_store::charges::ChargeRow;
 use zerodrop_store::events::EventRow;
 use zerodrop_store::orders::OrderRow;
 use zerodrop_store::payments::PaymentRow;
 use zerodrop_store::refunds::RefundRow;
-use zerodrop_store::{card_keys, events, jobs, now_ms, orders, payments, refunds, Store, StoreError};
+use zerodrop_store::{card_keys, charges, events, jobs, now_ms, orders, payments, refunds, Store, StoreError};
 
 pub struct OrderView {
     pub order: OrderRow,
     pub payment: Option<PaymentRow>,
+    /// Every refund naming the order: its payment's, and those of extra charges.
     pub refunds: Vec<RefundRow>,
+    /// Every trade reported as paid for the order (its payment, and any that did not fit).
+    pub charges: Vec<ChargeRow>,
     pub timeline: Vec<EventRow>,
     pub pending_jobs: Vec<Value>,
     pub card_key: Option<(i64, Vec<u8>, String)>,
@@ -31,6 +35,7 @@ pub async fn load(store: &Store, order_no: &str) -> Result<Option<OrderView>, St
     let Some(order) = orders::get_by_no(&mut conn, order_no).await? else { return Ok(None) };
     let payment = payments::for_order(&mut conn, order.id).await?;
     let refunds = refunds::for_order(&mut conn, order.id).await?;
+    let charges = charges::for_order(&mut conn, order.id).await?;
     let timeline = events::list(&mut conn, order.id).await?;
     let pending_jobs = jobs::for_order(&mut conn, order.id)
         .await?
@@ -42,7 +47,7 @@ pub async fn load(store: &Store, order_no: &str) -> Result<Option<OrderView>, St
         ProductKind::CardKey => card_keys::for_order(&mut conn, order.id).await?.map(|k| (k.id, k.ciphertext, k.state)),
         ProductKind::CurrencyPack { .. } | ProductKind::Membership { .. } | ProductKind::External { .. } => None,
     };
-    Ok(Some(OrderView { order, payment, refunds, timeline, pending_jobs, card_key }))
+    Ok(Some(OrderView { order, payment, refunds, charges, timeline, pending_jobs, card_key }))
 }
 
 impl OrderView {
@@ -57,11 +62,18 @@ impl OrderView {
         }
     }
 
+    /// Refunds of the order's own payment (an extra charge's refund returns other money).
+    pub fn payment_refunds(&self) -> Vec<RefundRow> {
+        let extra: Vec<i64> = self.charges.iter().filter(|c| !c.class.is_order_payment()).map(|c| c.id).collect();
+        self.refunds.iter().filter(|r| r.charge_id.is_none_or(|id| !extra.contains(&id))).cloned().collect()
+    }
+
     /// The status in words; times shown `utc_offset_minutes` east of UTC.
     pub fn status_text(&self, utc_offset_minutes: i32, lang: Lang) -> String {
+        let refunds = self.payment_refunds();
         let facts = Facts {
             order: &self.order,
-            refunds: &self.refunds,
+            refunds: &refunds,
             waiting: self.waiting(),
             utc_offset_minutes,
             now_ms: now_ms(),

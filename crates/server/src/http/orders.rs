@@ -89,6 +89,7 @@ fn body(app: &App, view: &order_view::OrderView, headers: &HeaderMap) -> serde_j
         "payment": view.payment.as_ref().map(json::payment),
         "delivery": view.card_code(app.vault.as_ref()),
         "refunds": view.refunds.iter().map(json::refund).collect::<Vec<_>>(),
+        "charges": view.charges.iter().map(json::charge).collect::<Vec<_>>(),
         "timeline": json::timeline(&view.timeline),
         "pending_jobs": view.pending_jobs,
     })

@@ -236,6 +236,7 @@ fn receipt_data(view: &OrderView, offset: i32, lang: Lang) -> Value {
         "status": order.status.as_str(),
         "status_text": view.status_text(offset, lang),
         "refunds": view.refunds.iter().map(json::refund).collect::<Vec<_>>(),
+        "charges": view.charges.iter().map(json::charge).collect::<Vec<_>>(),
         "timeline": view.timeline.iter().map(|e| json!({ "at": rfc3339(e.at_ms), "kind": e.kind, "actor": e.actor })).collect::<Vec<_>>(),
         "issued_at": rfc3339(now_ms()),
     })

@@ -64,6 +64,9 @@ both_engines! {
         assert_eq!(count(&order, "charge_recorded"), 1);
         assert_eq!(count(&order, "charge_refund_succeeded"), 1, "{}", order["timeline"]);
         assert_eq!(h.wallet("twice").await["balances"][0]["balance"], 60, "delivered once");
+        assert_eq!(order["charges"].as_array().map(Vec::len), Some(2), "{}", order["charges"]);
+        let words = order["status_text"].as_str().unwrap_or_default();
+        assert!(!words.contains("退款"), "the second payment's refund is not the order's: {words}");
         assert!(refunds_of(&h, &first.trade_no).is_empty(), "the first payment is the order's");
         let back = refunds_of(&h, &second.trade_no);
         assert_eq!((back.len(), back[0].amount_minor), (1, 600), "refunded in full, once: {back:?}");
