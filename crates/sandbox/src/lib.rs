@@ -147,8 +147,16 @@ impl Sandbox {
             return Err(PayError::BadSignature);
         }
         if twist != Twist::None {
-            let (charge, trade) =
-                extra_charge(&mut ledger, &merchant, app_id, out_trade_no, amount, subject, notify_url, twist);
+            // A trade off the expected path: its own trade number, always charged.
+            let (out_trade_no, amount) = match twist {
+                Twist::Amount(other) => (out_trade_no, other),
+                Twist::OrderNo(other) => (other, amount),
+                Twist::SecondTrade | Twist::None => (out_trade_no, amount),
+            };
+            let paid =
+                Paid { app_id, seller_id: &merchant.seller_id, out_trade_no, amount, subject, notify_url, late: false };
+            let (charge, trade) = paid.record(&mut ledger, now_ms());
+            ledger.extra_trades.insert(trade.trade_no.clone(), trade.clone());
             // Notifying takes the ledger's lock: never while holding it.
             drop(ledger);
             notifier::plan(&self.shared, &trade, notifier::Message::Paid, &faults);
@@ -168,24 +176,9 @@ impl Sandbox {
         if now > expire_ms + faults.late_pay_grace_ms {
             return Err(PayError::Expired);
         }
-        let trade_no = next_trade_no(&mut ledger, now);
-        let trade = Trade {
-            trade_no: trade_no.clone(),
-            out_trade_no: out_trade_no.clone(),
-            app_id: app_id.to_owned(),
-            seller_id: merchant.seller_id.clone(),
-            amount,
-            subject,
-            status: TradeStatus::Success,
-            created_at_ms: now,
-            paid_at_ms: Some(now),
-            notify_url,
-            refunded_minor: 0,
-        };
-        let charge =
-            Charge { trade_no, out_trade_no: out_trade_no.clone(), amount_minor: amount.minor, paid_at_ms: now, late };
-        ledger.charges.push(charge.clone());
-        ledger.trades.insert(out_trade_no, trade.clone());
+        let paid = Paid { app_id, seller_id: &merchant.seller_id, out_trade_no, amount, subject, notify_url, late };
+        let (charge, trade) = paid.record(&mut ledger, now);
+        ledger.trades.insert(trade.out_trade_no.clone(), trade.clone());
         drop(ledger);
         notifier::plan(&self.shared, &trade, notifier::Message::Paid, &faults);
         Ok(charge)
@@ -228,44 +221,45 @@ pub enum Twist {
     OrderNo(String),
 }
 
-/// Records a trade off the expected path ([`Twist`]); the caller notifies it once the
-/// ledger's lock is released.
-#[allow(clippy::too_many_arguments)]
-fn extra_charge(
-    ledger: &mut Ledger,
-    merchant: &Merchant,
-    app_id: &str,
+/// A payment the sandbox takes: a paid trade and the charge in its books.
+struct Paid<'a> {
+    app_id: &'a str,
+    seller_id: &'a str,
     out_trade_no: String,
     amount: Money,
     subject: String,
     notify_url: String,
-    twist: Twist,
-) -> (Charge, Trade) {
-    let now = now_ms();
-    let (out_trade_no, amount) = match twist {
-        Twist::Amount(other) => (out_trade_no, other),
-        Twist::OrderNo(other) => (other, amount),
-        Twist::SecondTrade | Twist::None => (out_trade_no, amount),
-    };
-    let trade_no = next_trade_no(ledger, now);
-    let trade = Trade {
-        trade_no: trade_no.clone(),
-        out_trade_no: out_trade_no.clone(),
-        app_id: app_id.to_owned(),
-        seller_id: merchant.seller_id.clone(),
-        amount,
-        subject,
-        status: TradeStatus::Success,
-        created_at_ms: now,
-        paid_at_ms: Some(now),
-        notify_url,
-        refunded_minor: 0,
-    };
-    let charge =
-        Charge { trade_no: trade_no.clone(), out_trade_no, amount_minor: amount.minor, paid_at_ms: now, late: false };
-    ledger.charges.push(charge.clone());
-    ledger.extra_trades.insert(trade_no, trade.clone());
-    (charge, trade)
+    late: bool,
+}
+
+impl Paid<'_> {
+    /// Charges it in the ledger's books; the caller files the trade and notifies it once
+    /// the ledger's lock is released.
+    fn record(self, ledger: &mut Ledger, now: i64) -> (Charge, Trade) {
+        let trade_no = next_trade_no(ledger, now);
+        let trade = Trade {
+            trade_no: trade_no.clone(),
+            out_trade_no: self.out_trade_no.clone(),
+            app_id: self.app_id.to_owned(),
+            seller_id: self.seller_id.to_owned(),
+            amount: self.amount,
+            subject: self.subject,
+            status: TradeStatus::Success,
+            created_at_ms: now,
+            paid_at_ms: Some(now),
+            notify_url: self.notify_url,
+            refunded_minor: 0,
+        };
+        let charge = Charge {
+            trade_no,
+            out_trade_no: self.out_trade_no,
+            amount_minor: self.amount.minor,
+            paid_at_ms: now,
+            late: self.late,
+        };
+        ledger.charges.push(charge.clone());
+        (charge, trade)
+    }
 }
 
 fn next_trade_no(ledger: &mut Ledger, now: i64) -> String {

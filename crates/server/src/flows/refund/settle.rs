@@ -93,6 +93,13 @@ pub async fn settle_in(
         attention["at_stake_minor"] = json!(refund.amount.minor);
         pending.push(NewEvent::new(EventKind::AttentionRaised, Actor::System, cause, attention));
     }
+    if order.attention && pending.iter().all(|e| e.kind != EventKind::AttentionRaised) {
+        // The answer ended the order's last open item (an unknown refund): the flag goes too.
+        if attention::open_for_order(tx, order.id).await?.is_empty() {
+            let cleared = json!({ "note": "the provider's answer ended the last open item" });
+            pending.push(NewEvent::new(EventKind::AttentionCleared, Actor::System, cause, cleared));
+        }
+    }
     events::append_all(tx, order, pending, now_ms).await?;
     Ok(true)
 }
@@ -111,7 +118,6 @@ pub async fn mark_unknown_in(
     if refund.state.is_final() {
         return Ok(());
     }
-    let newly = refund.state != RefundState::Unknown;
     refunds::set_state(tx, &refund.id, RefundState::Unknown, Some(why), now_ms).await?;
     if !raise || already_raised(tx, refund).await? {
         return Ok(());
@@ -124,7 +130,9 @@ pub async fn mark_unknown_in(
     match order {
         Some(order) => {
             let mut pending = Vec::new();
-            if newly || order.status.is_paid() {
+            // The machine takes `refund_unknown` only on paid orders (an extra charge's
+            // refund can run on an order never paid); the item is raised either way.
+            if order.status.is_paid() {
                 pending.push(NewEvent::new(EventKind::RefundUnknown, Actor::System, cause, data.clone()));
             }
             pending.push(NewEvent::new(EventKind::AttentionRaised, Actor::System, cause, data));
