@@ -56,7 +56,7 @@ pub async fn accept_in(tx: &mut Tx, inbound: &Inbound, notice: &Notice, now: i64
     };
     if let Some(refund) = &notice.refund {
         let id = evidence::insert(tx, inbound, Verdict::Accepted, Some("refund notification"), fields(), now);
-        refund_notice(tx, &inbound.provider, &mut order, refund, &notice.trade_no, id, now).await?;
+        refund_notice(tx, &inbound.provider, &mut order, notice, refund, id, now).await?;
         return Ok(AckKind::Accepted);
     }
     let NoticeStatus::Paid { amount, paid_at_ms } = &notice.status else {
@@ -95,12 +95,26 @@ async fn refund_notice(
     tx: &mut Tx,
     provider: &str,
     order: &mut OrderRow,
+    whole: &Notice,
     notice: &RefundNotice,
-    trade_no: &Option<String>,
     notification_id: i64,
     now: i64,
 ) -> Result<(), StoreError> {
     let cause = format!("notification:{notification_id}");
+    let trade_no = &whole.trade_no;
+    // A refund notice about a trade still paid is also news that it was paid: a trade
+    // zerodrop never heard of becomes a charge here, through the one payment path.
+    if let (NoticeStatus::Paid { amount, paid_at_ms }, Some(trade)) = (&whole.status, trade_no) {
+        if charges::by_trade(tx, provider, trade).await?.is_none() {
+            let fact = PaymentFact {
+                provider: provider.to_owned(),
+                trade_no: trade.clone(),
+                amount: *amount,
+                paid_at_ms: *paid_at_ms,
+            };
+            payment::record_locked(tx, order, &fact, PaymentSource::Notification, &cause, now).await?;
+        }
+    }
     let data = json!({
         "request_no": notice.request_no, "trade_no": trade_no, "refunded_total": notice.refunded_total.to_decimal(),
         "at_ms": notice.at_ms, "reason": "refund_outside_zerodrop", "at_stake_minor": 0,

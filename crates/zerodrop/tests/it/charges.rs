@@ -316,3 +316,27 @@ both_engines! {
         h.stop().await;
     }
 }
+
+both_engines! {
+    /// A refund notice is also news of a payment: a trade zerodrop never heard of (its
+    /// payment notifications lost) becomes a charge through the one payment path, and the
+    /// refund nobody here asked for goes to a person.
+    async fn a_refund_notice_for_a_trade_never_heard_of_records_its_charge(db) {
+        let silent = zerodrop_sandbox::faults::Faults { drop_rate_pct: 100, ..calm() };
+        let h = Harness::start(db, silent, crate::support::notifications_only()).await;
+        let created = h.order("console", "diamonds_60").await;
+        let no = created["order"]["order_no"].as_str().unwrap().to_owned();
+        let paid = h.client.pay(&created).await.unwrap().unwrap();
+        let body = h.notification(&no, &paid.trade_no, "6.00", |f| {
+            f.push(("refund_fee".into(), "1.00".into()));
+            f.push(("gmt_refund".into(), "2026-11-29 10:00:00.123".into()));
+            f.push(("out_biz_no".into(), "CONSOLE-1".into()));
+        });
+        assert_eq!(h.post_notification("sandbox", body).await, (200, "success".into()));
+        let order = h.wait_for_status(&no, "delivered", Duration::from_secs(10)).await;
+        assert_eq!(order["charges"][0]["class"], "matched", "{}", order["charges"]);
+        assert_eq!(order["order"]["attention_reason"], "refund_outside_zerodrop");
+        h.audit_passes().await;
+        h.stop().await;
+    }
+}
