@@ -11,6 +11,7 @@ mod jobs;
 mod notify_intake;
 mod processes;
 mod refunds;
+mod refunds_never_double;
 mod scenarios;
 mod status_pages;
 mod support;
