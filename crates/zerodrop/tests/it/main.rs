@@ -12,6 +12,7 @@ mod notify_intake;
 mod processes;
 mod refunds;
 mod refunds_never_double;
+mod refunds_refused;
 mod scenarios;
 mod status_pages;
 mod support;
