@@ -104,6 +104,19 @@ impl Sandbox {
         self.shared.ledger.lock().map(|l| l.refund_records.clone()).unwrap_or_default()
     }
 
+    /// Finishes every refund still processing now: the refund query reports them
+    /// succeeded from here on. A refund's delay is fixed when it is asked for, so a test
+    /// that kept one processing for a long time (`refund_delay_ms`) ends it with this
+    /// rather than by waiting. Their notifications still go out at the original time.
+    pub fn finish_refunds(&self) {
+        let now = now_ms();
+        if let Ok(mut ledger) = self.shared.ledger.lock() {
+            for refund in ledger.refunds.values_mut() {
+                refund.completes_at_ms = refund.completes_at_ms.min(now);
+            }
+        }
+    }
+
     pub fn stats(&self) -> Stats {
         self.shared.ledger.lock().map(|l| l.stats.clone()).unwrap_or_default()
     }

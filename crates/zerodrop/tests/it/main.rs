@@ -11,6 +11,8 @@ mod jobs;
 mod notify_intake;
 mod processes;
 mod refunds;
+mod refunds_never_double;
+mod refunds_refused;
 mod scenarios;
 mod status_pages;
 mod support;

@@ -9,14 +9,16 @@
 //!   being asked about: it is never called failed.
 
 use serde_json::json;
+use zerodrop_domain::catalog::ProductKind;
 use zerodrop_domain::ledger::{AccountId, AccountKind, Transfer};
 use zerodrop_domain::order::{Actor, EventKind};
+use zerodrop_domain::refund::reclaim_share;
 use zerodrop_domain::OrderId;
 use zerodrop_store::attention::{self, NewAction, NewItem};
 use zerodrop_store::events::{self, NewEvent};
 use zerodrop_store::orders::OrderRow;
 use zerodrop_store::refunds::{self, RefundRow, RefundState};
-use zerodrop_store::{card_keys, charges, ledger, memberships, StoreError, Tx};
+use zerodrop_store::{card_keys, charges, ledger, memberships, payments, StoreError, Tx};
 
 /// A refund's final outcome.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -192,8 +194,8 @@ async fn end_unknown_items(tx: &mut Tx, refund: &RefundRow, outcome: &Final, now
 }
 
 /// Gives back what a refused refund took back when it was requested (its
-/// `goods_reclaimed` event says what), in the caller's transaction. Returns what was
-/// given back, or `None` when the refund took nothing.
+/// `goods_reclaimed` event says how it was taken), in the caller's transaction. Returns
+/// what was given back, or `None` when the refund took nothing.
 async fn restore(
     tx: &mut Tx,
     order: &OrderRow,
@@ -206,51 +208,83 @@ async fn restore(
         .into_iter()
         .find(|e| e.kind == EventKind::GoodsReclaimed.as_str() && e.cause == cause)
         .map(|e| e.data);
-    let Some(taken) = taken else { return Ok(None) };
-    let number = |name: &str| taken.get(name).and_then(|v| v.as_i64()).unwrap_or(0);
-    let invariant = |e: zerodrop_domain::ledger::TransferError| StoreError::Invariant(e.to_string());
-    if let Some(currency) = taken.get("currency").and_then(|v| v.as_str()) {
-        let (back, lost) = (number("taken_back"), number("already_spent_written_off"));
-        if back > 0 {
-            let transfer = Transfer::new(
-                format!("refund:{}:restore", refund.id),
-                (AccountId::issuance(currency), AccountKind::Issuance),
-                (AccountId::wallet(&order.user_id, currency), AccountKind::Wallet),
-                currency,
-                back,
-            )
-            .map_err(invariant)?;
-            applied(ledger::apply(tx, &transfer, Some(order.id), now_ms).await?)?;
-        }
-        if lost > 0 {
-            // The loss written off for spent units never happened: the money stayed.
-            let transfer = Transfer::new(
-                format!("refund:{}:loss_reversed", refund.id),
-                (AccountId::issuance(currency), AccountKind::Issuance),
-                (AccountId::loss(currency), AccountKind::Loss),
-                currency,
-                lost,
-            )
-            .map_err(invariant)?;
-            applied(ledger::apply(tx, &transfer, Some(order.id), now_ms).await?)?;
-        }
-        return Ok(Some(json!({ "currency": currency, "given_back": back, "loss_reversed": lost })));
-    }
-    if let Some(plan) = taken.get("plan").and_then(|v| v.as_str()) {
-        let days = number("days_taken_back");
-        if days > 0 {
-            let id = format!("restore:{}", refund.id);
-            let (_, ends_at_ms) = memberships::adjust(tx, &id, &order.user_id, plan, days, order.id, now_ms).await?;
-            return Ok(Some(json!({ "plan": plan, "days_given_back": days, "ends_at_ms": ends_at_ms })));
-        }
+    // A partial refund always reclaimed its share (partials need a delivered order), even
+    // a share that rounded to nothing and so left no event; a full one only if it says so.
+    if taken.is_none() && refund.full {
         return Ok(None);
     }
-    if taken.get("card_key").is_some() {
-        let restored = card_keys::restore(tx, order.id).await?;
-        return Ok(restored.then(|| json!({ "card_key": "restored" })));
+    let taken = taken.unwrap_or_default();
+    let number = |name: &str| taken.get(name).and_then(|v| v.as_i64()).unwrap_or(0);
+    let invariant = |e: zerodrop_domain::ledger::TransferError| StoreError::Invariant(e.to_string());
+    match &order.product.kind {
+        ProductKind::CurrencyPack { virtual_currency: currency, units } => {
+            let give = share_back(tx, order, refund, units * order.quantity).await?;
+            // Reverse this refund's own write-off first (the units it found spent); the
+            // rest goes back to the wallet. Never reverses a loss another refund wrote off.
+            let lost = number("already_spent_written_off").min(give);
+            let back = give - lost;
+            if back > 0 {
+                let transfer = Transfer::new(
+                    format!("refund:{}:restore", refund.id),
+                    (AccountId::issuance(currency), AccountKind::Issuance),
+                    (AccountId::wallet(&order.user_id, currency), AccountKind::Wallet),
+                    currency,
+                    back,
+                )
+                .map_err(invariant)?;
+                applied(ledger::apply(tx, &transfer, Some(order.id), now_ms).await?)?;
+            }
+            if lost > 0 {
+                // The loss written off for spent units never happened: the money stayed.
+                let transfer = Transfer::new(
+                    format!("refund:{}:loss_reversed", refund.id),
+                    (AccountId::issuance(currency), AccountKind::Issuance),
+                    (AccountId::loss(currency), AccountKind::Loss),
+                    currency,
+                    lost,
+                )
+                .map_err(invariant)?;
+                applied(ledger::apply(tx, &transfer, Some(order.id), now_ms).await?)?;
+            }
+            Ok((give > 0).then(|| json!({ "currency": currency, "given_back": back, "loss_reversed": lost })))
+        }
+        ProductKind::Membership { plan, days } => {
+            let give = share_back(tx, order, refund, days * order.quantity).await?;
+            if give == 0 {
+                return Ok(None);
+            }
+            let id = format!("restore:{}", refund.id);
+            let (_, ends_at_ms) = memberships::adjust(tx, &id, &order.user_id, plan, give, order.id, now_ms).await?;
+            Ok(Some(json!({ "plan": plan, "days_given_back": give, "ends_at_ms": ends_at_ms })))
+        }
+        ProductKind::CardKey if taken.get("card_key").is_some() => {
+            let restored = card_keys::restore(tx, order.id).await?;
+            Ok(restored.then(|| json!({ "card_key": "restored" })))
+        }
+        // External goods are the platform's to give back; the refund failing is on the timeline.
+        ProductKind::CardKey | ProductKind::External { .. } => Ok(None),
     }
-    // External goods are the platform's to give back; the refund failing is on the timeline.
-    Ok(None)
+}
+
+/// How much of `granted` a refused refund gives back: what the refunds of the order's
+/// payment covered with it, less what the others still cover without it. Not simply what
+/// it took itself: shares are rounded down on the running total, so with odd splits the
+/// others cover a different amount once it is gone (0.55 and 0.55 of 6.00 took 5 and 6 of
+/// 60 units; 0.55 alone covers 5, so a refused first refund gives back 6). This keeps
+/// what is taken back at exactly what the live refunds cover, whichever of them fails.
+async fn share_back(tx: &mut Tx, order: &OrderRow, refund: &RefundRow, granted: i64) -> Result<i64, StoreError> {
+    let paid = payments::for_order(tx, order.id)
+        .await?
+        .ok_or_else(|| StoreError::Invariant(format!("refund {} of an unpaid order", refund.request_no)))?;
+    let others: i64 = refunds::of_order_payment(tx, order.id)
+        .await?
+        .iter()
+        .filter(|r| r.state != RefundState::Failed && r.id != refund.id)
+        .map(|r| r.amount.minor)
+        .sum();
+    let with = reclaim_share(granted, others + refund.amount.minor, paid.amount.minor);
+    let without = reclaim_share(granted, others, paid.amount.minor);
+    Ok((with - without).max(0))
 }
 
 fn applied(outcome: Result<ledger::TransferOutcome, ledger::TransferRefused>) -> Result<(), StoreError> {
