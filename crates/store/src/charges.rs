@@ -102,17 +102,30 @@ pub struct NewCharge<'a> {
 /// Records the charge unless its trade is already recorded. Returns the stored charge and
 /// whether this call recorded it.
 pub async fn record(tx: &mut Tx, charge: &NewCharge<'_>, now_ms: i64) -> Result<(ChargeRow, bool)> {
+    if let Some(recorded) = insert_new(tx, charge, now_ms).await? {
+        return Ok((recorded, true));
+    }
+    let stored = by_trade(tx, charge.provider, charge.trade_no)
+        .await?
+        .ok_or_else(|| StoreError::Invariant(format!("charge {} vanished", charge.trade_no)))?;
+    Ok((stored, false))
+}
+
+/// Records the charge in one statement when its trade is new (the payment path's common
+/// case); `None` when the trade is already recorded (the caller reads what is there).
+pub async fn insert_new(tx: &mut Tx, charge: &NewCharge<'_>, now_ms: i64) -> Result<Option<ChargeRow>> {
     if charge.amount.minor <= 0 {
         return Err(StoreError::Invariant(format!("charge {} has no positive amount", charge.trade_no)));
     }
-    let inserted = sqlx::query(
+    let order_no: String = charge.order_no.chars().take(ORDER_NO_CHARS_MAX).collect();
+    let id = sqlx::query_scalar::<_, i64>(
         "INSERT INTO charges (provider, trade_no, order_no, order_id, amount_minor, currency, paid_at_ms, class, \
              evidence, recorded_at_ms, classified_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) \
-         ON CONFLICT (provider, trade_no) DO NOTHING",
+         ON CONFLICT (provider, trade_no) DO NOTHING RETURNING id",
     )
     .bind(charge.provider)
     .bind(charge.trade_no)
-    .bind(charge.order_no.chars().take(128).collect::<String>())
+    .bind(&order_no)
     .bind(charge.order_id.map(|id| id.to_string()))
     .bind(charge.amount.minor)
     .bind(charge.amount.currency.code())
@@ -120,14 +133,25 @@ pub async fn record(tx: &mut Tx, charge: &NewCharge<'_>, now_ms: i64) -> Result<
     .bind(charge.class.as_str())
     .bind(charge.evidence.to_string())
     .bind(now_ms)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    let stored = by_trade(tx, charge.provider, charge.trade_no)
-        .await?
-        .ok_or_else(|| StoreError::Invariant(format!("charge {} vanished", charge.trade_no)))?;
-    Ok((stored, inserted == 1))
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(id.map(|id| ChargeRow {
+        id,
+        provider: charge.provider.to_owned(),
+        trade_no: charge.trade_no.to_owned(),
+        order_no,
+        order_id: charge.order_id.map(|id| id.to_string()),
+        amount: charge.amount,
+        paid_at_ms: charge.paid_at_ms,
+        class: charge.class,
+        evidence: charge.evidence.clone(),
+        recorded_at_ms: now_ms,
+        classified_at_ms: now_ms,
+    }))
 }
+
+/// A reported merchant order number longer than ours is cut to this (it names no order).
+const ORDER_NO_CHARS_MAX: usize = 128;
 
 /// Gives an `unknown_order` charge the order that claimed it, with its class. Only an
 /// unknown-order charge with no refund can be claimed; returns whether it was.

@@ -57,6 +57,11 @@ const ID_RANDOM_BITS: u32 = 20;
 /// Rows written per statement at commit (12 parameters each).
 const ROWS_PER_INSERT_MAX: usize = 100;
 
+/// Draws of an id before one that repeats a pending id is kept (the commit then fails and
+/// the committer's fallback records the batch one by one). With 2^20 ids a millisecond and
+/// batches of hundreds, a second draw is already rare.
+const ID_DRAWS_MAX: u32 = 8;
+
 /// A time-ordered id: milliseconds since the epoch, then random bits.
 fn new_id(now_ms: i64) -> i64 {
     (now_ms << ID_RANDOM_BITS) | i64::from(rand::random::<u32>() >> (32 - ID_RANDOM_BITS))
@@ -81,7 +86,16 @@ pub(crate) struct Pending {
 /// Stores the notification with the caller's transaction: its id now, its row at commit
 /// (one insert for a whole batch). Nothing is acknowledged before that commit.
 pub fn insert(tx: &mut Tx, n: &NewNotification<'_>, now_ms: i64) -> i64 {
-    let id = new_id(now_ms);
+    // A batch shares one `now_ms`: draw again when its random bits repeat an id already in
+    // this transaction, or the whole batch's commit would fail on the primary key (it was
+    // then recorded one by one, but the batch's work was wasted).
+    let mut id = new_id(now_ms);
+    for _ in 1..ID_DRAWS_MAX {
+        if !tx.notifications.iter().any(|p| p.id == id) {
+            break;
+        }
+        id = new_id(now_ms);
+    }
     tx.notifications.push(Pending {
         id,
         provider: n.provider.to_owned(),

@@ -119,58 +119,51 @@ pub async fn record_locked(
     cause: &str,
     now_ms: i64,
 ) -> Result<Recorded, StoreError> {
-    let known = charges::by_trade(tx, &fact.provider, &fact.trade_no).await?;
-    if let Some(charge) = &known {
-        match charge.order_id() {
-            Some(id) if id == order.id => return Ok(Recorded::Duplicate),
-            Some(other) => {
-                let detail = json!({ "trade_no": fact.trade_no, "recorded_for_order": other, "source": source, "at_stake_minor": 0 });
-                return refuse(tx, order, "trade_already_used", detail, cause, now_ms).await;
-            }
-            None => {}
-        }
-    }
     let class = classify(tx, order, fact).await?;
     let late = class == ChargeClass::Late;
     let evidence = evidence(fact, source, cause);
-    let charge = match known {
-        // Parked for an unknown order, and this is its order: claim it, unless its
-        // refund has begun (then the money is on its way back; the order stays unpaid).
-        Some(parked) => {
-            if !charges::claim(tx, parked.id, order.id, class, now_ms).await? {
-                let data = json!({
-                    "charge_id": parked.id, "trade_no": parked.trade_no, "class": parked.class.as_str(),
-                    "amount": parked.amount.to_decimal(), "note": "already being refunded: it reached no order in time",
-                });
-                events::append(
-                    tx,
-                    order,
-                    NewEvent::new(EventKind::ChargeRecorded, Actor::Provider, cause, data),
-                    now_ms,
-                )
-                .await?;
-                return Ok(Recorded::ChargeRefunding { class: parked.class });
-            }
-            charges::get(tx, parked.id).await?.ok_or(StoreError::NotFound)?
-        }
+    let new = NewCharge {
+        provider: &fact.provider,
+        trade_no: &fact.trade_no,
+        order_no: order.order_no.as_str(),
+        order_id: Some(order.id),
+        amount: fact.amount,
+        paid_at_ms: fact.paid_at_ms,
+        class,
+        evidence: &evidence,
+    };
+    // One statement in the common case (a new trade); a trade already recorded is read
+    // back and decided on below.
+    let charge = match charges::insert_new(tx, &new, now_ms).await? {
+        Some(charge) => charge,
         None => {
-            let new = NewCharge {
-                provider: &fact.provider,
-                trade_no: &fact.trade_no,
-                order_no: order.order_no.as_str(),
-                order_id: Some(order.id),
-                amount: fact.amount,
-                paid_at_ms: fact.paid_at_ms,
-                class,
-                evidence: &evidence,
-            };
-            let (charge, recorded) = charges::record(tx, &new, now_ms).await?;
-            if !recorded {
-                // Recorded by a concurrent writer since we looked (PostgreSQL): its
-                // transaction decided; retrying this one sees what it decided.
-                return Err(StoreError::Invariant(format!("trade {} was recorded concurrently", fact.trade_no)));
+            let known = charges::by_trade(tx, &fact.provider, &fact.trade_no)
+                .await?
+                .ok_or_else(|| StoreError::Invariant(format!("trade {} vanished", fact.trade_no)))?;
+            match known.order_id() {
+                Some(id) if id == order.id => return Ok(Recorded::Duplicate),
+                Some(other) => {
+                    let detail = json!({
+                        "trade_no": fact.trade_no, "recorded_for_order": other, "source": source, "at_stake_minor": 0,
+                    });
+                    return refuse(tx, order, "trade_already_used", detail, cause, now_ms).await;
+                }
+                // Parked for an unknown order, and this is its order: claim it, unless its
+                // refund has begun (then the money is on its way back; the order stays unpaid).
+                None => {
+                    if !charges::claim(tx, known.id, order.id, class, now_ms).await? {
+                        let data = json!({
+                            "charge_id": known.id, "trade_no": known.trade_no, "class": known.class.as_str(),
+                            "amount": known.amount.to_decimal(),
+                            "note": "already being refunded: it reached no order in time",
+                        });
+                        let event = NewEvent::new(EventKind::ChargeRecorded, Actor::Provider, cause, data);
+                        events::append(tx, order, event, now_ms).await?;
+                        return Ok(Recorded::ChargeRefunding { class: known.class });
+                    }
+                    charges::get(tx, known.id).await?.ok_or(StoreError::NotFound)?
+                }
             }
-            charge
         }
     };
     if !class.is_order_payment() {
