@@ -151,6 +151,7 @@ impl Sandbox {
                 extra_charge(&mut ledger, &merchant, app_id, out_trade_no, amount, subject, notify_url, twist);
             // Notifying takes the ledger's lock: never while holding it.
             drop(ledger);
+            let faults = Faults { drop_rate_pct: faults.extra_trade_drop_rate_pct, ..faults };
             notifier::plan(&self.shared, &trade, notifier::Message::Paid, &faults);
             return Ok(charge);
         }
