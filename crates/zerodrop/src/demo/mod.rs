@@ -194,7 +194,8 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
         done.dismissed += round.dismissed;
         done.refunded += round.refunded;
         done.delivered_by_hand += round.delivered_by_hand;
-        done.refused += round.refused;
+        // An item refused in one round is asked again in the next: count where it ends.
+        done.refused = round.refused;
         let settle_by = Instant::now() + Duration::from_secs(SUPPORT_SETTLE_SECS_MAX);
         while Instant::now() < settle_by {
             let progress = report::settlement(&server, &sandbox.sandbox.charges(), &order_nos).await?;
@@ -203,7 +204,7 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        if round.acted() == 0 || support::open_items(&client).await?.len() as u64 == done.refused {
+        if round.acted() == 0 || support::open_items(&client).await?.is_empty() {
             break;
         }
     }
