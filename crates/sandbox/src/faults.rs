@@ -8,6 +8,12 @@ use serde::{Deserialize, Serialize};
 pub struct Faults {
     /// Share of payments whose notifications are never sent at all (a payment whose notification never reaches the platform: 支付未同步).
     pub drop_rate_pct: u32,
+    /// The same for trades off the expected path (a second payment, another amount, an
+    /// order number never issued). Separate because zerodrop finds an order's one trade
+    /// by asking about the order, but learns of an extra trade only from its notification
+    /// (it reads no provider bill yet): a scenario that loses them entirely is a test of
+    /// that gap, not of the ordinary lost notification.
+    pub extra_trade_drop_rate_pct: u32,
     /// Share of notifications sent twice.
     pub duplicate_rate_pct: u32,
     /// Share of payments followed by a stale `WAIT_BUYER_PAY` notification that arrives
@@ -41,6 +47,7 @@ impl Faults {
     pub fn none() -> Faults {
         Faults {
             drop_rate_pct: 0,
+            extra_trade_drop_rate_pct: 0,
             duplicate_rate_pct: 0,
             reorder_rate_pct: 0,
             delay_ms_min: 0,
@@ -93,6 +100,7 @@ mod tests {
     fn a_partial_faults_document_keeps_the_real_retry_schedule() {
         let faults: Faults = serde_json::from_str(r#"{"drop_rate_pct": 20}"#).unwrap();
         assert_eq!(faults.drop_rate_pct, 20);
+        assert_eq!(faults.extra_trade_drop_rate_pct, 0, "extra trades are lost only when asked for");
         assert_eq!(faults.retry_scale_pct, 100);
         assert_eq!(retry_delay_ms(&faults, 0), Some(240_000));
         assert_eq!(retry_delay_ms(&faults, 7), None, "8 sends, then silence");

@@ -172,6 +172,7 @@ impl Sandbox {
             ledger.extra_trades.insert(trade.trade_no.clone(), trade.clone());
             // Notifying takes the ledger's lock: never while holding it.
             drop(ledger);
+            let faults = Faults { drop_rate_pct: faults.extra_trade_drop_rate_pct, ..faults };
             notifier::plan(&self.shared, &trade, notifier::Message::Paid, &faults);
             return Ok(charge);
         }

@@ -206,6 +206,14 @@ pub async fn payment_of(conn: &mut Conn, order_id: OrderId) -> Result<Option<Cha
     row.map(TryInto::try_into).transpose()
 }
 
+/// Every charge, oldest first (reports and comparisons with the provider's books; not
+/// for request paths).
+pub async fn all(conn: &mut Conn) -> Result<Vec<ChargeRow>> {
+    let sql = format!("SELECT {COLUMNS} FROM charges ORDER BY id");
+    let rows = sqlx::query_as::<_, ChargeRecord>(&sql).fetch_all(conn).await?;
+    rows.into_iter().map(TryInto::try_into).collect()
+}
+
 /// How many charges of each class exist, with their total in minor units (reports, demo).
 pub async fn count_by_class(conn: &mut Conn) -> Result<Vec<(String, i64, i64)>> {
     let rows = sqlx::query_as::<_, (String, i64, i64)>(

@@ -2,18 +2,24 @@
 //! and game gold through the sandbox provider while the world misbehaves: the provider
 //! drops, duplicates, delays and reorders notifications and its gateway goes down for 30
 //! seconds; game cards run out of stock and are restocked later; the platform's delivery
-//! endpoint is down for 40 seconds; the platform refunds some orders. The demo waits for
-//! every order to settle, compares the provider's books (charges and refunds) with
-//! zerodrop's, runs the audit, and prints the table. Exit status 0 only if nothing was
-//! dropped, the books match and the audit passed.
+//! endpoint is down for 40 seconds; the platform refunds some orders; a few users pay
+//! twice, pay a wrong amount or pay an order number zerodrop never issued. The demo waits
+//! for every order and charge to settle, then a support person ends the open attention
+//! items through the API; once their refunds settle it compares the provider's books
+//! (charges and refunds) with zerodrop's, runs the audit, and prints the table. Exit
+//! status 0 only if nothing was dropped (no charge without an outcome, no overdue item),
+//! the books match and the audit passed.
 
+mod charges;
 mod report;
+mod support;
 mod users;
 
 use crate::endpoint::{Endpoint, Mode};
 use crate::stack::{self, Client, InProcess, SandboxSide, Tuning};
 use anyhow::Result;
 use serde_json::json;
+use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -64,6 +70,13 @@ const RESTOCK_AT_SECS: u64 = 40;
 const MERCHANT_REFUNDS_AT_SECS: u64 = 70;
 /// Share of delivered diamond orders the platform refunds (half of them partly).
 const MERCHANT_REFUND_PER_MILLE: usize = 20;
+/// A payment for an unknown order waits this long for its order before its refund (45
+/// minutes in production): short enough that those refunds land within the run.
+const DEMO_PARK_WINDOW_SECS: i64 = 15;
+/// How long the support person's refunds get to settle before the final table.
+const SUPPORT_SETTLE_SECS_MAX: u64 = 60;
+/// Rounds of the support person: a refund they ask for could itself come back to them.
+const SUPPORT_ROUNDS_MAX: usize = 3;
 
 /// The shipped catalog's products, with delivery deadlines short enough to watch.
 const DEMO_CATALOG: &str = include_str!("../../../../catalog/demo.toml");
@@ -80,13 +93,18 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
         late_pay_grace_ms: SANDBOX_LATE_GRACE_MS,
         // Unacknowledged notifications come back on Alipay's schedule, 100× faster.
         retry_scale_pct: 1,
+        // Extra trades (a second payment, a wrong amount) are found only through their
+        // notifications: zerodrop reads no provider bill yet, so losing them entirely would
+        // show that known gap rather than the story. Their notifications are still
+        // duplicated, delayed and retried.
+        extra_trade_drop_rate_pct: 0,
         ..Faults::none()
     };
     println!("zerodrop demo: {} orders by {} users on {}", args.orders, args.users, report::redact_url(&database_url));
     println!(
         "faults: {}% of notifications dropped, {}% duplicated, {}% followed by a stale one, delays up to 2 s, a {} s gateway \
          outage; game cards run out until a restock; the game's delivery endpoint is down for {} s; the platform refunds \
-         some orders",
+         some orders; some users pay twice, pay a wrong amount or pay an order number never issued",
         args.drop_pct, args.duplicate_pct, args.reorder_pct, args.outage_secs, args.endpoint_down_secs
     );
     let sandbox = SandboxSide::start(faults.clone()).await?;
@@ -98,24 +116,31 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
         endpoint_url: Some(game.url.clone()),
         ..Tuning::default()
     };
-    let server = InProcess::start(|listen| stack::config(&database_url, listen, &sandbox, &tuning)).await?;
+    let server = InProcess::start(|listen| {
+        let mut config = stack::config(&database_url, listen, &sandbox, &tuning);
+        config.charges.park_window_secs = DEMO_PARK_WINDOW_SECS;
+        config
+    })
+    .await?;
     let client = Client::new(&server.base_url, &sandbox.url)?;
     let started = Instant::now();
     restock(&server.app, 0, (args.orders / 40).max(1)).await?;
 
     let counters = Arc::new(users::Counters::default());
     let order_nos = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let order_ids = Arc::new(std::sync::Mutex::new(HashMap::<String, String>::new()));
     let limiter = Arc::new(tokio::sync::Semaphore::new(CLIENT_CONCURRENCY));
     let mut simulated = tokio::task::JoinSet::new();
     for n in 0..args.orders {
-        let (client, counters, order_nos, limiter) =
-            (client.clone(), counters.clone(), order_nos.clone(), limiter.clone());
+        let (client, counters, order_nos, order_ids, limiter) =
+            (client.clone(), counters.clone(), order_nos.clone(), order_ids.clone(), limiter.clone());
         let user = format!("user-{}", n % args.users.max(1));
         simulated.spawn(async move {
             let shared = users::Shared {
                 client: &client,
                 counters: &counters,
                 order_nos: &order_nos,
+                order_ids: &order_ids,
                 limiter: &limiter,
                 ttl_secs: DEMO_TTL_SECS as u64,
             };
@@ -152,14 +177,56 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
     while simulated.join_next().await.is_some() {}
     let world_errors = world.await.map_err(anyhow::Error::from).and_then(|r| r).err();
 
+    // What is left is in front of a person: they end it through the API, as support would.
     let order_nos = order_nos.lock().map(|v| v.clone()).unwrap_or_default();
+    let before = report::summarise(&server, &sandbox.sandbox.charges(), &sandbox.sandbox.refunds(), &order_nos).await?;
+    println!(
+        "\nsettled: {} open attention items within their clock, {} overdue, {} charges without an outcome; support \
+         ends the open items through the API:",
+        before.attention_in_clock,
+        before.attention_overdue,
+        before.charges.ended(charges::Outcome::Nothing)
+    );
+    let ids = order_ids.lock().map(|m| m.clone()).unwrap_or_default();
+    let mut done = support::Done::default();
+    for _ in 0..SUPPORT_ROUNDS_MAX {
+        let round = support::resolve_all(&client, &ids, &game).await?;
+        done.dismissed += round.dismissed;
+        done.refunded += round.refunded;
+        done.delivered_by_hand += round.delivered_by_hand;
+        // An item refused in one round is asked again in the next: count where it ends.
+        done.refused = round.refused;
+        let settle_by = Instant::now() + Duration::from_secs(SUPPORT_SETTLE_SECS_MAX);
+        while Instant::now() < settle_by {
+            let progress = report::settlement(&server, &sandbox.sandbox.charges(), &order_nos).await?;
+            if progress.refunds_in_flight == 0 && progress.charges_without_outcome == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        if round.acted() == 0 || support::open_items(&client).await?.is_empty() {
+            break;
+        }
+    }
+    println!(
+        "support: {} dismissed, {} refunded, {} delivered by hand, {} refused and left open",
+        done.dismissed, done.refunded, done.delivered_by_hand, done.refused
+    );
+
     let charges = sandbox.sandbox.charges();
     let table = report::summarise(&server, &charges, &sandbox.sandbox.refunds(), &order_nos).await?;
     let audit = crate::audit::check(&server.app.store, &server.app.config).await?;
     let stats = sandbox.sandbox.stats();
     println!();
     println!("{:<46} {:>10}", "orders placed", counters.created.load(Ordering::Relaxed));
-    println!("{:<46} {:>10}", "paid (charges at the provider)", charges.len());
+    println!("{:<46} {:>10}", "charges at the provider", charges.len());
+    println!("{:<46} {:>10}", "  users who paid twice", counters.paid_twice.load(Ordering::Relaxed));
+    println!("{:<46} {:>10}", "  users who paid a wrong amount", counters.paid_wrong_amount.load(Ordering::Relaxed));
+    println!(
+        "{:<46} {:>10}",
+        "  payments for orders never issued",
+        counters.paid_unknown_order.load(Ordering::Relaxed)
+    );
     report::print(&table);
     println!(
         "notifications: {} planned, {} dropped, {} duplicated, {} stale; {} sends, {} refused; gateway calls {} ({} failed)",
@@ -170,7 +237,7 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
         println!("the demo's own script failed: {e:#}");
     }
     match settled_at {
-        Some(t) => println!("everything settled after {:.0?}", t),
+        Some(t) => println!("everything settled after {:.0?}, before support", t),
         None => println!("NOT everything settled within {} minutes", args.settle_minutes_max),
     }
     print!("{}", crate::audit::render(&audit));
@@ -183,6 +250,7 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
     let ok = audit.passed()
         && table.dropped == 0
         && table.refund_books_match
+        && table.charge_books_match
         && settled_at.is_some()
         && world_errors.is_none();
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
