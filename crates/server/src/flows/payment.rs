@@ -121,7 +121,7 @@ pub async fn record_locked(
 ) -> Result<Recorded, StoreError> {
     let class = classify(tx, order, fact).await?;
     let late = class == ChargeClass::Late;
-    let evidence = evidence(fact, source, cause);
+    let evidence = evidence(source, cause);
     let new = NewCharge {
         provider: &fact.provider,
         trade_no: &fact.trade_no,
@@ -235,15 +235,10 @@ async fn classify(tx: &mut Tx, order: &OrderRow, fact: &PaymentFact) -> Result<C
 }
 
 /// What reported the trade, kept with the charge: a notification is stored raw (the
-/// cause names it); a query answer is kept as the provider gave it.
-fn evidence(fact: &PaymentFact, source: PaymentSource, cause: &str) -> serde_json::Value {
-    json!({
-        "source": source, "cause": cause,
-        "reported": {
-            "provider": fact.provider, "trade_no": fact.trade_no, "amount": fact.amount.to_decimal(),
-            "currency": fact.amount.currency.code(), "paid_at_ms": fact.paid_at_ms,
-        },
-    })
+/// cause names it); a query answer is the charge's own columns (provider, trade, amount,
+/// paid time: what the provider answered) and the job that asked.
+fn evidence(source: PaymentSource, cause: &str) -> serde_json::Value {
+    json!({ "source": source, "cause": cause })
 }
 
 /// A charge on this order that is not its payment: recorded on the timeline, refunded in

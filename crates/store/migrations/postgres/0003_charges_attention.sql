@@ -20,7 +20,6 @@ CREATE TABLE charges (
     UNIQUE (provider, trade_no)
 );
 CREATE INDEX charges_by_order ON charges (order_id);
-CREATE INDEX charges_by_class ON charges (class, recorded_at_ms);
 
 -- Every payment recorded before charges existed is its order's charge.
 INSERT INTO charges (provider, trade_no, order_no, order_id, amount_minor, currency, paid_at_ms, class, evidence,
