@@ -254,7 +254,7 @@ both_engines! {
     /// A payment reported by another provider than the order's: refunded in full through
     /// the provider that took the money; the order stays unpaid and flagged.
     async fn a_payment_through_another_provider_is_refunded_there(db) {
-        let silent = zerodrop_sandbox::faults::Faults { drop_rate_pct: 100, ..calm() };
+        let silent = zerodrop_sandbox::faults::Faults { drop_rate_pct: 100, extra_trade_drop_rate_pct: 100, ..calm() };
         let h = Harness::start_with(db, silent, crate::support::notifications_only(), |config| {
             let mut other = config.providers[0].clone();
             other.name = "sandbox2".into();
