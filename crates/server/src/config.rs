@@ -428,6 +428,10 @@ impl Config {
         if !(1..=3_650).contains(&self.refunds.provider_window_days) {
             return invalid("refunds.provider_window_days must be between 1 and 3650".into());
         }
+        if self.refunds.provider_window_days * 86_400 <= self.refunds.unknown_after_secs {
+            // Otherwise asking would stop before an unsettled refund ever reached a person.
+            return invalid("refunds.provider_window_days must outlast refunds.unknown_after_secs".into());
+        }
         if self.jobs.concurrency == 0 || self.jobs.concurrency > 256 {
             return invalid("jobs.concurrency must be 1..=256".into());
         }

@@ -132,6 +132,7 @@ pub struct Filter {
     /// Only open items past their due time at this instant.
     pub overdue_at_ms: Option<i64>,
     pub order_id: Option<OrderId>,
+    pub charge_id: Option<i64>,
 }
 
 /// Items matching `filter`, oldest first, after `after_id`.
@@ -159,6 +160,9 @@ pub async fn list(conn: &mut Conn, filter: &Filter, after_id: i64, limit: i64) -
     if filter.order_id.is_some() {
         next(&mut sql, " AND order_id = ?");
     }
+    if filter.charge_id.is_some() {
+        next(&mut sql, " AND charge_id = ?");
+    }
     next(&mut sql, " ORDER BY id LIMIT ?");
     let mut query = sqlx::query_as::<_, ItemRecord>(&sql).bind(after_id);
     if let Some(reason) = &filter.reason {
@@ -172,6 +176,9 @@ pub async fn list(conn: &mut Conn, filter: &Filter, after_id: i64, limit: i64) -
     }
     if let Some(order_id) = filter.order_id {
         query = query.bind(order_id.to_string());
+    }
+    if let Some(charge_id) = filter.charge_id {
+        query = query.bind(charge_id);
     }
     let rows = query.bind(limit).fetch_all(conn).await?;
     rows.into_iter().map(TryInto::try_into).collect()

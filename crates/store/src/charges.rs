@@ -156,6 +156,10 @@ const ORDER_NO_CHARS_MAX: usize = 128;
 /// Gives an `unknown_order` charge the order that claimed it, with its class. Only an
 /// unknown-order charge with no refund can be claimed; returns whether it was.
 pub async fn claim(tx: &mut Tx, id: i64, order_id: OrderId, class: ChargeClass, now_ms: i64) -> Result<bool> {
+    // The park window's end locks the charge before requesting its refund: taking the same
+    // lock first means the refund check below (a new statement, a fresh snapshot on
+    // PostgreSQL) sees a refund committed while we waited.
+    lock(tx, id).await?;
     let claimed = sqlx::query(
         "UPDATE charges SET order_id = $1, class = $2, classified_at_ms = $3 \
          WHERE id = $4 AND class = 'unknown_order' AND NOT EXISTS (SELECT 1 FROM refunds r WHERE r.charge_id = $4)",

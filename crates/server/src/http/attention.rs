@@ -62,6 +62,7 @@ pub async fn list(
         created_before_ms: older.map(|secs| now - secs * 1000),
         overdue_at_ms: query.overdue.unwrap_or(false).then_some(now),
         order_id: None,
+        charge_id: None,
     };
     let mut conn = app.store.reader().await?;
     let items = attention::list(&mut conn, &filter, query.after.unwrap_or(0), limit).await?;

@@ -129,6 +129,18 @@ async fn window_ended(
     let reason = match charge {
         Some(charge) if charge.order_id.is_none() => {
             let charge = charges::lock(tx, charge.id).await?;
+            // One automatic refund per charge: if it was refused, its item is a person's
+            // (another copy of the notification must not ask again by itself).
+            if !zerodrop_store::refunds::for_charge(tx, charge.id).await?.is_empty() {
+                return notifications::set_verdict(
+                    tx,
+                    notification_id,
+                    Verdict::Resolved,
+                    Some("its charge's refund was already requested"),
+                    now,
+                )
+                .await;
+            }
             let why = "paid for an order zerodrop does not know; nothing was delivered";
             refund::charge::refund_in(tx, &charge, None, why, cause, now).await?;
             "no order appeared within the park window: its charge is refunded"

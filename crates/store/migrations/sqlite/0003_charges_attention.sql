@@ -67,13 +67,24 @@ CREATE TRIGGER refunds_never_deleted BEFORE DELETE ON refunds
 BEGIN SELECT RAISE(ABORT, 'refunds are never deleted'); END;
 
 -- Attention items get what ends them: the money at stake, an owner, a due time, and the
--- recorded action that resolved them. Items raised before clocks existed get 24 hours.
+-- recorded action that resolved them.
 ALTER TABLE attention_items ADD COLUMN charge_id INTEGER REFERENCES charges (id);
 ALTER TABLE attention_items ADD COLUMN at_stake_minor INTEGER NOT NULL DEFAULT 0 CHECK (at_stake_minor >= 0);
 ALTER TABLE attention_items ADD COLUMN currency TEXT;
 ALTER TABLE attention_items ADD COLUMN owner TEXT;
 ALTER TABLE attention_items ADD COLUMN due_at_ms INTEGER;
 ALTER TABLE attention_items ADD COLUMN resolution TEXT;
+-- Open items: the money their order holds with no outcome is at stake (as when raised
+-- today), and their clock starts now, not when they were raised (a person learns of the
+-- clock with this upgrade). Resolved items keep a nominal 24 hours.
+UPDATE attention_items SET
+    at_stake_minor = COALESCE((SELECT o.amount_minor FROM orders o WHERE o.id = attention_items.order_id
+                               AND o.status IN ('paid', 'refund_due', 'refunding')), 0),
+    currency = (SELECT o.currency FROM orders o WHERE o.id = attention_items.order_id)
+WHERE resolved_at_ms IS NULL;
+UPDATE attention_items SET due_at_ms = CAST(strftime('%s', 'now') AS INTEGER) * 1000
+    + CASE WHEN at_stake_minor > 0 THEN 14400000 ELSE 86400000 END
+WHERE resolved_at_ms IS NULL;
 UPDATE attention_items SET due_at_ms = created_at_ms + 86400000 WHERE due_at_ms IS NULL;
 CREATE INDEX attention_items_due ON attention_items (resolved_at_ms, due_at_ms);
 CREATE INDEX attention_items_by_order ON attention_items (order_id);

@@ -11,7 +11,7 @@
 use serde_json::json;
 use zerodrop_domain::catalog::ProductKind;
 use zerodrop_domain::ledger::{AccountId, AccountKind, Transfer};
-use zerodrop_domain::order::{Actor, EventKind};
+use zerodrop_domain::order::{Actor, EventKind, OrderStatus};
 use zerodrop_domain::refund::reclaim_share;
 use zerodrop_domain::OrderId;
 use zerodrop_store::attention::{self, NewAction, NewItem};
@@ -85,7 +85,12 @@ pub async fn settle_in(
     };
     let mut pending = vec![NewEvent::new(kind, Actor::Provider, cause, data.clone())];
     if let Final::Failed(_) = outcome {
-        if order_payment {
+        // Goods come back only to an order that can hold them again: delivered (a partial
+        // refund), or owed a refund after this full one failed. A partial refund refused
+        // while a later full refund is under way or done gives nothing back (the full one
+        // took the goods); its money is the person's item below.
+        let after = if refund.full { OrderStatus::RefundDue } else { order.status };
+        if order_payment && matches!(after, OrderStatus::Delivered | OrderStatus::RefundDue) {
             if let Some(restored) = restore(tx, order, refund, now_ms).await? {
                 pending.push(NewEvent::new(EventKind::GoodsRestored, Actor::System, cause, restored));
             }
@@ -162,6 +167,7 @@ async fn unknown_items(tx: &mut Tx, refund: &RefundRow) -> Result<Vec<attention:
         open: Some(true),
         reason: Some("refund_unknown".into()),
         order_id: refund.order_id.as_deref().and_then(OrderId::parse),
+        charge_id: refund.charge_id,
         ..attention::Filter::default()
     };
     let items = attention::list(tx, &filter, 0, 100).await?;
