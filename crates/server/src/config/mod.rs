@@ -6,6 +6,10 @@
 //! Values are read as TOML (numbers, arrays, booleans) and fall back to plain strings.
 
 pub use crate::schedule::QueryStep;
+
+mod settlement;
+pub use settlement::{AttentionConfig, ChargeConfig, RefundConfig};
+
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use zerodrop_domain::Secret;
@@ -43,71 +47,6 @@ pub struct Config {
     pub attention: AttentionConfig,
     pub charges: ChargeConfig,
     pub refunds: RefundConfig,
-}
-
-/// The clocks of attention items: how long a person has before the audit counts the item
-/// against us.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AttentionConfig {
-    /// When a user's money is at stake.
-    pub money_due_secs: i64,
-    /// When nothing is at stake (a flag to look at).
-    pub none_due_secs: i64,
-    /// Overrides by reason, e.g. `refund_unknown = 14400`.
-    pub due_secs_by_reason: std::collections::BTreeMap<String, i64>,
-}
-
-impl Default for AttentionConfig {
-    fn default() -> Self {
-        AttentionConfig {
-            money_due_secs: zerodrop_store::attention::DUE_MS_MONEY_DEFAULT / 1000,
-            none_due_secs: zerodrop_store::attention::DUE_MS_NONE_DEFAULT / 1000,
-            due_secs_by_reason: Default::default(),
-        }
-    }
-}
-
-impl AttentionConfig {
-    pub fn clocks(&self) -> zerodrop_store::attention::Clocks {
-        zerodrop_store::attention::Clocks {
-            money_ms: self.money_due_secs * 1000,
-            none_ms: self.none_due_secs * 1000,
-            by_reason_ms: self.due_secs_by_reason.iter().map(|(k, v)| (k.clone(), v * 1000)).collect(),
-        }
-    }
-}
-
-/// Charges that fit no order.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ChargeConfig {
-    /// A payment for an order zerodrop does not know waits this long for its order to
-    /// appear (a restore, a create that lost a race) before it is refunded in full.
-    pub park_window_secs: i64,
-}
-
-impl Default for ChargeConfig {
-    fn default() -> Self {
-        ChargeConfig { park_window_secs: 2_700 }
-    }
-}
-
-/// Refunds whose outcome the provider has not given.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RefundConfig {
-    /// A refund still not final after this long is `unknown` and goes to a person; it
-    /// keeps being asked about.
-    pub unknown_after_secs: i64,
-    /// How long the provider accepts questions about a refund; asking stops after it.
-    pub provider_window_days: i64,
-}
-
-impl Default for RefundConfig {
-    fn default() -> Self {
-        RefundConfig { unknown_after_secs: 3 * 86_400, provider_window_days: 365 }
-    }
 }
 
 /// How log lines are written.
@@ -411,27 +350,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
         self.orders.validate().map_err(ConfigError::Invalid)?;
-        let clocks = [self.attention.money_due_secs, self.attention.none_due_secs];
-        if clocks
-            .into_iter()
-            .chain(self.attention.due_secs_by_reason.values().copied())
-            .any(|s| !(1..=90 * 86_400).contains(&s))
-        {
-            return invalid("attention clocks (*_due_secs) must be between 1 and 7776000 seconds".into());
-        }
-        if !(1..=30 * 86_400).contains(&self.charges.park_window_secs) {
-            return invalid("charges.park_window_secs must be between 1 and 2592000".into());
-        }
-        if !(1..=90 * 86_400).contains(&self.refunds.unknown_after_secs) {
-            return invalid("refunds.unknown_after_secs must be between 1 and 7776000".into());
-        }
-        if !(1..=3_650).contains(&self.refunds.provider_window_days) {
-            return invalid("refunds.provider_window_days must be between 1 and 3650".into());
-        }
-        if self.refunds.provider_window_days * 86_400 <= self.refunds.unknown_after_secs {
-            // Otherwise asking would stop before an unsettled refund ever reached a person.
-            return invalid("refunds.provider_window_days must outlast refunds.unknown_after_secs".into());
-        }
+        self.attention.validate().map_err(ConfigError::Invalid)?;
+        self.charges.validate().map_err(ConfigError::Invalid)?;
+        self.refunds.validate().map_err(ConfigError::Invalid)?;
         if self.jobs.concurrency == 0 || self.jobs.concurrency > 256 {
             return invalid("jobs.concurrency must be 1..=256".into());
         }
