@@ -319,8 +319,10 @@ impl Default for AuditConfig {
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
     Read { path: String, source: std::io::Error },
+    /// A TOML or type error, described without the offending text: the line may hold a
+    /// private key, and a value from the environment may be a secret.
     #[error("configuration is not valid: {0}")]
-    Toml(#[source] toml::de::Error),
+    Toml(String),
     #[error("configuration is not valid: {0}")]
     Invalid(String),
 }
@@ -336,13 +338,13 @@ impl Config {
                 .map_err(|source| ConfigError::Read { path: p.display().to_string(), source })?,
             None => String::new(),
         };
-        let mut table: toml::Table = toml::from_str(&text).map_err(ConfigError::Toml)?;
+        let mut table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Toml(describe(&e, &text)))?;
         for (name, value) in env {
             if let Some(key) = name.strip_prefix(ENV_PREFIX).filter(|k| !ENV_NOT_CONFIG.contains(k)) {
                 apply_env(&mut table, key, &value)?;
             }
         }
-        let config: Config = toml::Value::Table(table).try_into().map_err(ConfigError::Toml)?;
+        let config: Config = toml::Value::Table(table).try_into().map_err(|e| ConfigError::Toml(describe(&e, "")))?;
         config.validate()?;
         Ok(config)
     }
@@ -391,9 +393,58 @@ impl Config {
         Ok(())
     }
 
-    /// The effective configuration as TOML, with every secret replaced by `[redacted]`.
+    /// The effective configuration as TOML, with every secret replaced by `[redacted]`
+    /// (and the database URL's password).
     pub fn redacted_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render configuration: {e}"))
+        let mut shown = self.clone();
+        shown.database_url = redact_url(&self.database_url);
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render configuration: {e}"))
+    }
+}
+
+/// A URL with its password (the user-info after `:`, and any `password=` parameter)
+/// replaced by `[redacted]`, for printing.
+pub fn redact_url(url: &str) -> String {
+    let mut shown = url.to_owned();
+    if let Some(scheme) = shown.find("://") {
+        let authority_end = shown[scheme + 3..].find('/').map_or(shown.len(), |i| scheme + 3 + i);
+        if let Some(at) = shown[..authority_end].rfind('@') {
+            if let Some(colon) = shown[scheme + 3..at].find(':') {
+                shown.replace_range(scheme + 3 + colon + 1..at, "[redacted]");
+            }
+        }
+    }
+    if let Some(start) = shown.find("password=") {
+        let value = start + "password=".len();
+        let end = shown[value..].find('&').map_or(shown.len(), |i| value + i);
+        shown.replace_range(value..end, "[redacted]");
+    }
+    shown
+}
+
+/// A TOML error in words without the text it quotes: its message with every quoted value
+/// blanked, and where it is when the file's text is known.
+fn describe(e: &toml::de::Error, text: &str) -> String {
+    let mut message = String::new();
+    let mut quoted = false;
+    for c in e.message().chars() {
+        if c == '"' {
+            if !quoted {
+                message.push_str("\"…\"");
+            }
+            quoted = !quoted;
+        } else if !quoted {
+            message.push(c);
+        }
+    }
+    match e.span().filter(|_| !text.is_empty()) {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message,
     }
 }
 
@@ -483,6 +534,7 @@ mod tests {
             Some(&file),
             env(&[
                 ("ZERODROP_ORDERS__TTL_SECS", "120"),
+                ("ZERODROP_DATABASE_URL", "postgres://zd:hunter2@db.example:5432/zd"),
                 ("ZERODROP_ORDERS__QUERY_SCHEDULE_SECS", "[5, 10]"),
                 ("ZERODROP_API__MERCHANT_API_KEYS", "[\"k1\"]"),
                 ("ZERODROP_PROVIDERS__0__NAME", "sandbox"),
@@ -503,6 +555,7 @@ mod tests {
         assert_eq!(config.orders.query_schedule_secs, vec![5, 10]);
         assert_eq!(config.providers[0].app_id, "2021", "a numeric-looking id stays as written");
         let printed = config.redacted_toml();
+        assert!(!printed.contains("hunter2"), "the database password is never printed: {printed}");
         assert!(!printed.contains("very-secret-key") && !printed.contains("k1"), "{printed}");
         assert!(printed.contains("[redacted]"));
         let _ = std::fs::remove_dir_all(dir);
@@ -577,5 +630,38 @@ mod tests {
         assert!(err.contains("ttl_secs"), "{err}");
         let err = Config::load(None, env(&[("ZERODROP_SURPRISE", "1")])).unwrap_err().to_string();
         assert!(err.contains("surprise"), "{err}");
+    }
+
+    #[test]
+    fn urls_lose_their_passwords_when_printed() {
+        assert_eq!(redact_url("postgres://zd:hunter2@db:5432/zd"), "postgres://zd:[redacted]@db:5432/zd");
+        assert_eq!(redact_url("postgres://zd@db/zd"), "postgres://zd@db/zd", "no password, nothing to hide");
+        assert_eq!(
+            redact_url("postgres://db/zd?user=zd&password=hunter2&x=1"),
+            "postgres://db/zd?user=zd&password=[redacted]&x=1"
+        );
+        assert_eq!(redact_url("sqlite://./data/zerodrop.db"), "sqlite://./data/zerodrop.db");
+        assert_eq!(
+            redact_url("postgres://a:p@ss@db/zd"),
+            "postgres://a:[redacted]@db/zd",
+            "the last @ ends the user-info"
+        );
+    }
+
+    #[test]
+    fn configuration_errors_never_quote_the_text_they_refuse() {
+        let dir = std::env::temp_dir().join(format!("zd-cfg-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("bad.toml");
+        // A syntax error on the line that holds a private key.
+        std::fs::write(&file, "listen = \"127.0.0.1:1\"\n[[providers]]\napp_private_key = \"MIIEsecretkey\n").unwrap();
+        let error = Config::load(Some(&file), env(&[])).unwrap_err().to_string();
+        assert!(!error.contains("MIIEsecretkey"), "{error}");
+        assert!(error.contains("line 3"), "says where: {error}");
+        // A secret from the environment that does not fit its key's type.
+        let error = Config::load(None, env(&[("ZERODROP_API__MERCHANT_API_KEYS", "zd_live_topsecret")]))
+            .unwrap_err()
+            .to_string();
+        assert!(!error.contains("topsecret"), "{error}");
     }
 }

@@ -93,8 +93,13 @@ impl OrderView {
     }
 
     /// The card code for its owner (the merchant API only; never logged, never on a page).
+    /// A key taken back by a refund shows its state, never its code: the user holds the
+    /// money again, so the code is no longer theirs to use.
     pub fn card_code(&self, vault: Option<&Vault>) -> Option<Value> {
         let (id, sealed, state) = self.card_key.as_ref()?;
+        if state != "allocated" {
+            return Some(json!({ "card_key_id": id, "state": state }));
+        }
         let code = vault?.open(self.order.product.sku.as_str(), sealed).ok()?;
         Some(json!({ "card_key_id": id, "state": state, "code": code.expose() }))
     }

@@ -238,9 +238,4 @@ fn print_charges(tally: &Tally) {
     }
 }
 
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.find('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}://…{}", &url[..scheme], &url[at..]),
-        _ => url.to_owned(),
-    }
-}
+pub use zerodrop_server::config::redact_url;

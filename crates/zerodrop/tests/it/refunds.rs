@@ -147,6 +147,7 @@ both_engines! {
         refund(&h, &card, json!({"reason": "refund"}), None).await;
         let order = wait_refund(&h, &card, 0, "succeeded").await;
         assert_eq!(order["delivery"]["state"], "revoked");
+        assert!(order["delivery"].get("code").is_none(), "a refunded key's code is hidden: {}", order["delivery"]);
         h.audit_passes().await;
         h.stop().await;
     }
