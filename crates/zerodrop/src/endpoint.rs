@@ -181,7 +181,8 @@ impl Endpoint {
         let client = zerodrop_providers::http_client::client(Duration::from_secs(10))?;
         let mut answers = Vec::new();
         for order_no in accepted {
-            let status = confirm(&client, zerodrop_url, &order_no, r#"{"status":"delivered"}"#).await?;
+            let body = serde_json::json!({ "order_no": order_no, "status": "delivered" }).to_string();
+            let status = confirm(&client, zerodrop_url, &order_no, &body).await?;
             answers.push((order_no, status));
         }
         Ok(answers)

@@ -38,6 +38,7 @@ fn confirm_refusal(e: ConfirmError) -> ApiError {
             ApiError::invalid(ErrorCode::InvalidRequest, message)
         }
         ConfirmError::Refunded => ApiError::conflict(ErrorCode::OrderRefunded, message),
+        ConfirmError::OtherOrder => ApiError::invalid(ErrorCode::ConfirmationForAnotherOrder, message),
         ConfirmError::NotAwaiting(_) => ApiError::conflict(ErrorCode::OrderNotAwaitingDelivery, message),
         ConfirmError::EndpointMissing(_) | ConfirmError::Store(_) => ApiError::internal(&e),
     }

@@ -69,6 +69,7 @@ error_codes! {
     AttentionResolved => "attention_resolved",
     MoneyAtStake => "money_at_stake",
     ActionNotApplicable => "action_not_applicable",
+    ConfirmationForAnotherOrder => "confirmation_for_another_order",
 }
 
 impl std::fmt::Display for ErrorCode {

@@ -112,13 +112,22 @@ both_engines! {
         // The genuine confirmation delivers; its replay gets the same answer and changes nothing.
         let answers = game.confirm_accepted(url).await.unwrap();
         assert_eq!(answers, vec![(no.clone(), 200)]);
-        assert_eq!(endpoint::confirm(&client, url, &no, r#"{"status":"delivered"}"#).await.unwrap(), 200);
+        let delivered = json!({ "order_no": no, "status": "delivered" }).to_string();
+        assert_eq!(endpoint::confirm(&client, url, &no, &delivered).await.unwrap(), 200);
         let order = h.client.order(&no).await.unwrap();
         assert_eq!(order["order"]["status"], "delivered");
         assert_eq!(count(&order, "delivered"), 1);
         // Confirmations for orders that are not external are refused.
         let other = h.paid("player", "diamonds_60").await;
-        assert_eq!(endpoint::confirm(&client, url, &other, r#"{"status":"delivered"}"#).await.unwrap(), 409);
+        let for_other = json!({ "order_no": other, "status": "delivered" }).to_string();
+        assert_eq!(endpoint::confirm(&client, url, &other, &for_other).await.unwrap(), 409);
+        // A genuine confirmation for one order, replayed against another: refused, and the
+        // other order is untouched (a replayed `failed` would have refunded it).
+        let waiting = h.paid("player2", "gold_patient").await;
+        let failed_for_no = json!({ "order_no": no, "status": "failed", "reason": "x" }).to_string();
+        assert_eq!(endpoint::confirm(&client, url, &waiting, &failed_for_no).await.unwrap(), 422);
+        assert_eq!(endpoint::confirm(&client, url, &waiting, r#"{"status":"failed"}"#).await.unwrap(), 422, "the order must be named");
+        assert_eq!(h.client.order(&waiting).await.unwrap()["order"]["status"], "paid", "nothing refunded");
         h.audit_passes().await;
         h.stop().await;
         game.stop();

@@ -21,6 +21,10 @@ const REASON_CHARS_MAX: usize = 200;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Confirmation {
+    /// The order confirmed. The signature covers the body, so naming the order in it is
+    /// what ties a confirmation to one order: without it, a genuine confirmation for one
+    /// order could be replayed against any other (a `failed` one would refund it).
+    order_no: String,
     /// `delivered` or `failed`.
     status: String,
     #[serde(default)]
@@ -48,6 +52,8 @@ pub enum ConfirmError {
     Malformed(#[source] serde_json::Error),
     #[error("status must be delivered or failed")]
     UnknownStatus,
+    #[error("the confirmation names another order than the one it was sent for")]
+    OtherOrder,
     #[error("the order is being refunded; a person will look at this delivery")]
     Refunded,
     #[error("the order is {0}")]
@@ -76,6 +82,9 @@ pub async fn confirm(
     let endpoint = endpoints.get(endpoint).ok_or_else(|| ConfirmError::EndpointMissing(endpoint.clone()))?;
     endpoint::verify(endpoint.secret.expose(), signed.timestamp, signed.signature, signed.body, now / 1000)?;
     let confirmation: Confirmation = serde_json::from_slice(signed.body).map_err(ConfirmError::Malformed)?;
+    if confirmation.order_no != order_no {
+        return Err(ConfirmError::OtherOrder);
+    }
     let cause = format!("endpoint:{}", endpoint.name);
     let reason: String = confirmation.reason.chars().take(REASON_CHARS_MAX).collect();
     let data = json!({ "confirmation": confirmation.status, "reason": reason });
