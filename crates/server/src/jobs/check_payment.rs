@@ -9,12 +9,11 @@
 //! processes, start one burst; a burst under way also keeps later calls from starting
 //! another (see `flows::check`).
 
-use super::query_payment::{ask, Asked};
-use super::{order_in_status, Job, Outcome, Run};
+use super::query_payment::ask_while_unpaid;
+use super::{Job, Outcome, Run};
 use crate::schedule;
 use crate::services::Services;
 use serde::{Deserialize, Serialize};
-use zerodrop_domain::order::OrderStatus;
 use zerodrop_domain::OrderId;
 use zerodrop_store::now_ms;
 
@@ -56,14 +55,9 @@ impl Job for CheckPayment {
     }
 
     async fn run(self, services: &Services, run: &Run) -> Outcome {
-        let (order, provider) = match order_in_status(services, self.order_id, OrderStatus::AwaitingPayment).await {
-            Ok(found) => found,
+        let (order, note) = match ask_while_unpaid(services, self.order_id, run).await {
+            Ok(unpaid) => unpaid,
             Err(outcome) => return outcome,
-        };
-        let note = match ask(services, &order, provider.as_ref(), &run.cause()).await {
-            Ok(Asked::Found(_)) => return Outcome::Done,
-            Ok(Asked::NotPaid(note)) => note,
-            Err(e) => return e.into(),
         };
         match schedule::next_check_at(self.started_at_ms, now_ms()).filter(|at| *at < order.expires_at_ms) {
             Some(at) => Outcome::RunAgainAt(at, Some(note)),

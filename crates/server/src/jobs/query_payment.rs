@@ -38,14 +38,9 @@ impl Job for QueryPayment {
     }
 
     async fn run(self, services: &Services, run: &Run) -> Outcome {
-        let (order, provider) = match order_in_status(services, self.order_id, OrderStatus::AwaitingPayment).await {
-            Ok(found) => found,
+        let (order, note) = match ask_while_unpaid(services, self.order_id, run).await {
+            Ok(unpaid) => unpaid,
             Err(outcome) => return outcome,
-        };
-        let note = match ask(services, &order, provider.as_ref(), &run.cause()).await {
-            Ok(Asked::Found(_)) => return Outcome::Done,
-            Ok(Asked::NotPaid(note)) => note,
-            Err(e) => return e.into(),
         };
         match next_query_at(&services.config.orders, order.created_at_ms, order.expires_at_ms, now_ms()) {
             Some(at) => Outcome::RunAgainAt(at, Some(note)),
@@ -71,6 +66,23 @@ pub enum Asked {
 
 /// Asks the provider once about an unpaid order, and acts on the answer ([`take_answer`]).
 /// Shared by the scheduled queries and the check call's burst, so both treat an answer alike.
+/// One scheduled look at an order that should still be unpaid: the order and the
+/// provider's answer in words when it is; `Err` is the run's outcome otherwise (moved on,
+/// found paid and recorded, or a failure to retry). Shared by the cadence and the check
+/// call's burst, which differ only in when they ask next.
+pub async fn ask_while_unpaid(
+    services: &Services,
+    order_id: OrderId,
+    run: &Run,
+) -> Result<(OrderRow, String), Outcome> {
+    let (order, provider) = order_in_status(services, order_id, OrderStatus::AwaitingPayment).await?;
+    match ask(services, &order, provider.as_ref(), &run.cause()).await {
+        Ok(Asked::Found(_)) => Err(Outcome::Done),
+        Ok(Asked::NotPaid(note)) => Ok((order, note)),
+        Err(e) => Err(e.into()),
+    }
+}
+
 pub async fn ask(
     services: &Services,
     order: &OrderRow,
