@@ -130,6 +130,17 @@ pub async fn run(store: &Store, options: &AuditOptions, now_ms: i64) -> Result<R
     checks.push(
         sql_check(
             c,
+            "attention_ended_by_action",
+            "every resolved attention item was ended by a recorded action in the append-only log",
+            "SELECT CAST(a.id AS TEXT) || ' ' || a.reason FROM attention_items a WHERE a.resolved_at_ms IS NOT NULL \
+               AND NOT EXISTS (SELECT 1 FROM operator_actions x WHERE x.item_id = a.id AND x.action <> 'assign')",
+            &[],
+        )
+        .await?,
+    );
+    checks.push(
+        sql_check(
+            c,
             "attention_in_time",
             "no attention item is still open past its due time",
             "SELECT CAST(id AS TEXT) || ' ' || reason || ' overdue by ' || CAST(($1 - due_at_ms) / 60000 AS TEXT) \

@@ -335,6 +335,16 @@ both_engines! {
         let resolved = attention::get(&mut conn, flag).await.unwrap().unwrap();
         assert_eq!((resolved.owner.as_deref(), resolved.resolution.unwrap()["action"].as_str()), (Some("a"), Some("dismiss")));
         drop(conn);
+        // A flag closed by hand in the database, with no action behind it: the audit sees it.
+        let options = zerodrop_store::audit::AuditOptions::new(3_600_000);
+        let before = zerodrop_store::audit::run(&store, &options, now).await.unwrap();
+        assert!(before.checks.iter().all(|c| c.name != "attention_ended_by_action" || c.violations == 0), "{before:?}");
+        let mut tx = store.begin().await.unwrap();
+        sqlx::query("UPDATE attention_items SET resolved_at_ms = 1 WHERE resolved_at_ms IS NULL").execute(&mut *tx).await.unwrap();
+        tx.commit().await.unwrap();
+        let after = zerodrop_store::audit::run(&store, &options, now).await.unwrap();
+        let closed = after.checks.iter().find(|c| c.name == "attention_ended_by_action").unwrap();
+        assert_eq!(closed.violations, 2, "{closed:?}");
         let mut tx = store.begin().await.unwrap();
         assert!(sqlx::query("DELETE FROM attention_items").execute(&mut *tx).await.is_err(), "items are never deleted");
         drop(tx);
