@@ -212,6 +212,15 @@ both_engines! {
             let (status, body) = post("/v1/attention/1/resolve".into(), bad.clone(), Some("bad")).await;
             assert_eq!(status, 422, "{bad} -> {body}");
         }
+        // No key, a forged key, and a flood of a body: refused before anything is read.
+        let url = format!("{}/v1/attention/1/resolve", h.server.base_url);
+        let anonymous = h.client.http.post(&url).header("idempotency-key", "k").json(&ok).send().await.unwrap();
+        assert_eq!(anonymous.status().as_u16(), 401);
+        let forged = h.client.http.get(format!("{}/v1/attention", h.server.base_url)).bearer_auth("zd_forged").send().await.unwrap();
+        assert_eq!(forged.status().as_u16(), 401);
+        let huge = json!({ "action": "dismiss", "reason_code": "x", "note": "n".repeat(70 * 1024), "actor": "a" });
+        let (status, body) = post("/v1/attention/1/resolve".into(), huge, Some("huge")).await;
+        assert_eq!((status, code(&body)), (413, "body_too_large"), "{body}");
         let (status, body) = h.client.get("/v1/attention?state=sideways").await.unwrap();
         assert_eq!((status, code(&body)), (422, "invalid_request"));
         let (status, _) = h.client.get("/v1/attention?limit=0").await.unwrap();
