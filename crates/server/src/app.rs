@@ -11,6 +11,7 @@ use zerodrop_domain::Catalog;
 use zerodrop_providers::alipay::{Alipay, AlipayConfig};
 use zerodrop_providers::keys::{KeyError, RsaPrivateKey, RsaPublicKey};
 use zerodrop_providers::{Provider, ProviderError};
+use zerodrop_store::seal::key::SealKey;
 use zerodrop_store::{PoolConfig, Store};
 
 /// The running application: the [`Services`] every flow and job is given, and the group
@@ -20,6 +21,8 @@ pub struct App {
     pub services: Services,
     /// Group commit for notifications.
     pub committer: Committer,
+    /// The seal key the sealing job signs checkpoints with (none: this process does not seal).
+    pub sealer: Option<Arc<SealKey>>,
 }
 
 impl std::ops::Deref for App {
@@ -41,6 +44,8 @@ pub enum StartError {
     CardKeys(#[source] VaultError),
     #[error("provider {name}: {source}")]
     Provider { name: String, source: ProviderSetupError },
+    #[error("seal: {0}")]
+    Seal(#[from] crate::config::SealKeyError),
 }
 
 /// Why a configured provider could not be built.
@@ -62,7 +67,7 @@ impl App {
     /// Builds the application. Must run inside the Tokio runtime (it starts the committer).
     pub fn new(config: Config, store: Store, catalog: Catalog, providers: Vec<Arc<dyn Provider>>) -> App {
         let committer = Committer::start(store.clone());
-        App { services: Services::new(config, store, catalog, providers), committer }
+        App { services: Services::new(config, store, catalog, providers), committer, sealer: None }
     }
 
     /// Connects, migrates, loads the catalog and builds the providers the configuration names.
@@ -76,8 +81,27 @@ impl App {
             .await?
             .with_attention_clocks(config.attention.clocks());
         store.migrate().await?;
-        Ok(App::new(config, store, catalog, providers))
+        let sealer = seal_key(&config)?;
+        let mut app = App::new(config, store, catalog, providers);
+        app.sealer = sealer;
+        Ok(app)
     }
+}
+
+/// The seal key, when this process runs the sealing job; created on the first start.
+fn seal_key(config: &Config) -> Result<Option<Arc<SealKey>>, StartError> {
+    if !(config.seal.enabled && config.jobs.enabled) {
+        return Ok(None);
+    }
+    let (key, created) = config.seal.read_or_create_key()?;
+    if created {
+        tracing::warn!(
+            key_file = %config.seal.key_file,
+            public_key = %key.public_base64(),
+            "created a new seal key; give its public key to whoever audits this installation"
+        );
+    }
+    Ok(Some(Arc::new(key)))
 }
 
 pub fn load_catalog(path: &str) -> Result<Catalog, StartError> {

@@ -24,6 +24,7 @@
 //!   [`jobs::worker`] that claims and runs them.
 //! * [`schedule`]: when providers are asked about an order (open-order cadence, the check
 //!   call's burst, late sweeps): pure functions of time.
+//! * [`sealer`]: the sealing job (signed checkpoints of the sealed record, the seal log).
 //! * [`services`]: what flows and jobs are given; [`app`]: services plus the committer,
 //!   as the server starts them; [`config`]; [`card_vault`]: card codes at rest.
 
@@ -35,6 +36,7 @@ pub mod http;
 pub mod intake;
 pub mod jobs;
 pub mod schedule;
+pub mod sealer;
 pub mod services;
 
 pub use app::App;
@@ -51,6 +53,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let sealer = app.sealer.clone().filter(|_| app.config.jobs.enabled && app.config.seal.enabled).map(|key| {
+        let store = app.services.store.clone();
+        tokio::spawn(sealer::run(store, app.config.seal.clone(), key, stop_rx.clone()))
+    });
     let workers = app.config.jobs.enabled.then(|| tokio::spawn(jobs::worker::run(app.services.clone(), stop_rx)));
     let router = http::router(app.clone());
     let served = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
@@ -61,6 +67,10 @@ pub async fn serve(
         .await;
     if let Some(workers) = workers {
         let _ = workers.await;
+    }
+    // After the workers: their last commits are in the final checkpoint.
+    if let Some(sealer) = sealer {
+        let _ = sealer.await;
     }
     served
 }

@@ -141,6 +141,7 @@ impl Store {
             ledger: crate::ledger::Pending::default(),
             notifications: Vec::new(),
             deliveries: Vec::new(),
+            seals: Default::default(),
             clocks: self.clocks.clone(),
         })
     }
@@ -219,6 +220,8 @@ pub struct Tx {
     /// deliveries (nothing in the transaction reads them back).
     pub(crate) notifications: Vec<crate::notifications::Pending>,
     pub(crate) deliveries: Vec<crate::payments::PendingDelivery>,
+    /// Stream heads this transaction's sealed rows moved (see [`crate::seal`]).
+    pub(crate) seals: crate::seal::Pending,
     pub(crate) clocks: std::sync::Arc<crate::attention::Clocks>,
 }
 
@@ -231,6 +234,8 @@ impl Tx {
         crate::notifications::flush(&mut self).await?;
         crate::payments::flush_deliveries(&mut self).await?;
         crate::ledger::flush(&mut self).await?;
+        // Last: every deferred write above may have moved a head.
+        crate::seal::flush(&mut self).await?;
         self.inner.commit().await?;
         Ok(())
     }

@@ -21,6 +21,7 @@ pub mod notifications;
 pub mod orders;
 pub mod payments;
 pub mod refunds;
+pub mod seal;
 #[cfg(feature = "test-util")]
 pub mod testing;
 

@@ -47,10 +47,16 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0003_charges_attention.sql"),
         postgres: include_str!("../migrations/postgres/0003_charges_attention.sql"),
     },
+    Migration {
+        version: 4,
+        name: "sealed_record",
+        sqlite: include_str!("../migrations/sqlite/0004_sealed_record.sql"),
+        postgres: include_str!("../migrations/postgres/0004_sealed_record.sql"),
+    },
 ];
 
 /// The schema version this build expects.
-pub const MIGRATIONS_LATEST: i64 = 3;
+pub const MIGRATIONS_LATEST: i64 = 4;
 
 /// Arbitrary constant naming zerodrop's migration lock on PostgreSQL, so two processes
 /// starting together do not both apply a migration.

@@ -54,7 +54,7 @@ pub struct NewNotification<'a> {
 /// millisecond collide with odds of one in a million, and a collision only fails (and
 /// retries) the transaction.
 const ID_RANDOM_BITS: u32 = 20;
-/// Rows written per statement at commit (12 parameters each).
+/// Rows written per statement at commit (13 parameters each).
 const ROWS_PER_INSERT_MAX: usize = 100;
 
 /// Draws of an id before one that repeats a pending id is kept (the commit then fails and
@@ -136,17 +136,32 @@ pub(crate) async fn flush(tx: &mut Tx) -> Result<()> {
     for chunk in pending.chunks(ROWS_PER_INSERT_MAX) {
         let mut sql = String::from(
             "INSERT INTO notifications (id, provider, received_at_ms, remote_addr, headers, body, verdict, reason, \
-             order_no, trade_no, notify_id, processed_at_ms) VALUES ",
+             order_no, trade_no, notify_id, processed_at_ms, seal) VALUES ",
         );
         for i in 0..chunk.len() {
-            let params: Vec<String> = (1..=12).map(|k| format!("${}", i * 12 + k)).collect();
+            let params: Vec<String> = (1..=13).map(|k| format!("${}", i * 13 + k)).collect();
             if i > 0 {
                 sql.push_str(", ");
             }
             sql.push_str(&format!("({})", params.join(", ")));
         }
         let mut insert = sqlx::query(&sql);
+        let mut heads = Vec::new();
         for n in chunk {
+            // Verified notifications are evidence and sealed; refused ones are not (they
+            // prove nothing about money, and are pruned after their retention).
+            let seal = (n.verdict != Verdict::Rejected).then(|| {
+                let seal = crate::seal::content::notification(
+                    n.id,
+                    &n.provider,
+                    n.received_at_ms,
+                    n.remote_addr.as_deref(),
+                    &n.headers,
+                    &n.body,
+                );
+                heads.push((crate::seal::stream::notification(n.id), seal.clone()));
+                seal
+            });
             insert = insert
                 .bind(n.id)
                 .bind(n.provider.clone())
@@ -159,9 +174,13 @@ pub(crate) async fn flush(tx: &mut Tx) -> Result<()> {
                 .bind(n.order_no.clone())
                 .bind(n.trade_no.clone())
                 .bind(n.notify_id.clone())
-                .bind(n.processed_at_ms);
+                .bind(n.processed_at_ms)
+                .bind(seal);
         }
         insert.execute(&mut **tx).await?;
+        for (stream, seal) in heads {
+            tx.sealed(stream, 1, seal);
+        }
     }
     Ok(())
 }

@@ -39,6 +39,13 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Also check the database against the checkpoints exported to this seal log
+        /// (a copy kept away from the database: see docs/OPERATIONS.md).
+        #[arg(long, value_name = "FILE")]
+        seal_log: Option<PathBuf>,
+        /// A seal public key to trust (base64), besides the configured ones; repeatable.
+        #[arg(long, value_name = "KEY")]
+        seal_public_key: Vec<String>,
     },
     /// Run the sandbox payment provider (Alipay wire format) as its own HTTP service.
     SandboxPsp(zerodrop::psp::Args),
@@ -84,6 +91,11 @@ enum AdminCommand {
     Attention {
         #[command(subcommand)]
         command: zerodrop::admin_attention::AttentionCommand,
+    },
+    /// The seal key that signs the sealed record's checkpoints.
+    SealKey {
+        #[command(subcommand)]
+        command: zerodrop::admin_seal::SealKeyCommand,
     },
 }
 
@@ -158,10 +170,11 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
             eprintln!("configuration is valid");
             Ok(std::process::ExitCode::SUCCESS)
         }
-        Command::Audit { json } => {
+        Command::Audit { json, seal_log, seal_public_key } => {
             let config = load_config(&cli)?;
             init_tracing("warn", config.log_format);
-            zerodrop::audit::run(&config, *json).await
+            let seal = zerodrop::audit::SealInputs { log: seal_log.clone(), public_keys: seal_public_key.clone() };
+            zerodrop::audit::run(&config, *json, &seal).await
         }
         Command::SandboxPsp(args) => {
             init_tracing("info", LogFormat::Text);
@@ -189,6 +202,9 @@ async fn admin(cli: &Cli, command: &AdminCommand) -> Result<std::process::ExitCo
     if let AdminCommand::NewKey = command {
         println!("{}", zerodrop_server::card_vault::Vault::generate_key()?);
         return Ok(std::process::ExitCode::SUCCESS);
+    }
+    if let AdminCommand::SealKey { command } = command {
+        return zerodrop::admin_seal::run(&load_config(cli)?, command);
     }
     let app = zerodrop_server::App::start(load_config(cli)?).await?;
     match command {
@@ -232,7 +248,7 @@ async fn admin(cli: &Cli, command: &AdminCommand) -> Result<std::process::ExitCo
             }
         }
         AdminCommand::Attention { command } => zerodrop::admin_attention::run(&app, command).await,
-        AdminCommand::NewKey => Ok(std::process::ExitCode::SUCCESS),
+        AdminCommand::NewKey | AdminCommand::SealKey { .. } => Ok(std::process::ExitCode::SUCCESS),
     }
 }
 

@@ -7,7 +7,9 @@
 
 pub use crate::schedule::QueryStep;
 
+mod seal;
 mod settlement;
+pub use seal::{write_new_key, SealConfig, SealKeyError};
 pub use settlement::{AttentionConfig, ChargeConfig, RefundConfig};
 
 use serde::{Deserialize, Serialize};
@@ -47,6 +49,7 @@ pub struct Config {
     pub attention: AttentionConfig,
     pub charges: ChargeConfig,
     pub refunds: RefundConfig,
+    pub seal: SealConfig,
 }
 
 /// How log lines are written.
@@ -283,6 +286,7 @@ impl Default for Config {
             attention: AttentionConfig::default(),
             charges: ChargeConfig::default(),
             refunds: RefundConfig::default(),
+            seal: SealConfig::default(),
         }
     }
 }
@@ -355,6 +359,7 @@ impl Config {
         self.attention.validate().map_err(ConfigError::Invalid)?;
         self.charges.validate().map_err(ConfigError::Invalid)?;
         self.refunds.validate().map_err(ConfigError::Invalid)?;
+        self.seal.validate().map_err(ConfigError::Invalid)?;
         if self.jobs.concurrency == 0 || self.jobs.concurrency > 256 {
             return invalid("jobs.concurrency must be 1..=256".into());
         }

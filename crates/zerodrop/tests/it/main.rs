@@ -14,5 +14,6 @@ mod refunds;
 mod refunds_never_double;
 mod refunds_refused;
 mod scenarios;
+mod seal;
 mod status_pages;
 mod support;
