@@ -89,7 +89,12 @@ impl SealConfig {
         if Path::new(&self.key_file).exists() {
             return Ok((self.read_key()?, false));
         }
-        Ok((write_new_key(Path::new(&self.key_file))?, true))
+        match write_new_key(Path::new(&self.key_file)) {
+            Ok(key) => Ok((key, true)),
+            // Another process starting at the same moment made it first: use theirs.
+            Err(SealKeyError::Exists { .. }) => Ok((self.read_key()?, false)),
+            Err(e) => Err(e),
+        }
     }
 
     /// The public keys the audit trusts: the key file's (when readable) and the listed ones.
@@ -113,12 +118,22 @@ pub fn write_new_key(path: &Path) -> Result<SealKey, SealKeyError> {
         std::fs::create_dir_all(parent).map_err(io)?;
     }
     let (key, text) = SealKey::generate().map_err(|source| SealKeyError::Key { path: shown.clone(), source })?;
+    // Written whole to a private temporary file, then linked into place: a reader never
+    // sees half a key, and a key that appeared meanwhile is never replaced.
+    let temp = path.with_extension(format!("new-{}", uuid::Uuid::new_v4().simple()));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).map_err(io)?;
-    std::io::Write::write_all(&mut file, format!("{text}\n").as_bytes()).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    Ok(key)
+    let written = options.open(&temp).and_then(|mut file| {
+        std::io::Write::write_all(&mut file, format!("{text}\n").as_bytes())?;
+        file.sync_all()
+    });
+    let linked = written.and_then(|()| std::fs::hard_link(&temp, path));
+    let _ = std::fs::remove_file(&temp);
+    match linked {
+        Ok(()) => Ok(key),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(SealKeyError::Exists { path: shown }),
+        Err(e) => Err(io(e)),
+    }
 }

@@ -276,3 +276,38 @@ both_engines! {
         fails_naming(&report, "seal_log_matches", "differs from the seal log's");
     }
 }
+
+/// `admin seal-key new` writes a key readable by its owner only and prints its public key;
+/// `public` prints the same; a second `new` refuses to replace the key.
+#[test]
+fn the_seal_key_is_made_once_and_its_public_key_shown() {
+    let dir = std::env::temp_dir().join(format!("zerodrop-seal-cli-{}", uuid::Uuid::new_v4().simple()));
+    let key_file = dir.join("seal.key");
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_zerodrop"))
+            .args(args)
+            .env("ZERODROP_SEAL__KEY_FILE", &key_file)
+            .output()
+            .expect("run zerodrop")
+    };
+    let made = run(&["admin", "seal-key", "new"]);
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let public = String::from_utf8(made.stdout).unwrap();
+    assert!(zerodrop_store::seal::key::is_public_key(&public), "{public}");
+    let private = std::fs::read_to_string(&key_file).unwrap();
+    assert!(!public.contains(private.trim()) && !private.contains(public.trim()));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    let shown = run(&["admin", "seal-key", "public"]);
+    assert!(shown.status.success());
+    assert_eq!(String::from_utf8(shown.stdout).unwrap(), public);
+    let again = run(&["admin", "seal-key", "new"]);
+    assert!(!again.status.success(), "a second key never replaces the first");
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert!(said.contains("already exists") && !said.contains(private.trim()), "{said}");
+    assert_eq!(std::fs::read_to_string(&key_file).unwrap(), private);
+    let _ = std::fs::remove_dir_all(&dir);
+}
