@@ -25,7 +25,8 @@
 //! * [`schedule`]: when providers are asked about an order (open-order cadence, the check
 //!   call's burst, late sweeps): pure functions of time.
 //! * [`services`]: what flows and jobs are given; [`app`]: services plus the committer,
-//!   as the server starts them; [`config`]; [`card_vault`]: card codes at rest.
+//!   as the server starts them; [`readiness`]: serving before the database is reached;
+//!   [`config`]; [`card_vault`]: card codes at rest.
 
 pub mod app;
 pub mod card_vault;
@@ -34,6 +35,7 @@ pub mod flows;
 pub mod http;
 pub mod intake;
 pub mod jobs;
+pub mod readiness;
 pub mod schedule;
 pub mod services;
 
@@ -45,22 +47,64 @@ use std::net::SocketAddr;
 
 /// Serves the API and runs the job workers until `shutdown` resolves; then stops taking
 /// requests, lets in-flight work finish, and returns.
+///
+/// An app that is not ready yet (see [`App::open`]) is served at once: `/healthz`
+/// answers, everything that needs the database answers 503, and the database is tried
+/// until it can be migrated; then the workers start. A database failure no retry can
+/// fix stops the server and is returned as the error.
 pub async fn serve(
     app: App,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let workers = app.config.jobs.enabled.then(|| tokio::spawn(jobs::worker::run(app.services.clone(), stop_rx)));
+    let workers = app.config.jobs.enabled.then(|| {
+        let (services, readiness, stop) = (app.services.clone(), app.readiness.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            let mut stopped = stop.clone();
+            tokio::select! {
+                _ = readiness.wait() => {}
+                _ = stopped.wait_for(|stop| *stop) => return,
+            }
+            jobs::worker::run(services, stop).await;
+        })
+    });
+    let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<zerodrop_store::StoreError>();
+    let bring_up = (!app.readiness.is_ready()).then(|| {
+        let app = app.clone();
+        tokio::spawn(async move {
+            if let Err(e) = readiness::bring_up(&app.store, &app.readiness, &app.config.database_url).await {
+                let _ = failed_tx.send(e);
+            }
+        })
+    });
+    let failure = std::sync::Arc::new(std::sync::Mutex::new(None));
     let router = http::router(app.clone());
     let served = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = stop_tx.send(true);
+        .with_graceful_shutdown({
+            let failure = failure.clone();
+            async move {
+                tokio::select! {
+                    _ = shutdown => {}
+                    Ok(e) = failed_rx => {
+                        if let Ok(mut slot) = failure.lock() {
+                            *slot = Some(e);
+                        }
+                    }
+                }
+                let _ = stop_tx.send(true);
+            }
         })
         .await;
+    if let Some(bring_up) = bring_up {
+        bring_up.abort();
+    }
     if let Some(workers) = workers {
         let _ = workers.await;
     }
-    served
+    let failure = failure.lock().ok().and_then(|mut slot| slot.take());
+    match failure {
+        Some(e) => Err(std::io::Error::other(format!("database: {e}"))),
+        None => served,
+    }
 }

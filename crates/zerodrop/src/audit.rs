@@ -4,10 +4,10 @@ use anyhow::Result;
 use std::process::ExitCode;
 use zerodrop_server::Config;
 use zerodrop_store::audit::{self, AuditOptions, Report};
-use zerodrop_store::{now_ms, PoolConfig, Store};
+use zerodrop_store::{now_ms, Store};
 
 pub async fn run(config: &Config, json: bool) -> Result<ExitCode> {
-    let store = Store::connect(&config.database_url, &PoolConfig::default()).await?;
+    let store = Store::connect(&config.database_url, &config.database.pool()).await?;
     let report = check(&store, config).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
