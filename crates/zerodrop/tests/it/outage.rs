@@ -331,3 +331,34 @@ both_engines! {
         let _ = std::fs::remove_dir_all(dir);
     }
 }
+
+both_engines! {
+    /// While it waits for its database, `serve` stops cleanly on SIGTERM. A database it
+    /// must not use (a schema newer than this build) is no outage: it stops the process
+    /// with an error at once, as before, for the supervisor and the operator to see.
+    async fn serve_waiting_for_its_database_stops_on_sigterm_and_on_a_database_it_must_not_use(db) {
+        let dir = temp_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        let sandbox = SandboxSide::start(calm()).await.unwrap();
+        let (url, _down) = down_from_the_start(db, &dir).await;
+        let waiting = Serve::spawn(&config(&url, &free_port().await, &sandbox), &dir.join("waiting"));
+        stack::eventually(Duration::from_secs(30), "a logged attempt", || async {
+            Ok(waiting.log().contains("database not reachable").then_some(()))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}; log:\n{}", waiting.log()));
+        let exit = waiting.stop().await;
+        assert!(exit.success(), "stopped while waiting: {exit}");
+
+        let mut conn = db.store.reader().await.unwrap();
+        let future = "INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES (9999, 'from_the_future', 0)";
+        raw_execute(&mut conn, future).await.unwrap();
+        drop(conn);
+        let refused = Serve::spawn(&config(&db.url, &free_port().await, &sandbox), &dir.join("refused"));
+        let (exit, log) = refused.exited(Duration::from_secs(30)).await;
+        assert!(!exit.success(), "{log}");
+        assert!(log.contains("database refused for good") && log.contains("newer than this build"), "{log}");
+        sandbox.stop().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -49,6 +49,15 @@ impl Serve {
         }
     }
 
+    /// Waits for the process to exit by itself.
+    pub async fn exited(mut self, limit: Duration) -> (ExitStatus, String) {
+        let status = tokio::time::timeout(limit, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("serve still running after {limit:?}; its log:\n{}", self.log()))
+            .expect("exit status");
+        (status, self.log())
+    }
+
     /// SIGTERM, then waits for the exit.
     pub async fn stop(mut self) -> ExitStatus {
         if let Some(pid) = self.child.id() {
