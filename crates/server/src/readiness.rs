@@ -70,6 +70,9 @@ pub async fn bring_up(store: &Store, readiness: &Readiness, database_url: &str) 
     let database = redact_url(database_url);
     let mut attempt: u32 = 1;
     let mut pause_ms = RETRY_PAUSE_MS_FIRST;
+    // An unreachable database answers only after the connection wait: say what is
+    // being waited for before the first attempt's verdict.
+    tracing::info!(%database, "reaching the database");
     loop {
         match migrate_once(store, readiness).await {
             Ok(applied) => {
