@@ -69,15 +69,8 @@ pub async fn serve(
             jobs::worker::run(services, stop).await;
         })
     });
-    let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<zerodrop_store::StoreError>();
-    let bring_up = (!app.readiness.is_ready()).then(|| {
-        let app = app.clone();
-        tokio::spawn(async move {
-            if let Err(e) = readiness::bring_up(&app.store, &app.readiness, &app.config.database_url).await {
-                let _ = failed_tx.send(e);
-            }
-        })
-    });
+    let mut bring_up = readiness::BringUp::start(&app.store, &app.readiness, &app.config.database_url);
+    // Where the shutdown future leaves the database error that ended the serving, if any.
     let failure = std::sync::Arc::new(std::sync::Mutex::new(None));
     let router = http::router(app.clone());
     let served = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
@@ -86,19 +79,18 @@ pub async fn serve(
             async move {
                 tokio::select! {
                     _ = shutdown => {}
-                    Ok(e) = failed_rx => {
+                    e = bring_up.failed() => {
                         if let Ok(mut slot) = failure.lock() {
                             *slot = Some(e);
                         }
                     }
                 }
+                // Ends the attempts if they are still going.
+                drop(bring_up);
                 let _ = stop_tx.send(true);
             }
         })
         .await;
-    if let Some(bring_up) = bring_up {
-        bring_up.abort();
-    }
     if let Some(workers) = workers {
         let _ = workers.await;
     }

@@ -97,6 +97,48 @@ pub async fn bring_up(store: &Store, readiness: &Readiness, database_url: &str) 
     }
 }
 
+/// [`bring_up`] running in its own task (none when already ready). Dropping it stops the
+/// attempts.
+pub struct BringUp {
+    task: Option<tokio::task::JoinHandle<()>>,
+    failed: Option<tokio::sync::oneshot::Receiver<StoreError>>,
+}
+
+impl BringUp {
+    pub fn start(store: &Store, readiness: &Readiness, database_url: &str) -> BringUp {
+        if readiness.is_ready() {
+            return BringUp { task: None, failed: None };
+        }
+        let (tell, failed) = tokio::sync::oneshot::channel();
+        let (store, readiness, url) = (store.clone(), readiness.clone(), database_url.to_owned());
+        let task = tokio::spawn(async move {
+            if let Err(e) = bring_up(&store, &readiness, &url).await {
+                let _ = tell.send(e);
+            }
+        });
+        BringUp { task: Some(task), failed: Some(failed) }
+    }
+
+    /// Resolves with the error that stopped the attempts; never, if there is none.
+    pub async fn failed(&mut self) -> StoreError {
+        if let Some(failed) = self.failed.as_mut() {
+            if let Ok(e) = failed.await {
+                return e;
+            }
+            self.failed = None;
+        }
+        std::future::pending().await
+    }
+}
+
+impl Drop for BringUp {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
 /// `pause_ms` plus up to [`RETRY_JITTER_PCT`] of it, at random.
 fn with_jitter(pause_ms: u64) -> u64 {
     pause_ms + rand::rng().random_range(0..=pause_ms * RETRY_JITTER_PCT / 100)
