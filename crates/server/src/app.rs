@@ -1,9 +1,12 @@
 //! The application as it starts: configuration, database, catalog and providers are
-//! loaded and checked, and the notification committer is started.
+//! loaded and checked, and the notification committer is started. The database may be
+//! reached later ([`App::open`] and [`crate::readiness`]); everything else is checked at
+//! once, since no wait would fix it.
 
 use crate::card_vault::{Vault, VaultError};
 use crate::config::{Config, ProviderConfig};
 use crate::intake::committer::Committer;
+use crate::readiness::{self, Readiness};
 use crate::services::Services;
 use std::sync::Arc;
 use zerodrop_domain::catalog::CatalogError;
@@ -12,7 +15,7 @@ use zerodrop_providers::alipay::{Alipay, AlipayConfig};
 use zerodrop_providers::keys::{KeyError, RsaPrivateKey, RsaPublicKey};
 use zerodrop_providers::{Provider, ProviderError};
 use zerodrop_store::seal::key::SealKey;
-use zerodrop_store::{PoolConfig, Store};
+use zerodrop_store::Store;
 
 /// The running application: the [`Services`] every flow and job is given, and the group
 /// committer that notification intake feeds. Cheap to clone.
@@ -21,6 +24,9 @@ pub struct App {
     pub services: Services,
     /// Group commit for notifications.
     pub committer: Committer,
+    /// Whether the database has been reached and migrated; until then the HTTP layer
+    /// answers 503 and no job runs.
+    pub readiness: Readiness,
     /// The seal key the sealing job signs checkpoints with (none: this process does not seal).
     pub sealer: Option<Arc<SealKey>>,
 }
@@ -64,26 +70,45 @@ pub enum ProviderSetupError {
 }
 
 impl App {
-    /// Builds the application. Must run inside the Tokio runtime (it starts the committer).
+    /// Builds the application over a migrated store. Must run inside the Tokio runtime
+    /// (it starts the committer).
     pub fn new(config: Config, store: Store, catalog: Catalog, providers: Vec<Arc<dyn Provider>>) -> App {
-        let committer = Committer::start(store.clone());
-        App { services: Services::new(config, store, catalog, providers), committer, sealer: None }
+        App::with_readiness(config, store, catalog, providers, Readiness::ready())
     }
 
-    /// Connects, migrates, loads the catalog and builds the providers the configuration names.
-    pub async fn start(config: Config) -> Result<App, StartError> {
+    fn with_readiness(
+        config: Config,
+        store: Store,
+        catalog: Catalog,
+        providers: Vec<Arc<dyn Provider>>,
+        readiness: Readiness,
+    ) -> App {
+        let committer = Committer::start(store.clone());
+        App { services: Services::new(config, store, catalog, providers), committer, readiness, sealer: None }
+    }
+
+    /// Checks everything but the database (the card-key key, the catalog, the
+    /// providers) and opens the database's pools without connecting. The app is not
+    /// ready: `serve` brings the database up ([`readiness::bring_up`]) while it already
+    /// answers. Must run inside the Tokio runtime.
+    pub fn open(config: Config) -> Result<App, StartError> {
         if let Some(key) = &config.card_keys.encryption_key {
             Vault::from_config(key).map_err(StartError::CardKeys)?;
         }
         let catalog = load_catalog(&config.catalog_path)?;
         let providers = build_providers(&config)?;
-        let store = Store::connect(&config.database_url, &PoolConfig::default())
-            .await?
+        let store = Store::open(&config.database_url, &config.database.pool())?
             .with_attention_clocks(config.attention.clocks());
-        store.migrate().await?;
         let sealer = seal_key(&config)?;
-        let mut app = App::new(config, store, catalog, providers);
+        let mut app = App::with_readiness(config, store, catalog, providers, Readiness::waiting());
         app.sealer = sealer;
+        Ok(app)
+    }
+
+    /// Opens, then connects and migrates at once: fails if the database cannot be reached.
+    pub async fn start(config: Config) -> Result<App, StartError> {
+        let app = App::open(config)?;
+        readiness::migrate_once(&app.store, &app.readiness).await?;
         Ok(app)
     }
 }

@@ -1,5 +1,8 @@
 //! The storage conformance suite: every test runs on SQLite and on PostgreSQL.
 
+#[path = "conformance/unreachable.rs"]
+mod unreachable;
+
 use serde_json::json;
 use zerodrop_domain::ledger::{AccountId, AccountKind, Transfer};
 use zerodrop_domain::order::{Actor, EventKind, OrderStatus};

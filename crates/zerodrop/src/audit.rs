@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use zerodrop_server::Config;
 use zerodrop_store::audit::{self, AuditOptions, Report};
 use zerodrop_store::seal::verify::VerifyOptions;
-use zerodrop_store::{now_ms, PoolConfig, Store};
+use zerodrop_store::{now_ms, Store};
 
 /// What the sealed record is checked against, beyond the database itself.
 #[derive(Clone, Debug, Default)]
@@ -18,7 +18,7 @@ pub struct SealInputs {
 }
 
 pub async fn run(config: &Config, json: bool, seal: &SealInputs) -> Result<ExitCode> {
-    let store = Store::connect(&config.database_url, &PoolConfig::default()).await?;
+    let store = Store::connect(&config.database_url, &config.database.pool()).await?;
     let report = check_with(&store, config, seal).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);

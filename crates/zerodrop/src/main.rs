@@ -21,7 +21,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the API and run the job workers (applies migrations first).
+    /// Serve the API and run the job workers (applies migrations first; starts while the
+    /// database is down and keeps trying it).
     Serve {
         /// Address to listen on; overrides the configuration.
         #[arg(long)]
@@ -157,7 +158,7 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
         Command::Migrate => {
             let config = load_config(&cli)?;
             init_tracing("info", config.log_format);
-            let store = zerodrop_store::Store::connect(&config.database_url, &Default::default()).await?;
+            let store = zerodrop_store::Store::connect(&config.database_url, &config.database.pool()).await?;
             let applied = store.migrate().await?;
             println!("{applied} migration(s) applied; schema at version {}", zerodrop_store::MIGRATIONS_LATEST);
             Ok(std::process::ExitCode::SUCCESS)
@@ -260,7 +261,9 @@ async fn serve(config: Config) -> Result<()> {
     }
     let listener =
         tokio::net::TcpListener::bind(&config.listen).await.with_context(|| format!("binding {}", config.listen))?;
-    let app = zerodrop_server::App::start(config).await?;
+    // Everything but the database is checked here; the database is reached (and
+    // migrated) while the port already answers, however long it takes to come up.
+    let app = zerodrop_server::App::open(config)?;
     tracing::info!(listen = %listener.local_addr()?, database = app.store.dialect().name(), "zerodrop serving");
     zerodrop_server::serve(app, listener, shutdown_signal()).await?;
     tracing::info!("zerodrop stopped");

@@ -7,8 +7,10 @@
 
 pub use crate::schedule::QueryStep;
 
+mod database;
 mod seal;
 mod settlement;
+pub use database::DatabaseConfig;
 pub use seal::{write_new_key, SealConfig, SealKeyError};
 pub use settlement::{AttentionConfig, ChargeConfig, RefundConfig};
 
@@ -37,6 +39,8 @@ pub struct Config {
     pub catalog_path: String,
     /// Provider used when an order does not name one.
     pub default_provider: String,
+    /// How long to wait for the database (`[database]`; the URL is `database_url`).
+    pub database: DatabaseConfig,
     pub api: ApiConfig,
     pub orders: OrderConfig,
     pub jobs: JobConfig,
@@ -275,6 +279,7 @@ impl Default for Config {
             public_base_url: "http://127.0.0.1:8080".into(),
             catalog_path: String::new(),
             default_provider: "sandbox".into(),
+            database: DatabaseConfig::default(),
             api: ApiConfig::default(),
             orders: OrderConfig::default(),
             jobs: JobConfig::default(),
@@ -355,6 +360,7 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
+        self.database.validate().map_err(ConfigError::Invalid)?;
         self.orders.validate().map_err(ConfigError::Invalid)?;
         self.attention.validate().map_err(ConfigError::Invalid)?;
         self.charges.validate().map_err(ConfigError::Invalid)?;

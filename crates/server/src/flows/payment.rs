@@ -85,7 +85,9 @@ pub async fn record(
             Err(e) => Err(e),
         };
         match outcome {
-            Err(e) if e.is_retryable() && attempt < RECORD_ATTEMPTS_MAX => attempt += 1,
+            // A conflict is worth another try; an unreachable database is not (the next
+            // try would wait the whole connection wait again).
+            Err(e) if e.is_retryable() && !e.is_unavailable() && attempt < RECORD_ATTEMPTS_MAX => attempt += 1,
             other => return other,
         }
     }

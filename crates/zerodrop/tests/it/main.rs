@@ -9,6 +9,7 @@ mod external_delivery;
 mod finding;
 mod jobs;
 mod notify_intake;
+mod outage;
 mod processes;
 mod refunds;
 mod refunds_never_double;
