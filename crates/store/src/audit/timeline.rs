@@ -97,7 +97,8 @@ impl Timeline {
         };
         let differ = differences(o, event);
         if !differ.is_empty() {
-            self.created.violation(format!("{}: {} differ from its created event", o.order_no, differ.join(", ")));
+            let what = differ.join(", ");
+            self.created.violation(format!("{}: {what} not as its created event recorded", o.order_no));
         }
     }
 }

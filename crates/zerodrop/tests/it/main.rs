@@ -16,3 +16,4 @@ mod refunds_refused;
 mod scenarios;
 mod status_pages;
 mod support;
+mod tamper;
