@@ -102,8 +102,8 @@ impl Goods {
                     _ if d.kind != "membership" => Some(format!("delivered as {}", d.kind)),
                     [p] if p.days == days * o.quantity && p.plan == *plan && p.user_id == o.user_id => None,
                     [p] => Some(format!(
-                        "{} days of {} for {}, product grants {} × {days} of {plan}",
-                        p.days, p.plan, p.user_id, o.quantity
+                        "a period of {} days of {} for {}; the product grants {} × {days} days of {plan} to {}",
+                        p.days, p.plan, p.user_id, o.quantity, o.user_id
                     )),
                     periods => Some(format!("{} membership periods", periods.len())),
                 },
