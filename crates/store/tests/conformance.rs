@@ -150,6 +150,29 @@ both_engines! {
 }
 
 both_engines! {
+    /// A provider's signed answer is kept exactly as it came (text and signature, byte for
+    /// byte) and can never be changed or deleted.
+    async fn provider_answers_are_kept_as_they_came(db) {
+        use zerodrop_store::answers::{self, NewAnswer};
+        let content = r#"{"code":"10000","msg":"Success","out_trade_no":"ZD1","trade_no":"T1","total_amount":"6.00","buyer_logon_id":"李*明"}"#;
+        let answer = NewAnswer { provider: "sandbox", method: "alipay.trade.query", order_no: "ZD1", trade_no: Some("T1"), content, sign: "c2lnbg==" };
+        let mut tx = db.store.begin().await.unwrap();
+        let id = answers::insert(&mut tx, &answer, 42).await.unwrap();
+        tx.commit().await.unwrap();
+        let mut conn = db.store.reader().await.unwrap();
+        let stored = answers::get(&mut conn, id).await.unwrap().unwrap();
+        assert_eq!((stored.content.as_str(), stored.sign.as_str(), stored.trade_no.as_deref(), stored.received_at_ms), (content, "c2lnbg==", Some("T1"), 42));
+        assert!(answers::get(&mut conn, id + 1).await.unwrap().is_none());
+        drop(conn);
+        let mut tx = db.store.begin().await.unwrap();
+        assert!(sqlx::query("UPDATE provider_answers SET content = '{}'").execute(&mut *tx).await.is_err(), "never changed");
+        drop(tx);
+        let mut tx = db.store.begin().await.unwrap();
+        assert!(sqlx::query("DELETE FROM provider_answers").execute(&mut *tx).await.is_err(), "never deleted");
+    }
+}
+
+both_engines! {
     async fn memberships_stack_once_per_order(db) {
         let user = UserId::parse("user-1").unwrap();
         let first = new_order(&db.store, "svip_30d").await;
