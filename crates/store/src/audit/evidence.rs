@@ -88,8 +88,13 @@ async fn matches_evidence(c: &mut Conn, verifier: Option<&dyn Verifier>) -> Resu
     }
 }
 
-/// When the database began keeping provider answers. A cutoff moved by hand past the
-/// first answer kept (to excuse forged charges as old ones) is itself a violation.
+/// How far apart two processes' clocks may be: the process that migrated stamped the
+/// cutoff, another (on another host) may stamp the first answer a little earlier.
+const CLOCK_SKEW_MS_MAX: i64 = 60_000;
+
+/// When the database began keeping provider answers (and no later than the first answer
+/// kept). A cutoff moved by hand well past the first answer (to excuse forged charges as
+/// old ones) is itself a violation.
 async fn answers_kept_since(c: &mut Conn, check: &mut Check) -> Result<i64> {
     let since = sqlx::query_scalar::<_, i64>("SELECT applied_at_ms FROM schema_migrations WHERE version = $1")
         .bind(ANSWERS_KEPT_SINCE_VERSION)
@@ -99,13 +104,16 @@ async fn answers_kept_since(c: &mut Conn, check: &mut Check) -> Result<i64> {
     let first = sqlx::query_scalar::<_, Option<i64>>("SELECT MIN(received_at_ms) FROM provider_answers")
         .fetch_one(&mut *c)
         .await?;
-    if let Some(first) = first.filter(|first| *first < since) {
-        check.violation(format!(
-            "schema_migrations: answers kept since {since}, yet one was received at {first} (edited by hand?)"
-        ));
-        return Ok(first);
+    match first {
+        Some(first) if first < since.saturating_sub(CLOCK_SKEW_MS_MAX) => {
+            check.violation(format!(
+                "schema_migrations: answers kept since {since}, yet one was received at {first} (edited by hand?)"
+            ));
+            Ok(first)
+        }
+        Some(first) => Ok(first.min(since)),
+        None => Ok(since),
     }
-    Ok(since)
 }
 
 /// What a charge's evidence field cites.
