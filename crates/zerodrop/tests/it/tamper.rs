@@ -80,6 +80,7 @@ const CLASSES: &[Tamper] = &[
         "UPDATE ledger_accounts SET balance = balance - 60 WHERE id = 'issuance:DIAMOND'",
         "INSERT INTO ledger_entries (transfer_id, account_id, amount, balance_after, at_ms) VALUES ('order:<<frank.id>>:credit', 'wallet:DIAMOND:frank', 60, 60, <<now>>), ('order:<<frank.id>>:credit', 'issuance:DIAMOND', -60, -60, <<now>>)",
     ], postgres: None, expect: Detected { check: "charge_matches_evidence", record: "<<frank.no>>" } },
+    Tamper { name: "evidence_cutoff_moved_to_excuse_charges", sql: &["UPDATE schema_migrations SET applied_at_ms = <<now>> + 86400000 WHERE version = 6", "UPDATE charges SET evidence = '{\"source\":\"query\"}' WHERE order_id = '<<alice.id>>'"], postgres: None, expect: Detected { check: "charge_matches_evidence", record: "schema_migrations" } },
     Tamper { name: "refund_row_deleted", sql: &["DELETE FROM refunds WHERE order_id = '<<dave.id>>'"], postgres: None, expect: Blocked },
     Tamper { name: "refund_row_deleted_past_triggers", sql: &["DELETE FROM refunds WHERE order_id = '<<dave.id>>'"], postgres: None, expect: Detected { check: "refunds_match_events", record: "<<dave.no>>" } },
     Tamper { name: "notification_deleted", sql: &["DELETE FROM notifications WHERE id = <<bob.notification>>"], postgres: None, expect: Blocked },
