@@ -75,8 +75,11 @@ pub async fn insert(tx: &mut Tx, order: &NewOrder, cause: &str, now_ms: i64) -> 
     // The row was inserted with no events; `created` is its first, so the stored status
     // equals the fold from the start.
     row.status = OrderStatus::AwaitingPayment;
+    // Every fact of the row that never changes, so the audit can hold the row to the
+    // event (events are append-only, and what a seal protects).
     let data = serde_json::json!({
-        "sku": order.product.sku, "quantity": order.quantity,
+        "order_no": order.order_no, "user_id": order.user_id, "sku": order.product.sku,
+        "product": order.product, "quantity": order.quantity,
         "amount": order.amount.to_decimal(), "currency": order.amount.currency.code(),
         "expires_at_ms": order.expires_at_ms, "provider": order.provider,
     });

@@ -1,10 +1,19 @@
 //! `zerodrop audit`: prints the report and exits non-zero on any violation.
+//!
+//! The store checks the database against itself; evidence that needs a key the database
+//! does not hold is verified here, with the configuration's: each provider's public key
+//! (stored notifications and signed answers) and the card-key key (stored codes).
 
 use anyhow::Result;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use zerodrop_providers::{NoticeStatus, PaymentStatus, Provider, SignedAnswer};
+use zerodrop_server::card_vault::Vault;
 use zerodrop_server::Config;
-use zerodrop_store::audit::{self, AuditOptions, Report};
+use zerodrop_store::answers::AnswerRow;
+use zerodrop_store::audit::{self, AuditOptions, Evidenced, Report, Verifier};
 use zerodrop_store::seal::verify::VerifyOptions;
 use zerodrop_store::{now_ms, Store};
 
@@ -42,6 +51,7 @@ pub async fn check_with(store: &Store, config: &Config, seal: &SealInputs) -> Re
     let options = AuditOptions {
         park_window_ms: config.charges.park_window_secs * 1000,
         refund_unsettled_ms_max: config.refunds.unknown_after_secs * 1000 + UNSETTLED_SLACK_MS,
+        verifier: Some(Arc::new(ConfigVerifier::new(config)?)),
         ..AuditOptions::new(config.audit.parked_age_secs_max * 1000)
     };
     let mut report = audit::run(store, &options, now).await?;
@@ -61,13 +71,83 @@ pub async fn check_with(store: &Store, config: &Config, seal: &SealInputs) -> Re
     Ok(report)
 }
 
+/// Verifies evidence with the keys the configuration names.
+struct ConfigVerifier {
+    providers: HashMap<String, Arc<dyn Provider>>,
+    /// `None` when no card-key key is configured: stored codes cannot be opened here.
+    vault: Option<Vault>,
+}
+
+impl ConfigVerifier {
+    fn new(config: &Config) -> Result<ConfigVerifier> {
+        let providers = zerodrop_server::app::build_providers(config)?;
+        let providers = providers.into_iter().map(|p| (p.name().to_owned(), p)).collect();
+        let vault = match &config.card_keys.encryption_key {
+            Some(key) => Some(Vault::from_config(key)?),
+            None => None,
+        };
+        Ok(ConfigVerifier { providers, vault })
+    }
+
+    fn provider(&self, name: &str) -> Result<&dyn Provider, String> {
+        self.providers.get(name).map(|p| p.as_ref()).ok_or_else(|| format!("provider {name} is not configured"))
+    }
+}
+
+impl Verifier for ConfigVerifier {
+    fn notification(&self, provider: &str, headers_json: &str, body: &[u8]) -> Result<Evidenced, String> {
+        let notice = zerodrop_providers::verify_stored(self.provider(provider)?, headers_json, body)
+            .map_err(|rejection| rejection.to_string())?;
+        let (amount, paid_at_ms) = match notice.status {
+            NoticeStatus::Paid { amount, paid_at_ms } => (Some(amount), paid_at_ms),
+            NoticeStatus::AwaitingPayment | NoticeStatus::Closed => (None, None),
+        };
+        Ok(Evidenced {
+            order_no: notice.order_no,
+            trade_no: notice.trade_no,
+            amount_minor: amount.map(|a| a.minor),
+            currency: amount.map(|a| a.currency.code().to_owned()),
+            paid_at_ms,
+        })
+    }
+
+    fn answer(&self, answer: &AnswerRow) -> Result<Evidenced, String> {
+        let signed =
+            SignedAnswer { method: answer.method.clone(), content: answer.content.clone(), sign: answer.sign.clone() };
+        let (order_no, status) = self.provider(&answer.provider)?.verify_answer(&signed).map_err(|e| e.to_string())?;
+        Ok(match status {
+            PaymentStatus::Paid { trade_no, amount, paid_at_ms, .. } => Evidenced {
+                order_no,
+                trade_no: Some(trade_no),
+                amount_minor: Some(amount.minor),
+                currency: Some(amount.currency.code().to_owned()),
+                paid_at_ms,
+            },
+            PaymentStatus::NotFound | PaymentStatus::AwaitingPayment | PaymentStatus::Closed => {
+                Evidenced { order_no, ..Evidenced::default() }
+            }
+        })
+    }
+
+    fn card_key_fingerprint(&self, sku: &str, ciphertext: &[u8]) -> Result<String, String> {
+        let vault = self.vault.as_ref().ok_or("no card_keys.encryption_key is configured to open it")?;
+        let code = vault.open(sku, ciphertext).map_err(|e| e.to_string())?;
+        Ok(vault.fingerprint(sku, code.expose()))
+    }
+}
+
 pub fn render(report: &Report) -> String {
     let mut out = String::new();
     for check in &report.checks {
         let mark = if check.violations == 0 { "ok  " } else { "FAIL" };
         out.push_str(&format!("{mark} {:<24} {}\n", check.name, check.description));
-        if check.violations > 0 {
-            out.push_str(&format!("     {} violation(s), e.g. {}\n", check.violations, check.examples.join(", ")));
+        // One line per failure, naming the check and the record.
+        for example in &check.examples {
+            out.push_str(&format!("     {}: {example}\n", check.name));
+        }
+        let unshown = check.violations - check.examples.len() as i64;
+        if unshown > 0 {
+            out.push_str(&format!("     {}: … and {unshown} more\n", check.name));
         }
     }
     let charges: Vec<String> = report.charges.iter().map(|(class, n, _)| format!("{class} {n}")).collect();

@@ -18,3 +18,4 @@ mod scenarios;
 mod seal;
 mod status_pages;
 mod support;
+mod tamper;
