@@ -16,6 +16,10 @@ pub const PG_MARKER_ENV: &str = "ZERODROP_TEST_PG_MARKER";
 /// Test databases are named with this prefix so CI can sweep leftovers of failed runs.
 pub const PG_DB_PREFIX: &str = "zd_test_";
 
+/// Tries at copying a PostgreSQL test database whose connections are still closing
+/// (250 ms apart: five seconds in all).
+const COPY_TRIES_MAX: u32 = 20;
+
 pub struct TestDb {
     pub url: String,
     pub store: Store,
@@ -84,9 +88,19 @@ impl TestDb {
             Cleanup::PgDatabase { admin_url, name: original } => {
                 self.store.close().await;
                 let name = format!("{PG_DB_PREFIX}{}", uuid::Uuid::new_v4().simple());
-                as_admin(admin_url, &format!("CREATE DATABASE {name} TEMPLATE {original}"))
-                    .await
-                    .unwrap_or_else(|e| panic!("copying test database {original}: {e}"));
+                // A server that just stopped may still be closing its connections to the
+                // original, which PostgreSQL refuses to copy while they last: wait them out.
+                let mut tries = 0;
+                loop {
+                    match as_admin(admin_url, &format!("CREATE DATABASE {name} TEMPLATE {original}")).await {
+                        Ok(()) => break,
+                        Err(e) if tries < COPY_TRIES_MAX && e.to_string().contains("being accessed by other users") => {
+                            tries += 1;
+                            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                        }
+                        Err(e) => panic!("copying test database {original}: {e}"),
+                    }
+                }
                 let url = with_database(admin_url, &name);
                 let store = Store::connect(&url, &PoolConfig::default()).await.expect("postgres connect");
                 TestDb { url, store, cleanup: Cleanup::PgDatabase { admin_url: admin_url.clone(), name } }
