@@ -4,6 +4,7 @@
 use crate::card_vault::{Vault, VaultError};
 use crate::config::{Config, ProviderConfig};
 use crate::intake::committer::Committer;
+use crate::intake::limit::{Limits, RefusalLimiter};
 use crate::services::Services;
 use std::sync::Arc;
 use zerodrop_domain::catalog::CatalogError;
@@ -20,6 +21,8 @@ pub struct App {
     pub services: Services,
     /// Group commit for notifications.
     pub committer: Committer,
+    /// How many refused notifications are stored, per source and in all.
+    pub refusals: Arc<RefusalLimiter>,
 }
 
 impl std::ops::Deref for App {
@@ -62,7 +65,12 @@ impl App {
     /// Builds the application. Must run inside the Tokio runtime (it starts the committer).
     pub fn new(config: Config, store: Store, catalog: Catalog, providers: Vec<Arc<dyn Provider>>) -> App {
         let committer = Committer::start(store.clone());
-        App { services: Services::new(config, store, catalog, providers), committer }
+        let limits = Limits {
+            per_source: config.notifications.refused_per_source_per_minute,
+            total: config.notifications.refused_per_minute,
+        };
+        let refusals = Arc::new(RefusalLimiter::new(limits));
+        App { services: Services::new(config, store, catalog, providers), committer, refusals }
     }
 
     /// Connects, migrates, loads the catalog and builds the providers the configuration names.
@@ -76,6 +84,7 @@ impl App {
             .await?
             .with_attention_clocks(config.attention.clocks());
         store.migrate().await?;
+        crate::jobs::prune_refused::schedule(&store).await?;
         Ok(App::new(config, store, catalog, providers))
     }
 }

@@ -11,8 +11,14 @@ use zerodrop_domain::money::{Currency, Money};
 /// rule for notify_url messages). Other types sign it too.
 const TYPES_WITHOUT_SIGN_TYPE: &[&str] = &["trade_status_sync"];
 
+/// A refusal before the signature verified: anyone could have sent it.
 fn reject(code: RejectCode, detail: impl Into<String>, order_no: Option<&str>) -> Rejection {
-    Rejection { code, detail: detail.into(), order_no: order_no.map(str::to_owned) }
+    Rejection { code, detail: detail.into(), order_no: order_no.map(str::to_owned), signed: false }
+}
+
+/// A refusal of a message whose signature verified: the provider sent it.
+fn reject_signed(code: RejectCode, detail: impl Into<String>, order_no: Option<&str>) -> Rejection {
+    Rejection { signed: true, ..reject(code, detail, order_no) }
 }
 
 /// Verifies the signature first, then that the notification is for this merchant, then
@@ -56,39 +62,39 @@ pub(super) fn verify(config: &AlipayConfig, body: &[u8]) -> Result<Notice, Rejec
 
     let field = |name: &str| fields.get(name).copied().filter(|v| !v.is_empty());
     let required = |name: &'static str| {
-        field(name).ok_or_else(|| reject(RejectCode::Malformed, format!("{name} is missing"), claimed_order))
+        field(name).ok_or_else(|| reject_signed(RejectCode::Malformed, format!("{name} is missing"), claimed_order))
     };
     if required("app_id")? != config.app_id {
-        return Err(reject(RejectCode::WrongApp, "app_id is not this merchant's", claimed_order));
+        return Err(reject_signed(RejectCode::WrongApp, "app_id is not this merchant's", claimed_order));
     }
     if notify_type != "trade_status_sync" {
-        return Err(reject(
+        return Err(reject_signed(
             RejectCode::UnsupportedType,
             format!("notify_type {notify_type:?} is not handled"),
             claimed_order,
         ));
     }
     if required("seller_id")? != config.seller_id {
-        return Err(reject(RejectCode::WrongSeller, "seller_id is not this merchant's", claimed_order));
+        return Err(reject_signed(RejectCode::WrongSeller, "seller_id is not this merchant's", claimed_order));
     }
     let order_no = required("out_trade_no")?;
     let status = match required("trade_status")? {
         "TRADE_SUCCESS" | "TRADE_FINISHED" => {
             let total = required("total_amount")?;
             let amount = Money::parse_decimal(total, Currency::Cny)
-                .map_err(|e| reject(RejectCode::BadAmount, e.to_string(), Some(order_no)))?;
+                .map_err(|e| reject_signed(RejectCode::BadAmount, e.to_string(), Some(order_no)))?;
             NoticeStatus::Paid { amount, paid_at_ms: field("gmt_payment").and_then(parse_cst) }
         }
         "WAIT_BUYER_PAY" => NoticeStatus::AwaitingPayment,
         "TRADE_CLOSED" => NoticeStatus::Closed,
-        other => return Err(reject(RejectCode::Malformed, format!("unknown trade_status {other:?}"), Some(order_no))),
+        other => return Err(reject_signed(RejectCode::Malformed, format!("unknown trade_status {other:?}"), Some(order_no))),
     };
     // A refund shows as `refund_fee` (the trade's refunded total), `gmt_refund` and
     // `out_biz_no` (our refund request number) on a TRADE_SUCCESS or TRADE_CLOSED notice.
     let refund = match field("refund_fee") {
         Some(fee) => {
             let refunded_total = Money::parse_decimal(fee, Currency::Cny)
-                .map_err(|e| reject(RejectCode::BadAmount, format!("refund_fee: {e}"), Some(order_no)))?;
+                .map_err(|e| reject_signed(RejectCode::BadAmount, format!("refund_fee: {e}"), Some(order_no)))?;
             (refunded_total.minor > 0).then(|| RefundNotice {
                 request_no: field("out_biz_no").map(str::to_owned),
                 refunded_total,

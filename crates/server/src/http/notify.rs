@@ -3,7 +3,7 @@
 
 use super::error::ApiError;
 use crate::app::App;
-use crate::intake::{self, Request, NOTIFY_BODY_BYTES_MAX};
+use crate::intake::{self, Intake, Request, NOTIFY_BODY_BYTES_MAX};
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -21,7 +21,8 @@ pub async fn notify(
     let bytes = super::extract::read_limited(body, NOTIFY_BODY_BYTES_MAX).await.unwrap_or(Some(Bytes::new()));
     let request = Request { provider_name: &provider, remote: Some(remote), headers: &headers, body: bytes.as_deref() };
     let provider_adapter = app.provider(&provider).cloned();
-    match intake::receive(&app.store, &app.committer, provider_adapter, request).await {
+    let intake = Intake { store: &app.store, committer: &app.committer, refusals: &app.refusals };
+    match intake::receive(&intake, provider_adapter, request).await {
         Some(ack) => {
             let status = StatusCode::from_u16(ack.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             (status, [("content-type", ack.content_type)], ack.body).into_response()

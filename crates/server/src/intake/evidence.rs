@@ -42,6 +42,9 @@ pub struct Fields<'a> {
     pub order_no: Option<&'a str>,
     pub trade_no: Option<&'a str>,
     pub notify_id: Option<&'a str>,
+    /// Refused, and never verified as the provider's: kept in part (its first 8 KiB,
+    /// the whole body's hash and length), and pruned after its retention.
+    pub refused_unverified: bool,
 }
 
 impl<'a> Fields<'a> {
@@ -50,6 +53,7 @@ impl<'a> Fields<'a> {
             order_no: Some(notice.order_no.as_str()),
             trade_no: notice.trade_no.as_deref(),
             notify_id: notice.notify_id.as_deref(),
+            refused_unverified: false,
         }
     }
 }
@@ -68,6 +72,7 @@ pub fn insert(
         remote_addr: inbound.remote.clone(),
         headers: inbound.headers.clone(),
         body: &inbound.body,
+        refused_unverified: fields.refused_unverified,
         verdict,
         reason: reason.map(|r| r.chars().take(REASON_CHARS_MAX).collect()),
         order_no: fields.order_no.map(clip),
@@ -79,9 +84,16 @@ pub fn insert(
 
 /// Stores the raw notification with its verdict in its own transaction (there is nothing
 /// else to do with it).
-pub async fn store_alone(store: &Store, inbound: &Inbound, verdict: Verdict, reason: &str) -> Result<i64, StoreError> {
+pub async fn store_alone(
+    store: &Store,
+    inbound: &Inbound,
+    verdict: Verdict,
+    reason: &str,
+    refused_unverified: bool,
+) -> Result<i64, StoreError> {
     let mut tx = store.begin().await?;
-    let id = insert(&mut tx, inbound, verdict, Some(reason), Fields::default(), now_ms());
+    let fields = Fields { refused_unverified, ..Fields::default() };
+    let id = insert(&mut tx, inbound, verdict, Some(reason), fields, now_ms());
     tx.commit().await?;
     Ok(id)
 }

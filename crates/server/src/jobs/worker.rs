@@ -8,6 +8,7 @@ use super::deadline::Deadline;
 use super::deliver_external::DeliverExternal;
 use super::expire_order::ExpireOrder;
 use super::late_sweep::LateSweep;
+use super::prune_refused::PruneRefused;
 use super::query_payment::QueryPayment;
 use super::refund::Refund;
 use super::resolve_parked::ResolveParked;
@@ -37,6 +38,7 @@ pub const HANDLED_KINDS: &[&str] = &[
     DeliverExternal::KIND,
     Restock::KIND,
     CheckPayment::KIND,
+    PruneRefused::KIND,
 ];
 
 /// Time kept free between a run's limit and its lease, so a slow run is stopped before
@@ -119,6 +121,7 @@ async fn run_one(services: Services, job: ClaimedJob) {
             DeliverExternal::KIND => execute::<DeliverExternal>(&services, &job).await,
             Restock::KIND => execute::<Restock>(&services, &job).await,
             CheckPayment::KIND => execute::<CheckPayment>(&services, &job).await,
+            PruneRefused::KIND => execute::<PruneRefused>(&services, &job).await,
             other => {
                 let outcome = Outcome::Retry(format!("no handler for job kind {other}"));
                 record(&services, &job, outcome, None).await;
