@@ -8,6 +8,7 @@ mod charges;
 mod external_delivery;
 mod finding;
 mod jobs;
+mod notify_flood;
 mod notify_intake;
 mod processes;
 mod refunds;
