@@ -4,6 +4,7 @@
 
 mod api;
 mod card_keys;
+mod errors;
 mod charges;
 mod external_delivery;
 mod finding;
