@@ -14,7 +14,7 @@ mod redact;
 mod safety;
 mod settlement;
 pub use notifications::NotificationConfig;
-pub use redact::redact_url;
+pub use redact::{redact_url, scrub, url_secrets};
 pub use safety::MERCHANT_KEY_BYTES_MIN;
 pub use settlement::{AttentionConfig, ChargeConfig, RefundConfig};
 
@@ -28,7 +28,7 @@ pub const ENV_NOT_CONFIG: &[&str] = &["CONFIG", "LOG", "TEST_PG", "TEST_PG_MARKE
 /// Default SQLite file, under `./data/` as the design says.
 pub const DATABASE_URL_DEFAULT: &str = "sqlite://./data/zerodrop.db";
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub database_url: String,
@@ -55,6 +55,14 @@ pub struct Config {
     pub charges: ChargeConfig,
     pub refunds: RefundConfig,
     pub notifications: NotificationConfig,
+}
+
+/// `Debug` shows what `config check` shows: the database URL's password and every secret
+/// redacted (a derived `Debug` would print the URL as written).
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted_toml())
+    }
 }
 
 /// How log lines are written.
@@ -404,11 +412,35 @@ impl Config {
         Ok(())
     }
 
+    /// Every secret the configuration holds (keys, passwords, the database URL's password
+    /// and parameters), for [`scrub`] to keep out of anything printed.
+    pub fn secrets(&self) -> Vec<String> {
+        let mut found = redact::url_secrets(&self.database_url);
+        found.extend(self.api.merchant_api_keys.iter().map(|k| k.expose().clone()));
+        found.extend(self.delivery_endpoints.iter().map(|e| e.secret.expose().clone()));
+        found.extend(self.status_pages.secret.iter().map(|s| s.expose().clone()));
+        found.extend(self.card_keys.encryption_key.iter().map(|s| s.expose().clone()));
+        for p in &self.providers {
+            found.extend(p.app_private_key.iter().map(|k| k.expose().clone()));
+            found.extend(redact::url_secrets(&p.gateway_url));
+        }
+        for e in &self.delivery_endpoints {
+            found.extend(redact::url_secrets(&e.url));
+        }
+        found
+    }
+
     /// The effective configuration as TOML, with every secret replaced by `[redacted]`
     /// (and the database URL's password).
     pub fn redacted_toml(&self) -> String {
         let mut shown = self.clone();
         shown.database_url = redact_url(&self.database_url);
+        for p in &mut shown.providers {
+            p.gateway_url = redact_url(&p.gateway_url);
+        }
+        for e in &mut shown.delivery_endpoints {
+            e.url = redact_url(&e.url);
+        }
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render configuration: {e}"))
     }
 }

@@ -22,6 +22,43 @@ pub fn redact_url(url: &str) -> String {
     shown
 }
 
+/// The parts of a URL that may be secret: the password in its user-info, and every query
+/// parameter's value (`password=`, `sslpassword=`, and any value a driver might echo in
+/// an error about it).
+pub fn url_secrets(url: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    if let Some(scheme) = url.find("://") {
+        let rest = &url[scheme + 3..];
+        let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+        if let Some((userinfo, _)) = authority.rsplit_once('@') {
+            if let Some((_, password)) = userinfo.split_once(':') {
+                found.push(password.to_owned());
+            }
+        }
+    }
+    if let Some((_, query)) = url.split_once('?') {
+        found.extend(query.split('&').filter_map(|p| p.split_once('=')).map(|(_, v)| v.to_owned()));
+    }
+    found
+}
+
+/// Shortest text [`scrub`] replaces: shorter values (`1`, `on`) are common words in any
+/// message, and replacing them would hide the message, not a secret.
+const SCRUBBED_CHARS_MIN: usize = 4;
+
+/// `text` with every occurrence of each of `secrets` replaced by `[redacted]`: the last
+/// guard before an error reaches a terminal, whatever a library put in it.
+pub fn scrub(text: &str, secrets: &[String]) -> String {
+    let mut shown = text.to_owned();
+    let mut secrets: Vec<&String> = secrets.iter().filter(|s| s.chars().count() >= SCRUBBED_CHARS_MIN).collect();
+    // Longest first, so a secret that contains another is replaced whole.
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    for secret in secrets {
+        shown = shown.replace(secret.as_str(), "[redacted]");
+    }
+    shown
+}
+
 /// Serde messages that quote a key's name, not a value: what they quote may be shown.
 const MESSAGES_QUOTING_KEYS: &[&str] = &["unknown field", "missing field", "duplicate field", "duplicate key"];
 
@@ -97,6 +134,15 @@ mod tests {
             "postgres://a:[redacted]@db/zd",
             "the last @ ends the user-info"
         );
+    }
+
+    #[test]
+    fn secrets_in_urls_are_found_and_scrubbed_from_any_text() {
+        let url = "postgres://zd:hunter2@db:5432/zd?sslmode=s3cr3t-mode&password=pa55word";
+        assert_eq!(url_secrets(url), ["hunter2", "s3cr3t-mode", "pa55word"]);
+        let text = "unknown value \"s3cr3t-mode\" for `ssl_mode` at postgres://zd:hunter2@db";
+        assert_eq!(scrub(text, &url_secrets(url)), "unknown value \"[redacted]\" for `ssl_mode` at postgres://zd:[redacted]@db");
+        assert_eq!(scrub("on and on", &["on".into()]), "on and on", "too short to be a secret worth hiding");
     }
 
     #[test]

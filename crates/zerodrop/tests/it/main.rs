@@ -16,5 +16,6 @@ mod refunds;
 mod refunds_never_double;
 mod refunds_refused;
 mod scenarios;
+mod secrets;
 mod status_pages;
 mod support;
