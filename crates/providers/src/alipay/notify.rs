@@ -1,7 +1,7 @@
 //! Verifying and reading Alipay's asynchronous notifications.
 
 use super::clock::parse_cst;
-use super::sign::signing_string;
+use super::form::Form;
 use super::AlipayConfig;
 use crate::{Notice, NoticeStatus, RefundNotice, RejectCode, Rejection};
 use std::collections::HashMap;
@@ -21,13 +21,21 @@ fn reject_signed(code: RejectCode, detail: impl Into<String>, order_no: Option<&
     Rejection { signed: true, ..reject(code, detail, order_no) }
 }
 
-/// Verifies the signature first, then that the notification is for this merchant, then
-/// reads the payment it reports.
-pub(super) fn verify(config: &AlipayConfig, body: &[u8]) -> Result<Notice, Rejection> {
-    let params: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
+/// The `charset` parameter of a `Content-Type` header, if it has one.
+fn header_charset(headers: &http::HeaderMap) -> Option<&str> {
+    let content_type = headers.get(http::header::CONTENT_TYPE)?.to_str().ok()?;
+    content_type.split(';').filter_map(|p| p.trim().strip_prefix("charset=")).next().map(|c| c.trim_matches('"'))
+}
+
+/// Verifies the signature first (over the body's bytes in its own charset, see
+/// [`Form`]), then that the notification is for this merchant, then reads the payment it
+/// reports.
+pub(super) fn verify(config: &AlipayConfig, headers: &http::HeaderMap, body: &[u8]) -> Result<Notice, Rejection> {
+    let form = Form::parse(body, header_charset(headers))
         .map_err(|e| reject(RejectCode::Malformed, format!("not a form body: {e}"), None))?;
+    let params = &form.fields;
     let mut fields: HashMap<&str, &str> = HashMap::with_capacity(params.len());
-    for (k, v) in &params {
+    for (k, v) in params {
         if fields.insert(k.as_str(), v.as_str()).is_some() {
             return Err(reject(RejectCode::Malformed, format!("field {k} appears twice"), None));
         }
@@ -50,9 +58,8 @@ pub(super) fn verify(config: &AlipayConfig, body: &[u8]) -> Result<Notice, Rejec
     }
     let notify_type = fields.get("notify_type").copied().unwrap_or_default();
     let keep_sign_type = !TYPES_WITHOUT_SIGN_TYPE.contains(&notify_type);
-    let pairs = params.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-    let message = signing_string(pairs, keep_sign_type);
-    if !config.alipay_public_key.verify_sha256_base64(message.as_bytes(), sign) {
+    let message = form.signing_bytes(keep_sign_type);
+    if !config.alipay_public_key.verify_sha256_base64(&message, sign) {
         return Err(reject(
             RejectCode::BadSignature,
             "signature does not verify under the Alipay public key",
