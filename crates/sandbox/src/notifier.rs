@@ -93,13 +93,7 @@ async fn send_once(shared: &Shared, url: &str, body: &str, gbk: bool) -> bool {
     } else {
         "application/x-www-form-urlencoded; charset=utf-8"
     };
-    let response = shared
-        .client
-        .post(url)
-        .header("content-type", content_type)
-        .body(body.to_owned())
-        .send()
-        .await;
+    let response = shared.client.post(url).header("content-type", content_type).body(body.to_owned()).send().await;
     match response {
         Ok(r) => r.text().await.map(|t| t == "success").unwrap_or(false),
         Err(_) => false,

@@ -120,7 +120,11 @@ pub fn insert(tx: &mut Tx, n: &NewNotification<'_>, now_ms: i64) -> i64 {
         received_at_ms: now_ms,
         remote_addr: n.remote_addr.clone(),
         headers: n.headers.to_string(),
-        body: if n.refused_unverified { n.body[..n.body.len().min(REFUSED_BODY_BYTES_KEPT)].to_vec() } else { n.body.to_vec() },
+        body: if n.refused_unverified {
+            n.body[..n.body.len().min(REFUSED_BODY_BYTES_KEPT)].to_vec()
+        } else {
+            n.body.to_vec()
+        },
         body_sha256: sha256_hex(n.body),
         body_bytes: i64::try_from(n.body.len()).unwrap_or(i64::MAX),
         refused_unverified: i64::from(n.refused_unverified),
@@ -160,8 +164,7 @@ pub(crate) async fn flush(tx: &mut Tx) -> Result<()> {
              body_bytes, refused_unverified, verdict, reason, order_no, trade_no, notify_id, processed_at_ms) VALUES ",
         );
         for i in 0..chunk.len() {
-            let params: Vec<String> =
-                (1..=COLUMNS_WRITTEN).map(|k| format!("${}", i * COLUMNS_WRITTEN + k)).collect();
+            let params: Vec<String> = (1..=COLUMNS_WRITTEN).map(|k| format!("${}", i * COLUMNS_WRITTEN + k)).collect();
             if i > 0 {
                 sql.push_str(", ");
             }

@@ -143,7 +143,8 @@ pub fn encode(fields: &[(&str, String)], gbk: bool) -> String {
             text.as_bytes().to_vec()
         }
     };
-    let pairs: Vec<String> = fields.iter().map(|(k, v)| format!("{}={}", escape(&bytes(k)), escape(&bytes(v)))).collect();
+    let pairs: Vec<String> =
+        fields.iter().map(|(k, v)| format!("{}={}", escape(&bytes(k)), escape(&bytes(v)))).collect();
     pairs.join("&")
 }
 

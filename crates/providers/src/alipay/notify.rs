@@ -94,7 +94,9 @@ pub(super) fn verify(config: &AlipayConfig, headers: &http::HeaderMap, body: &[u
         }
         "WAIT_BUYER_PAY" => NoticeStatus::AwaitingPayment,
         "TRADE_CLOSED" => NoticeStatus::Closed,
-        other => return Err(reject_signed(RejectCode::Malformed, format!("unknown trade_status {other:?}"), Some(order_no))),
+        other => {
+            return Err(reject_signed(RejectCode::Malformed, format!("unknown trade_status {other:?}"), Some(order_no)))
+        }
     };
     // A refund shows as `refund_fee` (the trade's refunded total), `gmt_refund` and
     // `out_biz_no` (our refund request number) on a TRADE_SUCCESS or TRADE_CLOSED notice.

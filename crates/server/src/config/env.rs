@@ -34,7 +34,8 @@ pub fn apply(table: &mut toml::Table, key: &str, value: &str) -> Result<Override
 /// key, if one did; never the value.
 pub fn describe(e: &toml::de::Error, overrides: &[Override]) -> String {
     let message = blank_values(e.message());
-    let mut path: Vec<String> = error_key_path(e).map(|p| p.split('.').map(str::to_owned).collect()).unwrap_or_default();
+    let mut path: Vec<String> =
+        error_key_path(e).map(|p| p.split('.').map(str::to_owned).collect()).unwrap_or_default();
     // An unknown key is named in the message, one level below the path.
     if let Some(field) = message.strip_prefix("unknown field `").and_then(|rest| rest.split('`').next()) {
         path.push(field.to_owned());
@@ -99,4 +100,3 @@ fn set_path(root: &mut toml::Value, path: &[String], value: toml::Value) -> Resu
     }
     Err("empty key".into())
 }
-

@@ -383,7 +383,8 @@ impl Config {
             return invalid("jobs.lease_ms must be at least 5000".into());
         }
         for (i, key) in self.api.merchant_api_keys.iter().enumerate() {
-            safety::key_long_enough(&format!("api.merchant_api_keys[{i}]"), key.expose()).map_err(ConfigError::Invalid)?;
+            safety::key_long_enough(&format!("api.merchant_api_keys[{i}]"), key.expose())
+                .map_err(ConfigError::Invalid)?;
         }
         for (i, e) in self.delivery_endpoints.iter().enumerate() {
             if zerodrop_domain::Sku::parse(&e.name).is_err() {

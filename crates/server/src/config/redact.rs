@@ -141,7 +141,10 @@ mod tests {
         let url = "postgres://zd:hunter2@db:5432/zd?sslmode=s3cr3t-mode&password=pa55word";
         assert_eq!(url_secrets(url), ["hunter2", "s3cr3t-mode", "pa55word"]);
         let text = "unknown value \"s3cr3t-mode\" for `ssl_mode` at postgres://zd:hunter2@db";
-        assert_eq!(scrub(text, &url_secrets(url)), "unknown value \"[redacted]\" for `ssl_mode` at postgres://zd:[redacted]@db");
+        assert_eq!(
+            scrub(text, &url_secrets(url)),
+            "unknown value \"[redacted]\" for `ssl_mode` at postgres://zd:[redacted]@db"
+        );
         assert_eq!(scrub("on and on", &["on".into()]), "on and on", "too short to be a secret worth hiding");
     }
 
@@ -159,7 +162,10 @@ mod tests {
             blank_values("unknown variant `yaml`, expected `text` or `json`"),
             "unknown variant `…`, expected `text` or `json`"
         );
-        assert_eq!(blank_values("unknown field `surprise`, expected one of `a`"), "unknown field `surprise`, expected one of `a`");
+        assert_eq!(
+            blank_values("unknown field `surprise`, expected one of `a`"),
+            "unknown field `surprise`, expected one of `a`"
+        );
         assert_eq!(blank_values("invalid value: 'abc' here"), "invalid value: '…' here");
         assert_eq!(
             blank_values("invalid type: string \"a-expected-b\", expected a sequence"),

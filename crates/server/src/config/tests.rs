@@ -136,9 +136,8 @@ fn configuration_errors_never_quote_the_text_they_refuse() {
     assert!(!error.contains("MIIEsecretkey"), "{error}");
     assert!(error.contains("line 3"), "says where: {error}");
     // A secret from the environment that does not fit its key's type.
-    let error = Config::load(None, env(&[("ZERODROP_API__MERCHANT_API_KEYS", "zd_live_topsecret")]))
-        .unwrap_err()
-        .to_string();
+    let error =
+        Config::load(None, env(&[("ZERODROP_API__MERCHANT_API_KEYS", "zd_live_topsecret")])).unwrap_err().to_string();
     assert!(!error.contains("topsecret"), "{error}");
 }
 

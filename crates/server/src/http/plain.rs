@@ -46,7 +46,9 @@ fn as_json(status: StatusCode) -> ApiError {
         StatusCode::METHOD_NOT_ALLOWED => {
             ApiError::new(status, ErrorCode::MethodNotAllowed, "this endpoint does not take that method")
         }
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(status, ErrorCode::BodyTooLarge, "the request body is too large"),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::new(status, ErrorCode::BodyTooLarge, "the request body is too large")
+        }
         StatusCode::UNPROCESSABLE_ENTITY => ApiError::invalid(ErrorCode::InvalidRequest, "the request is not valid"),
         s if s.is_server_error() => ApiError::new(
             s,

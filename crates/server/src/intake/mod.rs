@@ -103,11 +103,8 @@ async fn reject(store: &Store, inbound: &Inbound, rejection: &Rejection) -> Resu
     let reason = format!("{}: {}", rejection.code, rejection.detail);
     // Only a refusal whose signature verified (a genuine message that does not add up) is
     // kept whole; anyone can send the others.
-    let fields = Fields {
-        order_no: rejection.order_no.as_deref(),
-        refused_unverified: !rejection.signed,
-        ..Fields::default()
-    };
+    let fields =
+        Fields { order_no: rejection.order_no.as_deref(), refused_unverified: !rejection.signed, ..Fields::default() };
     let id = evidence::insert(&mut tx, inbound, Verdict::Rejected, Some(&reason), fields, now);
     if let (true, Some(order_no)) = (rejection.code.flags_order(), &rejection.order_no) {
         if let Some(mut order) = orders::lock_by_no(&mut tx, order_no).await? {

@@ -4,8 +4,8 @@
 
 mod api;
 mod card_keys;
-mod errors;
 mod charges;
+mod errors;
 mod external_delivery;
 mod finding;
 mod jobs;

@@ -50,7 +50,12 @@ struct Run {
     fails_naming: Option<&'static str>,
 }
 
-fn run(what: &'static str, file: Option<String>, env: &[(&'static str, &str)], fails_naming: Option<&'static str>) -> Run {
+fn run(
+    what: &'static str,
+    file: Option<String>,
+    env: &[(&'static str, &str)],
+    fails_naming: Option<&'static str>,
+) -> Run {
     Run {
         what,
         file,
@@ -76,11 +81,26 @@ fn runs(dir: &Path) -> Vec<Run> {
             &[],
             Some("api.merchant_api_keys"),
         ),
-        run("a variable of the wrong type", None, &[("ZERODROP_API__MERCHANT_API_KEYS", "SECRET-APIKEY-7f3a9e1c")], Some("ZERODROP_API__MERCHANT_API_KEYS")),
-        run("a number where a string goes", None, &[("ZERODROP_STATUS_PAGES__SECRET", "982734598273459827")], Some("ZERODROP_STATUS_PAGES__SECRET")),
+        run(
+            "a variable of the wrong type",
+            None,
+            &[("ZERODROP_API__MERCHANT_API_KEYS", "SECRET-APIKEY-7f3a9e1c")],
+            Some("ZERODROP_API__MERCHANT_API_KEYS"),
+        ),
+        run(
+            "a number where a string goes",
+            None,
+            &[("ZERODROP_STATUS_PAGES__SECRET", "982734598273459827")],
+            Some("ZERODROP_STATUS_PAGES__SECRET"),
+        ),
         run("an unknown variant", None, &[("ZERODROP_LOG_FORMAT", "SECRET-LOGFMT")], Some("ZERODROP_LOG_FORMAT")),
         run("an unknown key", None, &[("ZERODROP_SURPRISE", "SECRET-SURPRISE")], Some("ZERODROP_SURPRISE")),
-        run("a short merchant key", None, &[("ZERODROP_API__MERCHANT_API_KEYS", "[\"SECRET-SHORT\"]")], Some("api.merchant_api_keys[0]")),
+        run(
+            "a short merchant key",
+            None,
+            &[("ZERODROP_API__MERCHANT_API_KEYS", "[\"SECRET-SHORT\"]")],
+            Some("api.merchant_api_keys[0]"),
+        ),
         run(
             "a plain-HTTP gateway with a password in it",
             None,
@@ -122,7 +142,10 @@ fn runs(dir: &Path) -> Vec<Run> {
             ..run(
                 "a database URL the driver refuses, with a password and a parameter it echoes",
                 None,
-                &[("ZERODROP_DATABASE_URL", "postgres://zd:SECRET-DBPASS-hunter2@127.0.0.1:5432/zd?sslmode=SECRET-SSLMODE-x9")],
+                &[(
+                    "ZERODROP_DATABASE_URL",
+                    "postgres://zd:SECRET-DBPASS-hunter2@127.0.0.1:5432/zd?sslmode=SECRET-SSLMODE-x9",
+                )],
                 Some("ssl_mode"),
             )
         },
@@ -202,7 +225,10 @@ fn errors_and_the_configuration_never_show_a_secret_in_display_or_debug() {
     .unwrap();
     let shown = format!("{config:?} {}", config.redacted_toml());
     assert!(leaks(&shown).iter().all(|s| *s == "SECRET-SSLMODE-x9"), "{shown}");
-    assert!(!shown.contains("hunter2") && !shown.contains("SECRET-MERCHANT") && !shown.contains("SECRET-STATUS"), "{shown}");
+    assert!(
+        !shown.contains("hunter2") && !shown.contains("SECRET-MERCHANT") && !shown.contains("SECRET-STATUS"),
+        "{shown}"
+    );
 }
 
 fn uuid_like() -> String {
