@@ -2,7 +2,8 @@
 //! the demo and the tests. It checks zerodrop's signature and keeps the protocol's promise
 //! about idempotency keys: a repeated key is answered with the original request's result
 //! and never applied twice (the goods it applied are counted by key, so a test can see a
-//! caller that changed its key). It can be told to misbehave, including in the ways that
+//! caller that changed its key). A request it accepts (202) is confirmed later naming the
+//! order and the `attempt` of that first request, as the protocol asks. It can be told to misbehave, including in the ways that
 //! leave zerodrop without an answer: answering after zerodrop gave up, never answering,
 //! breaking the connection after reading the request.
 
