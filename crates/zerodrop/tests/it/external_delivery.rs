@@ -191,6 +191,37 @@ both_engines! {
 }
 
 both_engines! {
+    /// A confirmation naming an attempt zerodrop has not recorded: while a request to the
+    /// endpoint is out it may be that request's answer racing ahead of it (503: send it
+    /// again); once nothing is out, it is refused.
+    async fn a_confirmation_for_an_attempt_not_recorded_is_asked_again_then_refused(db) {
+        let game = Endpoint::start(Mode::Hold).await.unwrap();
+        let tuning = zerodrop::stack::Tuning { endpoint_timeout_ms: 20_000, ..goods(Some(game.url.clone())) };
+        let h = Harness::start(db, calm(), tuning).await;
+        let no = h.paid("player", "gold_patient").await;
+        zerodrop::stack::eventually(Duration::from_secs(10), "the request to be out", || async {
+            Ok((game.heard().values().sum::<u32>() >= 1).then_some(()))
+        }).await.unwrap();
+        let client = zerodrop_providers::http_client::client(Duration::from_secs(5)).unwrap();
+        let url = &h.server.base_url;
+        let unseen = json!({ "order_no": no, "attempt": "0123456789abcdef0123456789abcdef", "status": "delivered" }).to_string();
+        assert_eq!(endpoint::confirm(&client, url, &no, &unseen).await.unwrap(), 503, "a request is out: send again");
+        assert_eq!(h.client.order(&no).await.unwrap()["order"]["status"], "paid", "nothing changed");
+        game.release();
+        h.wait_for_status(&no, "delivered", Duration::from_secs(10)).await;
+        zerodrop::stack::eventually(Duration::from_secs(10), "the delivery job to finish", || async {
+            let order = h.client.order(&no).await?;
+            let pending = order["pending_jobs"].as_array().map(|j| j.iter().any(|j| j["kind"] == "deliver_external"));
+            Ok((pending == Some(false)).then_some(()))
+        }).await.unwrap();
+        assert_eq!(endpoint::confirm(&client, url, &no, &unseen).await.unwrap(), 422, "nothing is out: refused");
+        h.audit_passes().await;
+        h.stop().await;
+        game.stop();
+    }
+}
+
+both_engines! {
     /// A 4xx is final: no retries, the order is refunded at once (its policy). A redirect
     /// and a broken answer are failures to retry; a 2xx with garbage is a delivery (the
     /// status code is the contract).
