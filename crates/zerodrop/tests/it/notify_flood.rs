@@ -158,3 +158,45 @@ both_engines! {
         h.stop().await;
     }
 }
+
+both_engines! {
+    /// The prune job, as it runs in `serve`: refused evidence past its retention goes,
+    /// younger evidence and every verified notification stay.
+    async fn the_prune_job_deletes_refused_evidence_past_its_retention_only(db) {
+        use zerodrop_store::notifications::{self, NewNotification, Verdict};
+        let h = Harness::start(db, quiet(), notifications_only()).await;
+        let day = 86_400_000;
+        let now = zerodrop_store::now_ms();
+        let mut tx = db.store.begin().await.unwrap();
+        let mut stored = Vec::new();
+        for (refused, age_days) in [(true, 91), (true, 200), (true, 30), (false, 400)] {
+            let row = NewNotification {
+                provider: "sandbox",
+                remote_addr: None,
+                headers: serde_json::json!({}),
+                body: b"x",
+                refused_unverified: refused,
+                verdict: if refused { Verdict::Rejected } else { Verdict::Accepted },
+                reason: Some("bad_signature: test".into()),
+                order_no: None,
+                trade_no: None,
+                notify_id: None,
+            };
+            stored.push(notifications::insert(&mut tx, &row, now - age_days * day));
+        }
+        tx.commit().await.unwrap();
+        h.make_due("prune_refused_notifications").await;
+        let left = |id: i64| async move {
+            let mut conn = db.store.reader().await.unwrap();
+            notifications::get(&mut conn, id).await.is_ok()
+        };
+        zerodrop::stack::eventually(std::time::Duration::from_secs(10), "the prune job to run", || async {
+            Ok((!left(stored[0]).await && !left(stored[1]).await).then_some(()))
+        })
+        .await
+        .unwrap();
+        assert!(left(stored[2]).await, "within its retention (90 days)");
+        assert!(left(stored[3]).await, "a verified notification stays forever");
+        h.stop().await;
+    }
+}
