@@ -84,7 +84,6 @@ impl App {
             .await?
             .with_attention_clocks(config.attention.clocks());
         store.migrate().await?;
-        crate::jobs::prune_refused::schedule(&store).await?;
         Ok(App::new(config, store, catalog, providers))
     }
 }

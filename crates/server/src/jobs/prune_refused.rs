@@ -1,8 +1,8 @@
 //! Pruning refused evidence: refused notifications that never verified (forged,
 //! unsigned, unreadable) are deleted once past `notifications.refused_retention_days`.
 //! Verified notifications are never deleted (the database refuses it). One job, ever
-//! (its dedupe key), scheduled at start; each run deletes a bounded number of rows and
-//! schedules the next.
+//! (its dedupe key), scheduled when the workers start; each run deletes a bounded number
+//! of rows and schedules the next.
 
 use super::{enqueue, Job, Outcome, Run};
 use crate::services::Services;
@@ -22,7 +22,7 @@ const ATTEMPTS_MAX: i64 = 50;
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct PruneRefused {}
 
-/// Schedules the job if it was never scheduled (every start asks; the first one wins).
+/// Schedules the job if it was never scheduled (the workers ask each time they start).
 pub async fn schedule(store: &Store) -> Result<(), StoreError> {
     let mut tx = store.begin().await?;
     let now = now_ms();

@@ -59,6 +59,11 @@ pub async fn run(services: Services, mut stop: tokio::sync::watch::Receiver<bool
     let poll = Duration::from_millis(services.config.jobs.poll_interval_ms);
     let mut running: JoinSet<()> = JoinSet::new();
     let mut error_pause_ms = CLAIM_ERROR_PAUSE_MS_FIRST;
+    // The one job nothing else enqueues: every process that runs jobs asks for it, and
+    // its dedupe key keeps it to one, ever.
+    if let Err(e) = super::prune_refused::schedule(&services.store).await {
+        tracing::warn!(error = %e, "the prune job could not be scheduled; the next start asks again");
+    }
     loop {
         if *stop.borrow() {
             break;
