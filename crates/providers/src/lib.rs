@@ -155,8 +155,22 @@ pub enum PaymentStatus {
         trade_no: String,
         amount: Money,
         paid_at_ms: Option<i64>,
+        /// The provider's signed answer as it came, kept as the payment's evidence.
+        answer: Option<SignedAnswer>,
     },
     Closed,
+}
+
+/// A provider's signed answer exactly as it came: what its signature covers and the
+/// signature. Stored with the payment it reveals, so the audit can verify it again with
+/// the provider's public key ([`Provider::verify_answer`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedAnswer {
+    /// The gateway method it answers (`alipay.trade.query`).
+    pub method: String,
+    /// The exact text the signature covers.
+    pub content: String,
+    pub sign: String,
 }
 
 /// The provider's answer to "close this unpaid order". Whatever it says, the caller
@@ -217,6 +231,11 @@ pub trait Provider: Send + Sync {
     fn payment_instructions(&self, order: &OrderRef) -> Result<serde_json::Value, ProviderError>;
 
     fn query_payment<'a>(&'a self, order: &'a OrderRef) -> BoxFuture<'a, Result<PaymentStatus, ProviderError>>;
+
+    /// Verifies a stored answer to [`Provider::query_payment`] again (its signature, with
+    /// the provider's public key) and reads it: the order number it is about, and what it
+    /// says. Pure, like [`Provider::verify_notification`], so the audit can replay evidence.
+    fn verify_answer(&self, answer: &SignedAnswer) -> Result<(String, PaymentStatus), ProviderError>;
 
     fn close_payment<'a>(&'a self, order: &'a OrderRef) -> BoxFuture<'a, Result<CloseOutcome, ProviderError>>;
 

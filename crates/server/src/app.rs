@@ -1,10 +1,13 @@
 //! The application as it starts: configuration, database, catalog and providers are
-//! loaded and checked, and the notification committer is started.
+//! loaded and checked, and the notification committer is started. The database may be
+//! reached later ([`App::open`] and [`crate::readiness`]); everything else is checked at
+//! once, since no wait would fix it.
 
 use crate::card_vault::{Vault, VaultError};
 use crate::config::{Config, ProviderConfig};
 use crate::intake::committer::Committer;
 use crate::intake::limit::{Limits, RefusalLimiter};
+use crate::readiness::{self, Readiness};
 use crate::services::Services;
 use std::sync::Arc;
 use zerodrop_domain::catalog::CatalogError;
@@ -12,7 +15,8 @@ use zerodrop_domain::Catalog;
 use zerodrop_providers::alipay::{Alipay, AlipayConfig};
 use zerodrop_providers::keys::{KeyError, RsaPrivateKey, RsaPublicKey};
 use zerodrop_providers::{Provider, ProviderError};
-use zerodrop_store::{PoolConfig, Store};
+use zerodrop_store::seal::key::SealKey;
+use zerodrop_store::Store;
 
 /// The running application: the [`Services`] every flow and job is given, and the group
 /// committer that notification intake feeds. Cheap to clone.
@@ -23,6 +27,11 @@ pub struct App {
     pub committer: Committer,
     /// How many refused notifications are stored, per source and in all.
     pub refusals: Arc<RefusalLimiter>,
+    /// Whether the database has been reached and migrated; until then the HTTP layer
+    /// answers 503 and no job runs.
+    pub readiness: Readiness,
+    /// The seal key the sealing job signs checkpoints with (none: this process does not seal).
+    pub sealer: Option<Arc<SealKey>>,
 }
 
 impl std::ops::Deref for App {
@@ -44,6 +53,8 @@ pub enum StartError {
     CardKeys(#[source] VaultError),
     #[error("provider {name}: {source}")]
     Provider { name: String, source: ProviderSetupError },
+    #[error("seal: {0}")]
+    Seal(#[from] crate::config::SealKeyError),
 }
 
 /// Why a configured provider could not be built.
@@ -62,30 +73,74 @@ pub enum ProviderSetupError {
 }
 
 impl App {
-    /// Builds the application. Must run inside the Tokio runtime (it starts the committer).
+    /// Builds the application over a migrated store. Must run inside the Tokio runtime
+    /// (it starts the committer).
     pub fn new(config: Config, store: Store, catalog: Catalog, providers: Vec<Arc<dyn Provider>>) -> App {
+        App::with_readiness(config, store, catalog, providers, Readiness::ready())
+    }
+
+    fn with_readiness(
+        config: Config,
+        store: Store,
+        catalog: Catalog,
+        providers: Vec<Arc<dyn Provider>>,
+        readiness: Readiness,
+    ) -> App {
         let committer = Committer::start(store.clone());
         let limits = Limits {
             per_source: config.notifications.refused_per_source_per_minute,
             total: config.notifications.refused_per_minute,
         };
         let refusals = Arc::new(RefusalLimiter::new(limits));
-        App { services: Services::new(config, store, catalog, providers), committer, refusals }
+        App {
+            services: Services::new(config, store, catalog, providers),
+            committer,
+            refusals,
+            readiness,
+            sealer: None,
+        }
     }
 
-    /// Connects, migrates, loads the catalog and builds the providers the configuration names.
-    pub async fn start(config: Config) -> Result<App, StartError> {
+    /// Checks everything but the database (the card-key key, the catalog, the
+    /// providers) and opens the database's pools without connecting. The app is not
+    /// ready: `serve` brings the database up ([`readiness::bring_up`]) while it already
+    /// answers. Must run inside the Tokio runtime.
+    pub fn open(config: Config) -> Result<App, StartError> {
         if let Some(key) = &config.card_keys.encryption_key {
             Vault::from_config(key).map_err(StartError::CardKeys)?;
         }
         let catalog = load_catalog(&config.catalog_path)?;
         let providers = build_providers(&config)?;
-        let store = Store::connect(&config.database_url, &PoolConfig::default())
-            .await?
+        let store = Store::open(&config.database_url, &config.database.pool())?
             .with_attention_clocks(config.attention.clocks());
-        store.migrate().await?;
-        Ok(App::new(config, store, catalog, providers))
+        let sealer = seal_key(&config)?;
+        let mut app = App::with_readiness(config, store, catalog, providers, Readiness::waiting());
+        app.sealer = sealer;
+        Ok(app)
     }
+
+    /// Opens, then connects and migrates at once: fails if the database cannot be reached.
+    pub async fn start(config: Config) -> Result<App, StartError> {
+        let app = App::open(config)?;
+        readiness::migrate_once(&app.store, &app.readiness).await?;
+        Ok(app)
+    }
+}
+
+/// The seal key, when this process runs the sealing job; created on the first start.
+fn seal_key(config: &Config) -> Result<Option<Arc<SealKey>>, StartError> {
+    if !(config.seal.enabled && config.jobs.enabled) {
+        return Ok(None);
+    }
+    let (key, created) = config.seal.read_or_create_key()?;
+    if created {
+        tracing::warn!(
+            key_file = %config.seal.key_file,
+            public_key = %key.public_base64(),
+            "created a new seal key; give its public key to whoever audits this installation"
+        );
+    }
+    Ok(Some(Arc::new(key)))
 }
 
 pub fn load_catalog(path: &str) -> Result<Catalog, StartError> {

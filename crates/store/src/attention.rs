@@ -268,23 +268,62 @@ pub async fn resolve(tx: &mut Tx, item_id: i64, action: &NewAction<'_>, now_ms: 
 }
 
 /// Appends an action to the log.
+///
+/// Actions are chained per attention item (see [`crate::seal`]); the unique position in
+/// the chain makes two racing actions on one item fail one of their transactions rather
+/// than fork the chain.
 pub async fn record_action(tx: &mut Tx, action: &NewAction<'_>, now_ms: i64) -> Result<i64> {
+    let order_id = action.order_id.map(|id| id.to_string());
+    let stream = crate::seal::stream::actions(action.item_id, order_id.as_deref(), action.charge_id);
+    let last = sqlx::query_as::<_, (i64, String)>(
+        "SELECT seal_seq, seal FROM operator_actions WHERE seal_stream = $1 ORDER BY seal_seq DESC LIMIT 1",
+    )
+    .bind(&stream)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let (seq, prev) = match last {
+        Some((seq, seal)) => (seq + 1, seal),
+        None => (1, crate::seal::GENESIS.to_owned()),
+    };
+    let detail = action.detail.to_string();
+    let seal = crate::seal::content::action(
+        &prev,
+        &crate::seal::content::ActionFacts {
+            stream: &stream,
+            seq,
+            item_id: action.item_id,
+            order_id: order_id.as_deref(),
+            charge_id: action.charge_id,
+            action: action.action,
+            reason_code: action.reason_code,
+            note: action.note,
+            actor: action.actor,
+            channel: action.channel,
+            detail: &detail,
+            at_ms: now_ms,
+        },
+    );
     let id = sqlx::query_scalar::<_, i64>(
         "INSERT INTO operator_actions (item_id, order_id, charge_id, action, reason_code, note, actor, channel, \
-             detail, at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+             detail, at_ms, seal_stream, seal_seq, seal) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+         RETURNING id",
     )
     .bind(action.item_id)
-    .bind(action.order_id.map(|id| id.to_string()))
+    .bind(&order_id)
     .bind(action.charge_id)
     .bind(action.action)
     .bind(action.reason_code)
     .bind(action.note)
     .bind(action.actor)
     .bind(action.channel)
-    .bind(action.detail.to_string())
+    .bind(&detail)
     .bind(now_ms)
+    .bind(&stream)
+    .bind(seq)
+    .bind(&seal)
     .fetch_one(&mut **tx)
     .await?;
+    tx.sealed(stream, seq, seal);
     Ok(id)
 }
 

@@ -118,9 +118,20 @@ pub async fn insert_new(tx: &mut Tx, charge: &NewCharge<'_>, now_ms: i64) -> Res
         return Err(StoreError::Invariant(format!("charge {} has no positive amount", charge.trade_no)));
     }
     let order_no: String = charge.order_no.chars().take(ORDER_NO_CHARS_MAX).collect();
+    let evidence = charge.evidence.to_string();
+    let seal = crate::seal::content::charge(&crate::seal::content::ChargeFacts {
+        provider: charge.provider,
+        trade_no: charge.trade_no,
+        order_no: &order_no,
+        amount_minor: charge.amount.minor,
+        currency: charge.amount.currency.code(),
+        paid_at_ms: charge.paid_at_ms,
+        evidence: &evidence,
+        recorded_at_ms: now_ms,
+    });
     let id = sqlx::query_scalar::<_, i64>(
         "INSERT INTO charges (provider, trade_no, order_no, order_id, amount_minor, currency, paid_at_ms, class, \
-             evidence, recorded_at_ms, classified_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) \
+             evidence, recorded_at_ms, classified_at_ms, seal) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11) \
          ON CONFLICT (provider, trade_no) DO NOTHING RETURNING id",
     )
     .bind(charge.provider)
@@ -131,10 +142,14 @@ pub async fn insert_new(tx: &mut Tx, charge: &NewCharge<'_>, now_ms: i64) -> Res
     .bind(charge.amount.currency.code())
     .bind(charge.paid_at_ms)
     .bind(charge.class.as_str())
-    .bind(charge.evidence.to_string())
+    .bind(&evidence)
     .bind(now_ms)
+    .bind(&seal)
     .fetch_optional(&mut **tx)
     .await?;
+    if id.is_some() {
+        tx.sealed(crate::seal::stream::charge(charge.provider, charge.trade_no), 1, seal);
+    }
     Ok(id.map(|id| ChargeRow {
         id,
         provider: charge.provider.to_owned(),

@@ -50,6 +50,14 @@ impl Dialect {
     }
 }
 
+/// How long a caller waits for a database connection by default. Short on purpose: when
+/// the database is down, a request should fail fast (503, and the caller retries) rather
+/// than hold its client for half a minute. A few seconds still covers a pool that is
+/// merely busy, and a PostgreSQL that is restarting.
+pub const ACQUIRE_TIMEOUT_MS_DEFAULT: u64 = 5_000;
+/// How long SQLite waits by default on a lock held by another process before giving up.
+pub const SQLITE_BUSY_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+
 /// Pool sizing. The defaults suit this 2-core machine; production PostgreSQL may raise them.
 #[derive(Clone, Debug)]
 pub struct PoolConfig {
@@ -57,7 +65,8 @@ pub struct PoolConfig {
     pub postgres_connections_max: u32,
     /// SQLite read connections; writes always go through one connection.
     pub sqlite_readers_max: u32,
-    /// How long a request waits for a connection before failing (and being retried by its caller).
+    /// How long a request waits for a connection before failing (and being retried by its
+    /// caller). While the database is unreachable, every connection attempt ends here.
     pub acquire_timeout_ms: u64,
     /// How long SQLite waits on a lock held by another process before giving up.
     pub sqlite_busy_timeout_ms: u64,
@@ -68,8 +77,8 @@ impl Default for PoolConfig {
         PoolConfig {
             postgres_connections_max: 16,
             sqlite_readers_max: 4,
-            acquire_timeout_ms: 30_000,
-            sqlite_busy_timeout_ms: 10_000,
+            acquire_timeout_ms: ACQUIRE_TIMEOUT_MS_DEFAULT,
+            sqlite_busy_timeout_ms: SQLITE_BUSY_TIMEOUT_MS_DEFAULT,
         }
     }
 }
@@ -80,13 +89,28 @@ pub struct Store {
     write: AnyPool,
     read: AnyPool,
     dialect: Dialect,
+    /// The SQLite file (`None` on PostgreSQL, and for an in-memory database), whose
+    /// folder is made before the first migration.
+    sqlite_file: Option<std::path::PathBuf>,
     /// How long a person has for each attention item raised through this store.
     clocks: std::sync::Arc<crate::attention::Clocks>,
 }
 
 impl Store {
-    /// Connects without migrating. `serve` and `migrate` call [`Store::migrate`] next.
+    /// Connects without migrating: opens the pools and makes one connection, so a
+    /// database that cannot be reached is an error here. `migrate` and the one-shot
+    /// commands use it; `serve` uses [`Store::open`] and keeps trying.
     pub async fn connect(url: &str, config: &PoolConfig) -> Result<Store> {
+        let store = Store::open(url, config)?;
+        store.ensure_sqlite_dir()?;
+        drop(store.reader().await?);
+        Ok(store)
+    }
+
+    /// Opens the pools without connecting: no connection is made until one is first
+    /// needed, and each need waits at most `acquire_timeout_ms`. Fails only on a URL that
+    /// cannot be used at all (an unknown scheme, a malformed URL), which no wait would fix.
+    pub fn open(url: &str, config: &PoolConfig) -> Result<Store> {
         sqlx::any::install_default_drivers();
         let dialect = Dialect::from_url(url)?;
         let acquire = Duration::from_millis(config.acquire_timeout_ms);
@@ -96,18 +120,17 @@ impl Store {
                     .max_connections(config.postgres_connections_max)
                     .min_connections(0)
                     .acquire_timeout(acquire)
-                    .connect(url)
-                    .await?;
-                Ok(Store { write: pool.clone(), read: pool, dialect, clocks: Default::default() })
+                    .connect_lazy(url)?;
+                Ok(Store { write: pool.clone(), read: pool, dialect, sqlite_file: None, clocks: Default::default() })
             }
             Dialect::Sqlite => {
-                ensure_sqlite_parent_dir(url)?;
                 let busy_ms = config.sqlite_busy_timeout_ms;
                 // SQLite allows one writer at a time. One write connection makes that
                 // explicit: writers queue in the pool instead of failing with SQLITE_BUSY.
-                let write = sqlite_pool(url, 1, acquire, busy_ms).await?;
-                let read = sqlite_pool(url, config.sqlite_readers_max, acquire, busy_ms).await?;
-                Ok(Store { write, read, dialect, clocks: Default::default() })
+                let write = sqlite_pool(url, 1, acquire, busy_ms)?;
+                let read = sqlite_pool(url, config.sqlite_readers_max, acquire, busy_ms)?;
+                let sqlite_file = sqlite_file(url);
+                Ok(Store { write, read, dialect, sqlite_file, clocks: Default::default() })
             }
         }
     }
@@ -129,6 +152,7 @@ impl Store {
 
     /// Applies every pending migration. Safe to run from several processes at once.
     pub async fn migrate(&self) -> Result<usize> {
+        self.ensure_sqlite_dir()?;
         migrate::run(self).await
     }
 
@@ -141,6 +165,7 @@ impl Store {
             ledger: crate::ledger::Pending::default(),
             notifications: Vec::new(),
             deliveries: Vec::new(),
+            seals: Default::default(),
             clocks: self.clocks.clone(),
         })
     }
@@ -171,7 +196,7 @@ impl Store {
     }
 }
 
-async fn sqlite_pool(url: &str, max: u32, acquire: Duration, busy_ms: u64) -> Result<AnyPool> {
+fn sqlite_pool(url: &str, max: u32, acquire: Duration, busy_ms: u64) -> Result<AnyPool> {
     let url = if url.contains('?') { url.to_owned() } else { format!("{url}?mode=rwc") };
     let pool = AnyPoolOptions::new()
         .max_connections(max)
@@ -189,22 +214,26 @@ async fn sqlite_pool(url: &str, max: u32, acquire: Duration, busy_ms: u64) -> Re
                 Ok(())
             })
         })
-        .connect(&url)
-        .await?;
+        .connect_lazy(&url)?;
     Ok(pool)
 }
 
-fn ensure_sqlite_parent_dir(url: &str) -> Result<()> {
+/// The file a SQLite URL names; `None` for an in-memory database.
+fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
     let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:").split('?').next().unwrap_or_default();
-    if path.is_empty() || path == ":memory:" {
-        return Ok(());
-    }
-    if let Some(parent) = std::path::Path::new(path).parent() {
+    (!path.is_empty() && path != ":memory:").then(|| std::path::PathBuf::from(path))
+}
+
+impl Store {
+    /// Makes the SQLite file's folder (SQLite makes the file, not its folders). Asked
+    /// again at every start attempt: the folder may be on a volume not mounted yet.
+    fn ensure_sqlite_dir(&self) -> Result<()> {
+        let Some(parent) = self.sqlite_file.as_deref().and_then(std::path::Path::parent) else { return Ok(()) };
         if !parent.as_os_str().is_empty() {
             std::fs::create_dir_all(parent).map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// A write transaction that knows its dialect. Dropping it without `commit` rolls back.
@@ -219,6 +248,8 @@ pub struct Tx {
     /// deliveries (nothing in the transaction reads them back).
     pub(crate) notifications: Vec<crate::notifications::Pending>,
     pub(crate) deliveries: Vec<crate::payments::PendingDelivery>,
+    /// Stream heads this transaction's sealed rows moved (see [`crate::seal`]).
+    pub(crate) seals: crate::seal::Pending,
     pub(crate) clocks: std::sync::Arc<crate::attention::Clocks>,
 }
 
@@ -231,6 +262,8 @@ impl Tx {
         crate::notifications::flush(&mut self).await?;
         crate::payments::flush_deliveries(&mut self).await?;
         crate::ledger::flush(&mut self).await?;
+        // Last: every deferred write above may have moved a head.
+        crate::seal::flush(&mut self).await?;
         self.inner.commit().await?;
         Ok(())
     }

@@ -5,7 +5,7 @@
 //! number, and updates the order row to the folded state, in the caller's transaction.
 
 use crate::orders::OrderRow;
-use crate::{attention, Conn, Result, StoreError, Tx};
+use crate::{attention, seal, Conn, Result, StoreError, Tx};
 use serde::Serialize;
 use zerodrop_domain::order::{self, Actor, EventKind, OrderState, OrderStatus};
 use zerodrop_domain::OrderId;
@@ -62,25 +62,35 @@ async fn write(tx: &mut Tx, order: &mut OrderRow, steps: Vec<(OrderState, NewEve
         return Ok(());
     };
     let mut next = order.clone();
-    let mut sql = String::from("INSERT INTO order_events (order_id, seq, at_ms, kind, actor, cause, data) VALUES ");
+    let mut sql =
+        String::from("INSERT INTO order_events (order_id, seq, at_ms, kind, actor, cause, data, seal) VALUES ");
     for i in 0..steps.len() {
-        let p = i * 7;
+        let p = i * 8;
         if i > 0 {
             sql.push_str(", ");
         }
-        sql.push_str(&format!("(${}, ${}, ${}, ${}, ${}, ${}, ${})", p + 1, p + 2, p + 3, p + 4, p + 5, p + 6, p + 7));
+        let params: Vec<String> = (1..=8).map(|k| format!("${}", p + k)).collect();
+        sql.push_str(&format!("({})", params.join(", ")));
     }
+    let order_id = order.id.to_string();
+    // The order's chain: each event seals the one before (the head is kept on the order
+    // row, which this transaction holds).
+    let mut head = order.seal_head.clone().unwrap_or_else(|| seal::GENESIS.to_owned());
     let mut insert = sqlx::query(&sql);
     for (i, (_, event)) in steps.iter().enumerate() {
         let data = serde_json::to_string(&event.data).map_err(StoreError::Json)?;
+        let seq = order.event_seq + 1 + i as i64;
+        let kind = event.kind.as_str();
+        head = seal::content::event(&head, &order_id, seq, now_ms, kind, event.actor.as_str(), &event.cause, &data);
         insert = insert
-            .bind(order.id.to_string())
-            .bind(order.event_seq + 1 + i as i64)
+            .bind(order_id.clone())
+            .bind(seq)
             .bind(now_ms)
-            .bind(event.kind.as_str())
+            .bind(kind)
             .bind(event.actor.as_str())
             .bind(event.cause.clone())
-            .bind(data);
+            .bind(data)
+            .bind(head.clone());
         derive_columns(&mut next, event, now_ms);
     }
     insert.execute(&mut **tx).await?;
@@ -91,8 +101,8 @@ async fn write(tx: &mut Tx, order: &mut OrderRow, steps: Vec<(OrderState, NewEve
     next.event_seq = seq;
     let updated = sqlx::query(
         "UPDATE orders SET status = $1, attention = $2, attention_reason = $3, paid_at_ms = $4, \
-             deliver_by_ms = $5, settled_at_ms = $6, event_seq = $7 \
-         WHERE id = $8 AND event_seq = $9",
+             deliver_by_ms = $5, settled_at_ms = $6, event_seq = $7, seal_head = $8 \
+         WHERE id = $9 AND event_seq = $10",
     )
     .bind(next.status.as_str())
     .bind(i64::from(next.attention))
@@ -101,7 +111,8 @@ async fn write(tx: &mut Tx, order: &mut OrderRow, steps: Vec<(OrderState, NewEve
     .bind(next.deliver_by_ms)
     .bind(next.settled_at_ms)
     .bind(seq)
-    .bind(order.id.to_string())
+    .bind(&head)
+    .bind(&order_id)
     .bind(order.event_seq)
     .execute(&mut **tx)
     .await?
@@ -110,6 +121,8 @@ async fn write(tx: &mut Tx, order: &mut OrderRow, steps: Vec<(OrderState, NewEve
         // Another writer moved the order since we read it: never overwrite its state.
         return Err(StoreError::Invariant(format!("order {} changed concurrently", order.id)));
     }
+    next.seal_head = Some(head.clone());
+    tx.sealed(seal::stream::events(&order_id), seq, head);
     for (state, event) in steps.iter().filter(|(_, e)| e.kind == EventKind::AttentionRaised) {
         attention::raise(tx, item_for(order, state.status, event), now_ms).await?;
     }

@@ -31,10 +31,37 @@ pub(crate) struct Pending {
     entries: Vec<Entry>,
     /// Deferred movements per account, in the order they happened.
     deferred: BTreeMap<String, Deferred>,
+    /// Each moved account's chain position before this transaction (its entries' seals
+    /// continue from there at commit).
+    heads: BTreeMap<String, (i64, Option<String>)>,
+}
+
+/// A transfer's facts, sealed with each of its entries.
+#[derive(Clone)]
+struct Facts {
+    id: String,
+    from: String,
+    to: String,
+    currency: String,
+    amount: i64,
+    order_id: Option<String>,
+}
+
+impl Facts {
+    fn of(transfer: &Transfer, order_id: Option<OrderId>) -> Facts {
+        Facts {
+            id: transfer.id.clone(),
+            from: transfer.from.to_string(),
+            to: transfer.to.to_string(),
+            currency: transfer.currency.clone(),
+            amount: transfer.amount,
+            order_id: order_id.map(|id| id.to_string()),
+        }
+    }
 }
 
 struct Entry {
-    transfer_id: String,
+    transfer: Facts,
     account: String,
     amount: i64,
     balance_after: i64,
@@ -45,7 +72,7 @@ struct Deferred {
     kind: AccountKind,
     currency: String,
     owner: Option<String>,
-    movements: Vec<(String, i64, i64)>,
+    movements: Vec<(Facts, i64, i64)>,
 }
 use zerodrop_domain::ledger::{AccountId, AccountKind, Transfer};
 use zerodrop_domain::{OrderId, UserId};
@@ -109,13 +136,14 @@ pub async fn apply(
     }
     // The credit side is deferred (a credit cannot fail); the debit side is deferred
     // only for accounts that may go negative. A checked wallet debit moves now.
-    defer(tx, &transfer.id, &transfer.to, transfer.to_kind, &transfer.currency, transfer.amount, now_ms);
+    let facts = Facts::of(transfer, order_id);
+    defer(tx, &facts, &transfer.to, transfer.to_kind, transfer.amount, now_ms);
     if transfer.from_kind.may_go_negative() {
-        defer(tx, &transfer.id, &transfer.from, transfer.from_kind, &transfer.currency, -transfer.amount, now_ms);
+        defer(tx, &facts, &transfer.from, transfer.from_kind, -transfer.amount, now_ms);
     } else {
         let after = move_balance(tx, &transfer.from, transfer.from_kind, &transfer.currency, -transfer.amount).await?;
         tx.ledger.entries.push(Entry {
-            transfer_id: transfer.id.clone(),
+            transfer: facts,
             account: transfer.from.to_string(),
             amount: -transfer.amount,
             balance_after: after,
@@ -135,10 +163,10 @@ async fn flush_account(tx: &mut Tx, account: &str) -> Result<()> {
     let after =
         move_balance_owned(tx, &id, deferred.kind, &deferred.currency, deferred.owner.as_deref(), total).await?;
     let mut balance = after - total;
-    for (transfer_id, delta, at_ms) in deferred.movements {
+    for (transfer, delta, at_ms) in deferred.movements {
         balance += delta;
         tx.ledger.entries.push(Entry {
-            transfer_id,
+            transfer,
             account: account.to_owned(),
             amount: delta,
             balance_after: balance,
@@ -148,22 +176,14 @@ async fn flush_account(tx: &mut Tx, account: &str) -> Result<()> {
     Ok(())
 }
 
-fn defer(
-    tx: &mut Tx,
-    transfer_id: &str,
-    account: &AccountId,
-    kind: AccountKind,
-    currency: &str,
-    delta: i64,
-    now_ms: i64,
-) {
+fn defer(tx: &mut Tx, transfer: &Facts, account: &AccountId, kind: AccountKind, delta: i64, now_ms: i64) {
     let deferred = tx.ledger.deferred.entry(account.to_string()).or_insert_with(|| Deferred {
         kind,
-        currency: currency.to_owned(),
+        currency: transfer.currency.clone(),
         owner: account.wallet_owner().map(str::to_owned),
         movements: Vec::new(),
     });
-    deferred.movements.push((transfer_id.to_owned(), delta, now_ms));
+    deferred.movements.push((transfer.clone(), delta, now_ms));
 }
 
 /// Applies a transfer whose id cannot have been used before, because its cause already
@@ -176,8 +196,9 @@ pub fn apply_new(tx: &mut Tx, transfer: &Transfer, order_id: Option<OrderId>, no
         return Err(StoreError::Invariant(format!("transfer {} debits a checked account; use apply", transfer.id)));
     }
     tx.ledger.transfers.push((transfer.clone(), order_id.map(|id| id.to_string()), now_ms));
-    defer(tx, &transfer.id, &transfer.to, transfer.to_kind, &transfer.currency, transfer.amount, now_ms);
-    defer(tx, &transfer.id, &transfer.from, transfer.from_kind, &transfer.currency, -transfer.amount, now_ms);
+    let facts = Facts::of(transfer, order_id);
+    defer(tx, &facts, &transfer.to, transfer.to_kind, transfer.amount, now_ms);
+    defer(tx, &facts, &transfer.from, transfer.from_kind, -transfer.amount, now_ms);
     Ok(())
 }
 
@@ -230,28 +251,72 @@ pub(crate) async fn flush(tx: &mut Tx) -> Result<()> {
         flush_account(tx, &account).await?;
     }
     let entries = std::mem::take(&mut tx.ledger.entries);
-    for chunk in entries.chunks(ENTRIES_PER_INSERT_MAX) {
-        let mut sql =
-            String::from("INSERT INTO ledger_entries (transfer_id, account_id, amount, balance_after, at_ms) VALUES ");
+    let sealed = seal_entries(tx, &entries)?;
+    for (chunk, seals) in entries.chunks(ENTRIES_PER_INSERT_MAX).zip(sealed.chunks(ENTRIES_PER_INSERT_MAX)) {
+        let mut sql = String::from(
+            "INSERT INTO ledger_entries (transfer_id, account_id, amount, balance_after, at_ms, seal_seq, seal) VALUES ",
+        );
         for i in 0..chunk.len() {
-            let p = i * 5;
+            let p = i * 7;
             if i > 0 {
                 sql.push_str(", ");
             }
-            sql.push_str(&format!("(${}, ${}, ${}, ${}, ${})", p + 1, p + 2, p + 3, p + 4, p + 5));
+            let params: Vec<String> = (1..=7).map(|k| format!("${}", p + k)).collect();
+            sql.push_str(&format!("({})", params.join(", ")));
         }
         let mut insert = sqlx::query(&sql);
-        for e in chunk {
+        for (e, (seq, seal)) in chunk.iter().zip(seals) {
             insert = insert
-                .bind(e.transfer_id.clone())
+                .bind(e.transfer.id.clone())
                 .bind(e.account.clone())
                 .bind(e.amount)
                 .bind(e.balance_after)
-                .bind(e.at_ms);
+                .bind(e.at_ms)
+                .bind(*seq)
+                .bind(seal.clone());
         }
         insert.execute(&mut **tx).await?;
     }
+    // Each account's chain now ends at its last entry: one update per account, on a row
+    // this transaction already holds.
+    let heads = std::mem::take(&mut tx.ledger.heads);
+    for (account, (seq, head)) in heads {
+        let Some(head) = head else { continue };
+        sqlx::query("UPDATE ledger_accounts SET seal_seq = $1, seal_head = $2 WHERE id = $3")
+            .bind(seq)
+            .bind(&head)
+            .bind(&account)
+            .execute(&mut **tx)
+            .await?;
+        tx.sealed(crate::seal::stream::entries(&account), seq, head);
+    }
     Ok(())
+}
+
+/// Each entry's place and seal in its account's chain, continuing from the position the
+/// account had when this transaction first moved it; leaves the new heads in `heads`.
+fn seal_entries(tx: &mut Tx, entries: &[Entry]) -> Result<Vec<(i64, String)>> {
+    let mut sealed = Vec::with_capacity(entries.len());
+    for e in entries {
+        let (seq, head) =
+            tx.ledger.heads.get_mut(&e.account).ok_or_else(|| {
+                StoreError::Invariant(format!("account {} moved without its chain position", e.account))
+            })?;
+        *seq += 1;
+        let prev = head.as_deref().unwrap_or(crate::seal::GENESIS);
+        let facts = crate::seal::content::TransferFacts {
+            id: &e.transfer.id,
+            from: &e.transfer.from,
+            to: &e.transfer.to,
+            currency: &e.transfer.currency,
+            amount: e.transfer.amount,
+            order_id: e.transfer.order_id.as_deref(),
+        };
+        let seal = crate::seal::content::entry(prev, &facts, &e.account, *seq, e.amount, e.balance_after, e.at_ms);
+        *head = Some(seal.clone());
+        sealed.push((*seq, seal));
+    }
+    Ok(sealed)
 }
 
 async fn same_transfer_again(tx: &mut Tx, transfer: &Transfer) -> Result<Result<TransferOutcome, TransferRefused>> {
@@ -307,9 +372,9 @@ async fn move_balance_owned(
     // Both engines check constraints on an upsert's proposed row before resolving the
     // conflict, so a debit of an account that cannot go negative must be a plain update
     // (the balance check before it found the account holding enough).
-    let (balance_after, stored_kind) = if delta < 0 && !kind.may_go_negative() {
-        sqlx::query_as::<_, (i64, String)>(
-            "UPDATE ledger_accounts SET balance = balance + $1 WHERE id = $2 RETURNING balance, kind",
+    let (balance_after, stored_kind, seal_seq, seal_head) = if delta < 0 && !kind.may_go_negative() {
+        sqlx::query_as::<_, (i64, String, i64, Option<String>)>(
+            "UPDATE ledger_accounts SET balance = balance + $1 WHERE id = $2 RETURNING balance, kind, seal_seq, seal_head",
         )
         .bind(delta)
         .bind(account.as_str())
@@ -317,10 +382,10 @@ async fn move_balance_owned(
         .await?
         .ok_or_else(|| StoreError::Invariant(format!("account {account} does not exist to be debited")))?
     } else {
-        sqlx::query_as::<_, (i64, String)>(
+        sqlx::query_as::<_, (i64, String, i64, Option<String>)>(
             "INSERT INTO ledger_accounts (id, kind, currency, owner, balance) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (id) DO UPDATE SET balance = ledger_accounts.balance + excluded.balance \
-             RETURNING balance, kind",
+             RETURNING balance, kind, seal_seq, seal_head",
         )
         .bind(account.as_str())
         .bind(kind.as_str())
@@ -330,6 +395,9 @@ async fn move_balance_owned(
         .fetch_one(&mut **tx)
         .await?
     };
+    // The first movement in this transaction locked the row: its chain position cannot
+    // move under us until commit.
+    tx.ledger.heads.entry(account.to_string()).or_insert((seal_seq, seal_head));
     if stored_kind != kind.as_str() {
         return Err(StoreError::Invariant(format!("account {account} is a {stored_kind}, not a {}", kind.as_str())));
     }

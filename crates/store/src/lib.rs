@@ -6,6 +6,7 @@
 //! migrations) are decided here and nowhere else. Money and units are BIGINT, times are
 //! UTC milliseconds, ids are text.
 
+pub mod answers;
 pub mod attention;
 pub mod audit;
 pub mod card_keys;
@@ -22,10 +23,14 @@ pub mod notifications;
 pub mod orders;
 pub mod payments;
 pub mod refunds;
+pub mod seal;
 #[cfg(feature = "test-util")]
 pub mod testing;
 
-pub use db::{now_ms, raw_execute, Conn, Dialect, PoolConfig, Store, Tx};
+pub use db::{
+    now_ms, raw_execute, Conn, Dialect, PoolConfig, Store, Tx, ACQUIRE_TIMEOUT_MS_DEFAULT,
+    SQLITE_BUSY_TIMEOUT_MS_DEFAULT,
+};
 pub use migrate::{checksum as migration_checksum, MIGRATIONS_LATEST};
 
 use zerodrop_domain::order::TransitionError;
@@ -68,6 +73,32 @@ impl StoreError {
             | StoreError::Corrupt(_)
             | StoreError::Json(_)
             | StoreError::UnsupportedUrl => false,
+        }
+    }
+
+    /// True when the database could not be reached at all: no connection within the
+    /// wait, a connection that broke, a server shutting down or starting up, a SQLite
+    /// file that cannot be opened. Such a failure already took the whole connection wait
+    /// (or ended a connection), so trying again at once only makes the caller wait
+    /// longer: callers answer "retry later" instead, and nothing was written.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Db(
+                sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::WorkerCrashed,
+            ) => true,
+            StoreError::Db(sqlx::Error::Database(e)) => {
+                let code = e.code().map(|c| c.into_owned()).unwrap_or_default();
+                // PostgreSQL: class 08 (connection exception), too_many_connections,
+                // admin_shutdown, crash_shutdown, cannot_connect_now. SQLite:
+                // SQLITE_CANTOPEN (14). (SQLITE_BUSY is not here: it also comes at once,
+                // without any wait, for a conflict that a retry fixes.)
+                code.starts_with("08") || matches!(code.as_str(), "53300" | "57P01" | "57P02" | "57P03" | "14")
+            }
+            _ => false,
         }
     }
 }

@@ -70,7 +70,7 @@ const ID_RANDOM_BITS: u32 = 20;
 const ROWS_PER_INSERT_MAX: usize = 100;
 
 /// Columns each row writes at commit.
-const COLUMNS_WRITTEN: usize = 15;
+const COLUMNS_WRITTEN: usize = 16;
 
 /// Draws of an id before one that repeats a pending id is kept (the commit then fails and
 /// the committer's fallback records the batch one by one). With 2^20 ids a millisecond and
@@ -161,7 +161,8 @@ pub(crate) async fn flush(tx: &mut Tx) -> Result<()> {
     for chunk in pending.chunks(ROWS_PER_INSERT_MAX) {
         let mut sql = String::from(
             "INSERT INTO notifications (id, provider, received_at_ms, remote_addr, headers, body, body_sha256, \
-             body_bytes, refused_unverified, verdict, reason, order_no, trade_no, notify_id, processed_at_ms) VALUES ",
+             body_bytes, refused_unverified, verdict, reason, order_no, trade_no, notify_id, processed_at_ms, seal) \
+             VALUES ",
         );
         for i in 0..chunk.len() {
             let params: Vec<String> = (1..=COLUMNS_WRITTEN).map(|k| format!("${}", i * COLUMNS_WRITTEN + k)).collect();
@@ -171,7 +172,22 @@ pub(crate) async fn flush(tx: &mut Tx) -> Result<()> {
             sql.push_str(&format!("({})", params.join(", ")));
         }
         let mut insert = sqlx::query(&sql);
+        let mut heads = Vec::new();
         for n in chunk {
+            // Verified notifications are evidence and sealed; refused ones are not (they
+            // prove nothing about money, and are pruned after their retention).
+            let seal = (n.verdict != Verdict::Rejected).then(|| {
+                let seal = crate::seal::content::notification(
+                    n.id,
+                    &n.provider,
+                    n.received_at_ms,
+                    n.remote_addr.as_deref(),
+                    &n.headers,
+                    &n.body,
+                );
+                heads.push((crate::seal::stream::notification(n.id), seal.clone()));
+                seal
+            });
             insert = insert
                 .bind(n.id)
                 .bind(n.provider.clone())
@@ -187,9 +203,13 @@ pub(crate) async fn flush(tx: &mut Tx) -> Result<()> {
                 .bind(n.order_no.clone())
                 .bind(n.trade_no.clone())
                 .bind(n.notify_id.clone())
-                .bind(n.processed_at_ms);
+                .bind(n.processed_at_ms)
+                .bind(seal);
         }
         insert.execute(&mut **tx).await?;
+        for (stream, seal) in heads {
+            tx.sealed(stream, 1, seal);
+        }
     }
     Ok(())
 }

@@ -25,6 +25,8 @@ pub struct OrderRow {
     pub deliver_by_ms: Option<i64>,
     pub settled_at_ms: Option<i64>,
     pub event_seq: i64,
+    /// The seal of the order's last event: where its chain continues.
+    pub seal_head: Option<String>,
 }
 
 pub struct NewOrder {
@@ -39,7 +41,7 @@ pub struct NewOrder {
 }
 
 const COLUMNS: &str = "id, order_no, user_id, product, quantity, amount_minor, currency, provider, status, \
-     attention, attention_reason, created_at_ms, expires_at_ms, paid_at_ms, deliver_by_ms, settled_at_ms, event_seq";
+     attention, attention_reason, created_at_ms, expires_at_ms, paid_at_ms, deliver_by_ms, settled_at_ms, event_seq, seal_head";
 
 /// Inserts the order and its `created` event. Returns `None` if the order number is
 /// already taken, so the caller can draw another.
@@ -73,8 +75,11 @@ pub async fn insert(tx: &mut Tx, order: &NewOrder, cause: &str, now_ms: i64) -> 
     // The row was inserted with no events; `created` is its first, so the stored status
     // equals the fold from the start.
     row.status = OrderStatus::AwaitingPayment;
+    // Every fact of the row that never changes, so the audit can hold the row to the
+    // event (events are append-only, and what a seal protects).
     let data = serde_json::json!({
-        "sku": order.product.sku, "quantity": order.quantity,
+        "order_no": order.order_no, "user_id": order.user_id, "sku": order.product.sku,
+        "product": order.product, "quantity": order.quantity,
         "amount": order.amount.to_decimal(), "currency": order.amount.currency.code(),
         "expires_at_ms": order.expires_at_ms, "provider": order.provider,
     });
@@ -171,6 +176,7 @@ struct OrderRecord {
     deliver_by_ms: Option<i64>,
     settled_at_ms: Option<i64>,
     event_seq: i64,
+    seal_head: Option<String>,
 }
 
 impl TryFrom<OrderRecord> for OrderRow {
@@ -195,6 +201,7 @@ impl TryFrom<OrderRecord> for OrderRow {
             deliver_by_ms: r.deliver_by_ms,
             settled_at_ms: r.settled_at_ms,
             event_seq: r.event_seq,
+            seal_head: r.seal_head,
         })
     }
 }

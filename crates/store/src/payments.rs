@@ -54,11 +54,24 @@ pub struct NewPayment<'a> {
 /// Inserts the payment. `false` means one already exists for this order or this trade:
 /// the caller decides whether that is a duplicate or a conflict.
 pub async fn insert(tx: &mut Tx, payment: &NewPayment<'_>, now_ms: i64) -> Result<bool> {
+    let order_id = payment.order_id.to_string();
+    let seal = crate::seal::content::payment(&crate::seal::content::PaymentFacts {
+        order_id: &order_id,
+        provider: payment.provider,
+        trade_no: payment.trade_no,
+        amount_minor: payment.amount.minor,
+        currency: payment.amount.currency.code(),
+        paid_at_ms: payment.paid_at_ms,
+        recorded_at_ms: now_ms,
+        source: payment.source.as_str(),
+        late: payment.late,
+    });
     let inserted = sqlx::query(
-        "INSERT INTO payments (order_id, provider, trade_no, amount_minor, currency, paid_at_ms, recorded_at_ms, source, late) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+        "INSERT INTO payments (order_id, provider, trade_no, amount_minor, currency, paid_at_ms, recorded_at_ms, source, \
+             late, seal) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
     )
-    .bind(payment.order_id.to_string())
+    .bind(&order_id)
     .bind(payment.provider)
     .bind(payment.trade_no)
     .bind(payment.amount.minor)
@@ -67,9 +80,13 @@ pub async fn insert(tx: &mut Tx, payment: &NewPayment<'_>, now_ms: i64) -> Resul
     .bind(now_ms)
     .bind(payment.source.as_str())
     .bind(i64::from(payment.late))
+    .bind(&seal)
     .execute(&mut **tx)
     .await?
     .rows_affected();
+    if inserted == 1 {
+        tx.sealed(crate::seal::stream::payment(&order_id), 1, seal);
+    }
     Ok(inserted == 1)
 }
 
@@ -169,23 +186,35 @@ pub async fn insert_delivery(
     Ok(())
 }
 
-/// Rows written per statement at commit (4 parameters each).
+/// Rows written per statement at commit (5 parameters each).
 const DELIVERIES_PER_INSERT_MAX: usize = 200;
 
 pub(crate) async fn flush_deliveries(tx: &mut Tx) -> Result<()> {
     let pending = std::mem::take(&mut tx.deliveries);
     for chunk in pending.chunks(DELIVERIES_PER_INSERT_MAX) {
         let values: Vec<String> = (0..chunk.len())
-            .map(|i| format!("(${}, ${}, ${}, ${})", i * 4 + 1, i * 4 + 2, i * 4 + 3, i * 4 + 4))
+            .map(|i| format!("(${}, ${}, ${}, ${}, ${})", i * 5 + 1, i * 5 + 2, i * 5 + 3, i * 5 + 4, i * 5 + 5))
             .collect();
-        let sql =
-            format!("INSERT INTO deliveries (order_id, kind, delivered_at_ms, detail) VALUES {}", values.join(", "));
+        let sql = format!(
+            "INSERT INTO deliveries (order_id, kind, delivered_at_ms, detail, seal) VALUES {}",
+            values.join(", ")
+        );
         let mut insert = sqlx::query(&sql);
+        let mut heads = Vec::with_capacity(chunk.len());
         for d in chunk {
-            insert =
-                insert.bind(d.order_id.clone()).bind(d.kind.clone()).bind(d.delivered_at_ms).bind(d.detail.clone());
+            let seal = crate::seal::content::delivery(&d.order_id, &d.kind, d.delivered_at_ms, &d.detail);
+            heads.push((crate::seal::stream::delivery(&d.order_id), seal.clone()));
+            insert = insert
+                .bind(d.order_id.clone())
+                .bind(d.kind.clone())
+                .bind(d.delivered_at_ms)
+                .bind(d.detail.clone())
+                .bind(seal);
         }
         insert.execute(&mut **tx).await?;
+        for (stream, seal) in heads {
+            tx.sealed(stream, 1, seal);
+        }
     }
     Ok(())
 }

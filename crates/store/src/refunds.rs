@@ -82,23 +82,39 @@ pub struct NewRefund<'a> {
 }
 
 pub async fn insert(tx: &mut Tx, refund: &NewRefund<'_>, now_ms: i64) -> Result<()> {
+    let order_id = refund.order_id.map(|id| id.to_string());
+    let reason: String = refund.reason.chars().take(200).collect();
+    let seal = crate::seal::content::refund(&crate::seal::content::RefundFacts {
+        id: refund.id,
+        order_id: order_id.as_deref(),
+        charge_id: Some(refund.charge_id),
+        request_no: refund.request_no,
+        amount_minor: refund.amount.minor,
+        currency: refund.amount.currency.code(),
+        full: refund.full,
+        origin: refund.origin,
+        reason: &reason,
+        created_at_ms: now_ms,
+    });
     sqlx::query(
         "INSERT INTO refunds (id, order_id, charge_id, request_no, amount_minor, currency, full_refund, origin, reason, \
-             state, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)",
+             state, created_at_ms, updated_at_ms, seal) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12)",
     )
     .bind(refund.id)
-    .bind(refund.order_id.map(|id| id.to_string()))
+    .bind(&order_id)
     .bind(refund.charge_id)
     .bind(refund.request_no)
     .bind(refund.amount.minor)
     .bind(refund.amount.currency.code())
     .bind(i64::from(refund.full))
     .bind(refund.origin)
-    .bind(refund.reason.chars().take(200).collect::<String>())
+    .bind(&reason)
     .bind(RefundState::Requested.as_str())
     .bind(now_ms)
+    .bind(&seal)
     .execute(&mut **tx)
     .await?;
+    tx.sealed(crate::seal::stream::refund(refund.id), 1, seal);
     Ok(())
 }
 

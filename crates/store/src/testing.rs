@@ -82,6 +82,39 @@ impl TestDb {
         }
     }
 
+    /// A fresh, independent copy of this database as it stands (already migrated), removed
+    /// by its own [`TestDb::finish`]. SQLite copies with `VACUUM INTO` (a consistent copy
+    /// whatever is open); PostgreSQL creates the copy from this database as a template,
+    /// which nobody may be connected to: close every other pool on it first (this closes
+    /// this database's own store, which is not used again before `finish`).
+    pub async fn copy(&self) -> TestDb {
+        match &self.cleanup {
+            Cleanup::Dir(_) => {
+                let dir = std::env::temp_dir().join(format!("zerodrop-test-{}", uuid::Uuid::new_v4().simple()));
+                std::fs::create_dir_all(&dir).expect("temp dir");
+                let path = dir.join("zerodrop.db");
+                let mut conn = self.store.reader().await.expect("reader");
+                // The path is ours (a uuid under the temp dir); quotes are doubled all the same.
+                let quoted = path.display().to_string().replace('\'', "''");
+                raw_execute(&mut conn, &format!("VACUUM INTO '{quoted}'")).await.expect("vacuum into");
+                drop(conn);
+                let url = format!("sqlite://{}", path.display());
+                let store = Store::connect(&url, &PoolConfig::default()).await.expect("sqlite connect");
+                TestDb { url, store, cleanup: Cleanup::Dir(dir) }
+            }
+            Cleanup::PgDatabase { admin_url, name: original } => {
+                self.store.close().await;
+                let name = format!("{PG_DB_PREFIX}{}", uuid::Uuid::new_v4().simple());
+                as_admin(admin_url, &format!("CREATE DATABASE {name} TEMPLATE {original}"))
+                    .await
+                    .unwrap_or_else(|e| panic!("copying test database {original}: {e}"));
+                let url = with_database(admin_url, &name);
+                let store = Store::connect(&url, &PoolConfig::default()).await.expect("postgres connect");
+                TestDb { url, store, cleanup: Cleanup::PgDatabase { admin_url: admin_url.clone(), name } }
+            }
+        }
+    }
+
     /// Removes the database. Called at the end of a passing test; a failing test leaves
     /// its database behind for inspection (CI sweeps them before each run).
     pub async fn finish(self) {

@@ -1,5 +1,8 @@
 //! The storage conformance suite: every test runs on SQLite and on PostgreSQL.
 
+#[path = "conformance/unreachable.rs"]
+mod unreachable;
+
 use serde_json::json;
 use zerodrop_domain::ledger::{AccountId, AccountKind, Transfer};
 use zerodrop_domain::order::{Actor, EventKind, OrderStatus};
@@ -58,7 +61,7 @@ both_engines! {
         assert_eq!(db.store.migrate().await.unwrap(), 0);
         let recorded: Vec<(i64, Option<String>)> =
             sqlx_rows(&mut conn, "SELECT version, checksum FROM schema_migrations ORDER BY version").await;
-        assert_eq!(recorded.last().map(|(v, _)| *v), Some(zerodrop_store::MIGRATIONS_LATEST));
+        assert_eq!(recorded.last().map(|(version, _)| *version), Some(zerodrop_store::MIGRATIONS_LATEST));
         assert!(recorded.iter().all(|(_, c)| c.as_deref().is_some_and(|c| c.len() == 64)), "{recorded:?}");
         assert_eq!(db.store.migrate().await.unwrap(), 0, "the recorded checksums match");
     }
@@ -153,6 +156,29 @@ both_engines! {
 }
 
 both_engines! {
+    /// A provider's signed answer is kept exactly as it came (text and signature, byte for
+    /// byte) and can never be changed or deleted.
+    async fn provider_answers_are_kept_as_they_came(db) {
+        use zerodrop_store::answers::{self, NewAnswer};
+        let content = r#"{"code":"10000","msg":"Success","out_trade_no":"ZD1","trade_no":"T1","total_amount":"6.00","buyer_logon_id":"李*明"}"#;
+        let answer = NewAnswer { provider: "sandbox", method: "alipay.trade.query", order_no: "ZD1", trade_no: Some("T1"), content, sign: "c2lnbg==" };
+        let mut tx = db.store.begin().await.unwrap();
+        let id = answers::insert(&mut tx, &answer, 42).await.unwrap();
+        tx.commit().await.unwrap();
+        let mut conn = db.store.reader().await.unwrap();
+        let stored = answers::get(&mut conn, id).await.unwrap().unwrap();
+        assert_eq!((stored.content.as_str(), stored.sign.as_str(), stored.trade_no.as_deref(), stored.received_at_ms), (content, "c2lnbg==", Some("T1"), 42));
+        assert!(answers::get(&mut conn, id + 1).await.unwrap().is_none());
+        drop(conn);
+        let mut tx = db.store.begin().await.unwrap();
+        assert!(sqlx::query("UPDATE provider_answers SET content = '{}'").execute(&mut *tx).await.is_err(), "never changed");
+        drop(tx);
+        let mut tx = db.store.begin().await.unwrap();
+        assert!(sqlx::query("DELETE FROM provider_answers").execute(&mut *tx).await.is_err(), "never deleted");
+    }
+}
+
+both_engines! {
     async fn memberships_stack_once_per_order(db) {
         let user = UserId::parse("user-1").unwrap();
         let first = new_order(&db.store, "svip_30d").await;
@@ -242,7 +268,12 @@ both_engines! {
         let mut locked = orders::lock(&mut tx, order.id).await.unwrap();
         let payment = NewPayment { order_id: order.id, provider: "sandbox", trade_no: "T9", amount: order.amount, paid_at_ms: None, source: PaymentSource::Query, late: false };
         payments::insert(&mut tx, &payment, now_ms()).await.unwrap();
-        let evidence = json!({ "source": "query" });
+        let answer = zerodrop_store::answers::NewAnswer {
+            provider: "sandbox", method: "alipay.trade.query", order_no: order.order_no.as_str(), trade_no: Some("T9"),
+            content: "{}", sign: "s",
+        };
+        let answer_id = zerodrop_store::answers::insert(&mut tx, &answer, now_ms()).await.unwrap();
+        let evidence = json!({ "source": "query", "answer_id": answer_id });
         let charge = zerodrop_store::charges::NewCharge {
             provider: "sandbox", trade_no: "T9", order_no: order.order_no.as_str(), order_id: Some(order.id), amount: order.amount,
             paid_at_ms: None, class: zerodrop_store::charges::ChargeClass::Matched, evidence: &evidence,

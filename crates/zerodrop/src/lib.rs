@@ -2,6 +2,7 @@
 //! and the black-box tests, and the commands themselves.
 
 pub mod admin_attention;
+pub mod admin_seal;
 pub mod audit;
 pub mod bench;
 pub mod demo;

@@ -21,7 +21,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the API and run the job workers (applies migrations first).
+    /// Serve the API and run the job workers (applies migrations first; starts while the
+    /// database is down and keeps trying it).
     Serve {
         /// Address to listen on; overrides the configuration.
         #[arg(long)]
@@ -39,6 +40,13 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Also check the database against the checkpoints exported to this seal log
+        /// (a copy kept away from the database: see docs/OPERATIONS.md).
+        #[arg(long, value_name = "FILE")]
+        seal_log: Option<PathBuf>,
+        /// A seal public key to trust (base64), besides the configured ones; repeatable.
+        #[arg(long, value_name = "KEY")]
+        seal_public_key: Vec<String>,
     },
     /// Run the sandbox payment provider (Alipay wire format) as its own HTTP service.
     SandboxPsp(zerodrop::psp::Args),
@@ -84,6 +92,11 @@ enum AdminCommand {
     Attention {
         #[command(subcommand)]
         command: zerodrop::admin_attention::AttentionCommand,
+    },
+    /// The seal key that signs the sealed record's checkpoints.
+    SealKey {
+        #[command(subcommand)]
+        command: zerodrop::admin_seal::SealKeyCommand,
     },
 }
 
@@ -170,7 +183,7 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
         Command::Migrate => {
             let config = load_config(&cli)?;
             init_tracing("info", config.log_format);
-            let store = zerodrop_store::Store::connect(&config.database_url, &Default::default()).await?;
+            let store = zerodrop_store::Store::connect(&config.database_url, &config.database.pool()).await?;
             let applied = store.migrate().await?;
             println!("{applied} migration(s) applied; schema at version {}", zerodrop_store::MIGRATIONS_LATEST);
             Ok(std::process::ExitCode::SUCCESS)
@@ -183,10 +196,11 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
             eprintln!("configuration is valid");
             Ok(std::process::ExitCode::SUCCESS)
         }
-        Command::Audit { json } => {
+        Command::Audit { json, seal_log, seal_public_key } => {
             let config = load_config(&cli)?;
             init_tracing("warn", config.log_format);
-            zerodrop::audit::run(&config, *json).await
+            let seal = zerodrop::audit::SealInputs { log: seal_log.clone(), public_keys: seal_public_key.clone() };
+            zerodrop::audit::run(&config, *json, &seal).await
         }
         Command::SandboxPsp(args) => {
             init_tracing("info", LogFormat::Text);
@@ -214,6 +228,9 @@ async fn admin(cli: &Cli, command: &AdminCommand) -> Result<std::process::ExitCo
     if let AdminCommand::NewKey = command {
         println!("{}", zerodrop_server::card_vault::Vault::generate_key()?);
         return Ok(std::process::ExitCode::SUCCESS);
+    }
+    if let AdminCommand::SealKey { command } = command {
+        return zerodrop::admin_seal::run(&load_config(cli)?, command);
     }
     let app = zerodrop_server::App::start(load_config(cli)?).await?;
     match command {
@@ -257,7 +274,7 @@ async fn admin(cli: &Cli, command: &AdminCommand) -> Result<std::process::ExitCo
             }
         }
         AdminCommand::Attention { command } => zerodrop::admin_attention::run(&app, command).await,
-        AdminCommand::NewKey => Ok(std::process::ExitCode::SUCCESS),
+        AdminCommand::NewKey | AdminCommand::SealKey { .. } => Ok(std::process::ExitCode::SUCCESS),
     }
 }
 
@@ -269,7 +286,9 @@ async fn serve(config: Config) -> Result<()> {
     }
     let listener =
         tokio::net::TcpListener::bind(&config.listen).await.with_context(|| format!("binding {}", config.listen))?;
-    let app = zerodrop_server::App::start(config).await?;
+    // Everything but the database is checked here; the database is reached (and
+    // migrated) while the port already answers, however long it takes to come up.
+    let app = zerodrop_server::App::open(config)?;
     tracing::info!(listen = %listener.local_addr()?, database = app.store.dialect().name(), "zerodrop serving");
     zerodrop_server::serve(app, listener, shutdown_signal()).await?;
     tracing::info!("zerodrop stopped");

@@ -159,6 +159,10 @@ pub fn config(database_url: &str, listen: &str, sandbox: &SandboxSide, tuning: &
             timeout_ms: tuning.endpoint_timeout_ms,
         }];
     }
+    // The seal key and log of this stack, beside nothing else's.
+    let seal_dir = std::env::temp_dir().join(format!("zerodrop-seal-{}", uuid::Uuid::new_v4().simple()));
+    config.seal.key_file = seal_dir.join("seal.key").display().to_string();
+    config.seal.log_path = seal_dir.join("seal.log").display().to_string();
     if let Some(catalog) = &tuning.catalog_toml {
         let dir = std::env::temp_dir().join(format!("zerodrop-catalog-{}", uuid::Uuid::new_v4().simple()));
         let path = dir.join("catalog.toml");

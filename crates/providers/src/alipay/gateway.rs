@@ -4,7 +4,7 @@
 use super::clock::{format_cst, parse_cst};
 use super::sign::{signing_string, split_response};
 use super::{AlipayConfig, GATEWAY_RESPONSE_BYTES_MAX};
-use crate::{CloseOutcome, OrderRef, PaymentStatus, ProviderError, RefundRef, RefundStatus};
+use crate::{CloseOutcome, OrderRef, PaymentStatus, ProviderError, RefundRef, RefundStatus, SignedAnswer};
 use serde_json::{Map, Value};
 use zerodrop_domain::money::{Currency, Money};
 
@@ -53,10 +53,18 @@ fn signed_pairs(
     Ok(params)
 }
 
+/// The method whose answers back payments (and are kept as their evidence).
+const QUERY_METHOD: &str = "alipay.trade.query";
+
 /// What a verified gateway answer said.
 enum Answer {
-    Success(Map<String, Value>),
-    Failure { code: String, sub_code: String, message: String },
+    /// Its fields, and the signed text they were read from.
+    Success(Map<String, Value>, SignedAnswer),
+    Failure {
+        code: String,
+        sub_code: String,
+        message: String,
+    },
 }
 
 async fn call(
@@ -86,20 +94,48 @@ async fn call(
         return Err(ProviderError::Refused { code: "error_response".into(), sub_code: String::new(), message: detail });
     };
     let sign = raw.sign.ok_or_else(|| ProviderError::BadResponse("response is not signed".into()))?;
-    if !config.alipay_public_key.verify_sha256_base64(content.as_bytes(), &sign) {
-        return Err(ProviderError::BadResponse("response signature does not verify".into()));
-    }
-    let fields: Map<String, Value> =
-        serde_json::from_str(content).map_err(|e| ProviderError::BadResponse(format!("response content: {e}")))?;
+    let signed = SignedAnswer { method: method.to_owned(), content: content.to_owned(), sign };
+    let fields = verified_fields(config, &signed)?;
     let text_of = |name: &str| fields.get(name).and_then(Value::as_str).unwrap_or_default().to_owned();
     let code = text_of("code");
     let sub_code = text_of("sub_code");
     match (code.as_str(), sub_code.as_str()) {
-        ("10000", _) => Ok(Answer::Success(fields)),
+        ("10000", _) => Ok(Answer::Success(fields, signed)),
         // 20000 (service unavailable) and ACQ.SYSTEM_ERROR mean the outcome is unknown.
         ("20000", _) | (_, "ACQ.SYSTEM_ERROR") => Err(ProviderError::Unknown(format!("{code} {sub_code}"))),
         _ => Ok(Answer::Failure { code, sub_code, message: text_of("sub_msg") }),
     }
+}
+
+/// The fields of a signed answer, once its signature verifies under the provider's key.
+fn verified_fields(config: &AlipayConfig, answer: &SignedAnswer) -> Result<Map<String, Value>, ProviderError> {
+    if !config.alipay_public_key.verify_sha256_base64(answer.content.as_bytes(), &answer.sign) {
+        return Err(ProviderError::BadResponse("response signature does not verify".into()));
+    }
+    serde_json::from_str(&answer.content).map_err(|e| ProviderError::BadResponse(format!("response content: {e}")))
+}
+
+/// Verifies a stored `alipay.trade.query` answer again and reads it: the order it is
+/// about and the trade it reports.
+pub(super) fn verify_answer(
+    config: &AlipayConfig,
+    answer: &SignedAnswer,
+) -> Result<(String, PaymentStatus), ProviderError> {
+    if answer.method != QUERY_METHOD {
+        return Err(ProviderError::BadResponse(format!("{:?} is not a trade query answer", answer.method)));
+    }
+    let fields = verified_fields(config, answer)?;
+    if fields.get("code").and_then(Value::as_str) != Some("10000") {
+        return Err(ProviderError::BadResponse("the answer is not a success".into()));
+    }
+    let order_no = fields
+        .get("out_trade_no")
+        .and_then(Value::as_str)
+        .filter(|no| !no.is_empty())
+        .ok_or_else(|| ProviderError::BadResponse("the answer names no order".into()))?
+        .to_owned();
+    let status = read_trade(&fields, &order_no, None)?;
+    Ok((order_no, status))
 }
 
 async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, ProviderError> {
@@ -133,16 +169,22 @@ pub(super) async fn query(
     order: &OrderRef,
 ) -> Result<PaymentStatus, ProviderError> {
     let biz = serde_json::json!({ "out_trade_no": order.order_no });
-    match call(client, config, "alipay.trade.query", biz).await? {
-        Answer::Success(fields) => read_trade(&fields, order),
+    match call(client, config, QUERY_METHOD, biz).await? {
+        Answer::Success(fields, signed) => read_trade(&fields, &order.order_no, Some(signed)),
         Answer::Failure { sub_code, .. } if sub_code == "ACQ.TRADE_NOT_EXIST" => Ok(PaymentStatus::NotFound),
         Answer::Failure { code, sub_code, message } => Err(ProviderError::Refused { code, sub_code, message }),
     }
 }
 
-fn read_trade(fields: &Map<String, Value>, order: &OrderRef) -> Result<PaymentStatus, ProviderError> {
+/// What a trade query answer about `order_no` says; a paid trade keeps `signed` as its
+/// evidence.
+fn read_trade(
+    fields: &Map<String, Value>,
+    order_no: &str,
+    signed: Option<SignedAnswer>,
+) -> Result<PaymentStatus, ProviderError> {
     let text = |name: &str| fields.get(name).and_then(Value::as_str).filter(|v| !v.is_empty());
-    if text("out_trade_no").is_some_and(|no| no != order.order_no) {
+    if text("out_trade_no").is_some_and(|no| no != order_no) {
         return Err(ProviderError::BadResponse("answer is about another order".into()));
     }
     match text("trade_status").unwrap_or_default() {
@@ -157,6 +199,7 @@ fn read_trade(fields: &Map<String, Value>, order: &OrderRef) -> Result<PaymentSt
                 trade_no: trade_no.to_owned(),
                 amount,
                 paid_at_ms: text("send_pay_date").and_then(parse_cst),
+                answer: signed,
             })
         }
         "WAIT_BUYER_PAY" => Ok(PaymentStatus::AwaitingPayment),
@@ -172,7 +215,7 @@ pub(super) async fn close(
 ) -> Result<CloseOutcome, ProviderError> {
     let biz = serde_json::json!({ "out_trade_no": order.order_no });
     match call(client, config, "alipay.trade.close", biz).await? {
-        Answer::Success(_) => Ok(CloseOutcome::Closed),
+        Answer::Success(..) => Ok(CloseOutcome::Closed),
         Answer::Failure { sub_code, .. } if sub_code == "ACQ.TRADE_NOT_EXIST" => Ok(CloseOutcome::NotFound),
         Answer::Failure { sub_code, .. } if sub_code == "ACQ.TRADE_STATUS_ERROR" => Ok(CloseOutcome::NotOpen),
         Answer::Failure { code, sub_code, message } => Err(ProviderError::Refused { code, sub_code, message }),
@@ -232,7 +275,7 @@ pub(super) async fn refund(
     match call(client, config, "alipay.trade.refund", biz).await? {
         // fund_change=Y: the money moved now. N: it is the same request again (already
         // refunded), or still under way; the refund query settles which.
-        Answer::Success(fields) => {
+        Answer::Success(fields, _) => {
             answers(refund, &fields)?;
             match fields.get("fund_change").and_then(Value::as_str) {
                 Some("Y") => Ok(RefundStatus::Succeeded),
@@ -256,7 +299,7 @@ pub(super) async fn query_refund(
         biz["trade_no"] = Value::String(trade_no.clone());
     }
     match call(client, config, "alipay.trade.fastpay.refund.query", biz).await? {
-        Answer::Success(fields) => {
+        Answer::Success(fields, _) => {
             answers(refund, &fields)?;
             let status = fields.get("refund_status").and_then(Value::as_str).unwrap_or_default();
             let amount = fields.get("refund_amount").and_then(Value::as_str);

@@ -11,7 +11,7 @@ pub mod sign;
 use crate::keys::{RsaPrivateKey, RsaPublicKey};
 use crate::{
     Ack, AckKind, BoxFuture, CloseOutcome, Notice, OrderRef, PaymentStatus, Provider, ProviderError, RefundRef,
-    RefundStatus, Rejection,
+    RefundStatus, Rejection, SignedAnswer,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -97,6 +97,10 @@ impl Provider for Alipay {
 
     fn query_payment<'a>(&'a self, order: &'a OrderRef) -> BoxFuture<'a, Result<PaymentStatus, ProviderError>> {
         Box::pin(gateway::query(&self.client, &self.config, order))
+    }
+
+    fn verify_answer(&self, answer: &SignedAnswer) -> Result<(String, PaymentStatus), ProviderError> {
+        gateway::verify_answer(&self.config, answer)
     }
 
     fn close_payment<'a>(&'a self, order: &'a OrderRef) -> BoxFuture<'a, Result<CloseOutcome, ProviderError>> {

@@ -7,15 +7,19 @@
 
 pub use crate::schedule::QueryStep;
 
+mod database;
 mod env;
 pub use env::ENV_PREFIX;
 mod notifications;
 mod redact;
 mod safety;
+mod seal;
 mod settlement;
+pub use database::DatabaseConfig;
 pub use notifications::NotificationConfig;
 pub use redact::{redact_url, scrub, url_secrets};
 pub use safety::MERCHANT_KEY_BYTES_MIN;
+pub use seal::{write_new_key, SealConfig, SealKeyError};
 pub use settlement::{AttentionConfig, ChargeConfig, RefundConfig};
 
 use serde::{Deserialize, Serialize};
@@ -42,6 +46,8 @@ pub struct Config {
     pub catalog_path: String,
     /// Provider used when an order does not name one.
     pub default_provider: String,
+    /// How long to wait for the database (`[database]`; the URL is `database_url`).
+    pub database: DatabaseConfig,
     pub api: ApiConfig,
     pub orders: OrderConfig,
     pub jobs: JobConfig,
@@ -55,6 +61,7 @@ pub struct Config {
     pub charges: ChargeConfig,
     pub refunds: RefundConfig,
     pub notifications: NotificationConfig,
+    pub seal: SealConfig,
 }
 
 /// `Debug` shows what `config check` shows: the database URL's password and every secret
@@ -288,6 +295,7 @@ impl Default for Config {
             public_base_url: "http://127.0.0.1:8080".into(),
             catalog_path: String::new(),
             default_provider: "sandbox".into(),
+            database: DatabaseConfig::default(),
             api: ApiConfig::default(),
             orders: OrderConfig::default(),
             jobs: JobConfig::default(),
@@ -300,6 +308,7 @@ impl Default for Config {
             charges: ChargeConfig::default(),
             refunds: RefundConfig::default(),
             notifications: NotificationConfig::default(),
+            seal: SealConfig::default(),
         }
     }
 }
@@ -371,11 +380,13 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
+        self.database.validate().map_err(ConfigError::Invalid)?;
         self.orders.validate().map_err(ConfigError::Invalid)?;
         self.attention.validate().map_err(ConfigError::Invalid)?;
         self.charges.validate().map_err(ConfigError::Invalid)?;
         self.refunds.validate().map_err(ConfigError::Invalid)?;
         self.notifications.validate().map_err(ConfigError::Invalid)?;
+        self.seal.validate().map_err(ConfigError::Invalid)?;
         if self.jobs.concurrency == 0 || self.jobs.concurrency > 256 {
             return invalid("jobs.concurrency must be 1..=256".into());
         }

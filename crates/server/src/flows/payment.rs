@@ -16,6 +16,8 @@ use zerodrop_domain::catalog::LatePolicy;
 use zerodrop_domain::money::Money;
 use zerodrop_domain::order::{Actor, EventKind, OrderStatus};
 use zerodrop_domain::OrderId;
+use zerodrop_providers::SignedAnswer;
+use zerodrop_store::answers::{self, NewAnswer};
 use zerodrop_store::charges::{self, ChargeClass, ChargeRow, NewCharge};
 use zerodrop_store::events::{self, NewEvent};
 use zerodrop_store::orders::{self, OrderRow};
@@ -34,6 +36,9 @@ pub struct PaymentFact {
     pub trade_no: String,
     pub amount: Money,
     pub paid_at_ms: Option<i64>,
+    /// The provider's signed answer that said so, when zerodrop asked (a query, a close);
+    /// a notification is stored raw by intake instead, and named by the cause.
+    pub answer: Option<SignedAnswer>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,7 +90,9 @@ pub async fn record(
             Err(e) => Err(e),
         };
         match outcome {
-            Err(e) if e.is_retryable() && attempt < RECORD_ATTEMPTS_MAX => attempt += 1,
+            // A conflict is worth another try; an unreachable database is not (the next
+            // try would wait the whole connection wait again).
+            Err(e) if e.is_retryable() && !e.is_unavailable() && attempt < RECORD_ATTEMPTS_MAX => attempt += 1,
             other => return other,
         }
     }
@@ -121,7 +128,11 @@ pub async fn record_locked(
 ) -> Result<Recorded, StoreError> {
     let class = classify(tx, order, fact).await?;
     let late = class == ChargeClass::Late;
-    let evidence = evidence(source, cause);
+    let answer_id = match &fact.answer {
+        Some(answer) => Some(keep_answer(tx, order, fact, answer, now_ms).await?),
+        None => None,
+    };
+    let evidence = evidence(source, cause, answer_id);
     let new = NewCharge {
         provider: &fact.provider,
         trade_no: &fact.trade_no,
@@ -234,11 +245,34 @@ async fn classify(tx: &mut Tx, order: &OrderRow, fact: &PaymentFact) -> Result<C
     })
 }
 
-/// What reported the trade, kept with the charge: a notification is stored raw (the
-/// cause names it); a query answer is the charge's own columns (provider, trade, amount,
-/// paid time: what the provider answered) and the job that asked.
-fn evidence(source: PaymentSource, cause: &str) -> serde_json::Value {
-    json!({ "source": source, "cause": cause })
+/// What reported the trade, kept with the charge: a notification is stored raw by intake
+/// (the cause names it, `notification:<id>`); a provider's answer is stored raw here
+/// (`answer_id`), beside the job or call that asked (the cause). The audit verifies
+/// either again with the provider's public key.
+fn evidence(source: PaymentSource, cause: &str, answer_id: Option<i64>) -> serde_json::Value {
+    match answer_id {
+        Some(id) => json!({ "source": source, "cause": cause, "answer_id": id }),
+        None => json!({ "source": source, "cause": cause }),
+    }
+}
+
+/// Stores the provider's signed answer behind this payment, in `tx`; returns its id.
+async fn keep_answer(
+    tx: &mut Tx,
+    order: &OrderRow,
+    fact: &PaymentFact,
+    answer: &SignedAnswer,
+    now_ms: i64,
+) -> Result<i64, StoreError> {
+    let row = NewAnswer {
+        provider: &fact.provider,
+        method: &answer.method,
+        order_no: order.order_no.as_str(),
+        trade_no: Some(&fact.trade_no),
+        content: &answer.content,
+        sign: &answer.sign,
+    };
+    answers::insert(tx, &row, now_ms).await
 }
 
 /// A charge on this order that is not its payment: recorded on the timeline, refunded in

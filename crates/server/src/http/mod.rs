@@ -10,6 +10,7 @@ pub mod attention;
 mod delivery;
 pub mod error;
 pub mod extract;
+mod gate;
 pub mod idempotency;
 pub mod json;
 mod notify;
@@ -38,7 +39,8 @@ pub use ops::OPENAPI_JSON;
 const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 pub fn router(app: App) -> Router {
-    Router::new()
+    // Routes that need the database answer 503 at once until it has been reached.
+    let api = Router::new()
         .route("/v1/orders", post(orders::create))
         .route("/v1/orders/{order_no}", get(orders::get))
         .route("/v1/orders/{order_no}/check", post(orders::check))
@@ -47,18 +49,25 @@ pub fn router(app: App) -> Router {
         .route("/v1/orders/{order_no}/delivery/replay", post(delivery::replay))
         .route("/v1/users/{user_id}/wallet/spend", post(users::spend))
         .route("/v1/orders/{order_no}/status-link", post(pages::link))
-        .route("/pages/orders/{order_no}", get(pages::status))
-        .route("/pages/orders/{order_no}/receipt", get(pages::receipt))
         .route("/v1/users/{user_id}/wallet", get(users::wallet))
         .route("/v1/users/{user_id}/memberships", get(users::memberships))
-        .route("/v1/providers/{provider}/notify", post(notify::notify))
         .route("/v1/attention", get(attention::list))
         .route("/v1/attention/{id}", get(attention::show))
         .route("/v1/attention/{id}/resolve", post(attention::resolve))
+        .route("/metrics", get(ops::metrics))
+        .route_layer(middleware::from_fn_with_state(app.clone(), gate::api));
+    let pages = Router::new()
+        .route("/pages/orders/{order_no}", get(pages::status))
+        .route("/pages/orders/{order_no}/receipt", get(pages::receipt))
+        .route_layer(middleware::from_fn_with_state(app.clone(), gate::pages));
+    Router::new()
+        .merge(api)
+        .merge(pages)
+        // Answers "not ready" in the provider's protocol itself.
+        .route("/v1/providers/{provider}/notify", post(notify::notify))
         .route("/v1/openapi.json", get(ops::openapi))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .with_state(app)

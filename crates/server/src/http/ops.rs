@@ -20,7 +20,12 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
+/// 200 `ready` when the database answers now; 503 while it has not been reached and
+/// migrated since start (`starting`), or does not answer within the connection wait.
 pub async fn readyz(State(app): State<App>) -> Response {
+    if !app.readiness.is_ready() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "starting: database not reached yet").into_response();
+    }
     let ready = async {
         let mut conn = app.store.reader().await?;
         sqlx_ping(&mut conn).await

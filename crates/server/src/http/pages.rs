@@ -102,13 +102,18 @@ async fn open(app: &App, order_no: &str, query: &PageQuery) -> Result<OrderView,
         Ok(None) => Err(refusal(StatusCode::NOT_FOUND, "找不到订单。", "No such order.")),
         Err(e) => {
             tracing::error!(error = %e, "a status page could not be read");
-            Err(refusal(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "暂时无法显示，请稍后再试。",
-                "Not available right now; try again shortly.",
-            ))
+            Err(unavailable())
         }
     }
+}
+
+/// 503: the page cannot be read now (the database is unreachable, or not reached yet).
+pub(super) fn unavailable() -> Response {
+    refusal(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "暂时无法显示，请稍后再试。",
+        "Not available right now; try again shortly.",
+    )
 }
 
 /// A page request whose link is genuine and current, with its order read and the

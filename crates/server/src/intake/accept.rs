@@ -68,7 +68,13 @@ pub async fn accept_in(tx: &mut Tx, inbound: &Inbound, notice: &Notice, now: i64
         return Ok(AckKind::Rejected);
     };
     let id = evidence::insert(tx, inbound, Verdict::Accepted, None, fields(), now);
-    let fact = PaymentFact { provider: inbound.provider.clone(), trade_no, amount: *amount, paid_at_ms: *paid_at_ms };
+    let fact = PaymentFact {
+        provider: inbound.provider.clone(),
+        trade_no,
+        amount: *amount,
+        paid_at_ms: *paid_at_ms,
+        answer: None,
+    };
     let cause = format!("notification:{id}");
     let recorded = payment::record_locked(tx, &mut order, &fact, PaymentSource::Notification, &cause, now).await?;
     Ok(match recorded {
@@ -111,6 +117,7 @@ async fn refund_notice(
                 trade_no: trade.clone(),
                 amount: *amount,
                 paid_at_ms: *paid_at_ms,
+                answer: None,
             };
             payment::record_locked(tx, order, &fact, PaymentSource::Notification, &cause, now).await?;
         }

@@ -6,7 +6,9 @@
 //! (an fsync, and on PostgreSQL the lock on a currency's issuance account), so sharing
 //! it is what lets throughput grow with load. Nothing is acknowledged before its commit.
 //! If a batch fails, its items are retried one transaction each, so one bad item never
-//! fails the others.
+//! fails the others; unless the database is unreachable: then the batch, and everything
+//! queued behind it while it waited, is answered "retry later" at once, so no provider
+//! waits for more than about one connection wait.
 
 use super::accept::accept_in;
 use super::evidence::Inbound;
@@ -33,7 +35,7 @@ pub const COMMITTERS_SQLITE: usize = 1;
 struct Work {
     inbound: Inbound,
     notice: Notice,
-    reply: oneshot::Sender<Result<AckKind, StoreError>>,
+    reply: oneshot::Sender<Result<AckKind, SubmitError>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +46,21 @@ pub enum SubmitError {
     Dropped,
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The database could not be reached for this notification's batch (the cause is
+    /// logged once for the batch).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl SubmitError {
+    /// True when nothing could be stored because the database is unreachable.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            SubmitError::Unavailable(_) => true,
+            SubmitError::Store(e) => e.is_unavailable(),
+            SubmitError::Stopped | SubmitError::Dropped => false,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -76,7 +93,7 @@ impl Committer {
         let queue = &self.queues[(hasher.finish() % self.queues.len() as u64) as usize];
         let (reply, answer) = oneshot::channel();
         queue.send(Work { inbound, notice, reply }).await.map_err(|_| SubmitError::Stopped)?;
-        Ok(answer.await.map_err(|_| SubmitError::Dropped)??)
+        answer.await.map_err(|_| SubmitError::Dropped)?
     }
 }
 
@@ -89,28 +106,57 @@ async fn run(store: Store, mut receiver: mpsc::Receiver<Work>) {
                 Err(_) => break,
             }
         }
-        commit(&store, batch).await;
+        if let Err(e) = commit(&store, batch).await {
+            // Whatever queued while the batch waited for the database would wait as long
+            // again for the same answer: it gets it now.
+            let mut waiting = 0;
+            while let Ok(work) = receiver.try_recv() {
+                let _ = work.reply.send(Err(SubmitError::Unavailable(e.clone())));
+                waiting += 1;
+            }
+            tracing::warn!(error = %e, waiting, "database unavailable; notifications answered retry-later");
+        }
     }
 }
 
-async fn commit(store: &Store, batch: Vec<Work>) {
+/// Records a batch and answers each item. Returns the cause when the database was
+/// unreachable (every item was answered with it).
+async fn commit(store: &Store, batch: Vec<Work>) -> Result<(), String> {
     if batch.len() > 1 {
         match together(store, &batch).await {
             Ok(acks) => {
                 for (work, ack) in batch.into_iter().zip(acks) {
                     let _ = work.reply.send(Ok(ack));
                 }
-                return;
+                return Ok(());
             }
+            Err(e) if e.is_unavailable() => return Err(fail_all(batch, &e)),
             Err(e) => {
                 tracing::warn!(error = %e, size = batch.len(), "batch failed; recording its notifications one by one")
             }
         }
     }
-    for work in batch {
-        let outcome = alone(store, &work).await;
-        let _ = work.reply.send(outcome);
+    let mut batch = batch.into_iter();
+    while let Some(work) = batch.next() {
+        match alone(store, &work).await {
+            Err(e) if e.is_unavailable() => {
+                let _ = work.reply.send(Err(SubmitError::Unavailable(e.to_string())));
+                return Err(fail_all(batch.collect(), &e));
+            }
+            outcome => {
+                let _ = work.reply.send(outcome.map_err(SubmitError::Store));
+            }
+        }
     }
+    Ok(())
+}
+
+fn fail_all(batch: Vec<Work>, e: &StoreError) -> String {
+    let cause = e.to_string();
+    for work in batch {
+        let _ = work.reply.send(Err(SubmitError::Unavailable(cause.clone())));
+    }
+    cause
 }
 
 async fn together(store: &Store, batch: &[Work]) -> Result<Vec<AckKind>, StoreError> {
@@ -127,7 +173,7 @@ async fn together(store: &Store, batch: &[Work]) -> Result<Vec<AckKind>, StoreEr
 async fn alone(store: &Store, work: &Work) -> Result<AckKind, StoreError> {
     let mut attempt = 1;
     loop {
-        let outcome = async {
+        let outcome: Result<AckKind, StoreError> = async {
             let mut tx = store.begin().await?;
             let ack = accept_in(&mut tx, &work.inbound, &work.notice, now_ms()).await?;
             tx.commit().await?;
@@ -135,7 +181,8 @@ async fn alone(store: &Store, work: &Work) -> Result<AckKind, StoreError> {
         }
         .await;
         match outcome {
-            Err(e) if StoreError::is_retryable(&e) && attempt < SINGLE_ATTEMPTS_MAX => attempt += 1,
+            // An unreachable database already took the whole connection wait.
+            Err(e) if e.is_retryable() && !e.is_unavailable() && attempt < SINGLE_ATTEMPTS_MAX => attempt += 1,
             other => return other,
         }
     }

@@ -72,6 +72,12 @@ pub async fn receive(intake: &Intake<'_>, provider: Option<Arc<dyn Provider>>, r
     };
     let kind = match kind {
         Ok(kind) => kind,
+        Err(e) if e.is_unavailable() => {
+            // Storing evidence would wait for the same missing database: nothing is
+            // stored, and the provider sends the notification again.
+            tracing::warn!(error = %e, "database unavailable; notification not processed; provider will retry");
+            AckKind::RetryLater
+        }
         Err(e) => {
             tracing::error!(error = %e, "notification not processed; provider will retry");
             let inbound = Inbound::new(request.provider_name, request.remote, request.headers, body);

@@ -51,8 +51,8 @@ impl Job for ExpireOrder {
             Ok(answer) => answer,
             Err(e) => return Outcome::Retry(format!("query after close: {e}")),
         };
-        if let PaymentStatus::Paid { trade_no, amount, paid_at_ms } = answer {
-            let fact = PaymentFact { provider: order.provider.clone(), trade_no, amount, paid_at_ms };
+        if let PaymentStatus::Paid { trade_no, amount, paid_at_ms, answer } = answer {
+            let fact = PaymentFact { provider: order.provider.clone(), trade_no, amount, paid_at_ms, answer };
             return payment::record_found(&services.store, &order, &fact, PaymentSource::Close, &run.cause())
                 .await
                 .map_or_else(Outcome::from, |_| Outcome::Done);

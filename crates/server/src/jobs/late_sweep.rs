@@ -45,8 +45,8 @@ impl Job for LateSweep {
             Err(outcome) => return outcome,
         };
         let answer = match provider.query_payment(&order_ref(&order)).await {
-            Ok(PaymentStatus::Paid { trade_no, amount, paid_at_ms }) => {
-                let fact = PaymentFact { provider: order.provider.clone(), trade_no, amount, paid_at_ms };
+            Ok(PaymentStatus::Paid { trade_no, amount, paid_at_ms, answer }) => {
+                let fact = PaymentFact { provider: order.provider.clone(), trade_no, amount, paid_at_ms, answer };
                 return payment::record_found(&services.store, &order, &fact, PaymentSource::Query, &run.cause())
                     .await
                     .map_or_else(Outcome::from, |_| Outcome::Done);

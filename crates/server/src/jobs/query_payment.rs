@@ -102,8 +102,8 @@ pub async fn take_answer(
     cause: &str,
 ) -> Result<Asked, StoreError> {
     let note = match answer {
-        Ok(PaymentStatus::Paid { trade_no, amount, paid_at_ms }) => {
-            let fact = PaymentFact { provider: order.provider.clone(), trade_no, amount, paid_at_ms };
+        Ok(PaymentStatus::Paid { trade_no, amount, paid_at_ms, answer }) => {
+            let fact = PaymentFact { provider: order.provider.clone(), trade_no, amount, paid_at_ms, answer };
             let recorded = payment::record_found(&services.store, order, &fact, PaymentSource::Query, cause).await?;
             return Ok(Asked::Found(recorded));
         }

@@ -97,6 +97,7 @@ impl Job for ResolveParked {
                 trade_no: trade_no.clone(),
                 amount: *amount,
                 paid_at_ms: *paid_at_ms,
+                answer: None,
             };
             let cause = format!("notification:{id}");
             if let Err(e) = payment::record_in(&mut tx, order.id, &fact, PaymentSource::Parked, &cause, now).await {

@@ -215,7 +215,6 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
 
     let charges = sandbox.sandbox.charges();
     let table = report::summarise(&server, &charges, &sandbox.sandbox.refunds(), &order_nos).await?;
-    let audit = crate::audit::check(&server.app.store, &server.app.config).await?;
     let stats = sandbox.sandbox.stats();
     println!();
     println!("{:<46} {:>10}", "orders placed", counters.created.load(Ordering::Relaxed));
@@ -240,8 +239,12 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
         Some(t) => println!("everything settled after {:.0?}, before support", t),
         None => println!("NOT everything settled within {} minutes", args.settle_minutes_max),
     }
-    print!("{}", crate::audit::render(&audit));
+    // The audit runs after the stop, whose last sealing run checkpoints everything, and
+    // holds the database to the seal log the server exported.
+    let config = server.app.config.clone();
     server.stop().await?;
+    let audit = sealed_audit(&config).await?;
+    print!("{}", crate::audit::render(&audit));
     sandbox.stop().await;
     game.stop();
     if args.database_url.is_none() {
@@ -254,6 +257,18 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
         && settled_at.is_some()
         && world_errors.is_none();
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+async fn sealed_audit(config: &zerodrop_server::Config) -> Result<zerodrop_store::audit::Report> {
+    let store = zerodrop_store::Store::connect(&config.database_url, &Default::default()).await?;
+    let log = std::path::PathBuf::from(&config.seal.log_path);
+    let checkpoints = zerodrop_store::seal::log::read(&log)?;
+    let heads: i64 = checkpoints.iter().map(|c| c.heads_count).sum();
+    println!("sealed: {} signed checkpoint(s) of {heads} chain heads in the seal log", checkpoints.len());
+    let inputs = crate::audit::SealInputs { log: Some(log), public_keys: Vec::new() };
+    let report = crate::audit::check_with(&store, config, &inputs).await;
+    store.close().await;
+    report
 }
 
 /// Imports `count` game-card codes (restocking also serves orders waiting for stock).

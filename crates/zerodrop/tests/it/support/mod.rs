@@ -1,6 +1,9 @@
 //! Shared by the black-box tests: a sandbox provider and a zerodrop server on random
 //! loopback ports, over the test's own database (SQLite or PostgreSQL).
 
+pub mod proxy;
+pub mod serve;
+
 use serde_json::{json, Value};
 use std::time::Duration;
 use zerodrop::stack::{self, Client, InProcess, SandboxSide, Tuning};
