@@ -92,13 +92,7 @@ impl App {
             total: config.notifications.refused_per_minute,
         };
         let refusals = Arc::new(RefusalLimiter::new(limits));
-        App {
-            services: Services::new(config, store, catalog, providers),
-            committer,
-            refusals,
-            readiness,
-            sealer: None,
-        }
+        App { services: Services::new(config, store, catalog, providers), committer, refusals, readiness, sealer: None }
     }
 
     /// Checks everything but the database (the card-key key, the catalog, the
