@@ -140,10 +140,13 @@ pub enum EventKind {
     GoodsRestored,
     /// A person acted (resolved an attention item): who, why, and what they did.
     ActionTaken,
+    /// A delivery confirmation already accepted came again (a replay, or an endpoint
+    /// resending): refused, kept as evidence, nothing else changed.
+    ConfirmationReplayed,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 32] = [
+    pub const ALL: [EventKind; 33] = [
         EventKind::Created,
         EventKind::PaymentCaptured,
         EventKind::Delivered,
@@ -176,6 +179,7 @@ impl EventKind {
         EventKind::RefundUnknown,
         EventKind::GoodsRestored,
         EventKind::ActionTaken,
+        EventKind::ConfirmationReplayed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -212,6 +216,7 @@ impl EventKind {
             EventKind::RefundUnknown => "refund_unknown",
             EventKind::GoodsRestored => "goods_restored",
             EventKind::ActionTaken => "action_taken",
+            EventKind::ConfirmationReplayed => "confirmation_replayed",
         }
     }
 
@@ -383,7 +388,8 @@ fn next_status(status: OrderStatus, kind: EventKind) -> Result<Option<OrderStatu
         | EventKind::ChargeRefundRequested
         | EventKind::ChargeRefundSucceeded
         | EventKind::ChargeRefundFailed
-        | EventKind::ActionTaken => stay,
+        | EventKind::ActionTaken
+        | EventKind::ConfirmationReplayed => stay,
     }
 }
 

@@ -93,6 +93,11 @@ pub struct Rejection {
     /// The order the notification claims to be about, when it could be read, so the
     /// order can be flagged for a person.
     pub order_no: Option<String>,
+    /// True when the signature verified: a genuine message from the provider that does
+    /// not add up (another merchant's ids, an unsupported type), kept whole as evidence.
+    /// False for anything anyone could have sent (forged, unsigned, unreadable), which is
+    /// kept only in part and pruned after its retention.
+    pub signed: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -176,3 +176,46 @@ fn payment_instructions_are_a_signed_app_pay_order_string() {
     let sign = &params.iter().find(|(k, _)| k == "sign").unwrap().1;
     assert!(public.verify_sha256_base64(signing_string(pairs(&params), true).as_bytes(), sign));
 }
+
+/// A `trade_status_sync` notification sent with `charset=GBK`: the form's bytes are GBK
+/// (a Chinese subject and body) and the signature covers the GBK bytes of the signing
+/// string. Made outside zerodrop (Python's gbk codec and `openssl dgst -sha256 -sign`)
+/// with the SDK's app key standing in for Alipay's; see the fixtures' README.
+const GBK_BODY: &str = "DERIVED_gbk_trade_status_sync_body.txt";
+
+fn gbk_adapter() -> Alipay {
+    adapter("nodejs-sdk_app-public-key.pem", "2021000000000001", "2088000000000001")
+}
+
+#[test]
+fn a_gbk_notification_verifies_over_its_gbk_bytes_and_reads_in_chinese() {
+    let body = vector(GBK_BODY);
+    assert!(body.contains("charset=GBK") && body.contains("%D7%EA%CA%AF"), "the body is GBK: 钻石 is D7EA CAAF");
+    let notice = gbk_adapter().verify_notification(&http::HeaderMap::new(), body.trim_end().as_bytes()).unwrap();
+    assert_eq!(notice.order_no, "ZD3K7Q9W2M4X8P");
+    assert_eq!(notice.trade_no.as_deref(), Some("2026112222001400000000000001"));
+    assert!(matches!(notice.status, NoticeStatus::Paid { amount, .. } if amount == Money::new(600, Currency::Cny)));
+    let form = zerodrop_providers::alipay::form::Form::parse(body.trim_end().as_bytes(), None).unwrap();
+    let subject = form.fields.iter().find(|(k, _)| k == "subject").unwrap();
+    assert_eq!(subject.1, "60 钻石 / 60 diamonds");
+}
+
+#[test]
+fn a_gbk_notification_read_or_re_encoded_as_utf8_is_refused() {
+    let body = vector(GBK_BODY).trim_end().to_owned();
+    let headers = http::HeaderMap::new();
+    // Declared UTF-8, the GBK bytes are not text: refused as malformed, not misread.
+    let relabelled = body.replace("charset=GBK", "charset=utf-8");
+    let refused = gbk_adapter().verify_notification(&headers, relabelled.as_bytes()).unwrap_err();
+    assert_eq!(refused.code, RejectCode::Malformed);
+    // The same text sent as UTF-8 with the same signature: the signed bytes differ.
+    let form = zerodrop_providers::alipay::form::Form::parse(body.as_bytes(), None).unwrap();
+    let fields: Vec<(&str, String)> = form
+        .fields
+        .iter()
+        .map(|(k, v)| (k.as_str(), if k == "charset" { "utf-8".to_owned() } else { v.clone() }))
+        .collect();
+    let as_utf8 = zerodrop_providers::alipay::form::encode(&fields, false);
+    let refused = gbk_adapter().verify_notification(&headers, as_utf8.as_bytes()).unwrap_err();
+    assert_eq!(refused.code, RejectCode::BadSignature);
+}

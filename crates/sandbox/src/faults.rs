@@ -40,6 +40,10 @@ pub struct Faults {
     /// Retry schedule scale for unacknowledged notifications, in percent of Alipay's
     /// real schedule (4m, 10m, 10m, 1h, 2h, 6h, 15h). 100 is realistic; tests use ~1.
     pub retry_scale_pct: u32,
+    /// Notifications are sent in GBK (`charset=GBK`, the form's bytes in GBK, signed over
+    /// the GBK bytes), as Alipay sends them to an app set up with GBK. Not a fault: a
+    /// setting some real integrations have.
+    pub notify_in_gbk: bool,
 }
 
 impl Faults {
@@ -58,6 +62,7 @@ impl Faults {
             late_pay_grace_ms: 0,
             refund_delay_ms: 0,
             refund_refused: false,
+            notify_in_gbk: false,
             retry_scale_pct: 100,
         }
     }

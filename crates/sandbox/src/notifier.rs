@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use zerodrop_domain::money::{format_minor, Money};
 use zerodrop_providers::alipay::clock::format_cst;
+use zerodrop_providers::alipay::form;
 use zerodrop_providers::alipay::sign::signing_string;
 
 /// What a notification says about the trade.
@@ -62,10 +63,10 @@ pub(crate) fn plan(shared: &Arc<Shared>, trade: &Trade, message: Message, faults
 
 /// One notification, retried until acknowledged with exactly `success` or the schedule ends.
 async fn deliver(shared: &Arc<Shared>, trade: &Trade, message: &Message, faults: &Faults) {
-    let Some(body) = signed_body(shared, trade, message) else { return };
+    let Some(body) = signed_body(shared, trade, message, faults.notify_in_gbk) else { return };
     let mut retry = 0;
     loop {
-        let acknowledged = send_once(shared, &trade.notify_url, &body).await;
+        let acknowledged = send_once(shared, &trade.notify_url, &body, faults.notify_in_gbk).await;
         if let Ok(mut ledger) = shared.ledger.lock() {
             ledger.stats.sends += 1;
             if acknowledged {
@@ -86,21 +87,22 @@ async fn deliver(shared: &Arc<Shared>, trade: &Trade, message: &Message, faults:
     }
 }
 
-async fn send_once(shared: &Shared, url: &str, body: &str) -> bool {
-    let response = shared
-        .client
-        .post(url)
-        .header("content-type", "application/x-www-form-urlencoded; charset=utf-8")
-        .body(body.to_owned())
-        .send()
-        .await;
+async fn send_once(shared: &Shared, url: &str, body: &str, gbk: bool) -> bool {
+    let content_type = if gbk {
+        "application/x-www-form-urlencoded; charset=GBK"
+    } else {
+        "application/x-www-form-urlencoded; charset=utf-8"
+    };
+    let response = shared.client.post(url).header("content-type", content_type).body(body.to_owned()).send().await;
     match response {
         Ok(r) => r.text().await.map(|t| t == "success").unwrap_or(false),
         Err(_) => false,
     }
 }
 
-fn signed_body(shared: &Shared, trade: &Trade, message: &Message) -> Option<String> {
+/// The notification's form body, signed as Alipay signs it: over the signing string's
+/// bytes in the body's charset (GBK when `gbk`, else UTF-8).
+pub(crate) fn signed_body(shared: &Shared, trade: &Trade, message: &Message, gbk: bool) -> Option<String> {
     let now = crate::now_ms();
     let notify_id = format!("{}{:06}", trade.trade_no, rand::random::<u32>() % 1_000_000);
     let status = match message {
@@ -114,7 +116,7 @@ fn signed_body(shared: &Shared, trade: &Trade, message: &Message) -> Option<Stri
         ("notify_type", "trade_status_sync".into()),
         ("notify_id", notify_id),
         ("app_id", trade.app_id.clone()),
-        ("charset", "utf-8".into()),
+        ("charset", if gbk { "GBK".into() } else { "utf-8".into() }),
         ("version", "1.0".into()),
         ("sign_type", "RSA2".into()),
         ("trade_no", trade.trade_no.clone()),
@@ -126,6 +128,10 @@ fn signed_body(shared: &Shared, trade: &Trade, message: &Message) -> Option<Stri
         ("subject", trade.subject.clone()),
         ("gmt_create", format_cst(trade.created_at_ms)),
     ];
+    if gbk {
+        // A description in Chinese too, as an app's order carries it.
+        params.push(("body", format!("{} · 游戏充值", trade.subject)));
+    }
     if !matches!(message, Message::Stale) {
         params.push(("receipt_amount", trade.amount.to_decimal()));
         params.push(("buyer_pay_amount", trade.amount.to_decimal()));
@@ -138,7 +144,8 @@ fn signed_body(shared: &Shared, trade: &Trade, message: &Message) -> Option<Stri
         params.push(("out_biz_no", request_no.clone()));
     }
     let message = signing_string(params.iter().map(|(k, v)| (*k, v.as_str())), false);
-    let sign = shared.key.sign_sha256_base64(message.as_bytes()).ok()?;
+    let bytes = if gbk { encoding_rs::GBK.encode(&message).0.into_owned() } else { message.into_bytes() };
+    let sign = shared.key.sign_sha256_base64(&bytes).ok()?;
     params.push(("sign", sign));
-    serde_urlencoded::to_string(&params).ok()
+    Some(form::encode(&params, gbk))
 }

@@ -6,6 +6,7 @@
 use crate::card_vault::{Vault, VaultError};
 use crate::config::{Config, ProviderConfig};
 use crate::intake::committer::Committer;
+use crate::intake::limit::{Limits, RefusalLimiter};
 use crate::readiness::{self, Readiness};
 use crate::services::Services;
 use std::sync::Arc;
@@ -24,6 +25,8 @@ pub struct App {
     pub services: Services,
     /// Group commit for notifications.
     pub committer: Committer,
+    /// How many refused notifications are stored, per source and in all.
+    pub refusals: Arc<RefusalLimiter>,
     /// Whether the database has been reached and migrated; until then the HTTP layer
     /// answers 503 and no job runs.
     pub readiness: Readiness,
@@ -84,7 +87,12 @@ impl App {
         readiness: Readiness,
     ) -> App {
         let committer = Committer::start(store.clone());
-        App { services: Services::new(config, store, catalog, providers), committer, readiness, sealer: None }
+        let limits = Limits {
+            per_source: config.notifications.refused_per_source_per_minute,
+            total: config.notifications.refused_per_minute,
+        };
+        let refusals = Arc::new(RefusalLimiter::new(limits));
+        App { services: Services::new(config, store, catalog, providers), committer, refusals, readiness, sealer: None }
     }
 
     /// Checks everything but the database (the card-key key, the catalog, the

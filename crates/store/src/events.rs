@@ -211,7 +211,8 @@ fn derive_columns(order: &mut OrderRow, event: &NewEvent, now_ms: i64) {
         | EventKind::ChargeRefundSucceeded
         | EventKind::ChargeRefundFailed
         | EventKind::RefundUnknown
-        | EventKind::ActionTaken => {}
+        | EventKind::ActionTaken
+        | EventKind::ConfirmationReplayed => {}
     }
 }
 

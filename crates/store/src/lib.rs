@@ -11,6 +11,7 @@ pub mod attention;
 pub mod audit;
 pub mod card_keys;
 pub mod charges;
+pub mod confirmations;
 mod db;
 pub mod events;
 pub mod idempotency;

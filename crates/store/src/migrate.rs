@@ -54,6 +54,12 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/postgres/0004_sealed_record.sql"),
     },
     Migration {
+        version: 5,
+        name: "holes",
+        sqlite: include_str!("../migrations/sqlite/0005_holes.sql"),
+        postgres: include_str!("../migrations/postgres/0005_holes.sql"),
+    },
+    Migration {
         version: 6,
         name: "provider_answers",
         sqlite: include_str!("../migrations/sqlite/0006_provider_answers.sql"),

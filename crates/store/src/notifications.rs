@@ -1,5 +1,9 @@
 //! The notification inbox: every provider request, stored raw with the verdict zerodrop
-//! reached, kept forever as evidence (forged and rejected ones included).
+//! reached, kept as evidence. A verified notification is kept whole, forever. A refused
+//! one that never verified (forged, unsigned, unreadable) is kept as its first
+//! [`REFUSED_BODY_BYTES_KEPT`] bytes with the SHA-256 and length of the whole, and may be
+//! pruned after its retention ([`prune_refused`]): anyone can send those, and they must
+//! not be able to fill the disk.
 
 use crate::{Conn, Result, StoreError, Tx};
 use serde::Serialize;
@@ -38,11 +42,19 @@ impl Verdict {
     }
 }
 
+/// What is kept of a refused, unverified body: enough to read what it claimed (a real
+/// notification is a few KiB), not enough for a flood of 64 KiB bodies to fill the disk.
+pub const REFUSED_BODY_BYTES_KEPT: usize = 8 * 1024;
+
 pub struct NewNotification<'a> {
     pub provider: &'a str,
     pub remote_addr: Option<String>,
     pub headers: serde_json::Value,
+    /// The whole body as received: stored whole, or cut to [`REFUSED_BODY_BYTES_KEPT`]
+    /// when `refused_unverified`. Its hash and length are stored either way.
     pub body: &'a [u8],
+    /// Refused, and never verified as the provider's: kept in part, prunable.
+    pub refused_unverified: bool,
     pub verdict: Verdict,
     pub reason: Option<String>,
     pub order_no: Option<String>,
@@ -54,8 +66,11 @@ pub struct NewNotification<'a> {
 /// millisecond collide with odds of one in a million, and a collision only fails (and
 /// retries) the transaction.
 const ID_RANDOM_BITS: u32 = 20;
-/// Rows written per statement at commit (13 parameters each).
+/// Rows written per statement at commit ([`COLUMNS_WRITTEN`] parameters each).
 const ROWS_PER_INSERT_MAX: usize = 100;
+
+/// Columns each row writes at commit.
+const COLUMNS_WRITTEN: usize = 16;
 
 /// Draws of an id before one that repeats a pending id is kept (the commit then fails and
 /// the committer's fallback records the batch one by one). With 2^20 ids a millisecond and
@@ -75,6 +90,9 @@ pub(crate) struct Pending {
     remote_addr: Option<String>,
     headers: String,
     body: Vec<u8>,
+    body_sha256: String,
+    body_bytes: i64,
+    refused_unverified: i64,
     verdict: Verdict,
     reason: Option<String>,
     order_no: Option<String>,
@@ -102,7 +120,14 @@ pub fn insert(tx: &mut Tx, n: &NewNotification<'_>, now_ms: i64) -> i64 {
         received_at_ms: now_ms,
         remote_addr: n.remote_addr.clone(),
         headers: n.headers.to_string(),
-        body: n.body.to_vec(),
+        body: if n.refused_unverified {
+            n.body[..n.body.len().min(REFUSED_BODY_BYTES_KEPT)].to_vec()
+        } else {
+            n.body.to_vec()
+        },
+        body_sha256: sha256_hex(n.body),
+        body_bytes: i64::try_from(n.body.len()).unwrap_or(i64::MAX),
+        refused_unverified: i64::from(n.refused_unverified),
         verdict: n.verdict,
         reason: n.reason.clone(),
         order_no: n.order_no.clone(),
@@ -135,11 +160,12 @@ pub(crate) async fn flush(tx: &mut Tx) -> Result<()> {
     let pending = std::mem::take(&mut tx.notifications);
     for chunk in pending.chunks(ROWS_PER_INSERT_MAX) {
         let mut sql = String::from(
-            "INSERT INTO notifications (id, provider, received_at_ms, remote_addr, headers, body, verdict, reason, \
-             order_no, trade_no, notify_id, processed_at_ms, seal) VALUES ",
+            "INSERT INTO notifications (id, provider, received_at_ms, remote_addr, headers, body, body_sha256, \
+             body_bytes, refused_unverified, verdict, reason, order_no, trade_no, notify_id, processed_at_ms, seal) \
+             VALUES ",
         );
         for i in 0..chunk.len() {
-            let params: Vec<String> = (1..=13).map(|k| format!("${}", i * 13 + k)).collect();
+            let params: Vec<String> = (1..=COLUMNS_WRITTEN).map(|k| format!("${}", i * COLUMNS_WRITTEN + k)).collect();
             if i > 0 {
                 sql.push_str(", ");
             }
@@ -169,6 +195,9 @@ pub(crate) async fn flush(tx: &mut Tx) -> Result<()> {
                 .bind(n.remote_addr.clone())
                 .bind(n.headers.clone())
                 .bind(n.body.clone())
+                .bind(n.body_sha256.clone())
+                .bind(n.body_bytes)
+                .bind(n.refused_unverified)
                 .bind(n.verdict.as_str())
                 .bind(n.reason.clone())
                 .bind(n.order_no.clone())
@@ -197,11 +226,19 @@ pub struct NotificationRow {
     pub notify_id: Option<String>,
     #[serde(skip)]
     pub headers: String,
+    /// As stored: whole, or its first [`REFUSED_BODY_BYTES_KEPT`] bytes when refused
+    /// unverified (compare [`NotificationRow::body_bytes`]).
     #[serde(skip)]
     pub body: Vec<u8>,
+    /// The whole body's SHA-256 (hex) and length (absent on rows stored before they were kept).
+    pub body_sha256: Option<String>,
+    pub body_bytes: Option<i64>,
+    /// 1: refused and never verified (prunable evidence); 0: not; absent on older rows.
+    pub refused_unverified: Option<i64>,
 }
 
-const COLUMNS: &str = "id, provider, received_at_ms, verdict, reason, order_no, trade_no, notify_id, headers, body";
+const COLUMNS: &str = "id, provider, received_at_ms, verdict, reason, order_no, trade_no, notify_id, headers, body, \
+                       body_sha256, body_bytes, refused_unverified";
 
 pub async fn get(conn: &mut Conn, id: i64) -> Result<NotificationRow> {
     let row = sqlx::query_as::<_, NotificationRecord>(&format!("SELECT {COLUMNS} FROM notifications WHERE id = $1"))
@@ -242,6 +279,9 @@ struct NotificationRecord {
     headers: String,
     /// BLOB on SQLite, BYTEA on PostgreSQL.
     body: Vec<u8>,
+    body_sha256: Option<String>,
+    body_bytes: Option<i64>,
+    refused_unverified: Option<i64>,
 }
 
 impl From<NotificationRecord> for NotificationRow {
@@ -257,6 +297,36 @@ impl From<NotificationRecord> for NotificationRow {
             notify_id: r.notify_id,
             headers: r.headers,
             body: r.body,
+            body_sha256: r.body_sha256,
+            body_bytes: r.body_bytes,
+            refused_unverified: r.refused_unverified,
         }
     }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref())
+}
+
+/// Which rows are refused, unverified evidence: those marked so, and rows stored before
+/// the mark existed whose reason says they never verified (the same test the database's
+/// delete trigger makes; see migration 0005).
+const PRUNABLE: &str = "(refused_unverified = 1 OR (refused_unverified IS NULL AND verdict = 'rejected' AND (\
+    reason LIKE 'bad_signature:%' OR reason LIKE 'missing_signature:%' OR reason LIKE 'unknown_provider:%' \
+    OR reason LIKE 'body_too_large:%' OR reason LIKE 'malformed: not a form body%' \
+    OR reason LIKE 'malformed: field % appears twice')))";
+
+/// The shortest retention the database allows: its delete trigger refuses younger rows.
+pub const REFUSED_RETENTION_MS_MIN: i64 = 7 * 86_400_000;
+
+/// Deletes up to `limit` refused, unverified notifications received before `before_ms`
+/// (oldest first), in the caller's transaction; returns how many went. Verified
+/// notifications are never deleted (the database refuses it).
+pub async fn prune_refused(tx: &mut Tx, before_ms: i64, limit: i64) -> Result<u64> {
+    let sql = format!(
+        "DELETE FROM notifications WHERE id IN \
+         (SELECT id FROM notifications WHERE {PRUNABLE} AND received_at_ms < $1 ORDER BY received_at_ms LIMIT $2)"
+    );
+    let deleted = sqlx::query(&sql).bind(before_ms).bind(limit).execute(&mut **tx).await?.rows_affected();
+    Ok(deleted)
 }

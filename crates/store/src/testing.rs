@@ -65,6 +65,27 @@ impl TestDb {
         matches!(self.cleanup, Cleanup::PgDatabase { .. })
     }
 
+    /// What the database takes on disk, in bytes: on SQLite its file and write-ahead log
+    /// (after a checkpoint moves what it can into the file), on PostgreSQL
+    /// `pg_database_size` (tables, TOAST and indexes).
+    pub async fn database_bytes(&self) -> i64 {
+        match &self.cleanup {
+            Cleanup::Dir(dir) => {
+                let checkpoint = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(self.store.write_pool()).await;
+                checkpoint.expect("checkpoint");
+                let size = |name: &str| std::fs::metadata(dir.join(name)).map_or(0, |m| m.len());
+                i64::try_from(size("zerodrop.db") + size("zerodrop.db-wal")).unwrap_or(i64::MAX)
+            }
+            Cleanup::PgDatabase { .. } => {
+                let mut conn = self.store.reader().await.expect("reader");
+                sqlx::query_scalar::<_, i64>("SELECT pg_database_size(current_database())")
+                    .fetch_one(&mut *conn)
+                    .await
+                    .expect("pg_database_size")
+            }
+        }
+    }
+
     /// A fresh, independent copy of this database as it stands (already migrated), removed
     /// by its own [`TestDb::finish`]. SQLite copies with `VACUUM INTO` (a consistent copy
     /// whatever is open); PostgreSQL creates the copy from this database as a template,

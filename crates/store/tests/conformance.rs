@@ -14,12 +14,15 @@ use zerodrop_store::orders::{self, NewOrder, OrderRow};
 use zerodrop_store::payments::{self, NewPayment, PaymentSource};
 use zerodrop_store::{audit, both_engines, memberships, now_ms, raw_execute, Conn, Store};
 
+#[path = "conformance/holes.rs"]
+mod holes;
+
 /// Reads (version, checksum) pairs: the migration table is not behind a repository.
 async fn sqlx_rows(conn: &mut Conn, sql: &str) -> Vec<(i64, Option<String>)> {
     sqlx::query_as::<_, (i64, Option<String>)>(sql).fetch_all(conn).await.unwrap()
 }
 
-async fn new_order(store: &Store, sku: &str) -> OrderRow {
+pub(crate) async fn new_order(store: &Store, sku: &str) -> OrderRow {
     let catalog = Catalog::default_catalog();
     let product = catalog.get(sku).unwrap().clone();
     let order = NewOrder {

@@ -2,7 +2,8 @@
 //! the demo and the tests. It checks zerodrop's signature and keeps the protocol's promise
 //! about idempotency keys: a repeated key is answered with the original request's result
 //! and never applied twice (the goods it applied are counted by key, so a test can see a
-//! caller that changed its key). It can be told to misbehave, including in the ways that
+//! caller that changed its key). A request it accepts (202) is confirmed later naming the
+//! order and the `attempt` of that first request, as the protocol asks. It can be told to misbehave, including in the ways that
 //! leave zerodrop without an answer: answering after zerodrop gave up, never answering,
 //! breaking the connection after reading the request.
 
@@ -28,7 +29,7 @@ use tokio::sync::{oneshot, watch};
 use zerodrop_server::flows::endpoint::{self, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 
 pub const NAME: &str = "game";
-pub const SECRET: &str = "zd_local_game_endpoint_secret";
+pub const SECRET: &str = "zd_local_game_endpoint_secret_for_tests_and_demo";
 
 /// How the endpoint answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,6 +87,8 @@ struct Book {
     heard: HashMap<String, u32>,
     /// Accepted (202) and not yet confirmed: (idempotency key, order number).
     accepted: Vec<(String, String)>,
+    /// The attempt id of each order's accepted request (what a confirmation names).
+    accepted_attempts: HashMap<String, String>,
     requests: u64,
     bad_signatures: u64,
 }
@@ -174,6 +177,12 @@ impl Endpoint {
         self.book.lock().map(|b| (b.requests, b.bad_signatures)).unwrap_or_default()
     }
 
+    /// The attempt id of the request this endpoint accepted for an order: what its
+    /// confirmation names.
+    pub fn accepted_attempt(&self, order_no: &str) -> Option<String> {
+        self.book.lock().ok()?.accepted_attempts.get(order_no).cloned()
+    }
+
     /// Delivers every accepted order and confirms each to zerodrop, signed like zerodrop's
     /// requests.
     pub async fn confirm_accepted(&self, zerodrop_url: &str) -> Result<Vec<(String, u16)>> {
@@ -181,7 +190,9 @@ impl Endpoint {
         let client = zerodrop_providers::http_client::client(Duration::from_secs(10))?;
         let mut answers = Vec::new();
         for order_no in accepted {
-            let body = serde_json::json!({ "order_no": order_no, "status": "delivered" }).to_string();
+            let attempt = self.accepted_attempt(&order_no).unwrap_or_default();
+            let body =
+                serde_json::json!({ "order_no": order_no, "attempt": attempt, "status": "delivered" }).to_string();
             let status = confirm(&client, zerodrop_url, &order_no, &body).await?;
             answers.push((order_no, status));
         }
@@ -231,11 +242,9 @@ async fn deliver(
     let now = zerodrop_store::now_ms() / 1000;
     let genuine = endpoint::verify(SECRET, header(TIMESTAMP_HEADER), header(SIGNATURE_HEADER), &body, now).is_ok();
     let key = header("idempotency-key").unwrap_or_default().to_owned();
-    let order_no = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v["order_no"].as_str().map(str::to_owned))
-        .unwrap_or_default();
-    let (mode, reply, first) = match hear(&shared.book, genuine, &key, order_no) {
+    let request = serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default();
+    let named = |field: &str| request[field].as_str().unwrap_or_default().to_owned();
+    let (mode, reply, first) = match hear(&shared.book, genuine, &key, (named("order_no"), named("attempt"))) {
         Ok(heard) => heard,
         Err(response) => return *response,
     };
@@ -264,12 +273,13 @@ async fn deliver(
 
 /// Counts a request and decides its result under the book's lock: the mode it met, the
 /// reply (`None` while [`Mode::Hold`] decides later), and whether its key is new. `Err`
-/// is an answer given at once, remembering nothing.
+/// is an answer given at once, remembering nothing. `named` is the request's order
+/// number and attempt id.
 fn hear(
     book: &Mutex<Book>,
     genuine: bool,
     key: &str,
-    order_no: String,
+    named: (String, String),
 ) -> Result<(Mode, Option<Reply>, bool), Box<Response>> {
     let Ok(mut book) = book.lock() else { return Err(Box::new(StatusCode::INTERNAL_SERVER_ERROR.into_response())) };
     book.requests += 1;
@@ -292,6 +302,8 @@ fn hear(
             Reply { status: StatusCode::OK, body: vec![0xff, 0x00, 0x13, b'<'] }
         }),
         Mode::Accept => book.once(key, |book| {
+            let (order_no, attempt) = named;
+            book.accepted_attempts.insert(order_no.clone(), attempt);
             book.accepted.push((key.to_owned(), order_no));
             Reply { status: StatusCode::ACCEPTED, body: br#"{"queued":true}"#.to_vec() }
         }),

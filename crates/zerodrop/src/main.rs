@@ -135,13 +135,38 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    let secrets = known_secrets(&cli);
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Libraries may quote what they were given (a driver echoes a URL parameter):
+            // every secret zerodrop knows of is taken out of the message.
+            eprintln!("error: {}", zerodrop_server::config::scrub(&format!("{e:#}"), &secrets));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Names of `ZERODROP_*` variables whose values are secrets even when the configuration
+/// they belong to does not load.
+const SECRET_VARIABLE_WORDS: &[&str] = &["KEY", "SECRET", "PASSWORD", "TOKEN", "DATABASE_URL"];
+
+/// Every secret this run could print by accident: those of the configuration, of
+/// `--database-url`, and the values of variables named like secrets.
+fn known_secrets(cli: &Cli) -> Vec<String> {
+    use zerodrop_server::config::{url_secrets, ENV_PREFIX};
+    let mut secrets = Config::load(cli.config.as_deref(), std::env::vars()).map(|c| c.secrets()).unwrap_or_default();
+    if let Some(url) = &cli.database_url {
+        secrets.extend(url_secrets(url));
+    }
+    for (name, value) in std::env::vars() {
+        let secret_named = SECRET_VARIABLE_WORDS.iter().any(|w| name.contains(w));
+        if name.starts_with(ENV_PREFIX) && secret_named {
+            secrets.extend(url_secrets(&value));
+            secrets.push(value);
+        }
+    }
+    secrets
 }
 
 async fn run(cli: Cli) -> Result<std::process::ExitCode> {

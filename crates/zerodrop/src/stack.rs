@@ -18,7 +18,7 @@ pub use zerodrop_sandbox::Twist;
 use zerodrop_server::config::{Config, ProviderConfig, QueryStep};
 use zerodrop_server::App;
 
-pub const API_KEY: &str = "zd_local_merchant_key";
+pub const API_KEY: &str = "zd_local_merchant_key_for_tests_and_demo";
 pub const PROVIDER: &str = "sandbox";
 pub const APP_ID: &str = "2021000000000001";
 pub const SELLER_ID: &str = "2088000000000001";

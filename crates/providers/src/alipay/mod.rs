@@ -3,6 +3,7 @@
 //! with the sandbox's keys, the same adapter talks to the sandbox.
 
 pub mod clock;
+pub mod form;
 mod gateway;
 mod notify;
 pub mod sign;
@@ -73,8 +74,8 @@ impl Provider for Alipay {
         &self.config.name
     }
 
-    fn verify_notification(&self, _headers: &http::HeaderMap, body: &[u8]) -> Result<Notice, Rejection> {
-        notify::verify(&self.config, body)
+    fn verify_notification(&self, headers: &http::HeaderMap, body: &[u8]) -> Result<Notice, Rejection> {
+        notify::verify(&self.config, headers, body)
     }
 
     fn payment_instructions(&self, order: &OrderRef) -> Result<serde_json::Value, ProviderError> {

@@ -1,7 +1,7 @@
 //! Verifying and reading Alipay's asynchronous notifications.
 
 use super::clock::parse_cst;
-use super::sign::signing_string;
+use super::form::Form;
 use super::AlipayConfig;
 use crate::{Notice, NoticeStatus, RefundNotice, RejectCode, Rejection};
 use std::collections::HashMap;
@@ -11,17 +11,31 @@ use zerodrop_domain::money::{Currency, Money};
 /// rule for notify_url messages). Other types sign it too.
 const TYPES_WITHOUT_SIGN_TYPE: &[&str] = &["trade_status_sync"];
 
+/// A refusal before the signature verified: anyone could have sent it.
 fn reject(code: RejectCode, detail: impl Into<String>, order_no: Option<&str>) -> Rejection {
-    Rejection { code, detail: detail.into(), order_no: order_no.map(str::to_owned) }
+    Rejection { code, detail: detail.into(), order_no: order_no.map(str::to_owned), signed: false }
 }
 
-/// Verifies the signature first, then that the notification is for this merchant, then
-/// reads the payment it reports.
-pub(super) fn verify(config: &AlipayConfig, body: &[u8]) -> Result<Notice, Rejection> {
-    let params: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
+/// A refusal of a message whose signature verified: the provider sent it.
+fn reject_signed(code: RejectCode, detail: impl Into<String>, order_no: Option<&str>) -> Rejection {
+    Rejection { signed: true, ..reject(code, detail, order_no) }
+}
+
+/// The `charset` parameter of a `Content-Type` header, if it has one.
+fn header_charset(headers: &http::HeaderMap) -> Option<&str> {
+    let content_type = headers.get(http::header::CONTENT_TYPE)?.to_str().ok()?;
+    content_type.split(';').filter_map(|p| p.trim().strip_prefix("charset=")).next().map(|c| c.trim_matches('"'))
+}
+
+/// Verifies the signature first (over the body's bytes in its own charset, see
+/// [`Form`]), then that the notification is for this merchant, then reads the payment it
+/// reports.
+pub(super) fn verify(config: &AlipayConfig, headers: &http::HeaderMap, body: &[u8]) -> Result<Notice, Rejection> {
+    let form = Form::parse(body, header_charset(headers))
         .map_err(|e| reject(RejectCode::Malformed, format!("not a form body: {e}"), None))?;
+    let params = &form.fields;
     let mut fields: HashMap<&str, &str> = HashMap::with_capacity(params.len());
-    for (k, v) in &params {
+    for (k, v) in params {
         if fields.insert(k.as_str(), v.as_str()).is_some() {
             return Err(reject(RejectCode::Malformed, format!("field {k} appears twice"), None));
         }
@@ -44,9 +58,8 @@ pub(super) fn verify(config: &AlipayConfig, body: &[u8]) -> Result<Notice, Rejec
     }
     let notify_type = fields.get("notify_type").copied().unwrap_or_default();
     let keep_sign_type = !TYPES_WITHOUT_SIGN_TYPE.contains(&notify_type);
-    let pairs = params.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-    let message = signing_string(pairs, keep_sign_type);
-    if !config.alipay_public_key.verify_sha256_base64(message.as_bytes(), sign) {
+    let message = form.signing_bytes(keep_sign_type);
+    if !config.alipay_public_key.verify_sha256_base64(&message, sign) {
         return Err(reject(
             RejectCode::BadSignature,
             "signature does not verify under the Alipay public key",
@@ -56,39 +69,41 @@ pub(super) fn verify(config: &AlipayConfig, body: &[u8]) -> Result<Notice, Rejec
 
     let field = |name: &str| fields.get(name).copied().filter(|v| !v.is_empty());
     let required = |name: &'static str| {
-        field(name).ok_or_else(|| reject(RejectCode::Malformed, format!("{name} is missing"), claimed_order))
+        field(name).ok_or_else(|| reject_signed(RejectCode::Malformed, format!("{name} is missing"), claimed_order))
     };
     if required("app_id")? != config.app_id {
-        return Err(reject(RejectCode::WrongApp, "app_id is not this merchant's", claimed_order));
+        return Err(reject_signed(RejectCode::WrongApp, "app_id is not this merchant's", claimed_order));
     }
     if notify_type != "trade_status_sync" {
-        return Err(reject(
+        return Err(reject_signed(
             RejectCode::UnsupportedType,
             format!("notify_type {notify_type:?} is not handled"),
             claimed_order,
         ));
     }
     if required("seller_id")? != config.seller_id {
-        return Err(reject(RejectCode::WrongSeller, "seller_id is not this merchant's", claimed_order));
+        return Err(reject_signed(RejectCode::WrongSeller, "seller_id is not this merchant's", claimed_order));
     }
     let order_no = required("out_trade_no")?;
     let status = match required("trade_status")? {
         "TRADE_SUCCESS" | "TRADE_FINISHED" => {
             let total = required("total_amount")?;
             let amount = Money::parse_decimal(total, Currency::Cny)
-                .map_err(|e| reject(RejectCode::BadAmount, e.to_string(), Some(order_no)))?;
+                .map_err(|e| reject_signed(RejectCode::BadAmount, e.to_string(), Some(order_no)))?;
             NoticeStatus::Paid { amount, paid_at_ms: field("gmt_payment").and_then(parse_cst) }
         }
         "WAIT_BUYER_PAY" => NoticeStatus::AwaitingPayment,
         "TRADE_CLOSED" => NoticeStatus::Closed,
-        other => return Err(reject(RejectCode::Malformed, format!("unknown trade_status {other:?}"), Some(order_no))),
+        other => {
+            return Err(reject_signed(RejectCode::Malformed, format!("unknown trade_status {other:?}"), Some(order_no)))
+        }
     };
     // A refund shows as `refund_fee` (the trade's refunded total), `gmt_refund` and
     // `out_biz_no` (our refund request number) on a TRADE_SUCCESS or TRADE_CLOSED notice.
     let refund = match field("refund_fee") {
         Some(fee) => {
             let refunded_total = Money::parse_decimal(fee, Currency::Cny)
-                .map_err(|e| reject(RejectCode::BadAmount, format!("refund_fee: {e}"), Some(order_no)))?;
+                .map_err(|e| reject_signed(RejectCode::BadAmount, format!("refund_fee: {e}"), Some(order_no)))?;
             (refunded_total.minor > 0).then(|| RefundNotice {
                 request_no: field("out_biz_no").map(str::to_owned),
                 refunded_total,

@@ -8,9 +8,17 @@
 pub use crate::schedule::QueryStep;
 
 mod database;
+mod env;
+pub use env::ENV_PREFIX;
+mod notifications;
+mod redact;
+mod safety;
 mod seal;
 mod settlement;
 pub use database::DatabaseConfig;
+pub use notifications::NotificationConfig;
+pub use redact::{redact_url, scrub, url_secrets};
+pub use safety::MERCHANT_KEY_BYTES_MIN;
 pub use seal::{write_new_key, SealConfig, SealKeyError};
 pub use settlement::{AttentionConfig, ChargeConfig, RefundConfig};
 
@@ -18,14 +26,13 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 use zerodrop_domain::Secret;
 
-pub const ENV_PREFIX: &str = "ZERODROP_";
 /// `ZERODROP_*` variables that are not configuration keys: the config file's path, the
 /// log filter, and the test suite's PostgreSQL switches.
 pub const ENV_NOT_CONFIG: &[&str] = &["CONFIG", "LOG", "TEST_PG", "TEST_PG_MARKER", "TEST_BROWSER"];
 /// Default SQLite file, under `./data/` as the design says.
 pub const DATABASE_URL_DEFAULT: &str = "sqlite://./data/zerodrop.db";
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub database_url: String,
@@ -53,7 +60,16 @@ pub struct Config {
     pub attention: AttentionConfig,
     pub charges: ChargeConfig,
     pub refunds: RefundConfig,
+    pub notifications: NotificationConfig,
     pub seal: SealConfig,
+}
+
+/// `Debug` shows what `config check` shows: the database URL's password and every secret
+/// redacted (a derived `Debug` would print the URL as written).
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted_toml())
+    }
 }
 
 /// How log lines are written.
@@ -291,6 +307,7 @@ impl Default for Config {
             attention: AttentionConfig::default(),
             charges: ChargeConfig::default(),
             refunds: RefundConfig::default(),
+            notifications: NotificationConfig::default(),
             seal: SealConfig::default(),
         }
     }
@@ -347,13 +364,16 @@ impl Config {
                 .map_err(|source| ConfigError::Read { path: p.display().to_string(), source })?,
             None => String::new(),
         };
-        let mut table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Toml(describe(&e, &text)))?;
+        let mut table: toml::Table =
+            toml::from_str(&text).map_err(|e| ConfigError::Toml(redact::describe_syntax(&e, &text)))?;
+        let mut overrides = Vec::new();
         for (name, value) in env {
             if let Some(key) = name.strip_prefix(ENV_PREFIX).filter(|k| !ENV_NOT_CONFIG.contains(k)) {
-                apply_env(&mut table, key, &value)?;
+                overrides.push(env::apply(&mut table, key, &value).map_err(ConfigError::Invalid)?);
             }
         }
-        let config: Config = toml::Value::Table(table).try_into().map_err(|e| ConfigError::Toml(describe(&e, "")))?;
+        let config: Config =
+            toml::Value::Table(table).try_into().map_err(|e| ConfigError::Toml(env::describe(&e, &overrides)))?;
         config.validate()?;
         Ok(config)
     }
@@ -365,6 +385,7 @@ impl Config {
         self.attention.validate().map_err(ConfigError::Invalid)?;
         self.charges.validate().map_err(ConfigError::Invalid)?;
         self.refunds.validate().map_err(ConfigError::Invalid)?;
+        self.notifications.validate().map_err(ConfigError::Invalid)?;
         self.seal.validate().map_err(ConfigError::Invalid)?;
         if self.jobs.concurrency == 0 || self.jobs.concurrency > 256 {
             return invalid("jobs.concurrency must be 1..=256".into());
@@ -372,36 +393,53 @@ impl Config {
         if self.jobs.lease_ms < 5_000 {
             return invalid("jobs.lease_ms must be at least 5000".into());
         }
-        for e in &self.delivery_endpoints {
-            if zerodrop_domain::Sku::parse(&e.name).is_err()
-                || !(e.url.starts_with("http://") || e.url.starts_with("https://"))
-            {
-                return invalid(format!(
-                    "delivery endpoint {:?}: a short name and an http(s) url are required",
-                    e.name
-                ));
+        for (i, key) in self.api.merchant_api_keys.iter().enumerate() {
+            safety::key_long_enough(&format!("api.merchant_api_keys[{i}]"), key.expose())
+                .map_err(ConfigError::Invalid)?;
+        }
+        for (i, e) in self.delivery_endpoints.iter().enumerate() {
+            if zerodrop_domain::Sku::parse(&e.name).is_err() {
+                return invalid(format!("delivery_endpoints[{i}].name must be a short identifier"));
             }
-            if e.secret.expose().len() < 16 {
-                return invalid(format!("delivery endpoint {}: the secret must be at least 16 characters", e.name));
-            }
+            let key = |field: &str| format!("delivery_endpoints[{i}].{field} (endpoint {})", e.name);
+            safety::https_or_loopback(&key("url"), &e.url).map_err(ConfigError::Invalid)?;
+            safety::key_long_enough(&key("secret"), e.secret.expose()).map_err(ConfigError::Invalid)?;
         }
         if let Some(secret) = &self.status_pages.secret {
-            if secret.expose().len() < 16 {
-                return invalid("status_pages.secret must be at least 16 characters".into());
-            }
+            safety::key_long_enough("status_pages.secret", secret.expose()).map_err(ConfigError::Invalid)?;
         }
         if !(60..=90 * 86_400).contains(&self.status_pages.link_ttl_secs) {
             return invalid("status_pages.link_ttl_secs must be between 60 and 7776000".into());
         }
-        for p in &self.providers {
+        for (i, p) in self.providers.iter().enumerate() {
             if p.kind != "alipay" {
                 return invalid(format!("provider {}: kind {:?} is not supported (alipay)", p.name, p.kind));
             }
             if zerodrop_domain::Sku::parse(&p.name).is_err() {
                 return invalid(format!("provider name {:?} must be a short identifier", p.name));
             }
+            let key = format!("providers[{i}].gateway_url (provider {})", p.name);
+            safety::https_or_loopback(&key, &p.gateway_url).map_err(ConfigError::Invalid)?;
         }
         Ok(())
+    }
+
+    /// Every secret the configuration holds (keys, passwords, the database URL's password
+    /// and parameters), for [`scrub`] to keep out of anything printed.
+    pub fn secrets(&self) -> Vec<String> {
+        let mut found = redact::url_secrets(&self.database_url);
+        found.extend(self.api.merchant_api_keys.iter().map(|k| k.expose().clone()));
+        found.extend(self.delivery_endpoints.iter().map(|e| e.secret.expose().clone()));
+        found.extend(self.status_pages.secret.iter().map(|s| s.expose().clone()));
+        found.extend(self.card_keys.encryption_key.iter().map(|s| s.expose().clone()));
+        for p in &self.providers {
+            found.extend(p.app_private_key.iter().map(|k| k.expose().clone()));
+            found.extend(redact::url_secrets(&p.gateway_url));
+        }
+        for e in &self.delivery_endpoints {
+            found.extend(redact::url_secrets(&e.url));
+        }
+        found
     }
 
     /// The effective configuration as TOML, with every secret replaced by `[redacted]`
@@ -409,270 +447,15 @@ impl Config {
     pub fn redacted_toml(&self) -> String {
         let mut shown = self.clone();
         shown.database_url = redact_url(&self.database_url);
+        for p in &mut shown.providers {
+            p.gateway_url = redact_url(&p.gateway_url);
+        }
+        for e in &mut shown.delivery_endpoints {
+            e.url = redact_url(&e.url);
+        }
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render configuration: {e}"))
     }
 }
 
-/// A URL with its password (the user-info after `:`, and any `password=` parameter)
-/// replaced by `[redacted]`, for printing.
-pub fn redact_url(url: &str) -> String {
-    let mut shown = url.to_owned();
-    if let Some(scheme) = shown.find("://") {
-        let authority_end = shown[scheme + 3..].find('/').map_or(shown.len(), |i| scheme + 3 + i);
-        if let Some(at) = shown[..authority_end].rfind('@') {
-            if let Some(colon) = shown[scheme + 3..at].find(':') {
-                shown.replace_range(scheme + 3 + colon + 1..at, "[redacted]");
-            }
-        }
-    }
-    if let Some(start) = shown.find("password=") {
-        let value = start + "password=".len();
-        let end = shown[value..].find('&').map_or(shown.len(), |i| value + i);
-        shown.replace_range(value..end, "[redacted]");
-    }
-    shown
-}
-
-/// A TOML error in words without the text it quotes: its message with every quoted value
-/// blanked, and where it is when the file's text is known.
-fn describe(e: &toml::de::Error, text: &str) -> String {
-    let mut message = String::new();
-    let mut quoted = false;
-    for c in e.message().chars() {
-        if c == '"' {
-            if !quoted {
-                message.push_str("\"…\"");
-            }
-            quoted = !quoted;
-        } else if !quoted {
-            message.push(c);
-        }
-    }
-    match e.span().filter(|_| !text.is_empty()) {
-        Some(span) => {
-            let before = &text[..span.start.min(text.len())];
-            let line = before.matches('\n').count() + 1;
-            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-            format!("line {line}, column {column}: {message}")
-        }
-        None => message,
-    }
-}
-
-fn apply_env(table: &mut toml::Table, key: &str, value: &str) -> Result<(), ConfigError> {
-    let path: Vec<String> = key.split("__").map(|s| s.to_ascii_lowercase()).collect();
-    let parsed = parse_env_value(value);
-    set_path(&mut toml::Value::Table(std::mem::take(table)), &path, parsed)
-        .map(|root| {
-            if let toml::Value::Table(t) = root {
-                *table = t;
-            }
-        })
-        .map_err(|m| ConfigError::Invalid(format!("{ENV_PREFIX}{key}: {m}")))
-}
-
-fn parse_env_value(value: &str) -> toml::Value {
-    // `x = <value>` parses numbers, booleans and arrays; anything else is a string.
-    match toml::from_str::<toml::Table>(&format!("x = {value}")) {
-        Ok(mut t) => t.remove("x").unwrap_or_else(|| toml::Value::String(value.into())),
-        Err(_) => toml::Value::String(value.into()),
-    }
-}
-
-fn set_path(root: &mut toml::Value, path: &[String], value: toml::Value) -> Result<toml::Value, String> {
-    let mut node = &mut *root;
-    for (i, segment) in path.iter().enumerate() {
-        let last = i + 1 == path.len();
-        node = match node {
-            toml::Value::Table(t) => {
-                if last {
-                    t.insert(segment.clone(), value);
-                    return Ok(std::mem::replace(root, toml::Value::Boolean(false)));
-                }
-                let next_is_index = path[i + 1].parse::<usize>().is_ok();
-                t.entry(segment.clone()).or_insert_with(|| {
-                    if next_is_index {
-                        toml::Value::Array(Vec::new())
-                    } else {
-                        toml::Value::Table(toml::Table::new())
-                    }
-                })
-            }
-            toml::Value::Array(items) => {
-                let index: usize = segment.parse().map_err(|_| format!("{segment} is not an index"))?;
-                if index > items.len() {
-                    return Err(format!("index {index} skips entries"));
-                }
-                if index == items.len() {
-                    items.push(toml::Value::Table(toml::Table::new()));
-                }
-                if last {
-                    items[index] = value;
-                    return Ok(std::mem::replace(root, toml::Value::Boolean(false)));
-                }
-                &mut items[index]
-            }
-            _ => return Err(format!("{segment} is not a table")),
-        };
-    }
-    Err("empty key".into())
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-    }
-
-    #[test]
-    fn log_format_is_text_by_default_json_on_request_and_nothing_else() {
-        assert_eq!(Config::load(None, env(&[])).unwrap().log_format, LogFormat::Text);
-        let json = Config::load(None, env(&[("ZERODROP_LOG_FORMAT", "json")])).unwrap();
-        assert_eq!(json.log_format, LogFormat::Json);
-        let wrong = Config::load(None, env(&[("ZERODROP_LOG_FORMAT", "yaml")])).unwrap_err();
-        assert!(wrong.to_string().contains("yaml"), "{wrong}");
-    }
-
-    #[test]
-    fn environment_overrides_file_values_at_any_depth() {
-        let dir = std::env::temp_dir().join(format!("zd-config-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("zerodrop.toml");
-        std::fs::write(&file, "listen = \"0.0.0.0:1\"\n[orders]\nttl_secs = 60\n").unwrap();
-        let config = Config::load(
-            Some(&file),
-            env(&[
-                ("ZERODROP_ORDERS__TTL_SECS", "120"),
-                ("ZERODROP_DATABASE_URL", "postgres://zd:hunter2@db.example:5432/zd"),
-                ("ZERODROP_ORDERS__QUERY_SCHEDULE_SECS", "[5, 10]"),
-                ("ZERODROP_API__MERCHANT_API_KEYS", "[\"k1\"]"),
-                ("ZERODROP_PROVIDERS__0__NAME", "sandbox"),
-                ("ZERODROP_PROVIDERS__0__KIND", "alipay"),
-                ("ZERODROP_PROVIDERS__0__APP_ID", "2021"),
-                ("ZERODROP_PROVIDERS__0__SELLER_ID", "2088"),
-                ("ZERODROP_PROVIDERS__0__GATEWAY_URL", "http://127.0.0.1:9/gateway.do"),
-                ("ZERODROP_PROVIDERS__0__APP_PRIVATE_KEY", "very-secret-key"),
-                ("HOME", "/ignored"),
-                ("ZERODROP_LOG", "debug"),
-                ("ZERODROP_CONFIG", "/etc/zerodrop.toml"),
-                ("ZERODROP_TEST_PG", "postgres://x"),
-            ]),
-        )
-        .unwrap();
-        assert_eq!(config.listen, "0.0.0.0:1");
-        assert_eq!(config.orders.ttl_secs, 120);
-        assert_eq!(config.orders.query_schedule_secs, vec![5, 10]);
-        assert_eq!(config.providers[0].app_id, "2021", "a numeric-looking id stays as written");
-        let printed = config.redacted_toml();
-        assert!(!printed.contains("hunter2"), "the database password is never printed: {printed}");
-        assert!(!printed.contains("very-secret-key") && !printed.contains("k1"), "{printed}");
-        assert!(printed.contains("[redacted]"));
-        let _ = std::fs::remove_dir_all(dir);
-    }
-
-    #[test]
-    fn files_written_before_the_cadence_still_load_and_never_ask_less() {
-        let dir = std::env::temp_dir().join(format!("zd-config-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("zerodrop.toml");
-        let old = "[orders]\nttl_secs = 900\nquery_schedule_secs = [30, 60, 120, 300, 600]\nlate_sweep_secs = 600\n";
-        std::fs::write(&file, old).unwrap();
-        let config = Config::load(Some(&file), env(&[])).unwrap();
-        assert_eq!(config.orders.query_schedule_secs, [30, 60, 120, 300, 600]);
-        assert_eq!(config.orders.query_cadence, OrderConfig::default().query_cadence, "the cadence still runs");
-        assert_eq!(config.orders.late_sweep_points_secs(), [600, 3_600, 21_600, 86_400, 259_200]);
-        let _ = std::fs::remove_dir_all(dir);
-    }
-
-    #[test]
-    fn the_cadence_and_sweeps_are_set_from_a_file_or_the_environment() {
-        let cadence = "[{ every_secs = 10, until_secs = 60 }, { every_secs = 45 }]";
-        let config = Config::load(
-            None,
-            env(&[
-                ("ZERODROP_ORDERS__QUERY_CADENCE", cadence),
-                ("ZERODROP_ORDERS__LATE_SWEEP_SCHEDULE_SECS", "[60, 7200]"),
-            ]),
-        )
-        .unwrap();
-        let steps = &config.orders.query_cadence;
-        assert_eq!(
-            steps,
-            &[QueryStep { every_secs: 10, until_secs: Some(60) }, QueryStep { every_secs: 45, until_secs: None }]
-        );
-        assert_eq!(config.orders.late_sweep_points_secs(), [60, 7_200]);
-        // The effective configuration, written out and read back, is the same (a child
-        // `serve` reads what the stack writes).
-        let text = toml::to_string_pretty(&config).unwrap();
-        let again: Config = toml::from_str(&text).unwrap();
-        assert_eq!(again.orders.query_cadence, config.orders.query_cadence, "{text}");
-        assert_eq!(again.orders.late_sweep_points_secs(), [60, 7_200], "{text}");
-        assert!(!text.contains("late_sweep_secs"), "the replaced key is not written: {text}");
-    }
-
-    #[test]
-    fn a_cadence_or_sweep_schedule_that_cannot_work_is_refused_with_the_key_named() {
-        let refused = |key: &str, value: &str| Config::load(None, env(&[(key, value)])).unwrap_err().to_string();
-        let cadence = "ZERODROP_ORDERS__QUERY_CADENCE";
-        let err = refused(cadence, "[{ every_secs = 0 }]");
-        assert!(err.contains("query_cadence[0].every_secs"), "{err}");
-        let err = refused(cadence, "[{ every_secs = 10 }, { every_secs = 20, until_secs = 60 }]");
-        assert!(err.contains("must be the last step"), "{err}");
-        let err = refused(cadence, "[{ every_secs = 10, until_secs = 60 }, { every_secs = 20, until_secs = 30 }]");
-        assert!(err.contains("query_cadence[1].until_secs"), "{err}");
-        let hour_at_every_second = env(&[(cadence, "[{ every_secs = 1 }]"), ("ZERODROP_ORDERS__TTL_SECS", "3600")]);
-        let err = Config::load(None, hour_at_every_second).unwrap_err().to_string();
-        assert!(err.contains("more than 1000 times"), "{err}");
-        let err = refused(cadence, "[{ every_secs = 30, until = 60 }]");
-        assert!(err.contains("until"), "{err}");
-        let err = refused("ZERODROP_ORDERS__LATE_SWEEP_SCHEDULE_SECS", "[]");
-        assert!(err.contains("late_sweep_schedule_secs"), "no sweep at all is refused: {err}");
-        let err = refused("ZERODROP_ORDERS__LATE_SWEEP_SCHEDULE_SECS", "[3600, 0]");
-        assert!(err.contains("late_sweep_schedule_secs"), "{err}");
-        let err = refused("ZERODROP_ORDERS__LATE_SWEEP_SECS", "-5");
-        assert!(err.contains("late_sweep_schedule_secs"), "the old key is checked as a point of the new: {err}");
-    }
-
-    #[test]
-    fn bad_configuration_is_refused_with_the_key_named() {
-        let err = Config::load(None, env(&[("ZERODROP_ORDERS__TTL_SECS", "1")])).unwrap_err().to_string();
-        assert!(err.contains("ttl_secs"), "{err}");
-        let err = Config::load(None, env(&[("ZERODROP_SURPRISE", "1")])).unwrap_err().to_string();
-        assert!(err.contains("surprise"), "{err}");
-    }
-
-    #[test]
-    fn urls_lose_their_passwords_when_printed() {
-        assert_eq!(redact_url("postgres://zd:hunter2@db:5432/zd"), "postgres://zd:[redacted]@db:5432/zd");
-        assert_eq!(redact_url("postgres://zd@db/zd"), "postgres://zd@db/zd", "no password, nothing to hide");
-        assert_eq!(
-            redact_url("postgres://db/zd?user=zd&password=hunter2&x=1"),
-            "postgres://db/zd?user=zd&password=[redacted]&x=1"
-        );
-        assert_eq!(redact_url("sqlite://./data/zerodrop.db"), "sqlite://./data/zerodrop.db");
-        assert_eq!(
-            redact_url("postgres://a:p@ss@db/zd"),
-            "postgres://a:[redacted]@db/zd",
-            "the last @ ends the user-info"
-        );
-    }
-
-    #[test]
-    fn configuration_errors_never_quote_the_text_they_refuse() {
-        let dir = std::env::temp_dir().join(format!("zd-cfg-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("bad.toml");
-        // A syntax error on the line that holds a private key.
-        std::fs::write(&file, "listen = \"127.0.0.1:1\"\n[[providers]]\napp_private_key = \"MIIEsecretkey\n").unwrap();
-        let error = Config::load(Some(&file), env(&[])).unwrap_err().to_string();
-        assert!(!error.contains("MIIEsecretkey"), "{error}");
-        assert!(error.contains("line 3"), "says where: {error}");
-        // A secret from the environment that does not fit its key's type.
-        let error = Config::load(None, env(&[("ZERODROP_API__MERCHANT_API_KEYS", "zd_live_topsecret")]))
-            .unwrap_err()
-            .to_string();
-        assert!(!error.contains("topsecret"), "{error}");
-    }
-}
+mod tests;

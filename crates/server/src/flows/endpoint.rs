@@ -3,8 +3,9 @@
 //!
 //! zerodrop POSTs a JSON delivery request signed with HMAC-SHA256 over `timestamp.body`
 //! (headers `X-Zerodrop-Timestamp` and `X-Zerodrop-Signature: v1=<hex>`), with the order
-//! id as `Idempotency-Key`. 2xx means delivered; 202 means accepted, to be confirmed later
-//! through `POST /v1/orders/{order_no}/delivery` signed the same way; 4xx is a permanent
+//! id as `Idempotency-Key` and a fresh `attempt` id in the body. 2xx means delivered; 202
+//! means accepted, to be confirmed later through `POST /v1/orders/{order_no}/delivery`
+//! signed the same way, naming the order and the attempt (accepted once); 4xx is a permanent
 //! refusal; a redirect or a 5xx is a failure, retried. A request that went out and got no
 //! complete answer (a timeout, a connection broken mid-way) is *unknown*: the endpoint may
 //! have delivered, so only a later definite answer to the same idempotency key (which the
@@ -78,8 +79,15 @@ fn decode_mac(text: &str) -> Option<Vec<u8>> {
     hex::decode(text).ok()
 }
 
-/// The delivery request the endpoint receives.
-pub fn request_body(order: &OrderRow) -> Value {
+/// A fresh id for one request to the endpoint: 128 random bits, hex. The endpoint names
+/// it when it confirms an accepted request, so each confirmation is bound to one attempt.
+pub fn new_attempt_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// The delivery request the endpoint receives. `attempt` names this request; repeats
+/// of the order's request carry new ones under the same idempotency key.
+pub fn request_body(order: &OrderRow, attempt: &str) -> Value {
     let payload = match &order.product.kind {
         zerodrop_domain::ProductKind::External { payload, .. } => payload.clone(),
         _other => Value::Null,
@@ -94,6 +102,7 @@ pub fn request_body(order: &OrderRow) -> Value {
         "currency": order.amount.currency.code(),
         "paid_at_ms": order.paid_at_ms,
         "payload": payload,
+        "attempt": attempt,
     })
 }
 
@@ -126,6 +135,8 @@ impl Answer {
 /// One attempt, as the timeline records it.
 #[derive(Clone, Debug)]
 pub struct Attempt {
+    /// The `attempt` the request carried.
+    pub id: String,
     pub answer: Answer,
     pub status: Option<u16>,
     pub latency_ms: i64,
@@ -133,7 +144,8 @@ pub struct Attempt {
 }
 
 pub async fn send(client: &reqwest::Client, endpoint: &EndpointConfig, order: &OrderRow, now_secs: i64) -> Attempt {
-    let body = request_body(order).to_string().into_bytes();
+    let id = new_attempt_id();
+    let body = request_body(order, &id).to_string().into_bytes();
     let started = Instant::now();
     let response = client
         .post(&endpoint.url)
@@ -159,7 +171,7 @@ pub async fn send(client: &reqwest::Client, endpoint: &EndpointConfig, order: &O
             } else {
                 Answer::Unknown("the connection broke before an answer".into())
             };
-            return Attempt { answer, status: None, latency_ms: elapsed_ms(started), excerpt: String::new() };
+            return Attempt { id, answer, status: None, latency_ms: elapsed_ms(started), excerpt: String::new() };
         }
     };
     let status = response.status().as_u16();
@@ -191,7 +203,7 @@ pub async fn send(client: &reqwest::Client, endpoint: &EndpointConfig, order: &O
         400..=499 => Answer::Refused,
         _ => Answer::Failed(format!("HTTP {status}")),
     };
-    Attempt { answer, status: Some(status), latency_ms: elapsed_ms(started), excerpt }
+    Attempt { id, answer, status: Some(status), latency_ms: elapsed_ms(started), excerpt }
 }
 
 fn elapsed_ms(started: Instant) -> i64 {

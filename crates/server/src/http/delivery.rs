@@ -39,6 +39,11 @@ fn confirm_refusal(e: ConfirmError) -> ApiError {
         }
         ConfirmError::Refunded => ApiError::conflict(ErrorCode::OrderRefunded, message),
         ConfirmError::OtherOrder => ApiError::invalid(ErrorCode::ConfirmationForAnotherOrder, message),
+        ConfirmError::UnknownAttempt => ApiError::invalid(ErrorCode::UnknownAttempt, message),
+        ConfirmError::Replayed => ApiError::conflict(ErrorCode::ConfirmationReplayed, message),
+        ConfirmError::AttemptInFlight => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, message)
+        }
         ConfirmError::NotAwaiting(_) => ApiError::conflict(ErrorCode::OrderNotAwaitingDelivery, message),
         ConfirmError::EndpointMissing(_) | ConfirmError::Store(_) => ApiError::internal(&e),
     }

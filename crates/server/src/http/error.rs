@@ -70,6 +70,9 @@ error_codes! {
     MoneyAtStake => "money_at_stake",
     ActionNotApplicable => "action_not_applicable",
     ConfirmationForAnotherOrder => "confirmation_for_another_order",
+    BadRequest => "bad_request",
+    UnknownAttempt => "unknown_attempt",
+    ConfirmationReplayed => "confirmation_replayed",
 }
 
 impl std::fmt::Display for ErrorCode {

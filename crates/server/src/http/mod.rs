@@ -18,6 +18,7 @@ mod ops;
 pub mod order_view;
 mod orders;
 pub mod pages;
+mod plain;
 mod refunds;
 pub mod status_text;
 mod users;
@@ -72,6 +73,9 @@ pub fn router(app: App) -> Router {
         .with_state(app)
         // Layers run outside in, from the last added: the id is set first, then the
         // span opens, then error bodies learn the id, then the response carries it.
+        // Innermost, a plain-text error axum made (a rejected path parameter, say)
+        // becomes the documented JSON.
+        .layer(middleware::from_fn(plain::json_errors))
         .layer(middleware::from_fn(request_id_scope))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
         // Failures are logged once, where they become an ApiError, not again here.

@@ -3,7 +3,7 @@
 
 use super::error::ApiError;
 use crate::app::App;
-use crate::intake::{self, Request, NOTIFY_BODY_BYTES_MAX};
+use crate::intake::{self, Intake, Request, NOTIFY_BODY_BYTES_MAX};
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -30,7 +30,8 @@ pub async fn notify(
             None => super::gate::not_ready().into_response(),
         };
     }
-    match intake::receive(&app.store, &app.committer, provider_adapter, request).await {
+    let intake = Intake { store: &app.store, committer: &app.committer, refusals: &app.refusals };
+    match intake::receive(&intake, provider_adapter, request).await {
         Some(ack) => answer(ack),
         None => {
             let body = format!("unknown provider (request id {})", ApiError::request_id());

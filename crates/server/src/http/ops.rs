@@ -97,5 +97,10 @@ pub async fn metrics(State(app): State<App>) -> Result<Response, ApiError> {
     for (verdict, count) in notifications::count_by_verdict(&mut conn).await? {
         let _ = writeln!(out, "zerodrop_notifications{{verdict=\"{verdict}\"}} {count}");
     }
+    let _ = writeln!(
+        out,
+        "# HELP zerodrop_notifications_refused_unstored_total Refused notifications over the per-source or total limit, answered but not stored (this process, since it started).\n# TYPE zerodrop_notifications_refused_unstored_total counter"
+    );
+    let _ = writeln!(out, "zerodrop_notifications_refused_unstored_total {}", app.refusals.unstored());
     Ok(([("content-type", "text/plain; version=0.0.4")], out).into_response())
 }

@@ -188,6 +188,8 @@ pub fn event_label(kind: EventKind, lang: Lang) -> &'static str {
         (EventKind::ProviderCloseRequested, Lang::En) => "Closed at the provider",
         (EventKind::NotificationRejected, Lang::Zh) => "拒绝了一条可疑通知",
         (EventKind::NotificationRejected, Lang::En) => "A suspicious message was refused",
+        (EventKind::ConfirmationReplayed, Lang::Zh) => "拒绝了一条重复的发货确认",
+        (EventKind::ConfirmationReplayed, Lang::En) => "A repeated delivery confirmation was refused",
         (EventKind::RefundNotified, Lang::Zh) => "支付渠道确认退款",
         (EventKind::RefundNotified, Lang::En) => "Provider confirmed a refund",
         (EventKind::ChargeRecorded, Lang::Zh) => "记录一笔付款",

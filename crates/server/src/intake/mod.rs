@@ -10,9 +10,11 @@
 pub mod accept;
 pub mod committer;
 pub mod evidence;
+pub mod limit;
 
 use committer::{Committer, SubmitError};
 use evidence::{Fields, Inbound};
+use limit::RefusalLimiter;
 use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,30 +39,35 @@ pub struct Request<'a> {
 /// provider has that name (the route answers 404).
 pub type Answer = Option<Ack>;
 
+/// What intake is given besides the request: the database, the group committer, and
+/// the limit on refused notifications stored.
+pub struct Intake<'a> {
+    pub store: &'a Store,
+    pub committer: &'a Committer,
+    pub refusals: &'a RefusalLimiter,
+}
+
 /// Takes one notification request to the end: stored, acted on, and answered.
 #[tracing::instrument(name = "intake", skip_all, fields(provider = request.provider_name))]
-pub async fn receive(
-    store: &Store,
-    committer: &Committer,
-    provider: Option<Arc<dyn Provider>>,
-    request: Request<'_>,
-) -> Answer {
+pub async fn receive(intake: &Intake<'_>, provider: Option<Arc<dyn Provider>>, request: Request<'_>) -> Answer {
+    let store = intake.store;
     let inbound =
         Inbound::new(request.provider_name, request.remote, request.headers, request.body.unwrap_or_default());
     let Some(provider) = provider else {
-        log_store_failure(
-            evidence::store_alone(store, &inbound, Verdict::Rejected, "unknown_provider: no such provider").await,
-        );
+        store_refused(intake, &inbound, request.remote, "unknown_provider: no such provider").await;
         return None;
     };
     let Some(body) = request.body else {
         let reason = format!("body_too_large: body larger than {NOTIFY_BODY_BYTES_MAX} bytes");
-        log_store_failure(evidence::store_alone(store, &inbound, Verdict::Rejected, &reason).await);
+        store_refused(intake, &inbound, request.remote, &reason).await;
         // The provider's own refusal body, with the status that says why.
         return Some(Ack { status: 413, ..provider.ack(AckKind::Rejected) });
     };
     let kind = match provider.verify_notification(request.headers, body) {
-        Ok(notice) => committer.submit(inbound, notice).await,
+        Ok(notice) => intake.committer.submit(inbound, notice).await,
+        Err(rejection) if !rejection.signed && !intake.refusals.allow(request.remote, now_ms()) => {
+            Ok(AckKind::Rejected)
+        }
         Err(rejection) => reject(store, &inbound, &rejection).await.map_err(SubmitError::Store),
     };
     let kind = match kind {
@@ -74,11 +81,18 @@ pub async fn receive(
         Err(e) => {
             tracing::error!(error = %e, "notification not processed; provider will retry");
             let inbound = Inbound::new(request.provider_name, request.remote, request.headers, body);
-            log_store_failure(evidence::store_alone(store, &inbound, Verdict::Failed, &e.to_string()).await);
+            log_store_failure(evidence::store_alone(store, &inbound, Verdict::Failed, &e.to_string(), false).await);
             AckKind::RetryLater
         }
     };
     Some(provider.ack(kind))
+}
+
+/// Stores a refusal nothing verified (in part), while its source is within the limit.
+async fn store_refused(intake: &Intake<'_>, inbound: &Inbound, remote: Option<SocketAddr>, reason: &str) {
+    if intake.refusals.allow(remote, now_ms()) {
+        log_store_failure(evidence::store_alone(intake.store, inbound, Verdict::Rejected, reason, true).await);
+    }
 }
 
 fn log_store_failure(result: Result<i64, StoreError>) {
@@ -93,7 +107,10 @@ async fn reject(store: &Store, inbound: &Inbound, rejection: &Rejection) -> Resu
     let mut tx = store.begin().await?;
     let now = now_ms();
     let reason = format!("{}: {}", rejection.code, rejection.detail);
-    let fields = Fields { order_no: rejection.order_no.as_deref(), ..Fields::default() };
+    // Only a refusal whose signature verified (a genuine message that does not add up) is
+    // kept whole; anyone can send the others.
+    let fields =
+        Fields { order_no: rejection.order_no.as_deref(), refused_unverified: !rejection.signed, ..Fields::default() };
     let id = evidence::insert(&mut tx, inbound, Verdict::Rejected, Some(&reason), fields, now);
     if let (true, Some(order_no)) = (rejection.code.flags_order(), &rejection.order_no) {
         if let Some(mut order) = orders::lock_by_no(&mut tx, order_no).await? {

@@ -14,6 +14,7 @@ pub mod deadline;
 pub mod deliver_external;
 pub mod expire_order;
 pub mod late_sweep;
+pub mod prune_refused;
 pub mod query_payment;
 pub mod refund;
 pub mod resolve_parked;

@@ -8,6 +8,7 @@ use super::deadline::Deadline;
 use super::deliver_external::DeliverExternal;
 use super::expire_order::ExpireOrder;
 use super::late_sweep::LateSweep;
+use super::prune_refused::PruneRefused;
 use super::query_payment::QueryPayment;
 use super::refund::Refund;
 use super::resolve_parked::ResolveParked;
@@ -37,6 +38,7 @@ pub const HANDLED_KINDS: &[&str] = &[
     DeliverExternal::KIND,
     Restock::KIND,
     CheckPayment::KIND,
+    PruneRefused::KIND,
 ];
 
 /// Time kept free between a run's limit and its lease, so a slow run is stopped before
@@ -57,6 +59,11 @@ pub async fn run(services: Services, mut stop: tokio::sync::watch::Receiver<bool
     let poll = Duration::from_millis(services.config.jobs.poll_interval_ms);
     let mut running: JoinSet<()> = JoinSet::new();
     let mut error_pause_ms = CLAIM_ERROR_PAUSE_MS_FIRST;
+    // The one job nothing else enqueues: every process that runs jobs asks for it, and
+    // its dedupe key keeps it to one, ever.
+    if let Err(e) = super::prune_refused::schedule(&services.store).await {
+        tracing::warn!(error = %e, "the prune job could not be scheduled; the next start asks again");
+    }
     loop {
         if *stop.borrow() {
             break;
@@ -119,6 +126,7 @@ async fn run_one(services: Services, job: ClaimedJob) {
             DeliverExternal::KIND => execute::<DeliverExternal>(&services, &job).await,
             Restock::KIND => execute::<Restock>(&services, &job).await,
             CheckPayment::KIND => execute::<CheckPayment>(&services, &job).await,
+            PruneRefused::KIND => execute::<PruneRefused>(&services, &job).await,
             other => {
                 let outcome = Outcome::Retry(format!("no handler for job kind {other}"));
                 record(&services, &job, outcome, None).await;

@@ -109,25 +109,112 @@ both_engines! {
         let unsigned = client.post(format!("{url}/v1/orders/{no}/delivery")).body(r#"{"status":"delivered"}"#).send().await.unwrap();
         assert_eq!(unsigned.status().as_u16(), 401);
         assert_eq!(h.client.order(&no).await.unwrap()["order"]["status"], "paid");
-        // The genuine confirmation delivers; its replay gets the same answer and changes nothing.
+        // The genuine confirmation delivers. Sent again (a replay, or a resend whose answer
+        // was lost) it is refused and recorded, and changes nothing else: a replayed
+        // `failed` under the same attempt included.
         let answers = game.confirm_accepted(url).await.unwrap();
         assert_eq!(answers, vec![(no.clone(), 200)]);
-        let delivered = json!({ "order_no": no, "status": "delivered" }).to_string();
-        assert_eq!(endpoint::confirm(&client, url, &no, &delivered).await.unwrap(), 200);
+        let attempt = game.accepted_attempt(&no).expect("the accepted request named its attempt");
+        let delivered = json!({ "order_no": no, "attempt": attempt, "status": "delivered" }).to_string();
+        assert_eq!(endpoint::confirm(&client, url, &no, &delivered).await.unwrap(), 409);
+        let failed = json!({ "order_no": no, "attempt": attempt, "status": "failed", "reason": "x" }).to_string();
+        assert_eq!(endpoint::confirm(&client, url, &no, &failed).await.unwrap(), 409, "a replayed failed is refused");
         let order = h.client.order(&no).await.unwrap();
         assert_eq!(order["order"]["status"], "delivered");
         assert_eq!(count(&order, "delivered"), 1);
+        assert_eq!(count(&order, "confirmation_replayed"), 2, "each replay is in the timeline");
+        assert_eq!(count(&order, "refund_requested") + count(&order, "delivery_failed"), 0);
+        // An attempt zerodrop never sent is refused, whatever it says.
+        let made_up = json!({ "order_no": no, "attempt": "0123456789abcdef", "status": "failed" }).to_string();
+        assert_eq!(endpoint::confirm(&client, url, &no, &made_up).await.unwrap(), 422);
         // Confirmations for orders that are not external are refused.
         let other = h.paid("player", "diamonds_60").await;
-        let for_other = json!({ "order_no": other, "status": "delivered" }).to_string();
+        let for_other = json!({ "order_no": other, "attempt": attempt, "status": "delivered" }).to_string();
         assert_eq!(endpoint::confirm(&client, url, &other, &for_other).await.unwrap(), 409);
         // A genuine confirmation for one order, replayed against another: refused, and the
         // other order is untouched (a replayed `failed` would have refunded it).
         let waiting = h.paid("player2", "gold_patient").await;
-        let failed_for_no = json!({ "order_no": no, "status": "failed", "reason": "x" }).to_string();
+        let failed_for_no = json!({ "order_no": no, "attempt": attempt, "status": "failed", "reason": "x" }).to_string();
         assert_eq!(endpoint::confirm(&client, url, &waiting, &failed_for_no).await.unwrap(), 422);
-        assert_eq!(endpoint::confirm(&client, url, &waiting, r#"{"status":"failed"}"#).await.unwrap(), 422, "the order must be named");
+        let unnamed = json!({ "attempt": attempt, "status": "failed" }).to_string();
+        assert_eq!(endpoint::confirm(&client, url, &waiting, &unnamed).await.unwrap(), 422, "the order must be named");
+        let no_attempt = json!({ "order_no": waiting, "status": "failed" }).to_string();
+        assert_eq!(endpoint::confirm(&client, url, &waiting, &no_attempt).await.unwrap(), 422, "the attempt must be named");
         assert_eq!(h.client.order(&waiting).await.unwrap()["order"]["status"], "paid", "nothing refunded");
+        h.audit_passes().await;
+        h.stop().await;
+        game.stop();
+    }
+}
+
+both_engines! {
+    /// A genuine `failed` refunds the order once. The same confirmation replayed, however
+    /// often within its signature's window, is refused and recorded, and refunds nothing.
+    async fn a_replayed_failed_confirmation_refunds_nothing_more(db) {
+        let (h, game) = stack(db, Mode::Accept).await;
+        let no = h.paid("player", "gold_patient").await;
+        zerodrop::stack::eventually(Duration::from_secs(10), "acceptance", || async {
+            let order = h.client.order(&no).await?;
+            Ok((count(&order, "delivery_accepted") == 1).then_some(()))
+        }).await.unwrap();
+        let client = zerodrop_providers::http_client::client(Duration::from_secs(5)).unwrap();
+        let url = &h.server.base_url;
+        let attempt = game.accepted_attempt(&no).unwrap();
+        let failed = json!({ "order_no": no, "attempt": attempt, "status": "failed", "reason": "banned" }).to_string();
+        assert_eq!(endpoint::confirm(&client, url, &no, &failed).await.unwrap(), 200);
+        // Once the refund it started has settled, nothing else moves the order.
+        let before = h.wait_for_status(&no, "refunded", Duration::from_secs(15)).await;
+        assert_eq!(count(&before, "delivery_failed"), 1);
+        assert_eq!(count(&before, "refund_requested"), 1, "the policy refunds at once");
+        for _ in 0..3 {
+            assert_eq!(endpoint::confirm(&client, url, &no, &failed).await.unwrap(), 409);
+        }
+        let after = h.client.order(&no).await.unwrap();
+        assert_eq!(count(&after, "confirmation_replayed"), 3);
+        // What a `failed` does, done once: the refund's own later news (the provider's refund
+        // notification) may still arrive, so the timeline is compared kind by kind.
+        for kind in ["delivery_failed", "deadline_missed", "refund_due", "refund_requested", "attention_raised", "delivered"] {
+            assert_eq!(count(&after, kind), count(&before, kind), "a replay does not {kind} again");
+        }
+        assert_eq!(after["order"]["status"], "refunded");
+        assert_eq!(after["refunds"].as_array().map(Vec::len), before["refunds"].as_array().map(Vec::len));
+        let mut conn = h.server.app.store.reader().await.unwrap();
+        let order_id = after["order"]["id"].as_str().unwrap();
+        let stored = zerodrop_store::confirmations::for_order(&mut conn, order_id).await.unwrap();
+        assert_eq!(stored.len(), 1, "accepted once");
+        assert_eq!((stored[0].attempt_id.as_str(), stored[0].status.as_str()), (attempt.as_str(), "failed"));
+        drop(conn);
+        h.audit_passes().await;
+        h.stop().await;
+        game.stop();
+    }
+}
+
+both_engines! {
+    /// A confirmation naming an attempt zerodrop has not recorded: while a request to the
+    /// endpoint is out it may be that request's answer racing ahead of it (503: send it
+    /// again); once nothing is out, it is refused.
+    async fn a_confirmation_for_an_attempt_not_recorded_is_asked_again_then_refused(db) {
+        let game = Endpoint::start(Mode::Hold).await.unwrap();
+        let tuning = zerodrop::stack::Tuning { endpoint_timeout_ms: 20_000, ..goods(Some(game.url.clone())) };
+        let h = Harness::start(db, calm(), tuning).await;
+        let no = h.paid("player", "gold_patient").await;
+        zerodrop::stack::eventually(Duration::from_secs(10), "the request to be out", || async {
+            Ok((game.heard().values().sum::<u32>() >= 1).then_some(()))
+        }).await.unwrap();
+        let client = zerodrop_providers::http_client::client(Duration::from_secs(5)).unwrap();
+        let url = &h.server.base_url;
+        let unseen = json!({ "order_no": no, "attempt": "0123456789abcdef0123456789abcdef", "status": "delivered" }).to_string();
+        assert_eq!(endpoint::confirm(&client, url, &no, &unseen).await.unwrap(), 503, "a request is out: send again");
+        assert_eq!(h.client.order(&no).await.unwrap()["order"]["status"], "paid", "nothing changed");
+        game.release();
+        h.wait_for_status(&no, "delivered", Duration::from_secs(10)).await;
+        zerodrop::stack::eventually(Duration::from_secs(10), "the delivery job to finish", || async {
+            let order = h.client.order(&no).await?;
+            let pending = order["pending_jobs"].as_array().map(|j| j.iter().any(|j| j["kind"] == "deliver_external"));
+            Ok((pending == Some(false)).then_some(()))
+        }).await.unwrap();
+        assert_eq!(endpoint::confirm(&client, url, &no, &unseen).await.unwrap(), 422, "nothing is out: refused");
         h.audit_passes().await;
         h.stop().await;
         game.stop();

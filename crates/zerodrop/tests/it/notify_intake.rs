@@ -195,3 +195,30 @@ both_engines! {
         h.stop().await;
     }
 }
+
+both_engines! {
+    /// A genuine notification sent in GBK (`charset=GBK`, a Chinese subject and body in
+    /// GBK bytes, signed over the GBK bytes with the sandbox's key) is accepted and
+    /// delivers; it is stored as received and verifies again from storage.
+    async fn a_correctly_signed_gbk_notification_is_accepted(db) {
+        let faults = Faults { notify_in_gbk: true, ..calm() };
+        let h = Harness::start(db, faults, crate::support::notifications_only()).await;
+        let created = h.order("u1", "diamonds_60").await;
+        let no = created["order"]["order_no"].as_str().unwrap().to_owned();
+        assert!(created["order"]["title"].as_str().unwrap().contains("钻石"), "a subject that is not ASCII");
+        h.client.pay(&created).await.unwrap().expect("paid at the sandbox");
+        let order = h.wait_for_status(&no, "delivered", Duration::from_secs(15)).await;
+        assert_eq!(order["payment"]["source"], "notification", "learned from the GBK notification itself");
+        let mut conn = db.store.reader().await.unwrap();
+        let stored = notifications::for_order_no(&mut conn, &no).await.unwrap();
+        let accepted = stored.iter().find(|n| n.verdict == "accepted").expect("accepted");
+        let body = String::from_utf8(accepted.body.clone()).unwrap();
+        assert!(body.contains("charset=GBK") && body.contains("%D7%EA%CA%AF"), "GBK bytes, as received: {body}");
+        drop(conn);
+        let provider = h.server.app.provider("sandbox").unwrap().clone();
+        let again = zerodrop_providers::verify_stored(provider.as_ref(), &accepted.headers, &accepted.body);
+        assert_eq!(again.map(|n| n.order_no), Ok(no.clone()), "the stored evidence verifies again");
+        h.audit_passes().await;
+        h.stop().await;
+    }
+}

@@ -47,7 +47,7 @@ pub async fn record(
     let mut order = orders::lock(&mut tx, order_id).await?;
     let replay = purpose == Purpose::Replay;
     let data = json!({
-        "attempt": number, "http_status": attempt.status, "latency_ms": attempt.latency_ms,
+        "attempt": number, "attempt_id": attempt.id, "http_status": attempt.status, "latency_ms": attempt.latency_ms,
         "response_excerpt": attempt.excerpt, "outcome": format!("{:?}", attempt.answer), "replay": replay,
         "purpose": purpose.as_str(),
     });
