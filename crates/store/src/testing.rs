@@ -117,6 +117,15 @@ impl TestDb {
                         Ok(()) => break,
                         Err(e) if tries < COPY_TRIES_MAX && e.to_string().contains("being accessed by other users") => {
                             tries += 1;
+                            // Idle connections of a stopped server's pool may linger: end them.
+                            let _ = as_admin(
+                                admin_url,
+                                &format!(
+                                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                                     WHERE datname = '{original}' AND pid <> pg_backend_pid()"
+                                ),
+                            )
+                            .await;
                             tokio::time::sleep(std::time::Duration::from_millis(250)).await;
                         }
                         Err(e) => panic!("copying test database {original}: {e}"),
