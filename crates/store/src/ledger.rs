@@ -31,9 +31,9 @@ pub(crate) struct Pending {
     entries: Vec<Entry>,
     /// Deferred movements per account, in the order they happened.
     deferred: BTreeMap<String, Deferred>,
-    /// Each moved account's chain position before this transaction (its entries' seals
-    /// continue from there at commit).
-    heads: BTreeMap<String, (i64, Option<String>)>,
+    /// Each moved account's chain position before this transaction: its entries' seals
+    /// continue from there at commit (the row's `seal_seq` counts them as they move).
+    chain_from: BTreeMap<String, i64>,
 }
 
 /// A transfer's facts, sealed with each of its entries.
@@ -141,7 +141,8 @@ pub async fn apply(
     if transfer.from_kind.may_go_negative() {
         defer(tx, &facts, &transfer.from, transfer.from_kind, -transfer.amount, now_ms);
     } else {
-        let after = move_balance(tx, &transfer.from, transfer.from_kind, &transfer.currency, -transfer.amount).await?;
+        let after =
+            move_balance(tx, &transfer.from, transfer.from_kind, &transfer.currency, -transfer.amount, 1).await?;
         tx.ledger.entries.push(Entry {
             transfer: facts,
             account: transfer.from.to_string(),
@@ -160,8 +161,9 @@ async fn flush_account(tx: &mut Tx, account: &str) -> Result<()> {
     };
     let total: i64 = deferred.movements.iter().map(|(_, delta, _)| delta).sum();
     let id = AccountId::from_stored(account);
-    let after =
-        move_balance_owned(tx, &id, deferred.kind, &deferred.currency, deferred.owner.as_deref(), total).await?;
+    let entries = deferred.movements.len() as i64;
+    let owner = deferred.owner.as_deref();
+    let after = move_balance_owned(tx, &id, deferred.kind, &deferred.currency, owner, total, entries).await?;
     let mut balance = after - total;
     for (transfer, delta, at_ms) in deferred.movements {
         balance += delta;
@@ -251,7 +253,7 @@ pub(crate) async fn flush(tx: &mut Tx) -> Result<()> {
         flush_account(tx, &account).await?;
     }
     let entries = std::mem::take(&mut tx.ledger.entries);
-    let sealed = seal_entries(tx, &entries)?;
+    let sealed = seal_entries(tx, &entries).await?;
     for (chunk, seals) in entries.chunks(ENTRIES_PER_INSERT_MAX).zip(sealed.chunks(ENTRIES_PER_INSERT_MAX)) {
         let mut sql = String::from(
             "INSERT INTO ledger_entries (transfer_id, account_id, amount, balance_after, at_ms, seal_seq, seal) VALUES ",
@@ -277,33 +279,58 @@ pub(crate) async fn flush(tx: &mut Tx) -> Result<()> {
         }
         insert.execute(&mut **tx).await?;
     }
-    // Each account's chain now ends at its last entry: one update per account, on a row
-    // this transaction already holds.
-    let heads = std::mem::take(&mut tx.ledger.heads);
-    for (account, (seq, head)) in heads {
-        let Some(head) = head else { continue };
-        sqlx::query("UPDATE ledger_accounts SET seal_seq = $1, seal_head = $2 WHERE id = $3")
-            .bind(seq)
-            .bind(&head)
-            .bind(&account)
-            .execute(&mut **tx)
-            .await?;
-        tx.sealed(crate::seal::stream::entries(&account), seq, head);
-    }
     Ok(())
 }
 
+/// Accounts whose previous seal is read per statement (two parameters each).
+const CHAIN_READS_PER_SELECT_MAX: usize = 100;
+
+/// Each account's last seal before this transaction, read in a few statements. The rows
+/// are locked since their first movement here, so no other writer can add to them now,
+/// and a statement of its own sees every entry committed before that lock was granted.
+async fn previous_seals(tx: &mut Tx) -> Result<BTreeMap<String, String>> {
+    let wanted: Vec<(String, i64)> =
+        tx.ledger.chain_from.iter().filter(|(_, seq)| **seq > 0).map(|(a, s)| (a.clone(), *s)).collect();
+    let mut seals = BTreeMap::new();
+    for chunk in wanted.chunks(CHAIN_READS_PER_SELECT_MAX) {
+        let terms: Vec<String> =
+            (0..chunk.len()).map(|i| format!("(account_id = ${} AND seal_seq = ${})", 2 * i + 1, 2 * i + 2)).collect();
+        let sql = format!("SELECT account_id, seal FROM ledger_entries WHERE {}", terms.join(" OR "));
+        let mut query = sqlx::query_as::<_, (String, Option<String>)>(&sql);
+        for (account, seq) in chunk {
+            query = query.bind(account.clone()).bind(*seq);
+        }
+        for (account, seal) in query.fetch_all(&mut **tx).await? {
+            seals.insert(account, seal.unwrap_or_default());
+        }
+    }
+    Ok(seals)
+}
+
 /// Each entry's place and seal in its account's chain, continuing from the position the
-/// account had when this transaction first moved it; leaves the new heads in `heads`.
-fn seal_entries(tx: &mut Tx, entries: &[Entry]) -> Result<Vec<(i64, String)>> {
+/// account had when this transaction first moved it; notes each account's new head.
+async fn seal_entries(tx: &mut Tx, entries: &[Entry]) -> Result<Vec<(i64, String)>> {
+    let previous = previous_seals(tx).await?;
+    let chain_from = std::mem::take(&mut tx.ledger.chain_from);
+    let mut heads: BTreeMap<&str, (i64, String)> = BTreeMap::new();
     let mut sealed = Vec::with_capacity(entries.len());
     for e in entries {
-        let (seq, head) =
-            tx.ledger.heads.get_mut(&e.account).ok_or_else(|| {
+        if !heads.contains_key(e.account.as_str()) {
+            let from = *chain_from.get(&e.account).ok_or_else(|| {
                 StoreError::Invariant(format!("account {} moved without its chain position", e.account))
             })?;
+            let prev = match from {
+                0 => crate::seal::GENESIS.to_owned(),
+                _ => previous.get(&e.account).cloned().ok_or_else(|| {
+                    StoreError::Invariant(format!("account {}'s entry #{from} is missing", e.account))
+                })?,
+            };
+            heads.insert(e.account.as_str(), (from, prev));
+        }
+        let (seq, head) =
+            heads.get_mut(e.account.as_str()).ok_or_else(|| StoreError::Invariant("unreachable".into()))?;
         *seq += 1;
-        let prev = head.as_deref().unwrap_or(crate::seal::GENESIS);
+        let prev = head.as_str();
         let facts = crate::seal::content::TransferFacts {
             id: &e.transfer.id,
             from: &e.transfer.from,
@@ -313,8 +340,13 @@ fn seal_entries(tx: &mut Tx, entries: &[Entry]) -> Result<Vec<(i64, String)>> {
             order_id: e.transfer.order_id.as_deref(),
         };
         let seal = crate::seal::content::entry(prev, &facts, &e.account, *seq, e.amount, e.balance_after, e.at_ms);
-        *head = Some(seal.clone());
+        *head = seal.clone();
         sealed.push((*seq, seal));
+    }
+    let moved: Vec<(String, i64, String)> =
+        heads.into_iter().map(|(account, (seq, head))| (crate::seal::stream::entries(account), seq, head)).collect();
+    for (stream, seq, head) in moved {
+        tx.sealed(stream, seq, head);
     }
     Ok(sealed)
 }
@@ -356,9 +388,17 @@ async fn balance_of(conn: &mut Conn, id: &AccountId) -> Result<i64> {
 }
 
 /// Moves an account's balance by `delta`, creating the account on its first movement,
-/// and returns the balance after.
-async fn move_balance(tx: &mut Tx, account: &AccountId, kind: AccountKind, currency: &str, delta: i64) -> Result<i64> {
-    move_balance_owned(tx, account, kind, currency, account.wallet_owner(), delta).await
+/// and returns the balance after. `entries` is how many ledger entries the movement makes:
+/// the account's chain counter moves with its balance, in the same statement.
+async fn move_balance(
+    tx: &mut Tx,
+    account: &AccountId,
+    kind: AccountKind,
+    currency: &str,
+    delta: i64,
+    entries: i64,
+) -> Result<i64> {
+    move_balance_owned(tx, account, kind, currency, account.wallet_owner(), delta, entries).await
 }
 
 async fn move_balance_owned(
@@ -368,36 +408,41 @@ async fn move_balance_owned(
     currency: &str,
     owner: Option<&str>,
     delta: i64,
+    entries: i64,
 ) -> Result<i64> {
     // Both engines check constraints on an upsert's proposed row before resolving the
     // conflict, so a debit of an account that cannot go negative must be a plain update
     // (the balance check before it found the account holding enough).
-    let (balance_after, stored_kind, seal_seq, seal_head) = if delta < 0 && !kind.may_go_negative() {
-        sqlx::query_as::<_, (i64, String, i64, Option<String>)>(
-            "UPDATE ledger_accounts SET balance = balance + $1 WHERE id = $2 RETURNING balance, kind, seal_seq, seal_head",
+    let (balance_after, stored_kind, seal_seq) = if delta < 0 && !kind.may_go_negative() {
+        sqlx::query_as::<_, (i64, String, i64)>(
+            "UPDATE ledger_accounts SET balance = balance + $1, seal_seq = seal_seq + $2 WHERE id = $3 \
+             RETURNING balance, kind, seal_seq",
         )
         .bind(delta)
+        .bind(entries)
         .bind(account.as_str())
         .fetch_optional(&mut **tx)
         .await?
         .ok_or_else(|| StoreError::Invariant(format!("account {account} does not exist to be debited")))?
     } else {
-        sqlx::query_as::<_, (i64, String, i64, Option<String>)>(
-            "INSERT INTO ledger_accounts (id, kind, currency, owner, balance) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (id) DO UPDATE SET balance = ledger_accounts.balance + excluded.balance \
-             RETURNING balance, kind, seal_seq, seal_head",
+        sqlx::query_as::<_, (i64, String, i64)>(
+            "INSERT INTO ledger_accounts (id, kind, currency, owner, balance, seal_seq) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (id) DO UPDATE SET balance = ledger_accounts.balance + excluded.balance, \
+                 seal_seq = ledger_accounts.seal_seq + excluded.seal_seq \
+             RETURNING balance, kind, seal_seq",
         )
         .bind(account.as_str())
         .bind(kind.as_str())
         .bind(currency)
         .bind(owner)
         .bind(delta)
+        .bind(entries)
         .fetch_one(&mut **tx)
         .await?
     };
-    // The first movement in this transaction locked the row: its chain position cannot
-    // move under us until commit.
-    tx.ledger.heads.entry(account.to_string()).or_insert((seal_seq, seal_head));
+    // The first movement in this transaction locked the row: where its chain stood before
+    // cannot move under us until commit.
+    tx.ledger.chain_from.entry(account.to_string()).or_insert(seal_seq - entries);
     if stored_kind != kind.as_str() {
         return Err(StoreError::Invariant(format!("account {account} is a {stored_kind}, not a {}", kind.as_str())));
     }

@@ -8,8 +8,7 @@
 
 ALTER TABLE orders ADD COLUMN seal_head TEXT;             -- the seal of the order's last event
 ALTER TABLE order_events ADD COLUMN seal TEXT;
-ALTER TABLE ledger_accounts ADD COLUMN seal_seq INTEGER NOT NULL DEFAULT 0;   -- entries sealed so far
-ALTER TABLE ledger_accounts ADD COLUMN seal_head TEXT;    -- the seal of the account's last entry
+ALTER TABLE ledger_accounts ADD COLUMN seal_seq INTEGER NOT NULL DEFAULT 0;   -- entries so far (moves with the balance)
 ALTER TABLE ledger_entries ADD COLUMN seal_seq INTEGER;   -- the entry's place in its account's chain
 ALTER TABLE ledger_entries ADD COLUMN seal TEXT;
 ALTER TABLE payments ADD COLUMN seal TEXT;

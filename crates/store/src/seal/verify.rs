@@ -4,8 +4,8 @@
 //! What each check proves:
 //! - `sealed_rows`: no sealed row was edited, inserted or removed without recomputing
 //!   seals (a renumbered or missing position breaks its stream).
-//! - `seal_heads_current`: the heads writers continue from (on orders and accounts) are
-//!   their chains' last seals, so the next write cannot fork a chain silently.
+//! - `seal_heads_current`: where writers continue from (an order's head seal, an account's
+//!   entry count) is where their chains end, so the next write cannot fork a chain silently.
 //! - `checkpoints_signed`: every stored checkpoint is intact, names the one before, binds
 //!   its heads, and is signed by a trusted seal key.
 //! - `checkpoint_heads_match`: every head a checkpoint recorded is still the seal at that
@@ -254,8 +254,8 @@ async fn heads_current(c: &mut Conn) -> Result<Check> {
         "SELECT 'order ' || o.order_no FROM orders o WHERE o.event_seq > 0 AND COALESCE(o.seal_head, '') <> \
              COALESCE((SELECT e.seal FROM order_events e WHERE e.order_id = o.id AND e.seq = o.event_seq), '-') \
          UNION ALL \
-         SELECT 'account ' || a.id FROM ledger_accounts a WHERE a.seal_seq > 0 AND COALESCE(a.seal_head, '') <> \
-             COALESCE((SELECT e.seal FROM ledger_entries e WHERE e.account_id = a.id AND e.seal_seq = a.seal_seq), '-')",
+         SELECT 'account ' || a.id FROM ledger_accounts a \
+             WHERE a.seal_seq <> COALESCE((SELECT MAX(e.seal_seq) FROM ledger_entries e WHERE e.account_id = a.id), 0)",
     )
     .fetch_all(c)
     .await?;
@@ -264,7 +264,7 @@ async fn heads_current(c: &mut Conn) -> Result<Check> {
         "every order's and account's chain head is the seal of its last event or entry",
     );
     for row in rows {
-        tally.fail(|| format!("{row}: head differs from its chain's last seal"));
+        tally.fail(|| format!("{row}: head differs from its chain's last seal or position"));
     }
     Ok(tally.check)
 }
