@@ -261,7 +261,7 @@ async fn heads_current(c: &mut Conn) -> Result<Check> {
     .await?;
     let mut tally = Tally::new(
         "seal_heads_current",
-        "every order's and account's chain head is the seal of its last event or entry",
+        "every order's chain head is its last event's seal, and every account's entry count is its last entry's place",
     );
     for row in rows {
         tally.fail(|| format!("{row}: head differs from its chain's last seal or position"));
