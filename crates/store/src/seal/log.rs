@@ -102,3 +102,54 @@ pub fn read(path: &Path) -> Result<Vec<Checkpoint>, LogError> {
     }
     Ok(checkpoints)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checkpoint(id: i64) -> Checkpoint {
+        Checkpoint {
+            id,
+            at_ms: 1_000 * id,
+            prev_hash: "0".repeat(64),
+            heads_root: "1".repeat(64),
+            heads_count: 0,
+            hash: format!("{id:064}"),
+            public_key: "pk".into(),
+            signature: "sig".into(),
+        }
+    }
+
+    fn temp_log() -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("zerodrop-seal-log-{}", uuid::Uuid::new_v4().simple())).join("seal.log")
+    }
+
+    #[test]
+    fn appends_and_reads_back_in_order_and_finds_the_last_from_the_tail() {
+        let path = temp_log();
+        assert_eq!(last_id(&path).unwrap(), None, "a missing log has no last checkpoint");
+        append(&path, &[checkpoint(1), checkpoint(2)]).unwrap();
+        append(&path, &[checkpoint(3)]).unwrap();
+        assert_eq!(read(&path).unwrap(), vec![checkpoint(1), checkpoint(2), checkpoint(3)]);
+        assert_eq!(last_id(&path).unwrap(), Some(3));
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn a_malformed_or_oversized_line_is_refused_naming_its_line() {
+        let path = temp_log();
+        append(&path, &[checkpoint(1)]).unwrap();
+        let mut file = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        std::io::Write::write_all(&mut file, b"{\"id\": \"not a checkpoint\"}\n").unwrap();
+        let err = read(&path).unwrap_err().to_string();
+        assert!(err.contains("line 2"), "{err}");
+        let long = temp_log();
+        std::fs::create_dir_all(long.parent().unwrap()).unwrap();
+        std::fs::write(&long, format!("{}\n", "x".repeat(LINE_BYTES_MAX + 1))).unwrap();
+        let err = read(&long).unwrap_err().to_string();
+        assert!(err.contains("line 1") && err.contains("longer than"), "{err}");
+        assert!(last_id(&long).is_err(), "a log whose tail is not a checkpoint is not exported onto");
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+        let _ = std::fs::remove_dir_all(long.parent().unwrap());
+    }
+}

@@ -622,3 +622,46 @@ async fn walk_notifications(c: &mut Conn, notifications: &mut Walk<'_>) -> Resul
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::seal::key::SealKey;
+    use crate::seal::sha256_hex;
+
+    fn signed(key: &SealKey, id: i64, prev_hash: &str) -> Checkpoint {
+        let root = heads_root(&[]);
+        let message = Checkpoint::message(id, id * 1_000, prev_hash, &root, 0);
+        Checkpoint {
+            id,
+            at_ms: id * 1_000,
+            prev_hash: prev_hash.to_owned(),
+            heads_root: root,
+            heads_count: 0,
+            hash: sha256_hex(message.as_bytes()),
+            public_key: key.public_base64(),
+            signature: key.sign(message.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn the_log_is_held_to_the_trusted_key_its_links_and_the_database() {
+        let (ours, _) = SealKey::generate().unwrap();
+        let (theirs, _) = SealKey::generate().unwrap();
+        let trusted = vec![ours.public_base64()];
+        let one = signed(&ours, 1, GENESIS);
+        let two = signed(&ours, 2, &one.hash);
+        let stored = vec![one.clone(), two.clone()];
+        // Intact, and a line two exports both appended is harmless.
+        let log = vec![one.clone(), two.clone(), two.clone()];
+        assert_eq!(log_matches(&log, &stored, &trusted).violations, 0);
+        // A line forged with another key, or unlinked, or absent from the database.
+        let forged = signed(&theirs, 2, &one.hash);
+        assert!(log_matches(&[one.clone(), forged], &stored, &trusted).violations > 0);
+        let unlinked = signed(&ours, 2, GENESIS);
+        assert!(log_matches(&[one.clone(), unlinked], &stored, &trusted).violations > 0);
+        assert!(log_matches(&[one.clone(), two.clone()], &[one.clone()], &trusted).violations > 0);
+        // Without a trusted key nothing is taken on trust.
+        assert!(log_matches(&[one], &stored, &[]).violations > 0);
+    }
+}
