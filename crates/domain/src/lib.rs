@@ -4,6 +4,7 @@
 //! money parsing, ids, the order status machine (whose fold over events is the order's
 //! status), the product catalog, ledger transfer rules and membership period maths.
 
+pub mod bill;
 pub mod catalog;
 pub mod ids;
 pub mod ledger;

@@ -65,10 +65,16 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0006_provider_answers.sql"),
         postgres: include_str!("../migrations/postgres/0006_provider_answers.sql"),
     },
+    Migration {
+        version: 7,
+        name: "reconciliation",
+        sqlite: include_str!("../migrations/sqlite/0007_reconciliation.sql"),
+        postgres: include_str!("../migrations/postgres/0007_reconciliation.sql"),
+    },
 ];
 
 /// The schema version this build expects.
-pub const MIGRATIONS_LATEST: i64 = 6;
+pub const MIGRATIONS_LATEST: i64 = 7;
 
 /// Arbitrary constant naming zerodrop's migration lock on PostgreSQL, so two processes
 /// starting together do not both apply a migration.
