@@ -37,6 +37,7 @@ pub mod http;
 pub mod intake;
 pub mod jobs;
 pub mod readiness;
+pub mod report;
 pub mod schedule;
 pub mod sealer;
 pub mod services;

@@ -9,6 +9,7 @@
 pub mod answers;
 pub mod attention;
 pub mod audit;
+pub mod bills;
 pub mod card_keys;
 pub mod charges;
 pub mod confirmations;

@@ -17,6 +17,9 @@ use zerodrop_store::{audit, both_engines, memberships, now_ms, raw_execute, Conn
 #[path = "conformance/holes.rs"]
 mod holes;
 
+#[path = "conformance/bills.rs"]
+mod bills;
+
 /// Reads (version, checksum) pairs: the migration table is not behind a repository.
 async fn sqlx_rows(conn: &mut Conn, sql: &str) -> Vec<(i64, Option<String>)> {
     sqlx::query_as::<_, (i64, Option<String>)>(sql).fetch_all(conn).await.unwrap()

@@ -11,5 +11,6 @@ pub mod delivery;
 pub mod endpoint;
 pub mod order;
 pub mod payment;
+pub mod reconcile;
 pub mod refund;
 pub mod wallet;

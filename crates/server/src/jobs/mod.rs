@@ -17,6 +17,7 @@ pub mod late_sweep;
 pub mod prune_refused;
 pub mod query_payment;
 pub mod refund;
+pub mod repair_difference;
 pub mod resolve_parked;
 pub mod restock;
 pub mod worker;

@@ -11,6 +11,7 @@ use super::late_sweep::LateSweep;
 use super::prune_refused::PruneRefused;
 use super::query_payment::QueryPayment;
 use super::refund::Refund;
+use super::repair_difference::RepairDifference;
 use super::resolve_parked::ResolveParked;
 use super::restock::Restock;
 use super::{Job, Outcome, Run};
@@ -39,6 +40,7 @@ pub const HANDLED_KINDS: &[&str] = &[
     Restock::KIND,
     CheckPayment::KIND,
     PruneRefused::KIND,
+    RepairDifference::KIND,
 ];
 
 /// Time kept free between a run's limit and its lease, so a slow run is stopped before
@@ -127,6 +129,7 @@ async fn run_one(services: Services, job: ClaimedJob) {
             Restock::KIND => execute::<Restock>(&services, &job).await,
             CheckPayment::KIND => execute::<CheckPayment>(&services, &job).await,
             PruneRefused::KIND => execute::<PruneRefused>(&services, &job).await,
+            RepairDifference::KIND => execute::<RepairDifference>(&services, &job).await,
             other => {
                 let outcome = Outcome::Retry(format!("no handler for job kind {other}"));
                 record(&services, &job, outcome, None).await;

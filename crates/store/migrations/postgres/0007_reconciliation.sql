@@ -80,3 +80,6 @@ CREATE TABLE bill_differences (
     UNIQUE (provider, fact_key)
 );
 CREATE INDEX bill_differences_by_reconciliation ON bill_differences (reconciliation_id);
+
+-- Matching reads a bill's range of charges by paid time.
+CREATE INDEX charges_by_paid_at ON charges (provider, paid_at_ms);
