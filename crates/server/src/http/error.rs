@@ -73,6 +73,7 @@ error_codes! {
     BadRequest => "bad_request",
     UnknownAttempt => "unknown_attempt",
     ConfirmationReplayed => "confirmation_replayed",
+    ReconciliationNotFound => "reconciliation_not_found",
 }
 
 impl std::fmt::Display for ErrorCode {

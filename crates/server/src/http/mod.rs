@@ -19,6 +19,7 @@ pub mod order_view;
 mod orders;
 pub mod pages;
 mod plain;
+mod reconciliations;
 mod refunds;
 pub mod status_text;
 mod users;
@@ -54,6 +55,8 @@ pub fn router(app: App) -> Router {
         .route("/v1/attention", get(attention::list))
         .route("/v1/attention/{id}", get(attention::show))
         .route("/v1/attention/{id}/resolve", post(attention::resolve))
+        .route("/v1/reconciliations", get(reconciliations::list))
+        .route("/v1/reconciliations/{id}", get(reconciliations::show))
         .route("/metrics", get(ops::metrics))
         .route_layer(middleware::from_fn_with_state(app.clone(), gate::api));
     let pages = Router::new()

@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use zerodrop_store::now_ms;
 
 /// Headers for every page: nothing runs, nothing loads from elsewhere, nothing is cached.
-const PAGE_HEADERS: [(&str, &str); 5] = [
+pub(crate) const PAGE_HEADERS: [(&str, &str); 5] = [
     ("content-type", "text/html; charset=utf-8"),
     ("content-security-policy", "default-src 'none'; style-src 'unsafe-inline'"),
     ("x-content-type-options", "nosniff"),
