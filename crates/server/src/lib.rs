@@ -79,8 +79,14 @@ pub async fn serve(
         app.sealer.clone().filter(|_| app.config.jobs.enabled && app.config.seal.enabled).map(|key| {
             when_ready(Box::pin(sealer::run(app.store.clone(), app.config.seal.clone(), key, stop_rx.clone())))
         });
-    let workers =
-        app.config.jobs.enabled.then(|| when_ready(Box::pin(jobs::worker::run(app.services.clone(), stop_rx.clone()))));
+    let workers = app.config.jobs.enabled.then(|| {
+        let services = app.services.clone();
+        let stop = stop_rx.clone();
+        when_ready(Box::pin(async move {
+            jobs::reconcile_daily::ensure_scheduled(&services).await;
+            jobs::worker::run(services, stop).await
+        }))
+    });
     let mut bring_up = readiness::BringUp::start(&app.store, &app.readiness, &app.config.database_url);
     // Where the shutdown future leaves the database error that ended the serving, if any.
     let failure = std::sync::Arc::new(std::sync::Mutex::new(None));

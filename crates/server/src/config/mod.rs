@@ -13,12 +13,14 @@ pub use env::ENV_PREFIX;
 mod notifications;
 mod redact;
 mod safety;
+mod reconcile;
 mod seal;
 mod settlement;
 pub use database::DatabaseConfig;
 pub use notifications::NotificationConfig;
 pub use redact::{redact_url, scrub, url_secrets};
 pub use safety::MERCHANT_KEY_BYTES_MIN;
+pub use reconcile::ReconcileConfig;
 pub use seal::{write_new_key, SealConfig, SealKeyError};
 pub use settlement::{AttentionConfig, ChargeConfig, RefundConfig};
 
@@ -62,6 +64,7 @@ pub struct Config {
     pub refunds: RefundConfig,
     pub notifications: NotificationConfig,
     pub seal: SealConfig,
+    pub reconcile: ReconcileConfig,
 }
 
 /// `Debug` shows what `config check` shows: the database URL's password and every secret
@@ -309,6 +312,7 @@ impl Default for Config {
             refunds: RefundConfig::default(),
             notifications: NotificationConfig::default(),
             seal: SealConfig::default(),
+            reconcile: ReconcileConfig::default(),
         }
     }
 }
@@ -387,6 +391,7 @@ impl Config {
         self.refunds.validate().map_err(ConfigError::Invalid)?;
         self.notifications.validate().map_err(ConfigError::Invalid)?;
         self.seal.validate().map_err(ConfigError::Invalid)?;
+        self.reconcile.validate().map_err(ConfigError::Invalid)?;
         if self.jobs.concurrency == 0 || self.jobs.concurrency > 256 {
             return invalid("jobs.concurrency must be 1..=256".into());
         }

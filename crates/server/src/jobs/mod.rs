@@ -16,6 +16,7 @@ pub mod expire_order;
 pub mod late_sweep;
 pub mod prune_refused;
 pub mod query_payment;
+pub mod reconcile_daily;
 pub mod refund;
 pub mod repair_difference;
 pub mod resolve_parked;

@@ -10,6 +10,7 @@ use super::expire_order::ExpireOrder;
 use super::late_sweep::LateSweep;
 use super::prune_refused::PruneRefused;
 use super::query_payment::QueryPayment;
+use super::reconcile_daily::ReconcileDaily;
 use super::refund::Refund;
 use super::repair_difference::RepairDifference;
 use super::resolve_parked::ResolveParked;
@@ -41,6 +42,7 @@ pub const HANDLED_KINDS: &[&str] = &[
     CheckPayment::KIND,
     PruneRefused::KIND,
     RepairDifference::KIND,
+    ReconcileDaily::KIND,
 ];
 
 /// Time kept free between a run's limit and its lease, so a slow run is stopped before
@@ -130,6 +132,7 @@ async fn run_one(services: Services, job: ClaimedJob) {
             CheckPayment::KIND => execute::<CheckPayment>(&services, &job).await,
             PruneRefused::KIND => execute::<PruneRefused>(&services, &job).await,
             RepairDifference::KIND => execute::<RepairDifference>(&services, &job).await,
+            ReconcileDaily::KIND => execute::<ReconcileDaily>(&services, &job).await,
             other => {
                 let outcome = Outcome::Retry(format!("no handler for job kind {other}"));
                 record(&services, &job, outcome, None).await;

@@ -2,6 +2,8 @@
 //! one transaction, with a repair job per difference; [`repair`] ends each difference
 //! through the one payment or refund path, or puts it in front of a person.
 
+pub mod day;
+pub mod file;
 pub mod import;
 pub mod repair;
 
@@ -12,6 +14,9 @@ pub enum ReconcileError {
     /// and column).
     #[error("{0}")]
     Bill(String),
+    /// The provider could not give the bill (unreachable, refused): try again later.
+    #[error("provider: {0}")]
+    Provider(String),
     #[error("provider {0} is not configured")]
     UnknownProvider(String),
     #[error(transparent)]

@@ -1,0 +1,111 @@
+//! The daily reconciliation: once a day per provider (its dedupe key names the day, so
+//! any number of processes run it once), yesterday's bill is fetched and reconciled, and
+//! the next day's run is enqueued in the same breath. A bill not ready yet, or a provider
+//! unreachable, is retried with backoff; exhausted, a person is asked.
+
+use super::{enqueue, Job, Outcome, Run};
+use crate::flows::reconcile::day;
+use crate::flows::reconcile::ReconcileError;
+use crate::services::Services;
+use serde::{Deserialize, Serialize};
+use zerodrop_domain::OrderId;
+use zerodrop_providers::alipay::clock::{format_cst, parse_cst};
+use zerodrop_store::{now_ms, StoreError};
+
+/// About a day of retries with backoff before a person is asked.
+const ATTEMPTS_MAX: i64 = 24;
+const DAY_MS: i64 = 86_400_000;
+const HOUR_MS: i64 = 3_600_000;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReconcileDaily {
+    pub provider: String,
+    /// The bill's day, `YYYY-MM-DD` in China Standard Time.
+    pub bill_date: String,
+}
+
+impl Job for ReconcileDaily {
+    const KIND: &'static str = "reconcile_daily";
+    const ATTEMPTS_MAX: i64 = ATTEMPTS_MAX;
+
+    fn dedupe_key(&self) -> String {
+        format!("reconcile_daily:{}:{}", self.provider, self.bill_date)
+    }
+
+    fn order_id(&self) -> Option<OrderId> {
+        None
+    }
+
+    async fn run(self, services: &Services, _run: &Run) -> Outcome {
+        let imported = day::fetch_and_import(services, &self.provider, &self.bill_date, None).await;
+        match imported {
+            Ok(done) => {
+                tracing::info!(
+                    provider = %self.provider, bill_date = %self.bill_date, reconciliation = done.reconciliation_id,
+                    differences = done.summary.differences(), already = done.already, "daily reconciliation"
+                );
+                services.wake();
+                match schedule_next(services, &self.provider, &self.bill_date).await {
+                    Ok(()) => Outcome::Done,
+                    Err(e) => e.into(),
+                }
+            }
+            Err(ReconcileError::Store(e)) => e.into(),
+            Err(e) => Outcome::Retry(e.to_string()),
+        }
+    }
+}
+
+/// The day before the day holding `at_ms`, in China Standard Time, as `YYYY-MM-DD`.
+pub fn yesterday_cst(at_ms: i64) -> String {
+    format_cst(at_ms - DAY_MS).chars().take(10).collect()
+}
+
+/// When the run for `bill_date` is due: the next day at the configured hour (CST).
+pub fn due_at_ms(bill_date: &str, hour_cst: u32) -> Option<i64> {
+    let start = parse_cst(&format!("{bill_date} 00:00:00"))?;
+    Some(start + DAY_MS + i64::from(hour_cst) * HOUR_MS)
+}
+
+async fn schedule_next(services: &Services, provider: &str, bill_date: &str) -> Result<(), StoreError> {
+    let Some(start) = parse_cst(&format!("{bill_date} 00:00:00")) else { return Ok(()) };
+    let next: String = format_cst(start + DAY_MS).chars().take(10).collect();
+    schedule(services, provider, &next).await
+}
+
+/// Enqueues the run for `bill_date` at its due time (once: the dedupe key).
+pub async fn schedule(services: &Services, provider: &str, bill_date: &str) -> Result<(), StoreError> {
+    let Some(due) = due_at_ms(bill_date, services.config.reconcile.daily_at_hour_cst) else { return Ok(()) };
+    let mut tx = services.store.begin().await?;
+    let job = ReconcileDaily { provider: provider.to_owned(), bill_date: bill_date.to_owned() };
+    enqueue(&mut tx, &job, due, now_ms()).await?;
+    tx.commit().await
+}
+
+/// At start: makes sure yesterday's run exists for every provider (a chain broken by a
+/// person's hand, or a first start, is mended here).
+pub async fn ensure_scheduled(services: &Services) {
+    if !services.config.reconcile.daily {
+        return;
+    }
+    let yesterday = yesterday_cst(now_ms());
+    for provider in services.providers.keys() {
+        if let Err(e) = schedule(services, provider, &yesterday).await {
+            tracing::warn!(provider = %provider, error = %e, "could not schedule the daily reconciliation");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yesterday_and_due_times_are_china_standard_time() {
+        // 2026-11-29 01:00 CST is 2026-11-28 17:00 UTC.
+        let at = parse_cst("2026-11-29 01:00:00").unwrap();
+        assert_eq!(yesterday_cst(at), "2026-11-28");
+        assert_eq!(due_at_ms("2026-11-28", 10), parse_cst("2026-11-29 10:00:00"));
+        assert_eq!(due_at_ms("not a date", 10), None);
+    }
+}
