@@ -2,6 +2,7 @@
 //! `alipay.trade.query` and `alipay.trade.close`. Pointed at the sandbox provider's URL
 //! with the sandbox's keys, the same adapter talks to the sandbox.
 
+pub mod bill;
 pub mod clock;
 pub mod form;
 mod gateway;
