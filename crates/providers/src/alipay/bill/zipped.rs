@@ -86,8 +86,12 @@ fn find_detail(file: &mut File) -> Result<Entry, (BillErrorCode, String)> {
         return Err((BillErrorCode::TruncatedZip, format!("the zip has no end record: cut short at {length} bytes")));
     }
     file.seek(SeekFrom::Start(0)).map_err(|e| (BillErrorCode::Io, format!("cannot read: {}", e.kind())))?;
-    let mut archive = zip::ZipArchive::new(BufReader::new(&mut *file))
-        .map_err(|e| (BillErrorCode::BadZip, format!("the zip does not read: {e}")))?;
+    let mut archive = zip::ZipArchive::new(BufReader::new(&mut *file)).map_err(|e| match e {
+        zip::result::ZipError::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            (BillErrorCode::TruncatedZip, "the zip's directory points past its end: cut short".into())
+        }
+        e => (BillErrorCode::BadZip, format!("the zip does not read: {e}")),
+    })?;
     let mut found: Vec<Entry> = Vec::new();
     for i in 0..archive.len() {
         let entry = archive.by_index_raw(i).map_err(|e| (BillErrorCode::BadZip, format!("zip entry {i}: {e}")))?;
@@ -130,14 +134,19 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-/// Whether the end-of-central-directory record is where a whole zip has it: within its
-/// last 64 KiB. A download cut short has none.
+/// Whether the end-of-central-directory record is where a whole zip has it: whole, and
+/// ending the file but for its comment. A download cut short has none.
 fn has_end_record(file: &mut File, length: u64) -> io::Result<bool> {
     let start = length.saturating_sub(ZIP_END_SEARCH_BYTES);
     file.seek(SeekFrom::Start(start))?;
     let mut tail = Vec::new();
     file.take(ZIP_END_SEARCH_BYTES).read_to_end(&mut tail)?;
-    Ok(contains(&tail, ZIP_END_MAGIC))
+    // The record is 22 bytes, its last two the length of the comment that ends the file.
+    let whole = |at: usize| {
+        tail.get(at + 20..at + 22)
+            .is_some_and(|n| usize::from(u16::from_le_bytes([n[0], n[1]])) + at + 22 == tail.len())
+    };
+    Ok(tail.windows(ZIP_END_MAGIC.len()).enumerate().any(|(at, w)| w == ZIP_END_MAGIC && whole(at)))
 }
 
 /// An error of the zip stream, carried inside an `io::Error` to the line reader.
