@@ -6,6 +6,7 @@
 //! is a separate HTTP service speaking Alipay's format, reached through the Alipay adapter.
 
 pub mod alipay;
+pub mod bill_download;
 pub mod http_client;
 pub mod keys;
 
@@ -243,6 +244,11 @@ pub trait Provider: Send + Sync {
     fn refund<'a>(&'a self, refund: &'a RefundRef) -> BoxFuture<'a, Result<RefundStatus, ProviderError>>;
 
     fn query_refund<'a>(&'a self, refund: &'a RefundRef) -> BoxFuture<'a, Result<RefundStatus, ProviderError>>;
+
+    /// Where to download the provider's trade bill for `bill_date` (`YYYY-MM-DD`, the
+    /// provider's own day: China Standard Time for Alipay). The URL is valid briefly
+    /// (Alipay: 30 seconds); fetch it with [`bill_download::download_bill`].
+    fn bill_download_url<'a>(&'a self, bill_date: &'a str) -> BoxFuture<'a, Result<String, ProviderError>>;
 
     /// The reply in the provider's own protocol.
     fn ack(&self, kind: AckKind) -> Ack;

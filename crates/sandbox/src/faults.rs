@@ -2,6 +2,7 @@
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -44,6 +45,12 @@ pub struct Faults {
     /// the GBK bytes), as Alipay sends them to an app set up with GBK. Not a fault: a
     /// setting some real integrations have.
     pub notify_in_gbk: bool,
+    /// Trade numbers whose lines (the trade and its refunds) the sandbox's bills leave
+    /// out: a payment the provider's bill does not list.
+    pub bill_omit_trade_nos: Vec<String>,
+    /// Trade number → minor units added to its amount in the sandbox's bills: a bill
+    /// whose amount differs from the charge.
+    pub bill_add_minor: BTreeMap<String, i64>,
 }
 
 impl Faults {
@@ -64,6 +71,8 @@ impl Faults {
             refund_refused: false,
             notify_in_gbk: false,
             retry_scale_pct: 100,
+            bill_omit_trade_nos: Vec::new(),
+            bill_add_minor: BTreeMap::new(),
         }
     }
 }

@@ -1,12 +1,13 @@
 //! The sandbox's Alipay gateway: `alipay.trade.query`, `alipay.trade.close`,
-//! `alipay.trade.refund` and `alipay.trade.fastpay.refund.query`, with signed responses.
+//! `alipay.trade.refund`, `alipay.trade.fastpay.refund.query` and
+//! `alipay.data.dataservice.bill.downloadurl.query`, with signed responses.
 
 use crate::faults;
 use crate::notifier::{self, Message};
 use crate::state::{RefundRecord, SandboxRefund, Trade, TradeStatus};
 use crate::{now_ms, Sandbox};
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -15,23 +16,29 @@ use zerodrop_domain::money::{Currency, Money};
 use zerodrop_providers::alipay::clock::format_cst;
 use zerodrop_providers::alipay::sign::{response_key, signing_string};
 
-pub(crate) async fn handle(State(sandbox): State<Sandbox>, body: axum::body::Bytes) -> Response {
+pub(crate) async fn handle(State(sandbox): State<Sandbox>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
     let slow_ms = sandbox.faults().gateway_slow_ms;
     if slow_ms > 0 {
         tokio::time::sleep(Duration::from_millis(slow_ms)).await;
     }
     match serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body) {
-        Ok(params) => sandbox.gateway_answer(&params),
+        Ok(params) => {
+            let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok());
+            sandbox.gateway_answer(&params, host)
+        }
         Err(_) => (StatusCode::BAD_REQUEST, "malformed form body").into_response(),
     }
 }
+
+/// The gateway method that hands out a bill's download URL ([`crate::bills`]).
+const BILL_URL_METHOD: &str = "alipay.data.dataservice.bill.downloadurl.query";
 
 fn business(sub_code: &str, sub_msg: &str) -> Value {
     json!({"code": "40004", "msg": "Business Failed", "sub_code": sub_code, "sub_msg": sub_msg})
 }
 
 impl Sandbox {
-    fn gateway_answer(&self, params: &[(String, String)]) -> Response {
+    fn gateway_answer(&self, params: &[(String, String)], host: Option<&str>) -> Response {
         let fields: HashMap<&str, &str> = params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let method = fields.get("method").copied().unwrap_or_default();
         let faults = self.faults();
@@ -44,11 +51,16 @@ impl Sandbox {
         }
         let content = match self.authenticate(&fields, params) {
             Err(content) => content,
-            Ok(()) if faults::roll(faults.gateway_unknown_rate_pct) => {
+            Ok(_) if faults::roll(faults.gateway_unknown_rate_pct) => {
                 self.count_gateway_failure();
                 json!({"code": "20000", "msg": "Service Currently Unavailable", "sub_code": "isp.unknow-error"})
             }
-            Ok(()) => {
+            Ok(seller_id) if method == BILL_URL_METHOD => {
+                let biz: Value =
+                    fields.get("biz_content").and_then(|b| serde_json::from_str(b).ok()).unwrap_or_default();
+                self.bill_url(&seller_id, &biz, host)
+            }
+            Ok(_) => {
                 let biz: Value =
                     fields.get("biz_content").and_then(|b| serde_json::from_str(b).ok()).unwrap_or_default();
                 match method {
@@ -66,7 +78,8 @@ impl Sandbox {
         }
     }
 
-    fn authenticate(&self, fields: &HashMap<&str, &str>, params: &[(String, String)]) -> Result<(), Value> {
+    /// Checks the request's app and signature; Ok: the merchant's seller id.
+    fn authenticate(&self, fields: &HashMap<&str, &str>, params: &[(String, String)]) -> Result<String, Value> {
         let invalid = |sub_code: &str| json!({"code": "40002", "msg": "Invalid Arguments", "sub_code": sub_code});
         let app_id = fields.get("app_id").copied().unwrap_or_default();
         let merchant = self
@@ -81,7 +94,7 @@ impl Sandbox {
         if !merchant.app_public_key.verify_sha256_base64(message.as_bytes(), sign) {
             return Err(invalid("isv.invalid-signature"));
         }
-        Ok(())
+        Ok(merchant.seller_id)
     }
 
     fn trade_method(&self, method: &str, biz: &Value) -> Value {

@@ -1,13 +1,15 @@
 //! The sandbox payment provider.
 //!
 //! A real HTTP service that speaks Alipay's wire format with its own generated keys:
-//! `POST /gateway.do` answers `alipay.trade.query` and `alipay.trade.close` with signed
-//! responses, and paid trades produce RSA2-signed `trade_status_sync` notifications to
+//! `POST /gateway.do` answers `alipay.trade.query`, `alipay.trade.close`, refunds and
+//! `alipay.data.dataservice.bill.downloadurl.query` with signed responses (the bill
+//! itself is served from the sandbox's books, [`bills`]), and paid trades produce RSA2-signed `trade_status_sync` notifications to
 //! the merchant's `notify_url`. Simulated users pay with `POST /sandbox/pay`, handing
 //! over the signed app-pay order string zerodrop gave them. The sandbox keeps its own
 //! ledger of every charge, so tests compare both sides; its fault knobs drop, duplicate,
 //! delay and reorder notifications and fail or slow the gateway.
 
+pub mod bills;
 pub mod faults;
 mod gateway;
 mod notifier;
@@ -207,6 +209,8 @@ impl Sandbox {
             .route("/sandbox/stats", get(stats))
             .route("/sandbox/faults", get(get_faults).post(set_faults))
             .route("/sandbox/public-key", get(public_key))
+            .route("/sandbox/bills/{file}", get(bills::download))
+            .route("/sandbox/bill", get(bills::by_date))
             .layer(DefaultBodyLimit::max(REQUEST_BYTES_MAX))
             .with_state(self.clone())
     }

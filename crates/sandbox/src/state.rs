@@ -118,4 +118,6 @@ pub struct Ledger {
     pub refund_records: Vec<RefundRecord>,
     pub next_trade_seq: u64,
     pub stats: Stats,
+    /// Bill download URLs handed out, by token.
+    pub bill_grants: HashMap<String, crate::bills::BillGrant>,
 }

@@ -328,3 +328,31 @@ pub(super) async fn query_refund(
         Answer::Failure { code, sub_code, message } => Err(ProviderError::Refused { code, sub_code, message }),
     }
 }
+
+/// The gateway method that hands out a bill's download URL.
+const BILL_URL_METHOD: &str = "alipay.data.dataservice.bill.downloadurl.query";
+
+/// The download URL of the trade bill (业务明细) of `bill_date` (`YYYY-MM-DD`, CST).
+pub(super) async fn bill_download_url(
+    client: &reqwest::Client,
+    config: &AlipayConfig,
+    bill_date: &str,
+) -> Result<String, ProviderError> {
+    if bill_date.len() != 10 || parse_cst(&format!("{bill_date} 00:00:00")).is_none() {
+        return Err(ProviderError::Config(format!(
+            "bill date {:?} is not YYYY-MM-DD",
+            bill_date.chars().take(32).collect::<String>()
+        )));
+    }
+    let biz = serde_json::json!({ "bill_type": "trade", "bill_date": bill_date });
+    match call(client, config, BILL_URL_METHOD, biz).await? {
+        Answer::Success(fields, _) => fields
+            .get("bill_download_url")
+            .and_then(Value::as_str)
+            .filter(|url| !url.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| ProviderError::BadResponse("the answer has no bill_download_url".into())),
+        // isp.bill_not_exist: no bill for that day (not yet made, or too old).
+        Answer::Failure { code, sub_code, message } => Err(ProviderError::Refused { code, sub_code, message }),
+    }
+}

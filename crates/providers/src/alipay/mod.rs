@@ -1,7 +1,9 @@
-//! The Alipay adapter: RSA2-signed notifications, and the signed gateway methods
-//! `alipay.trade.query` and `alipay.trade.close`. Pointed at the sandbox provider's URL
+//! The Alipay adapter: RSA2-signed notifications, the signed gateway methods
+//! (`alipay.trade.query`, `alipay.trade.close`, refunds, the bill's download URL), and
+//! the trade bill's format ([`bill`]). Pointed at the sandbox provider's URL
 //! with the sandbox's keys, the same adapter talks to the sandbox.
 
+pub mod bill;
 pub mod clock;
 pub mod form;
 mod gateway;
@@ -113,6 +115,10 @@ impl Provider for Alipay {
 
     fn query_refund<'a>(&'a self, refund: &'a RefundRef) -> BoxFuture<'a, Result<RefundStatus, ProviderError>> {
         Box::pin(gateway::query_refund(&self.client, &self.config, refund))
+    }
+
+    fn bill_download_url<'a>(&'a self, bill_date: &'a str) -> BoxFuture<'a, Result<String, ProviderError>> {
+        Box::pin(gateway::bill_download_url(&self.client, &self.config, bill_date))
     }
 
     fn ack(&self, kind: AckKind) -> Ack {
