@@ -93,7 +93,12 @@ impl Ledger {
     /// Alipay), else the order's trade by merchant order number.
     pub fn trade_mut(&mut self, out_trade_no: &str, trade_no: &str) -> Option<&mut Trade> {
         if trade_no.is_empty() {
-            return self.trades.get_mut(out_trade_no);
+            if self.trades.contains_key(out_trade_no) {
+                return self.trades.get_mut(out_trade_no);
+            }
+            // A merchant order number only an off-path payment named (one the merchant
+            // never issued): Alipay finds its trade by that number too.
+            return self.extra_trades.values_mut().find(|t| t.out_trade_no == out_trade_no);
         }
         if let Some(extra) = self.extra_trades.get_mut(trade_no) {
             return (out_trade_no.is_empty() || extra.out_trade_no == out_trade_no).then_some(extra);

@@ -9,4 +9,5 @@ pub mod demo;
 pub mod endpoint;
 pub mod pg_admin;
 pub mod psp;
+pub mod reconcile_cmd;
 pub mod stack;

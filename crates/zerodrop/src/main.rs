@@ -48,6 +48,10 @@ enum Command {
         #[arg(long, value_name = "KEY")]
         seal_public_key: Vec<String>,
     },
+    /// Import a provider's bill (a file, or the day's bill fetched from the provider),
+    /// match it line by line, and print or write the report; differences are repaired by
+    /// jobs (docs/OPERATIONS.md, "Reconciliation").
+    Reconcile(zerodrop::reconcile_cmd::Args),
     /// Run the sandbox payment provider (Alipay wire format) as its own HTTP service.
     SandboxPsp(zerodrop::psp::Args),
     /// Simulated users buying with faults on; prints the outcome and the audit verdict.
@@ -201,6 +205,12 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
             init_tracing("warn", config.log_format);
             let seal = zerodrop::audit::SealInputs { log: seal_log.clone(), public_keys: seal_public_key.clone() };
             zerodrop::audit::run(&config, *json, &seal).await
+        }
+        Command::Reconcile(args) => {
+            let config = load_config(&cli)?;
+            init_tracing("warn", config.log_format);
+            let app = zerodrop_server::App::start(config).await?;
+            zerodrop::reconcile_cmd::run(&app, args).await
         }
         Command::SandboxPsp(args) => {
             init_tracing("info", LogFormat::Text);

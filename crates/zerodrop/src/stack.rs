@@ -163,6 +163,9 @@ pub fn config(database_url: &str, listen: &str, sandbox: &SandboxSide, tuning: &
     let seal_dir = std::env::temp_dir().join(format!("zerodrop-seal-{}", uuid::Uuid::new_v4().simple()));
     config.seal.key_file = seal_dir.join("seal.key").display().to_string();
     config.seal.log_path = seal_dir.join("seal.log").display().to_string();
+    // Reconciliation runs when a test or the demo asks for it, into a directory of its own.
+    config.reconcile.daily = false;
+    config.reconcile.bill_dir = seal_dir.join("bills").display().to_string();
     if let Some(catalog) = &tuning.catalog_toml {
         let dir = std::env::temp_dir().join(format!("zerodrop-catalog-{}", uuid::Uuid::new_v4().simple()));
         let path = dir.join("catalog.toml");

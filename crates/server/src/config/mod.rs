@@ -11,16 +11,16 @@ mod database;
 mod env;
 pub use env::ENV_PREFIX;
 mod notifications;
+mod reconcile;
 mod redact;
 mod safety;
-mod reconcile;
 mod seal;
 mod settlement;
 pub use database::DatabaseConfig;
 pub use notifications::NotificationConfig;
+pub use reconcile::ReconcileConfig;
 pub use redact::{redact_url, scrub, url_secrets};
 pub use safety::MERCHANT_KEY_BYTES_MIN;
-pub use reconcile::ReconcileConfig;
 pub use seal::{write_new_key, SealConfig, SealKeyError};
 pub use settlement::{AttentionConfig, ChargeConfig, RefundConfig};
 

@@ -65,8 +65,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 fn sha256_file(path: &PathBuf) -> Result<String, ReconcileError> {
-    let mut file =
-        std::fs::File::open(path).map_err(|e| ReconcileError::Bill(format!("{}: {e}", path.display())))?;
+    let mut file = std::fs::File::open(path).map_err(|e| ReconcileError::Bill(format!("{}: {e}", path.display())))?;
     let mut context = digest::Context::new(&digest::SHA256);
     let mut buffer = vec![0_u8; 256 * 1024];
     loop {

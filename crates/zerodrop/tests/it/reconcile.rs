@@ -1,0 +1,155 @@
+//! Reconciliation against the provider's bill, end to end: the sandbox's bill for the day
+//! fetched through the provider's gateway, matched, and every lost payment repaired
+//! through the one payment path, with the bill line as its cause.
+
+use crate::support::{calm, notifications_only, Harness};
+use serde_json::Value;
+use std::time::Duration;
+use zerodrop::stack::{self, PROVIDER};
+use zerodrop_providers::alipay::clock::format_cst;
+use zerodrop_sandbox::faults::Faults;
+use zerodrop_sandbox::Twist;
+use zerodrop_server::flows::reconcile::{day, file};
+use zerodrop_store::bills::{self, DifferenceState};
+use zerodrop_store::{both_engines, now_ms};
+
+/// Every notification lost, and no query while the test runs: zerodrop learns nothing
+/// of the payments by itself, as after a lost database.
+fn lost() -> Faults {
+    Faults { drop_rate_pct: 100, extra_trade_drop_rate_pct: 100, ..calm() }
+}
+
+fn today_cst() -> String {
+    format_cst(now_ms()).chars().take(10).collect()
+}
+
+impl Harness {
+    /// Waits until none of the reconciliation's differences is pending.
+    async fn repaired(&self, reconciliation_id: i64) {
+        stack::eventually(Duration::from_secs(30), "differences repaired", || async {
+            let mut conn = self.server.app.store.reader().await?;
+            let counts = bills::counts(&mut conn, reconciliation_id).await?;
+            Ok((!counts.iter().any(|(_, s, n)| *s == DifferenceState::Pending && *n > 0)).then_some(()))
+        })
+        .await
+        .expect("repairs end");
+    }
+
+    async fn events(&self) -> i64 {
+        let mut conn = self.server.app.store.reader().await.unwrap();
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM order_events").fetch_one(&mut *conn).await.unwrap()
+    }
+}
+
+both_engines! {
+    /// A lost database: notifications dropped, queries held off. The day's bill names every
+    /// payment; each one zerodrop lacks is recorded through the one payment path and
+    /// delivered (or, for an order zerodrop never issued, refunded in full), the report
+    /// shows each repair, the audit passes, and the same bill again changes nothing.
+    async fn a_lost_database_is_repaired_from_the_bill(db) {
+        let h = Harness::start(db, lost(), notifications_only()).await;
+        let mut lost_orders = Vec::new();
+        for user in ["lost-1", "lost-2", "lost-3"] {
+            let created = h.order(user, "diamonds_60").await;
+            h.client.pay(&created).await.unwrap().expect("paid at the sandbox");
+            lost_orders.push(created["order"]["order_no"].as_str().unwrap().to_owned());
+        }
+        // One payment zerodrop knows (the app's check call found it).
+        let known = h.order("known", "diamonds_60").await;
+        let known_no = known["order"]["order_no"].as_str().unwrap().to_owned();
+        h.client.pay(&known).await.unwrap().expect("paid");
+        let (status, body) = h.client.post(&format!("/v1/orders/{known_no}/check"), &Value::Null, None).await.unwrap();
+        assert_eq!((status, body["order"]["status"].as_str()), (200, Some("delivered")), "{body}");
+        // A payment for an order number zerodrop never issued.
+        let stray = h.order("stray", "diamonds_60").await;
+        h.client.pay_with(&stray, Twist::OrderNo("ZDNEVERISSUED1".into())).await.unwrap().expect("paid");
+        for no in &lost_orders {
+            assert_eq!(h.client.order(no).await.unwrap()["order"]["status"], "awaiting_payment");
+        }
+
+        let app = &h.server.app;
+        let imported = day::fetch_and_import(app, PROVIDER, &today_cst(), None).await.expect("reconciled");
+        let s = &imported.summary;
+        assert!(!imported.already);
+        assert_eq!((s.trade_lines.count, s.matched.count, s.unknown_to_us.count), (5, 1, 4), "{s:?}");
+        assert_eq!(s.unknown_to_us.bill_amount_minor, 4 * 600);
+        assert_eq!((s.missing_from_bill.count, s.amount_differs.count, s.no_outcome.count), (0, 0, 0));
+        h.repaired(imported.reconciliation_id).await;
+
+        for no in &lost_orders {
+            let order = h.wait_for_status(no, "delivered", Duration::from_secs(10)).await;
+            let events = order["timeline"].as_array().unwrap();
+            let captured = events.iter().find(|e| e["kind"] == "payment_captured").expect("captured");
+            assert!(captured["cause"].as_str().unwrap().starts_with("bill_line:"), "{captured}");
+        }
+        for user in ["lost-1", "lost-2", "lost-3", "known"] {
+            assert_eq!(h.wallet(user).await["balances"][0]["balance"], 60, "{user}");
+        }
+        let (status, report) = h.client.get(&format!("/v1/reconciliations/{}", imported.reconciliation_id)).await.unwrap();
+        assert_eq!(status, 200, "{report}");
+        assert_eq!(report["report"]["repaired"], 4, "{report}");
+        let lines = report["report"]["lines"].as_array().unwrap();
+        assert_eq!(lines.len(), 4);
+        assert!(lines.iter().all(|l| l["state"] == "repaired" && l["line_no"].as_i64().unwrap() > 0), "{lines:?}");
+        let stray_line = lines.iter().find(|l| l["order_no"] == "ZDNEVERISSUED1").expect("the stray payment");
+        assert!(stray_line["outcome"].as_str().unwrap().contains("refunded in full"), "{stray_line}");
+        stack::eventually(Duration::from_secs(20), "the stray payment refunded at the sandbox", || async {
+            Ok(h.sandbox.sandbox.refunds().iter().any(|r| r.out_trade_no == "ZDNEVERISSUED1").then_some(()))
+        })
+        .await
+        .unwrap();
+        h.audit_passes().await;
+
+        // The same bill again: nothing changes.
+        let events = h.events().await;
+        let dir = std::path::PathBuf::from(&app.config.reconcile.bill_dir);
+        let bill = std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
+        let account = day::account(app, PROVIDER).unwrap();
+        let again = file::import_file(&app.store, PROVIDER, &account, &bill, None).await.unwrap();
+        assert!(again.already);
+        assert_eq!(again.reconciliation_id, imported.reconciliation_id);
+        // The day's bill downloaded again (another file, the same facts): found matched now,
+        // nothing repaired twice.
+        let refetched = day::fetch_and_import(app, PROVIDER, &today_cst(), None).await.unwrap();
+        assert_eq!(refetched.summary.unknown_to_us.count, 0, "{:?}", refetched.summary);
+        assert_eq!(refetched.summary.matched.count, 5);
+        let mut conn = app.store.reader().await.unwrap();
+        let trade_repairs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM bill_differences WHERE class = 'unknown_to_us'")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(trade_repairs, 4, "each lost payment repaired once");
+        drop(conn);
+        assert!(h.events().await >= events);
+        h.audit_passes().await;
+        h.stop().await;
+    }
+}
+
+both_engines! {
+    /// A bill that does not add up, or is cut short, imports nothing.
+    async fn a_bad_bill_imports_nothing(db) {
+        let h = Harness::start(db, calm(), notifications_only()).await;
+        let created = h.order("u", "diamonds_60").await;
+        h.client.pay(&created).await.unwrap().expect("paid");
+        let app = &h.server.app;
+        let imported = day::fetch_and_import(app, PROVIDER, &today_cst(), None).await.expect("reconciled");
+        let dir = std::path::PathBuf::from(&app.config.reconcile.bill_dir);
+        let good = std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
+        let bytes = std::fs::read(&good).unwrap();
+        let cut = dir.join("cut.zip");
+        std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+        let account = day::account(app, PROVIDER).unwrap();
+        let refused = file::import_file(&app.store, PROVIDER, &account, &cut, None).await.expect_err("a cut zip");
+        assert!(refused.to_string().contains("cut.zip"), "{refused}");
+        let other = file::import_file(&app.store, PROVIDER, "2088000000000000", &good, None).await;
+        // The same file was imported already: found by its hash before anything is read.
+        assert!(other.unwrap().already);
+        let mut conn = app.store.reader().await.unwrap();
+        let list = bills::list(&mut conn, 0, 10).await.unwrap();
+        assert_eq!(list.len(), 1, "only the good bill");
+        assert_eq!(list[0].id, imported.reconciliation_id);
+        drop(conn);
+        h.stop().await;
+    }
+}
