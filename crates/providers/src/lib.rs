@@ -24,6 +24,10 @@ pub struct OrderRef {
     pub amount: Money,
     pub subject: String,
     pub expires_at_ms: i64,
+    /// The provider's trade to ask about, when zerodrop knows it (a bill line naming a
+    /// second trade for the order): the query names it, so the answer is about that
+    /// trade rather than the order's first.
+    pub trade_no: Option<String>,
 }
 
 /// A verified notification, reduced to what zerodrop acts on.

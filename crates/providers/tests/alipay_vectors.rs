@@ -165,6 +165,7 @@ fn payment_instructions_are_a_signed_app_pay_order_string() {
         amount: Money::new(990, Currency::Cny),
         subject: "60 钻石".into(),
         expires_at_ms: 1_565_855_784_000,
+        trade_no: None,
     };
     let instructions = alipay.payment_instructions(&order).unwrap();
     let order_string = instructions["order_string"].as_str().unwrap();

@@ -78,6 +78,7 @@ fn our_refund() -> RefundRef {
             amount: Money::new(600, Currency::Cny),
             subject: "60 diamonds".into(),
             expires_at_ms: 0,
+            trade_no: None,
         },
         trade_no: Some("2026010122001400000000000001".into()),
         request_no: "ZD0000000000ABR1".into(),

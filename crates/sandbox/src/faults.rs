@@ -45,6 +45,11 @@ pub struct Faults {
     /// the GBK bytes), as Alipay sends them to an app set up with GBK. Not a fault: a
     /// setting some real integrations have.
     pub notify_in_gbk: bool,
+    /// Share of payments the provider hides until [`crate::Sandbox::reveal_hidden`]: no
+    /// notification is ever sent, and the gateway answers `ACQ.TRADE_NOT_EXIST` about
+    /// them (query and close), past the order's whole schedule. Only the day's bill shows
+    /// them: the lost database, or a provider that lost its own answers for a while.
+    pub hide_rate_pct: u32,
     /// Trade numbers whose lines (the trade and its refunds) the sandbox's bills leave
     /// out: a payment the provider's bill does not list.
     pub bill_omit_trade_nos: Vec<String>,
@@ -71,6 +76,7 @@ impl Faults {
             refund_refused: false,
             notify_in_gbk: false,
             retry_scale_pct: 100,
+            hide_rate_pct: 0,
             bill_omit_trade_nos: Vec::new(),
             bill_add_minor: BTreeMap::new(),
         }

@@ -105,9 +105,13 @@ impl Sandbox {
         };
         let now = now_ms();
         let refund_state = ledger.refunds.get(&(out_trade_no.clone(), text("out_request_no"))).cloned();
+        let hidden = ledger.hidden.contains(&out_trade_no);
         let Some(trade) = ledger.trade_mut(&out_trade_no, &text("trade_no")) else {
             return business("ACQ.TRADE_NOT_EXIST", "交易不存在");
         };
+        if hidden && matches!(method, "alipay.trade.query" | "alipay.trade.close") {
+            return business("ACQ.TRADE_NOT_EXIST", "交易不存在");
+        }
         match method {
             "alipay.trade.query" => {
                 let mut answer = json!({

@@ -106,6 +106,12 @@ impl Sandbox {
         self.shared.ledger.lock().map(|l| l.refund_records.clone()).unwrap_or_default()
     }
 
+    /// Shows every payment hidden so far (`Faults::hide_rate_pct`) to the gateway's
+    /// queries from now on (their notifications stay lost); returns how many there were.
+    pub fn reveal_hidden(&self) -> usize {
+        self.shared.ledger.lock().map(|mut l| l.hidden.drain().count()).unwrap_or(0)
+    }
+
     /// Finishes every refund still processing now: the refund query reports them
     /// succeeded from here on. A refund's delay is fixed when it is asked for, so a test
     /// that kept one processing for a long time (`refund_delay_ms`) ends it with this
@@ -191,6 +197,9 @@ impl Sandbox {
         let late = now > expire_ms;
         if now > expire_ms + faults.late_pay_grace_ms {
             return Err(PayError::Expired);
+        }
+        if faults::roll(faults.hide_rate_pct) {
+            ledger.hidden.insert(out_trade_no.clone());
         }
         let paid = Paid { app_id, seller_id: &merchant.seller_id, out_trade_no, amount, subject, notify_url, late };
         let (charge, trade) = paid.record(&mut ledger, now);

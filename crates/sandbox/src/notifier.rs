@@ -29,7 +29,8 @@ pub(crate) enum Message {
 /// Plans the notifications for a payment or a refund: maybe none (dropped), maybe two
 /// (duplicated), and for payments maybe a stale one after the real one (reordered).
 pub(crate) fn plan(shared: &Arc<Shared>, trade: &Trade, message: Message, faults: &Faults) {
-    let dropped = faults::roll(faults.drop_rate_pct);
+    let hidden = shared.ledger.lock().map(|l| l.hidden.contains(&trade.out_trade_no)).unwrap_or(false);
+    let dropped = hidden || faults::roll(faults.drop_rate_pct);
     let duplicated = !dropped && faults::roll(faults.duplicate_rate_pct);
     let stale = !dropped && matches!(message, Message::Paid) && faults::roll(faults.reorder_rate_pct);
     let first_ms = faults::delay_ms(faults);

@@ -123,6 +123,9 @@ pub struct Ledger {
     pub refund_records: Vec<RefundRecord>,
     pub next_trade_seq: u64,
     pub stats: Stats,
+    /// Merchant order numbers whose payments are hidden (`Faults::hide_rate_pct`) until
+    /// revealed.
+    pub hidden: std::collections::HashSet<String>,
     /// Bill download URLs handed out, by token.
     pub bill_grants: HashMap<String, crate::bills::BillGrant>,
 }

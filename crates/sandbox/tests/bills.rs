@@ -63,6 +63,7 @@ fn order(no: &str, minor: i64) -> OrderRef {
         amount: Money::new(minor, Currency::Cny),
         subject: "60 钻石, a gem pack".into(),
         expires_at_ms: now_ms() + 15 * 60_000,
+        trade_no: None,
     }
 }
 

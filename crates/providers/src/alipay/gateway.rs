@@ -168,7 +168,10 @@ pub(super) async fn query(
     config: &AlipayConfig,
     order: &OrderRef,
 ) -> Result<PaymentStatus, ProviderError> {
-    let biz = serde_json::json!({ "out_trade_no": order.order_no });
+    let mut biz = serde_json::json!({ "out_trade_no": order.order_no });
+    if let Some(trade_no) = &order.trade_no {
+        biz["trade_no"] = serde_json::Value::String(trade_no.clone());
+    }
     match call(client, config, QUERY_METHOD, biz).await? {
         Answer::Success(fields, signed) => read_trade(&fields, &order.order_no, Some(signed)),
         Answer::Failure { sub_code, .. } if sub_code == "ACQ.TRADE_NOT_EXIST" => Ok(PaymentStatus::NotFound),

@@ -110,6 +110,7 @@ fn instructions(provider: &dyn Provider, new: &NewOrder) -> Result<serde_json::V
         amount: new.amount,
         subject: new.product.title.clone(),
         expires_at_ms: new.expires_at_ms,
+        trade_no: None,
     };
     provider.payment_instructions(&order_ref).map_err(OrderError::Provider)
 }

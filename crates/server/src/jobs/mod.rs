@@ -146,6 +146,7 @@ pub fn order_ref(order: &OrderRow) -> OrderRef {
         amount: order.amount,
         subject: order.product.title.clone(),
         expires_at_ms: order.expires_at_ms,
+        trade_no: None,
     }
 }
 

@@ -82,6 +82,17 @@ pub async fn schedule(services: &Services, provider: &str, bill_date: &str) -> R
     tx.commit().await
 }
 
+/// Enqueues the run for `bill_date` due now (an operator's, or the demo's, "reconcile
+/// that day now"); still once per provider and day.
+pub async fn run_now(services: &Services, provider: &str, bill_date: &str) -> Result<bool, StoreError> {
+    let mut tx = services.store.begin().await?;
+    let job = ReconcileDaily { provider: provider.to_owned(), bill_date: bill_date.to_owned() };
+    let queued = enqueue(&mut tx, &job, now_ms(), now_ms()).await?;
+    tx.commit().await?;
+    services.wake();
+    Ok(queued)
+}
+
 /// At start: makes sure yesterday's run exists for every provider (a chain broken by a
 /// person's hand, or a first start, is mended here).
 pub async fn ensure_scheduled(services: &Services) {

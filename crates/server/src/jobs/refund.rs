@@ -159,6 +159,7 @@ fn charge_target(charge: ChargeRow, order: Option<OrderRow>) -> Target {
             amount: charge.amount,
             subject: order.as_ref().map(|o| o.product.title.clone()).unwrap_or_default(),
             expires_at_ms: order.as_ref().map_or(0, |o| o.expires_at_ms),
+            trade_no: Some(charge.trade_no.clone()),
         },
         trade_no: Some(charge.trade_no),
         order_id: order.map(|o| o.id),

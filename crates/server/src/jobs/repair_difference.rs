@@ -96,12 +96,13 @@ async fn unknown_to_us(services: &Services, provider: &dyn Provider, d: &Differe
         None => None,
     };
     let reference = match &order {
-        Some(order) => order_ref(order),
+        Some(order) => OrderRef { trade_no: Some(trade_no.clone()), ..order_ref(order) },
         None => OrderRef {
             order_no: d.order_no.clone().unwrap_or_default(),
             amount: Money::new(d.bill_amount_minor, Currency::Cny),
             subject: String::new(),
             expires_at_ms: 0,
+            trade_no: Some(trade_no.clone()),
         },
     };
     let status = ask(provider, &reference).await?;
@@ -160,6 +161,7 @@ async fn charge_differs(services: &Services, provider: &dyn Provider, d: &Differ
         amount: Money::new(d.amount_minor, Currency::Cny),
         subject: String::new(),
         expires_at_ms: 0,
+        trade_no: Some(trade_no.clone()),
     };
     let status = ask(provider, &reference).await?;
     let provider_says = match &status {

@@ -11,6 +11,7 @@
 //! the books match and the audit passed.
 
 mod charges;
+mod reconcile;
 mod report;
 mod support;
 mod users;
@@ -54,6 +55,10 @@ pub struct Args {
     /// Length of the platform delivery endpoint's outage.
     #[arg(long, default_value_t = 40)]
     pub endpoint_down_secs: u64,
+    /// Percent of payments the provider hides (no notification, its queries say "no such
+    /// trade") until the day's bill is reconciled at the end: lost on purpose.
+    #[arg(long, default_value_t = 2)]
+    pub lose_pct: u32,
 }
 
 /// The demo compresses an order's life so it ends in minutes: users pay within ~40 s of
@@ -93,19 +98,19 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
         late_pay_grace_ms: SANDBOX_LATE_GRACE_MS,
         // Unacknowledged notifications come back on Alipay's schedule, 100× faster.
         retry_scale_pct: 1,
-        // Extra trades (a second payment, a wrong amount) are found only through their
-        // notifications: zerodrop reads no provider bill yet, so losing them entirely would
-        // show that known gap rather than the story. Their notifications are still
-        // duplicated, delayed and retried.
-        extra_trade_drop_rate_pct: 0,
+        // Extra trades (a second payment, a wrong amount, an order number never issued)
+        // whose notifications are all lost are found by the day's bill.
+        extra_trade_drop_rate_pct: args.drop_pct,
+        hide_rate_pct: args.lose_pct,
         ..Faults::none()
     };
     println!("zerodrop demo: {} orders by {} users on {}", args.orders, args.users, report::redact_url(&database_url));
     println!(
         "faults: {}% of notifications dropped, {}% duplicated, {}% followed by a stale one, delays up to 2 s, a {} s gateway \
          outage; game cards run out until a restock; the game's delivery endpoint is down for {} s; the platform refunds \
-         some orders; some users pay twice, pay a wrong amount or pay an order number never issued",
-        args.drop_pct, args.duplicate_pct, args.reorder_pct, args.outage_secs, args.endpoint_down_secs
+         some orders; some users pay twice, pay a wrong amount or pay an order number never issued; {}% of payments \
+         are hidden by the provider (no notification, queries say no such trade) until the day's bill is reconciled",
+        args.drop_pct, args.duplicate_pct, args.reorder_pct, args.outage_secs, args.endpoint_down_secs, args.lose_pct
     );
     let sandbox = SandboxSide::start(faults.clone()).await?;
     let game = Endpoint::start(Mode::Up).await?;
@@ -148,6 +153,7 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
             counters.users_done.fetch_add(1, Ordering::Relaxed);
         });
     }
+    let reconciled = Arc::new(std::sync::Mutex::new(Vec::<i64>::new()));
     let world = tokio::spawn(world(
         args.clone(),
         sandbox.sandbox.clone(),
@@ -156,6 +162,7 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
         server.app.clone(),
         client.clone(),
         order_nos.clone(),
+        (counters.clone(), reconciled.clone()),
     ));
 
     let deadline = Instant::now() + Duration::from_secs(args.settle_minutes_max * 60);
@@ -227,6 +234,8 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
         counters.paid_unknown_order.load(Ordering::Relaxed)
     );
     report::print(&table);
+    let reconciliations = reconciled.lock().map(|v| v.clone()).unwrap_or_default();
+    let repaired = reconcile::print(&server.app, &reconciliations).await?;
     println!(
         "notifications: {} planned, {} dropped, {} duplicated, {} stale; {} sends, {} refused; gateway calls {} ({} failed)",
         stats.notifications_planned, stats.notifications_dropped, stats.notifications_duplicated, stats.notifications_stale,
@@ -255,7 +264,8 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
         && table.refund_books_match
         && table.charge_books_match
         && settled_at.is_some()
-        && world_errors.is_none();
+        && world_errors.is_none()
+        && (args.lose_pct == 0 || repaired > 0);
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
@@ -280,6 +290,7 @@ async fn restock(app: &zerodrop_server::App, batch: u32, count: u32) -> Result<(
 }
 
 /// Everything that happens to the shop while users buy.
+#[allow(clippy::too_many_arguments)]
 async fn world(
     args: Args,
     sandbox: zerodrop_sandbox::Sandbox,
@@ -288,8 +299,10 @@ async fn world(
     app: zerodrop_server::App,
     client: Client,
     order_nos: Arc<std::sync::Mutex<Vec<String>>>,
+    (counters, reconciled): (Arc<users::Counters>, Arc<std::sync::Mutex<Vec<i64>>>),
 ) -> Result<()> {
     let started = Instant::now();
+    let started_ms = now_ms();
     let at = |secs: u64| async move {
         let due = Duration::from_secs(secs);
         if let Some(wait) = due.checked_sub(started.elapsed()) {
@@ -306,7 +319,20 @@ async fn world(
     at(ENDPOINT_DOWN_AT_SECS + args.endpoint_down_secs).await;
     game.set_mode(Mode::Up);
     at(MERCHANT_REFUNDS_AT_SECS).await;
-    merchant_refunds(&client, &order_nos).await
+    merchant_refunds(&client, &order_nos).await?;
+    // Every order's own schedule (queries, expiry, late sweeps) is over: only the bill
+    // can show the hidden payments now.
+    let total = u64::from(args.orders);
+    while counters.users_done.load(Ordering::Relaxed) < total {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let schedule_secs = u64::try_from(DEMO_TTL_SECS + DEMO_LATE_SWEEP_SECS).unwrap_or(90) + 10;
+    tokio::time::sleep(Duration::from_secs(schedule_secs)).await;
+    let ids = reconcile::daily(&app, &sandbox, started_ms).await?;
+    if let Ok(mut slot) = reconciled.lock() {
+        *slot = ids;
+    }
+    Ok(())
 }
 
 /// The platform refunds a few delivered diamond orders: half of them in full, half in part.
