@@ -22,6 +22,9 @@ use zerodrop_store::{now_ms, Store};
 pub enum Command {
     /// Notifications posted over HTTP to committed delivery, and the raw commit baseline.
     Notify(NotifyArgs),
+    /// A generated bill of a million lines reconciled against a database holding the
+    /// same charges: time and peak memory.
+    Reconcile(crate::bench_reconcile::Args),
 }
 
 #[derive(clap::Args, Debug)]
@@ -50,16 +53,17 @@ const HALF_LOAD_PER_SEC_MAX: usize = 4_000;
 pub async fn run(command: &Command) -> Result<()> {
     match command {
         Command::Notify(args) => notify(args).await,
+        Command::Reconcile(args) => crate::bench_reconcile::run(args).await,
     }
 }
 
-struct Database {
-    url: String,
+pub(crate) struct Database {
+    pub(crate) url: String,
     cleanup: Option<(String, String)>,
     temp: Option<std::path::PathBuf>,
 }
 
-async fn fresh_database(engine: &str) -> Result<Database> {
+pub(crate) async fn fresh_database(engine: &str) -> Result<Database> {
     if engine == "sqlite" {
         let dir = std::env::temp_dir().join(format!("zerodrop-bench-{}", uuid::Uuid::new_v4().simple()));
         return Ok(Database { url: format!("sqlite://{}/bench.db", dir.display()), cleanup: None, temp: Some(dir) });
@@ -72,7 +76,7 @@ async fn fresh_database(engine: &str) -> Result<Database> {
     Ok(Database { url, cleanup: Some((engine.to_owned(), name)), temp: None })
 }
 
-async fn drop_database(db: &Database) {
+pub(crate) async fn drop_database(db: &Database) {
     if let Some((admin_url, name)) = &db.cleanup {
         if let Err(e) = crate::pg_admin::drop_postgres_database(admin_url, name).await {
             eprintln!("could not drop the benchmark database {name}: {e}");
@@ -334,7 +338,7 @@ async fn delivered_count(store: &Store) -> Result<i64> {
     Ok(zerodrop_store::payments::delivered_at_by_order_no(&mut conn).await?.len() as i64)
 }
 
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()

@@ -5,6 +5,7 @@ pub mod admin_attention;
 pub mod admin_seal;
 pub mod audit;
 pub mod bench;
+mod bench_reconcile;
 pub mod demo;
 pub mod endpoint;
 pub mod pg_admin;
