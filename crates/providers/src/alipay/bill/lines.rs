@@ -1,6 +1,6 @@
 //! Physical lines, bounded, and their text in the bill's charset.
 
-use super::LINE_BYTES_MAX;
+use super::{BILL_LINES_MAX, LINE_BYTES_MAX};
 use encoding_rs::GBK;
 use std::borrow::Cow;
 use std::io::{self, BufRead};
@@ -10,6 +10,8 @@ pub(crate) enum LineError {
     Io(io::Error),
     /// Longer than [`LINE_BYTES_MAX`].
     TooLong,
+    /// One line more than the file may have ([`BILL_LINES_MAX`]).
+    TooMany(u64),
 }
 
 /// Reads physical lines one at a time into one reused buffer, never more than
@@ -20,11 +22,16 @@ pub(crate) struct Lines<R> {
     pub(crate) buf: Vec<u8>,
     /// The current line's number (1-based); 0 before the first.
     pub(crate) line_no: u64,
+    lines_max: u64,
 }
 
 impl<R: BufRead> Lines<R> {
     pub(crate) fn new(inner: R) -> Lines<R> {
-        Lines { inner, buf: Vec::with_capacity(1024), line_no: 0 }
+        Lines::with_limit(inner, BILL_LINES_MAX)
+    }
+
+    pub(crate) fn with_limit(inner: R, lines_max: u64) -> Lines<R> {
+        Lines { inner, buf: Vec::with_capacity(1024), line_no: 0, lines_max }
     }
 
     /// Reads the next line into `buf`; false at the end of the file.
@@ -60,6 +67,9 @@ impl<R: BufRead> Lines<R> {
             return Ok(false);
         }
         self.line_no += 1;
+        if self.line_no > self.lines_max {
+            return Err(LineError::TooMany(self.lines_max));
+        }
         if self.buf.last() == Some(&b'\r') {
             self.buf.pop();
         }
@@ -201,6 +211,23 @@ pub(crate) fn cells(line: &str) -> Result<Vec<Cow<'_, str>>, usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_are_bounded_in_length_and_number() {
+        let mut lines = Lines::with_limit(&b"a\r\nb\n\nc"[..], 3);
+        for expected in ["a", "b", ""] {
+            assert!(matches!(lines.advance(), Ok(true)));
+            assert_eq!(lines.buf, expected.as_bytes(), "without CR or LF");
+        }
+        assert!(matches!(lines.advance(), Err(LineError::TooMany(3))), "the fourth line is one too many");
+        let mut lines = Lines::with_limit(&b"d\ne"[..], 2);
+        assert!(lines.advance().is_ok() && lines.advance().is_ok() && matches!(lines.advance(), Ok(false)));
+        let long = vec![b'x'; LINE_BYTES_MAX + 1];
+        let mut lines = Lines::new(&long[..]);
+        assert!(matches!(lines.advance(), Err(LineError::TooLong)));
+        let exact = vec![b'x'; LINE_BYTES_MAX];
+        assert!(matches!(Lines::new(&exact[..]).advance(), Ok(true)));
+    }
 
     #[test]
     fn cells_lose_their_tabs_and_quotes_are_read() {

@@ -3,8 +3,8 @@
 use super::columns::{Columns, HeaderError, TRADE_NO};
 use super::comments::{self, Stated, TotalKind};
 use super::lines::{cells, Charset, LineError, Lines};
+use super::LINE_BYTES_MAX;
 use super::{column, BillError, BillErrorCode, BillExpect, BillHeader, BillLine, BillLineKind, BillTotals};
-use super::{BILL_LINES_MAX, LINE_BYTES_MAX};
 use crate::alipay::clock::parse_cst;
 use aws_lc_rs::digest::{digest, SHA256};
 use std::borrow::Cow;
@@ -239,16 +239,7 @@ impl<R: BufRead> BillReader<R> {
     }
 
     fn advance(&mut self) -> Result<bool, BillError> {
-        let more = next(&self.file, &mut self.lines)?;
-        if more && self.lines.line_no > BILL_LINES_MAX {
-            return Err(self.error(
-                self.lines.line_no,
-                None,
-                BillErrorCode::TooLarge,
-                format!("more than {BILL_LINES_MAX} lines"),
-            ));
-        }
-        Ok(more)
+        next(&self.file, &mut self.lines)
     }
 
     /// One line of the table part: a bill line, or None for a blank line or the first
@@ -392,6 +383,9 @@ fn next<R: BufRead>(file: &str, lines: &mut Lines<R>) -> Result<bool, BillError>
             BillErrorCode::TooLarge,
             format!("the line is longer than {LINE_BYTES_MAX} bytes"),
         ),
+        LineError::TooMany(max) => {
+            BillError::new(file, lines.line_no, None, BillErrorCode::TooLarge, format!("more than {max} lines"))
+        }
         LineError::Io(e) => super::zipped::io_error(file, lines.line_no + 1, &e),
     })
 }
