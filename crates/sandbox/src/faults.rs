@@ -11,9 +11,9 @@ pub struct Faults {
     pub drop_rate_pct: u32,
     /// The same for trades off the expected path (a second payment, another amount, an
     /// order number never issued). Separate because zerodrop finds an order's one trade
-    /// by asking about the order, but learns of an extra trade only from its notification
-    /// (it reads no provider bill yet): a scenario that loses them entirely is a test of
-    /// that gap, not of the ordinary lost notification.
+    /// by asking about the order, but an extra trade it learns of only from its
+    /// notification or from the day's bill: a scenario that loses them entirely is one for
+    /// reconciliation, not of the ordinary lost notification.
     pub extra_trade_drop_rate_pct: u32,
     /// Share of notifications sent twice.
     pub duplicate_rate_pct: u32,

@@ -132,7 +132,10 @@ async fn run_on(args: &Args, url: &str) -> Result<()> {
         peak_mb.map_or_else(|| "unknown".into(), |mb| mb.to_string())
     );
     anyhow::ensure!(s.trade_lines.count == i64::try_from(args.lines)?, "every line imported");
-    anyhow::ensure!(s.unknown_to_us.count == i64::try_from(args.lines.div_ceil(MISSING_EVERY))?, "the missing lines found");
+    anyhow::ensure!(
+        s.unknown_to_us.count == i64::try_from(args.lines.div_ceil(MISSING_EVERY))?,
+        "the missing lines found"
+    );
     store.close().await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

@@ -138,11 +138,13 @@ pub struct Matching<'a> {
 /// Matches the bill, records each difference not recorded before (state `pending`), and
 /// returns what it found. In the import's transaction.
 pub async fn match_bill(tx: &mut Tx, m: &Matching<'_>, now_ms: i64) -> Result<Summary> {
-    let mut summary = Summary::default();
-    summary.trade_lines = figures(tx, m, now_ms, LINES_TRADE).await?;
-    summary.refund_lines = figures(tx, m, now_ms, LINES_REFUND).await?;
-    summary.matched = figures(tx, m, now_ms, MATCHED).await?;
-    summary.refunds_matched = figures(tx, m, now_ms, REFUNDS_MATCHED).await?;
+    let mut summary = Summary {
+        trade_lines: figures(tx, m, now_ms, LINES_TRADE).await?,
+        refund_lines: figures(tx, m, now_ms, LINES_REFUND).await?,
+        matched: figures(tx, m, now_ms, MATCHED).await?,
+        refunds_matched: figures(tx, m, now_ms, REFUNDS_MATCHED).await?,
+        ..Summary::default()
+    };
     for class in Class::ALL {
         let (select, _) = class_sql(class);
         *summary.class_mut(class) = figures(tx, m, now_ms, select).await?;

@@ -88,10 +88,11 @@ fn check(
     let bill_error = |e: zerodrop_providers::alipay::bill::BillError| ReconcileError::Bill(e.to_string());
     let mut reader = open_bill(path, expect).map_err(bill_error)?;
     let header = reader.header().clone();
-    let mut read = 0_u64;
+    let (mut read, mut reported) = (0_u64, 0_u64);
     while reader.next_line().map_err(bill_error)?.is_some() {
         read += 1;
-        if read % PROGRESS_EVERY_LINES == 0 {
+        if read - reported >= PROGRESS_EVERY_LINES {
+            reported = read;
             if let Some(progress) = progress {
                 progress(read);
             }
