@@ -10,6 +10,7 @@ use zerodrop_providers::alipay::clock::format_cst;
 use zerodrop_sandbox::faults::Faults;
 use zerodrop_sandbox::Twist;
 use zerodrop_server::flows::reconcile::{day, file};
+use zerodrop_server::jobs::reconcile_daily;
 use zerodrop_store::bills::{self, DifferenceState};
 use zerodrop_store::{both_engines, now_ms};
 
@@ -232,4 +233,38 @@ async fn the_report_page_renders_in_a_real_browser() {
     let _ = std::fs::remove_dir_all(&profile);
     h.stop().await;
     db.finish().await;
+}
+
+both_engines! {
+    /// The daily job: run for a day, it fetches and reconciles that day's bill once (a
+    /// second run for the same day is never enqueued, whichever instance asks) and chains
+    /// the next day's run.
+    async fn the_daily_job_reconciles_a_day_once_and_chains_the_next(db) {
+        let h = Harness::start(db, lost(), notifications_only()).await;
+        let created = h.order("daily", "diamonds_60").await;
+        h.client.pay(&created).await.unwrap().expect("paid");
+        let no = created["order"]["order_no"].as_str().unwrap().to_owned();
+        let app = &h.server.app;
+        let day = today_cst();
+        assert!(reconcile_daily::run_now(app, PROVIDER, &day).await.unwrap());
+        assert!(!reconcile_daily::run_now(app, PROVIDER, &day).await.unwrap(), "once per provider and day");
+        let id = stack::eventually(Duration::from_secs(30), "the day reconciled", || async {
+            let mut conn = app.store.reader().await?;
+            Ok(bills::list(&mut conn, 0, 10).await?.first().map(|r| r.id))
+        })
+        .await
+        .unwrap();
+        h.repaired(id).await;
+        h.wait_for_status(&no, "delivered", Duration::from_secs(10)).await;
+        let mut conn = app.store.reader().await.unwrap();
+        let queued: Vec<String> = sqlx::query_scalar("SELECT dedupe_key FROM jobs WHERE kind = 'reconcile_daily' ORDER BY id")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(queued.len(), 2, "{queued:?}");
+        assert!(queued[1].starts_with("reconcile_daily:sandbox:") && !queued[1].ends_with(&day), "{queued:?}");
+        drop(conn);
+        h.audit_passes().await;
+        h.stop().await;
+    }
 }
