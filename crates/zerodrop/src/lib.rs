@@ -8,5 +8,6 @@ pub mod bench;
 pub mod demo;
 pub mod endpoint;
 pub mod pg_admin;
+pub mod proof_cmd;
 pub mod psp;
 pub mod stack;

@@ -48,6 +48,9 @@ enum Command {
         #[arg(long, value_name = "KEY")]
         seal_public_key: Vec<String>,
     },
+    /// The per-period proof: every charge of a period with its one outcome, tied to the
+    /// bills and sealed by signed checkpoints; `proof verify FILE` re-checks one.
+    Proof(zerodrop::proof_cmd::ProofArgs),
     /// Run the sandbox payment provider (Alipay wire format) as its own HTTP service.
     SandboxPsp(zerodrop::psp::Args),
     /// Simulated users buying with faults on; prints the outcome and the audit verdict.
@@ -201,6 +204,11 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
             init_tracing("warn", config.log_format);
             let seal = zerodrop::audit::SealInputs { log: seal_log.clone(), public_keys: seal_public_key.clone() };
             zerodrop::audit::run(&config, *json, &seal).await
+        }
+        Command::Proof(args) => {
+            let config = load_config(&cli)?;
+            init_tracing("warn", config.log_format);
+            zerodrop::proof_cmd::run(&config, args).await
         }
         Command::SandboxPsp(args) => {
             init_tracing("info", LogFormat::Text);

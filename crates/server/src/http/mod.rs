@@ -20,6 +20,7 @@ mod orders;
 pub mod pages;
 mod plain;
 mod refunds;
+pub mod stats;
 pub mod status_text;
 mod users;
 
@@ -54,11 +55,13 @@ pub fn router(app: App) -> Router {
         .route("/v1/attention", get(attention::list))
         .route("/v1/attention/{id}", get(attention::show))
         .route("/v1/attention/{id}/resolve", post(attention::resolve))
+        .route("/v1/stats", get(stats::get))
         .route("/metrics", get(ops::metrics))
         .route_layer(middleware::from_fn_with_state(app.clone(), gate::api));
     let pages = Router::new()
         .route("/pages/orders/{order_no}", get(pages::status))
         .route("/pages/orders/{order_no}/receipt", get(pages::receipt))
+        .route("/pages/orders/{order_no}/proof", get(pages::proof))
         .route_layer(middleware::from_fn_with_state(app.clone(), gate::pages));
     Router::new()
         .merge(api)
