@@ -71,7 +71,8 @@ pub struct AttentionAges {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Figures {
     pub at_ms: i64,
-    pub windows: Vec<(String, Window)>,
+    /// By window name: `1h`, `24h`, `30d`.
+    pub windows: std::collections::BTreeMap<String, Window>,
     pub attention: AttentionAges,
 }
 
@@ -93,9 +94,9 @@ pub fn rank(n: i64, p: i64) -> i64 {
 }
 
 pub async fn figures(conn: &mut Conn, bounds: &Bounds, now_ms: i64) -> Result<Figures> {
-    let mut windows = Vec::with_capacity(WINDOWS.len());
+    let mut windows = std::collections::BTreeMap::new();
     for (name, length) in WINDOWS {
-        windows.push((name.to_owned(), window(&mut *conn, bounds, now_ms - length, now_ms, now_ms).await?));
+        windows.insert(name.to_owned(), window(&mut *conn, bounds, now_ms - length, now_ms, now_ms).await?);
     }
     let attention = attention_ages(conn, now_ms).await?;
     Ok(Figures { at_ms: now_ms, windows, attention })
