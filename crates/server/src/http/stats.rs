@@ -5,7 +5,7 @@
 use super::error::ApiError;
 use super::extract::Merchant;
 use crate::app::App;
-use crate::Config;
+use crate::config::Config;
 use axum::extract::State;
 use axum::Json;
 use zerodrop_store::now_ms;
