@@ -22,6 +22,11 @@ pub const UNSEALED_NAMED_MAX: usize = 1_000;
 /// Checkpoints whose heads one order's proof reads at most per record group (a request
 /// path: bounded whatever the history).
 const SCAN_CHECKPOINTS_MAX: i64 = 200;
+/// How far before a record's time one order's proof starts reading heads: less than
+/// [`SEAL_CLOCK_SLACK_MS`], so that at the shortest sealing interval (1 s) the scan still
+/// reaches past the record. A record sealed earlier still (clocks further apart) is
+/// reported unsealed, never the other way round.
+const SCAN_SLACK_MS: i64 = 60_000;
 
 /// The records a proof names that no checkpoint sealed when it was made (the sealing job
 /// has not run since they were written).
@@ -83,7 +88,7 @@ pub async fn covering(conn: &mut Conn, records: &[(String, i64, i64)]) -> Result
     open.sort_by_key(|r| r.2);
     let mut latest: Option<i64> = None;
     while let Some(&(_, _, at_ms)) = open.first().copied() {
-        let Some(start) = first_from(&mut *conn, at_ms - SEAL_CLOCK_SLACK_MS).await? else { break };
+        let Some(start) = first_from(&mut *conn, at_ms - SCAN_SLACK_MS).await? else { break };
         let before = open.len();
         let page = checkpoint::list(&mut *conn, start - 1, SCAN_CHECKPOINTS_MAX).await?;
         for cp in &page {
