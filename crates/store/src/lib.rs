@@ -22,9 +22,12 @@ pub mod memberships;
 mod migrate;
 pub mod notifications;
 pub mod orders;
+pub mod outcome;
 pub mod payments;
+pub mod proof;
 pub mod refunds;
 pub mod seal;
+pub mod stats;
 #[cfg(feature = "test-util")]
 pub mod testing;
 

@@ -9,6 +9,7 @@ mod bench_reconcile;
 pub mod demo;
 pub mod endpoint;
 pub mod pg_admin;
+pub mod proof_cmd;
 pub mod psp;
 pub mod reconcile_cmd;
 pub mod stack;

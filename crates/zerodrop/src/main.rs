@@ -52,6 +52,9 @@ enum Command {
     /// match it line by line, and print or write the report; differences are repaired by
     /// jobs (docs/OPERATIONS.md, "Reconciliation").
     Reconcile(zerodrop::reconcile_cmd::Args),
+    /// The per-period proof: every charge of a period with its one outcome, tied to the
+    /// bills and sealed by signed checkpoints; `proof verify FILE` re-checks one.
+    Proof(zerodrop::proof_cmd::ProofArgs),
     /// Run the sandbox payment provider (Alipay wire format) as its own HTTP service.
     SandboxPsp(zerodrop::psp::Args),
     /// Simulated users buying with faults on; prints the outcome and the audit verdict.
@@ -211,6 +214,11 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
             init_tracing("warn", config.log_format);
             let app = zerodrop_server::App::start(config).await?;
             zerodrop::reconcile_cmd::run(&app, args).await
+        }
+        Command::Proof(args) => {
+            let config = load_config(&cli)?;
+            init_tracing("warn", config.log_format);
+            zerodrop::proof_cmd::run(&config, args).await
         }
         Command::SandboxPsp(args) => {
             init_tracing("info", LogFormat::Text);

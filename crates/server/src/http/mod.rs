@@ -21,6 +21,7 @@ pub mod pages;
 mod plain;
 mod reconciliations;
 mod refunds;
+pub mod stats;
 pub mod status_text;
 mod users;
 
@@ -57,11 +58,13 @@ pub fn router(app: App) -> Router {
         .route("/v1/attention/{id}/resolve", post(attention::resolve))
         .route("/v1/reconciliations", get(reconciliations::list))
         .route("/v1/reconciliations/{id}", get(reconciliations::show))
+        .route("/v1/stats", get(stats::get))
         .route("/metrics", get(ops::metrics))
         .route_layer(middleware::from_fn_with_state(app.clone(), gate::api));
     let pages = Router::new()
         .route("/pages/orders/{order_no}", get(pages::status))
         .route("/pages/orders/{order_no}/receipt", get(pages::receipt))
+        .route("/pages/orders/{order_no}/proof", get(pages::proof))
         .route_layer(middleware::from_fn_with_state(app.clone(), gate::pages));
     Router::new()
         .merge(api)

@@ -102,5 +102,7 @@ pub async fn metrics(State(app): State<App>) -> Result<Response, ApiError> {
         "# HELP zerodrop_notifications_refused_unstored_total Refused notifications over the per-source or total limit, answered but not stored (this process, since it started).\n# TYPE zerodrop_notifications_refused_unstored_total counter"
     );
     let _ = writeln!(out, "zerodrop_notifications_refused_unstored_total {}", app.refusals.unstored());
+    drop(conn);
+    out.push_str(&zerodrop_store::stats::prometheus(&super::stats::figures(&app).await?));
     Ok(([("content-type", "text/plain; version=0.0.4")], out).into_response())
 }

@@ -55,6 +55,7 @@ pub async fn link(State(app): State<App>, _: Merchant, Path(order_no): Path<Stri
         "status_url": format!("{base}?{query}"),
         "receipt_url": format!("{base}/receipt?{query}"),
         "receipt_json_url": format!("{base}/receipt?{query}&format=json"),
+        "proof_url": format!("{base}/proof?{query}"),
         "expires_at": rfc3339(expires * 1000),
     })))
 }
@@ -182,7 +183,14 @@ pub async fn status(State(app): State<App>, SignedPage { view, lang, query }: Si
 /// `GET /pages/orders/{order_no}/receipt`: everything needed to prove the payment.
 pub async fn receipt(State(app): State<App>, SignedPage { view, lang, query }: SignedPage) -> Response {
     let offset = app.config.status_pages.utc_offset_minutes;
-    let data = receipt_data(&view, offset, lang);
+    let mut data = receipt_data(&view, offset, lang);
+    let proof_link = format!(
+        "/pages/orders/{}/proof?exp={}&sig={}",
+        view.order.order_no.as_str(),
+        query.exp.unwrap_or_default(),
+        query.sig.as_deref().unwrap_or_default()
+    );
+    data["proof_url"] = json!(proof_link);
     if query.format.as_deref() == Some("json") {
         return ([("cache-control", "no-store")], Json(data)).into_response();
     }
@@ -225,8 +233,46 @@ pub async fn receipt(State(app): State<App>, SignedPage { view, lang, query }: S
             }
         }
         (timeline(&view, offset, lang))
+        p {
+            a href=(proof_link) { (t("可核验的记录证明（JSON）", "Verifiable proof of the record (JSON)")) }
+        }
     };
     page(lang, t("支付凭证", "Evidence receipt"), body)
+}
+
+/// `GET /pages/orders/{order_no}/proof`: the order's entry of the per-period proof, JSON.
+/// Its charges with their one outcome each, the sealed records that show it (events,
+/// delivery, refunds, ledger entries, each with its seal), and the latest signed
+/// checkpoint that seals them, so the user can hold zerodrop to it later.
+pub async fn proof(State(app): State<App>, SignedPage { view, .. }: SignedPage) -> Response {
+    match order_proof(&app, &view).await {
+        Ok(data) => ([("cache-control", "no-store")], Json(data)).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "an order's proof could not be read");
+            unavailable()
+        }
+    }
+}
+
+async fn order_proof(app: &App, view: &OrderView) -> Result<Value, zerodrop_store::StoreError> {
+    use zerodrop_store::proof::{cover, entry};
+    let now = now_ms();
+    let mut snapshot = app.store.snapshot().await?;
+    let bounds = super::stats::bounds(&app.config);
+    let entries = entry::for_order(&mut snapshot, &bounds, now, &view.order.id.to_string()).await?;
+    let records: Vec<(String, i64, i64)> =
+        entries.iter().flat_map(|e| e.records().into_iter().map(|(stream, seq, _, at)| (stream, seq, at))).collect();
+    let (checkpoint, unsealed) = cover::covering(&mut snapshot, &records).await?;
+    Ok(json!({
+        "kind": "zerodrop-order-proof",
+        "schema_version": zerodrop_store::proof::SCHEMA_VERSION,
+        "order_no": view.order.order_no,
+        "generated_at": rfc3339(now),
+        "generated_at_ms": now,
+        "charges": entries,
+        "checkpoint": checkpoint,
+        "unsealed": unsealed,
+    }))
 }
 
 fn receipt_data(view: &OrderView, offset: i32, lang: Lang) -> Value {

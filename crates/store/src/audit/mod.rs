@@ -114,10 +114,15 @@ pub struct AuditOptions {
 }
 
 impl AuditOptions {
+    /// The bounds charges' outcomes are judged by, as the proof and the figures use them.
+    pub fn bounds(&self) -> crate::outcome::Bounds {
+        crate::outcome::Bounds { deadline_grace_ms: self.deadline_grace_ms, park_window_ms: self.park_window_ms }
+    }
+
     pub fn new(parked_age_ms_max: i64) -> AuditOptions {
         AuditOptions {
             parked_age_ms_max,
-            deadline_grace_ms: 120_000,
+            deadline_grace_ms: crate::outcome::DEADLINE_GRACE_MS_DEFAULT,
             refund_unsettled_ms_max: 4 * 86_400_000,
             park_window_ms: 2_700_000,
             verifier: None,

@@ -2,15 +2,12 @@
 //! its money going or gone back), or is with a person whose clock has not run out.
 
 use super::{sql_check, AuditOptions, Check};
-use crate::{Conn, Result};
+use crate::{outcome, Conn, Result};
 
 pub(super) async fn checks(c: &mut Conn, options: &AuditOptions, now_ms: i64) -> Result<Vec<Check>> {
     let mut checks = Vec::new();
-    let open_in_clock = |on: &str| {
-        format!(
-            "EXISTS (SELECT 1 FROM attention_items a WHERE {on} AND a.resolved_at_ms IS NULL AND a.due_at_ms >= $1)"
-        )
-    };
+    // The outcome of a charge is defined once (`crate::outcome`); these checks find the
+    // payments and charges that have none.
     checks.push(
         sql_check(
             &mut *c,
@@ -18,10 +15,8 @@ pub(super) async fn checks(c: &mut Conn, options: &AuditOptions, now_ms: i64) ->
             "every captured payment is delivered, or its money owed, going or gone back, or still within its \
              delivery deadline, or with a person whose clock has not run out",
             &format!(
-                "SELECT o.order_no FROM payments p JOIN orders o ON o.id = p.order_id \
-                 WHERE o.status NOT IN ('delivered', 'refund_due', 'refunding', 'refunded') \
-                   AND NOT {} AND NOT (o.status = 'paid' AND o.deliver_by_ms > $2)",
-                open_in_clock("a.order_id = o.id")
+                "SELECT o.order_no FROM payments p JOIN orders o ON o.id = p.order_id WHERE ({}) = 'none'",
+                outcome::order_payment_sql("$1", "$2")
             ),
             &[now_ms, now_ms - options.deadline_grace_ms],
         )
@@ -35,9 +30,8 @@ pub(super) async fn checks(c: &mut Conn, options: &AuditOptions, now_ms: i64) ->
              clock has not run out, or (for an unknown order) still inside its park window",
             &format!(
                 "SELECT c.class || ' ' || c.trade_no FROM charges c WHERE c.class NOT IN ('matched', 'late') \
-                   AND NOT EXISTS (SELECT 1 FROM refunds r WHERE r.charge_id = c.id AND r.state <> 'failed') \
-                   AND NOT {} AND NOT (c.class = 'unknown_order' AND c.recorded_at_ms > $2)",
-                open_in_clock("a.charge_id = c.id")
+                   AND ({}) = 'none'",
+                outcome::charge_refund_sql("$1", "$2")
             ),
             &[now_ms, now_ms - options.park_window_ms - options.deadline_grace_ms],
         )
@@ -96,7 +90,10 @@ pub(super) async fn checks(c: &mut Conn, options: &AuditOptions, now_ms: i64) ->
             &format!(
                 "SELECT r.request_no FROM refunds r WHERE r.state IN ('requested', 'processing', 'unknown') \
                    AND NOT {} AND r.created_at_ms < $2",
-                open_in_clock("a.reason = 'refund_unknown' AND (a.order_id = r.order_id OR a.charge_id = r.charge_id)")
+                outcome::open_in_clock(
+                    "a.reason = 'refund_unknown' AND (a.order_id = r.order_id OR a.charge_id = r.charge_id)",
+                    "$1"
+                )
             ),
             &[now_ms, now_ms - options.refund_unsettled_ms_max],
         )

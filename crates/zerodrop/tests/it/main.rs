@@ -13,6 +13,7 @@ mod notify_flood;
 mod notify_intake;
 mod outage;
 mod processes;
+mod proof;
 mod reconcile;
 mod refunds;
 mod refunds_never_double;

@@ -17,7 +17,7 @@ use zerodrop_store::{both_engines, raw_execute, Store};
 /// Paid and delivered orders, a second payment refunded, a card key; then the server
 /// stops, which writes and exports the final checkpoint. Returns the configuration the
 /// server ran with and the paid orders' numbers.
-async fn populate(db: &TestDb) -> (Config, Vec<String>) {
+pub(crate) async fn populate(db: &TestDb) -> (Config, Vec<String>) {
     let h = Harness::start(db, calm(), goods(None)).await;
     h.import_keys("card_50", &["SEAL-CARD-0001-AAAA"]).await;
     let mut paid = Vec::new();
@@ -66,14 +66,14 @@ fn fails_naming(report: &Report, check: &str, record: &str) {
     );
 }
 
-async fn sql(store: &Store, statement: &str) {
+pub(crate) async fn sql(store: &Store, statement: &str) {
     let mut tx = store.begin().await.unwrap();
     raw_execute(&mut tx, statement).await.unwrap_or_else(|e| panic!("{statement}: {e}"));
     tx.commit().await.unwrap();
 }
 
 /// What an attacker with the database's owner rights does first: switch off the guards.
-async fn drop_guards(db: &TestDb, table: &str) {
+pub(crate) async fn drop_guards(db: &TestDb, table: &str) {
     if db.is_postgres() {
         sql(&db.store, &format!("ALTER TABLE {table} DISABLE TRIGGER USER")).await;
         return;
@@ -91,7 +91,7 @@ async fn drop_guards(db: &TestDb, table: &str) {
     }
 }
 
-async fn order_id(db: &TestDb, order_no: &str) -> String {
+pub(crate) async fn order_id(db: &TestDb, order_no: &str) -> String {
     let mut conn = db.store.reader().await.unwrap();
     sqlx::query_scalar("SELECT id FROM orders WHERE order_no = $1").bind(order_no).fetch_one(&mut *conn).await.unwrap()
 }
