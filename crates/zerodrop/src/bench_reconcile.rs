@@ -13,7 +13,7 @@ use std::time::Instant;
 use zerodrop_domain::bill::{BillHeader, BillLineKind};
 use zerodrop_providers::alipay::bill::{BillRow, BillWriter};
 use zerodrop_providers::alipay::clock::parse_cst;
-use zerodrop_server::flows::reconcile::file::import_file;
+use zerodrop_server::flows::reconcile::file::{import_file, BillFile};
 use zerodrop_store::{PoolConfig, Store};
 
 #[derive(clap::Args, Debug)]
@@ -118,7 +118,14 @@ async fn run_on(args: &Args, url: &str) -> Result<()> {
 
     reset_peak_memory();
     let started = Instant::now();
-    let imported = import_file(&store, PROVIDER, SELLER_ID, &path, None).await?;
+    let bill = BillFile {
+        provider: PROVIDER,
+        account: SELLER_ID,
+        path: &path,
+        bill_dir: &dir.join("kept"),
+        day_from_ms: None,
+    };
+    let imported = import_file(&store, &bill, None).await?;
     let elapsed = started.elapsed();
     let peak_mb = peak_memory_kb().map(|kb| kb / 1024);
     let s = &imported.summary;

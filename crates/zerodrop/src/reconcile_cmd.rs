@@ -47,8 +47,18 @@ pub async fn run(services: &Services, args: &Args) -> Result<ExitCode> {
     let imported = match (&args.bill, &args.date) {
         (Some(path), _) => {
             let account = day::account(services, &args.provider);
+            let bill_dir = PathBuf::from(&services.config.reconcile.bill_dir);
             match account {
-                Ok(account) => file::import_file(&services.store, &args.provider, &account, path, progress).await,
+                Ok(account) => {
+                    let bill = file::BillFile {
+                        provider: &args.provider,
+                        account: &account,
+                        path,
+                        bill_dir: &bill_dir,
+                        day_from_ms: None,
+                    };
+                    file::import_file(&services.store, &bill, progress).await
+                }
                 Err(e) => Err(e),
             }
         }

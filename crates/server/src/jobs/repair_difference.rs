@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use zerodrop_domain::money::{Currency, Money};
 use zerodrop_domain::order::OrderStatus;
-use zerodrop_domain::OrderId;
+use zerodrop_domain::{OrderId, OrderNo};
 use zerodrop_providers::{OrderRef, PaymentStatus, Provider};
 use zerodrop_store::bills::{self, Class, DifferenceRow, DifferenceState};
 use zerodrop_store::payments::PaymentSource;
@@ -22,6 +22,9 @@ use zerodrop_store::{now_ms, orders, StoreError};
 
 /// Failed runs (the provider unreachable, the database) before a person is asked.
 const ATTEMPTS_MAX: i64 = 20;
+/// A charge missing from its day's bill is looked for again this long after the day
+/// ends: the next day's bill is fetched at 10:00 CST, a day and ten hours later.
+const NEXT_BILL_AFTER_MS: i64 = 36 * 3_600_000;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RepairDifference {
@@ -67,6 +70,15 @@ impl Job for RepairDifference {
         services.wake();
         match result {
             Ok(()) => Outcome::Done,
+            // The last attempt failed: the difference goes to a person with the error,
+            // never left pending behind a generic exhausted-job item.
+            Err(Outcome::Retry(error)) if run.attempt >= ATTEMPTS_MAX => {
+                let detail = json!({ "why": "the repair failed on every attempt", "last_error": error });
+                match person(services, &difference, reason::REPAIR_FAILED, detail, 0).await {
+                    Ok(()) => Outcome::Done,
+                    Err(outcome) => outcome,
+                }
+            }
             Err(outcome) => outcome,
         }
     }
@@ -95,6 +107,17 @@ async fn unknown_to_us(services: &Services, provider: &dyn Provider, d: &Differe
         }
         None => None,
     };
+    let order_no = d.order_no.clone().unwrap_or_default();
+    if order.is_none() && OrderNo::parse(&order_no).is_none() {
+        // Not an order number zerodrop issues: another system's payment on the same
+        // merchant account. Counted, left alone: refunding it would take a stranger's sale.
+        return resolved(
+            services,
+            d,
+            "not an order number zerodrop issues (another system on this account): left alone",
+        )
+        .await;
+    }
     let reference = match &order {
         Some(order) => OrderRef { trade_no: Some(trade_no.clone()), ..order_ref(order) },
         None => OrderRef {
@@ -154,6 +177,14 @@ async fn charge_differs(services: &Services, provider: &dyn Provider, d: &Differ
             drop(conn);
             return resolved(services, d, &format!("billed in bill {other}")).await;
         }
+        // A charge near midnight may be in the next day's bill: look again once that bill
+        // is due before asking a person.
+        let bill_to_ms = bills::get(&mut conn, d.reconciliation_id).await.map_err(store)?.map(|r| r.bill.to_ms);
+        if let Some(next_bill_ms) = bill_to_ms.map(|to| to + NEXT_BILL_AFTER_MS) {
+            if now_ms() < next_bill_ms {
+                return Err(Outcome::RunAgainAt(next_bill_ms, Some("waiting for the next day's bill".into())));
+            }
+        }
     }
     let order_no = d.order_no.clone().unwrap_or_default();
     let reference = OrderRef {
@@ -194,7 +225,12 @@ async fn refund_unknown(services: &Services, d: &DifferenceRow, run: &Run) -> St
         RefundState::Requested | RefundState::Processing | RefundState::Unknown => match settling {
             // Still unsettled at the provider: ask again when its job would.
             Outcome::RunAgainAt(at, note) => Err(Outcome::RunAgainAt(at, note)),
-            other => Err(other),
+            Outcome::Retry(e) => Err(Outcome::Retry(e)),
+            // The refund's own job has given up asking: a person settles it.
+            Outcome::Done => {
+                let detail = json!({ "refund_id": refund.id, "why": "the provider never settled the refund" });
+                person(services, d, reason::REFUND_UNKNOWN, detail, 0).await
+            }
         },
         state => {
             let detail = json!({ "refund_id": refund.id, "refund_state": state.as_str(), "refund_amount_minor": refund.amount.minor });

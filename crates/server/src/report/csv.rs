@@ -10,7 +10,7 @@ amount,bill_amount,charge_id,refund_id,order_id,outcome";
 /// A cell: quoted when it holds a separator, a quote or a line break; prefixed with `'`
 /// when a spreadsheet would read it as a formula.
 fn cell(text: &str) -> String {
-    let text = if text.starts_with(['=', '+', '-', '@']) { format!("'{text}") } else { text.to_owned() };
+    let text = if text.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{text}") } else { text.to_owned() };
     if text.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", text.replace('"', "\"\""))
     } else {
@@ -83,5 +83,6 @@ mod tests {
         assert_eq!(cell("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(cell("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
         assert_eq!(cell("-1"), "'-1");
+        assert_eq!(cell("\t=1"), "'\t=1");
     }
 }

@@ -117,8 +117,13 @@ fn classes(report: &Report) -> Markup {
 
 fn lines(report: &Report) -> Markup {
     html! {
-        @if report.lines.is_empty() {
+        @if report.lines.is_empty() && report.summary().differences() == 0 {
             p.ok { "无差异 No differences." }
+        } @else if report.lines.is_empty() {
+            p.muted {
+                "本次无新差异：这些差异已由更早的对账记录并处理。 No new differences: each was recorded (and is repaired) \
+                 by an earlier reconciliation of a bill naming the same facts."
+            }
         } @else {
             table id="lines" {
                 tr {

@@ -106,7 +106,7 @@ pub async fn build(conn: &mut Conn, id: i64, after_id: i64, now_ms: i64) -> Resu
     let lines_more = lines.len() as i64 > LINES_MAX;
     lines.truncate(LINES_MAX as usize);
     let bill = &reconciliation.bill;
-    let hours = bills::hours(conn, bill.id, bill.from_ms, bill.to_ms, now_ms).await?;
+    let hours = bills::hours(conn, bill.id, &bill.provider, bill.from_ms, bill.to_ms, now_ms).await?;
     let charges: i64 = hours.iter().map(|h| h.charges).sum();
     let dropped: i64 = hours.iter().map(|h| h.dropped).sum();
     Ok(Some(Report {

@@ -42,6 +42,8 @@ CREATE TABLE bill_lines (
     UNIQUE (bill_id, kind, trade_no, refund_no)
 );
 CREATE INDEX bill_lines_by_trade ON bill_lines (trade_no);
+-- A refund zerodrop holds as made, looked for in every bill (refund lines only).
+CREATE INDEX bill_lines_by_refund ON bill_lines (refund_no) WHERE kind = 'refund';
 CREATE TRIGGER bill_lines_never_changed BEFORE DELETE OR UPDATE ON bill_lines
     FOR EACH ROW EXECUTE FUNCTION zerodrop_refuse_change();
 
@@ -83,3 +85,5 @@ CREATE INDEX bill_differences_by_reconciliation ON bill_differences (reconciliat
 
 -- Matching reads a bill's range of charges by paid time.
 CREATE INDEX charges_by_paid_at ON charges (provider, paid_at_ms);
+-- A bill's trade is matched by its number whichever provider (app) of the account recorded it.
+CREATE INDEX charges_by_trade ON charges (trade_no);

@@ -44,6 +44,8 @@ CREATE TABLE bill_lines (
     UNIQUE (bill_id, kind, trade_no, refund_no)
 );
 CREATE INDEX bill_lines_by_trade ON bill_lines (trade_no);
+-- A refund zerodrop holds as made, looked for in every bill (refund lines only).
+CREATE INDEX bill_lines_by_refund ON bill_lines (refund_no) WHERE kind = 'refund';
 CREATE TRIGGER bill_lines_never_deleted BEFORE DELETE ON bill_lines
 BEGIN SELECT RAISE(ABORT, 'bill lines are never deleted'); END;
 CREATE TRIGGER bill_lines_never_updated BEFORE UPDATE ON bill_lines
@@ -87,3 +89,5 @@ CREATE INDEX bill_differences_by_reconciliation ON bill_differences (reconciliat
 
 -- Matching reads a bill's range of charges by paid time.
 CREATE INDEX charges_by_paid_at ON charges (provider, paid_at_ms);
+-- A bill's trade is matched by its number whichever provider (app) of the account recorded it.
+CREATE INDEX charges_by_trade ON charges (trade_no);

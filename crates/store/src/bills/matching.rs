@@ -110,7 +110,7 @@ impl Summary {
     }
 }
 
-/// Each charge of `[$1, $2)` with its outcome as of `$3`: `delivered`, `refunded`, `open`
+/// Each charge of provider `$4` in `[$1, $2)` with its outcome as of `$3`: `delivered`, `refunded`, `open`
 /// (no outcome yet, inside its deadline or with a person in time) or `dropped` (no outcome
 /// past its deadline and no person on it in time). The drop rate counts the last.
 pub(crate) const OUTCOME_BY_CHARGE_SQL: &str = "\
@@ -124,7 +124,8 @@ SELECT COALESCE(c.paid_at_ms, c.recorded_at_ms) AS at_ms, \
   WHEN EXISTS (SELECT 1 FROM refunds r WHERE r.charge_id = c.id AND r.state = 'succeeded') THEN 'refunded' \
   ELSE 'open' END AS outcome \
 FROM charges c LEFT JOIN orders o ON o.id = c.order_id \
-WHERE COALESCE(c.paid_at_ms, c.recorded_at_ms) >= $1 AND COALESCE(c.paid_at_ms, c.recorded_at_ms) < $2";
+WHERE c.provider = $4 AND COALESCE(c.paid_at_ms, c.recorded_at_ms) >= $1 \
+  AND COALESCE(c.paid_at_ms, c.recorded_at_ms) < $2";
 
 /// The bill being matched.
 pub struct Matching<'a> {
@@ -133,6 +134,17 @@ pub struct Matching<'a> {
     pub provider: &'a str,
     pub from_ms: i64,
     pub to_ms: i64,
+}
+
+/// Charges and refunds of the last minutes before an import are not counted missing from
+/// the bill: a bill of the current day (the sandbox's) was cut before them.
+pub const MISSING_GRACE_MS: i64 = 10 * 60_000;
+
+impl Matching<'_> {
+    /// The end of what the bill could show: its range's end, or the import less the grace.
+    fn seen_until_ms(&self, now_ms: i64) -> i64 {
+        self.to_ms.min(now_ms - MISSING_GRACE_MS)
+    }
 }
 
 /// Matches the bill, records each difference not recorded before (state `pending`), and
@@ -153,6 +165,10 @@ pub async fn match_bill(tx: &mut Tx, m: &Matching<'_>, now_ms: i64) -> Result<Su
     Ok(summary)
 }
 
+// A bill covers a merchant account, which several configured providers (apps) may share:
+// a trade is matched by its number whichever of them recorded it, never taken for one
+// zerodrop lacks.
+//
 // Each class is one SELECT over $1 reconciliation, $2 bill, $3 provider, $4 from, $5 to,
 // $6 now, returning: fact key, bill line, charge, refund, order, zerodrop's amount, the
 // bill's amount. `figures` sums it; `record` inserts it as differences.
@@ -166,15 +182,16 @@ const LINES_REFUND: &str = "SELECT 'x' AS fact_key, l.id AS bill_line_id, CAST(N
 const MATCHED: &str =
     "SELECT 'x' AS fact_key, l.id AS bill_line_id, c.id AS charge_id, CAST(NULL AS TEXT) AS refund_id, \
      c.order_id AS order_id, c.amount_minor AS amount_minor, l.amount_minor AS bill_amount_minor \
-     FROM bill_lines l JOIN charges c ON c.provider = $3 AND c.trade_no = l.trade_no \
+     FROM bill_lines l JOIN charges c ON c.trade_no = l.trade_no \
      WHERE l.bill_id = $2 AND l.kind = 'trade' AND c.amount_minor = l.amount_minor \
-     AND $1 = $1 AND $4 = $4 AND $5 = $5 AND $6 = $6";
+     AND $1 = $1 AND $3 = $3 AND $4 = $4 AND $5 = $5 AND $6 = $6";
 const REFUNDS_MATCHED: &str =
     "SELECT 'x' AS fact_key, l.id AS bill_line_id, CAST(NULL AS BIGINT) AS charge_id, r.id AS refund_id, \
      r.order_id AS order_id, r.amount_minor AS amount_minor, l.amount_minor AS bill_amount_minor \
      FROM bill_lines l JOIN refunds r ON r.request_no = l.refund_no \
+     JOIN charges c ON c.id = r.charge_id AND c.provider = $3 AND c.trade_no = l.trade_no \
      WHERE l.bill_id = $2 AND l.kind = 'refund' AND r.state = 'succeeded' AND r.amount_minor = l.amount_minor \
-     AND $1 = $1 AND $3 = $3 AND $4 = $4 AND $5 = $5 AND $6 = $6";
+     AND $1 = $1 AND $4 = $4 AND $5 = $5 AND $6 = $6";
 
 /// The class's SELECT and its fact key's prefix.
 fn class_sql(class: Class) -> (&'static str, &'static str) {
@@ -184,16 +201,16 @@ fn class_sql(class: Class) -> (&'static str, &'static str) {
              (SELECT o.id FROM orders o WHERE o.order_no = l.order_no) AS order_id, 0 AS amount_minor, \
              l.amount_minor AS bill_amount_minor \
              FROM bill_lines l WHERE l.bill_id = $2 AND l.kind = 'trade' \
-             AND NOT EXISTS (SELECT 1 FROM charges c WHERE c.provider = $3 AND c.trade_no = l.trade_no) \
-             AND $1 = $1 AND $4 = $4 AND $5 = $5 AND $6 = $6",
+             AND NOT EXISTS (SELECT 1 FROM charges c WHERE c.trade_no = l.trade_no) \
+             AND $1 = $1 AND $3 = $3 AND $4 = $4 AND $5 = $5 AND $6 = $6",
             "trade",
         ),
         Class::AmountDiffers => (
             "SELECT 'amount:' || l.trade_no AS fact_key, l.id AS bill_line_id, c.id AS charge_id, CAST(NULL AS TEXT) AS refund_id, \
              c.order_id AS order_id, c.amount_minor AS amount_minor, l.amount_minor AS bill_amount_minor \
-             FROM bill_lines l JOIN charges c ON c.provider = $3 AND c.trade_no = l.trade_no \
+             FROM bill_lines l JOIN charges c ON c.trade_no = l.trade_no \
              WHERE l.bill_id = $2 AND l.kind = 'trade' AND c.amount_minor <> l.amount_minor \
-             AND $1 = $1 AND $4 = $4 AND $5 = $5 AND $6 = $6",
+             AND $1 = $1 AND $3 = $3 AND $4 = $4 AND $5 = $5 AND $6 = $6",
             "amount",
         ),
         Class::MissingFromBill => (
@@ -208,13 +225,16 @@ fn class_sql(class: Class) -> (&'static str, &'static str) {
         Class::RefundUnknownToUs => (
             "SELECT 'refund:' || l.trade_no || ':' || l.refund_no AS fact_key, l.id AS bill_line_id, \
              (SELECT c.id FROM charges c WHERE c.provider = $3 AND c.trade_no = l.trade_no) AS charge_id, \
-             (SELECT r.id FROM refunds r WHERE r.request_no = l.refund_no) AS refund_id, \
+             (SELECT r.id FROM refunds r JOIN charges c ON c.id = r.charge_id \
+              WHERE r.request_no = l.refund_no AND c.provider = $3 AND c.trade_no = l.trade_no) AS refund_id, \
              (SELECT c.order_id FROM charges c WHERE c.provider = $3 AND c.trade_no = l.trade_no) AS order_id, \
-             COALESCE((SELECT r.amount_minor FROM refunds r WHERE r.request_no = l.refund_no AND r.state = 'succeeded'), 0) \
-               AS amount_minor, l.amount_minor AS bill_amount_minor \
+             COALESCE((SELECT r.amount_minor FROM refunds r JOIN charges c ON c.id = r.charge_id \
+                       WHERE r.request_no = l.refund_no AND c.provider = $3 AND c.trade_no = l.trade_no \
+                       AND r.state = 'succeeded'), 0) AS amount_minor, l.amount_minor AS bill_amount_minor \
              FROM bill_lines l WHERE l.bill_id = $2 AND l.kind = 'refund' \
-             AND NOT EXISTS (SELECT 1 FROM refunds r WHERE r.request_no = l.refund_no AND r.state = 'succeeded' \
-                             AND r.amount_minor = l.amount_minor) \
+             AND NOT EXISTS (SELECT 1 FROM refunds r JOIN charges c ON c.id = r.charge_id \
+                             WHERE r.request_no = l.refund_no AND c.provider = $3 AND c.trade_no = l.trade_no \
+                             AND r.state = 'succeeded' AND r.amount_minor = l.amount_minor) \
              AND $1 = $1 AND $4 = $4 AND $5 = $5 AND $6 = $6",
             "refund",
         ),
@@ -237,7 +257,7 @@ fn class_sql(class: Class) -> (&'static str, &'static str) {
              AND o.status IN ('paid', 'refund_due', 'refunding') AND o.deliver_by_ms IS NOT NULL AND o.deliver_by_ms < $6 \
              AND NOT EXISTS (SELECT 1 FROM attention_items a WHERE a.order_id = o.id AND a.resolved_at_ms IS NULL \
                              AND (a.due_at_ms IS NULL OR a.due_at_ms >= $6)) \
-             AND $1 = $1",
+             AND $1 = $1 AND $2 = $2",
             "outcome",
         ),
     }
@@ -253,7 +273,7 @@ async fn figures(tx: &mut Tx, m: &Matching<'_>, now_ms: i64, select: &str) -> Re
         .bind(m.bill_id)
         .bind(m.provider)
         .bind(m.from_ms)
-        .bind(m.to_ms)
+        .bind(m.seen_until_ms(now_ms))
         .bind(now_ms)
         .fetch_one(&mut **tx)
         .await?;
@@ -276,7 +296,7 @@ async fn record(tx: &mut Tx, m: &Matching<'_>, class: Class, now_ms: i64) -> Res
         .bind(m.bill_id)
         .bind(m.provider)
         .bind(m.from_ms)
-        .bind(m.to_ms)
+        .bind(m.seen_until_ms(now_ms))
         .bind(now_ms)
         .execute(&mut **tx)
         .await?

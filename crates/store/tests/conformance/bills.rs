@@ -165,7 +165,7 @@ both_engines! {
         let mut conn = db.store.reader().await.unwrap();
         let edit = zerodrop_store::raw_execute(&mut conn, "UPDATE bill_lines SET amount_minor = 1").await;
         assert!(edit.is_err(), "bill lines refuse edits");
-        let hours = bills::hours(&mut conn, stored.bill.id, FROM_MS, FROM_MS + DAY_MS, FROM_MS + DAY_MS).await.unwrap();
+        let hours = bills::hours(&mut conn, stored.bill.id, "sandbox", FROM_MS, FROM_MS + DAY_MS, FROM_MS + DAY_MS).await.unwrap();
         assert_eq!(hours.len(), 24);
         assert_eq!((hours[0].billed, hours[0].charges), (4, 4));
     }

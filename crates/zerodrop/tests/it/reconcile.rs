@@ -20,6 +20,10 @@ fn lost() -> Faults {
     Faults { drop_rate_pct: 100, extra_trade_drop_rate_pct: 100, ..calm() }
 }
 
+fn bill_file<'a>(account: &'a str, path: &'a std::path::Path, dir: &'a std::path::Path) -> file::BillFile<'a> {
+    file::BillFile { provider: PROVIDER, account, path, bill_dir: dir, day_from_ms: None }
+}
+
 fn today_cst() -> String {
     format_cst(now_ms()).chars().take(10).collect()
 }
@@ -63,7 +67,11 @@ both_engines! {
         assert_eq!((status, body["order"]["status"].as_str()), (200, Some("delivered")), "{body}");
         // A payment for an order number zerodrop never issued.
         let stray = h.order("stray", "diamonds_60").await;
-        h.client.pay_with(&stray, Twist::OrderNo("ZDNEVERISSUED1".into())).await.unwrap().expect("paid");
+        let never_issued = zerodrop_domain::OrderNo::from_random(0x5eed).as_str().to_owned();
+        h.client.pay_with(&stray, Twist::OrderNo(never_issued.clone())).await.unwrap().expect("paid");
+        // And one for an order number of another system on the same merchant account.
+        let other_system = h.order("other-system", "diamonds_60").await;
+        h.client.pay_with(&other_system, Twist::OrderNo("POS-20261130-0001".into())).await.unwrap().expect("paid");
         for no in &lost_orders {
             assert_eq!(h.client.order(no).await.unwrap()["order"]["status"], "awaiting_payment");
         }
@@ -72,8 +80,8 @@ both_engines! {
         let imported = day::fetch_and_import(app, PROVIDER, &today_cst(), None).await.expect("reconciled");
         let s = &imported.summary;
         assert!(!imported.already);
-        assert_eq!((s.trade_lines.count, s.matched.count, s.unknown_to_us.count), (5, 1, 4), "{s:?}");
-        assert_eq!(s.unknown_to_us.bill_amount_minor, 4 * 600);
+        assert_eq!((s.trade_lines.count, s.matched.count, s.unknown_to_us.count), (6, 1, 5), "{s:?}");
+        assert_eq!(s.unknown_to_us.bill_amount_minor, 5 * 600);
         assert_eq!((s.missing_from_bill.count, s.amount_differs.count, s.no_outcome.count), (0, 0, 0));
         h.repaired(imported.reconciliation_id).await;
 
@@ -90,12 +98,14 @@ both_engines! {
         assert_eq!(status, 200, "{report}");
         assert_eq!(report["report"]["repaired"], 4, "{report}");
         let lines = report["report"]["lines"].as_array().unwrap();
-        assert_eq!(lines.len(), 4);
-        assert!(lines.iter().all(|l| l["state"] == "repaired" && l["line_no"].as_i64().unwrap() > 0), "{lines:?}");
-        let stray_line = lines.iter().find(|l| l["order_no"] == "ZDNEVERISSUED1").expect("the stray payment");
+        assert_eq!(lines.len(), 5);
+        assert!(lines.iter().all(|l| l["line_no"].as_i64().unwrap() > 0), "{lines:?}");
+        let stray_line = lines.iter().find(|l| l["order_no"] == never_issued.as_str()).expect("the stray payment");
         assert!(stray_line["outcome"].as_str().unwrap().contains("refunded in full"), "{stray_line}");
+        let other_line = lines.iter().find(|l| l["order_no"] == "POS-20261130-0001").expect("another system's sale");
+        assert_eq!(other_line["state"], "resolved", "another system's sale is left alone: {other_line}");
         stack::eventually(Duration::from_secs(20), "the stray payment refunded at the sandbox", || async {
-            Ok(h.sandbox.sandbox.refunds().iter().any(|r| r.out_trade_no == "ZDNEVERISSUED1").then_some(()))
+            Ok(h.sandbox.sandbox.refunds().iter().any(|r| r.out_trade_no == never_issued).then_some(()))
         })
         .await
         .unwrap();
@@ -106,20 +116,20 @@ both_engines! {
         let dir = std::path::PathBuf::from(&app.config.reconcile.bill_dir);
         let bill = std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
         let account = day::account(app, PROVIDER).unwrap();
-        let again = file::import_file(&app.store, PROVIDER, &account, &bill, None).await.unwrap();
+        let again = file::import_file(&app.store, &bill_file(&account, &bill, &dir), None).await.unwrap();
         assert!(again.already);
         assert_eq!(again.reconciliation_id, imported.reconciliation_id);
         // The day's bill downloaded again (another file, the same facts): found matched now,
         // nothing repaired twice.
         let refetched = day::fetch_and_import(app, PROVIDER, &today_cst(), None).await.unwrap();
-        assert_eq!(refetched.summary.unknown_to_us.count, 0, "{:?}", refetched.summary);
+        assert_eq!(refetched.summary.unknown_to_us.count, 1, "only the other system's: {:?}", refetched.summary);
         assert_eq!(refetched.summary.matched.count, 5);
         let mut conn = app.store.reader().await.unwrap();
         let trade_repairs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM bill_differences WHERE class = 'unknown_to_us'")
             .fetch_one(&mut *conn)
             .await
             .unwrap();
-        assert_eq!(trade_repairs, 4, "each lost payment repaired once");
+        assert_eq!(trade_repairs, 5, "each difference recorded once");
         drop(conn);
         assert!(h.events().await >= events);
         h.audit_passes().await;
@@ -141,9 +151,9 @@ both_engines! {
         let cut = dir.join("cut.zip");
         std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
         let account = day::account(app, PROVIDER).unwrap();
-        let refused = file::import_file(&app.store, PROVIDER, &account, &cut, None).await.expect_err("a cut zip");
+        let refused = file::import_file(&app.store, &bill_file(&account, &cut, &dir), None).await.expect_err("a cut zip");
         assert!(refused.to_string().contains("cut.zip"), "{refused}");
-        let other = file::import_file(&app.store, PROVIDER, "2088000000000000", &good, None).await;
+        let other = file::import_file(&app.store, &bill_file("2088000000000000", &good, &dir), None).await;
         // The same file was imported already: found by its hash before anything is read.
         assert!(other.unwrap().already);
         let mut conn = app.store.reader().await.unwrap();

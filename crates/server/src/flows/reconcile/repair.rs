@@ -28,6 +28,8 @@ pub mod reason {
     pub const REFUND_UNKNOWN: &str = "bill_refund_unknown";
     /// zerodrop holds a refund as made that no bill shows.
     pub const REFUND_NOT_BILLED: &str = "bill_refund_missing";
+    /// The repair itself failed on every attempt (the provider or the database).
+    pub const REPAIR_FAILED: &str = "bill_repair_failed";
 }
 
 /// Puts the difference in front of a person: an attention item (raised by an event in
