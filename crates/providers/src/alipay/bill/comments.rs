@@ -85,7 +85,7 @@ fn read_totals(rest: &str, label: &str) -> Result<Stated, String> {
     let count = rest[..count_end].trim().parse::<u64>().map_err(|_| format!("count {:?}", &rest[..count_end]))?;
     let at = rest.find(label).ok_or_else(|| format!("no {label}…元"))? + label.len();
     let end = rest[at..].find('元').ok_or_else(|| format!("no 元 after {label}"))? + at;
-    let received_minor = super::reader::signed_minor(rest[at..end].trim())?;
+    let received_minor = super::reader::signed_total_minor(rest[at..end].trim())?;
     Ok(Stated { count, received_minor })
 }
 

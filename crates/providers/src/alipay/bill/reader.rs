@@ -417,6 +417,32 @@ pub(crate) fn signed_minor(text: &str) -> Result<i64, String> {
     Ok(if negative { -minor } else { minor })
 }
 
+/// A total as written (`50490100.00`, `-0.04`) in signed minor units, exactly. A day's
+/// total may exceed what one payment may be, so only i64 bounds it.
+pub(crate) fn signed_total_minor(text: &str) -> Result<i64, String> {
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    let ok = !whole.is_empty()
+        && whole.len() <= TOTAL_WHOLE_DIGITS_MAX
+        && fraction.len() <= 2
+        && whole.bytes().chain(fraction.bytes()).all(|b| b.is_ascii_digit());
+    if !ok {
+        return Err(format!("{text:?} is not a total in yuan with at most two decimals"));
+    }
+    let whole: i64 = whole.parse().map_err(|_| format!("{text:?} is not a number"))?;
+    let fraction: i64 = format!("{fraction:0<2}").parse().map_err(|_| format!("{text:?} is not a number"))?;
+    let minor =
+        whole.checked_mul(100).and_then(|w| w.checked_add(fraction)).ok_or_else(|| format!("{text:?} is too large"))?;
+    Ok(if negative { -minor } else { minor })
+}
+
+/// Digits before the point of a stated total: 10^15 yuan is far beyond any day, and the
+/// sum in fen still fits an i64.
+const TOTAL_WHOLE_DIGITS_MAX: usize = 15;
+
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     let mut out = String::with_capacity(bytes.len() * 2);
@@ -424,4 +450,19 @@ fn hex(bytes: &[u8]) -> String {
         let _ = write!(out, "{b:02x}");
     }
     out
+}
+
+#[cfg(test)]
+mod total_tests {
+    use super::signed_total_minor;
+
+    #[test]
+    fn totals_may_exceed_one_payment_but_stay_exact() {
+        assert_eq!(signed_total_minor("50490100.00"), Ok(5_049_010_000));
+        assert_eq!(signed_total_minor("-0.04"), Ok(-4));
+        assert_eq!(signed_total_minor("7"), Ok(700));
+        for bad in ["", "1.234", "1e3", "--1", "9999999999999999.00"] {
+            assert!(signed_total_minor(bad).is_err(), "{bad:?}");
+        }
+    }
 }
