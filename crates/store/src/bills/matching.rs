@@ -149,20 +149,71 @@ impl Matching<'_> {
 
 /// Matches the bill, records each difference not recorded before (state `pending`), and
 /// returns what it found. In the import's transaction.
+///
+/// The bill's lines are read twice in all (once for trades, once for refunds, each line
+/// joined to its charge or refund and counted into every class at once), the day's
+/// charges and refunds once per class that looks at them; a class's differences are
+/// written only when it has any.
 pub async fn match_bill(tx: &mut Tx, m: &Matching<'_>, now_ms: i64) -> Result<Summary> {
+    let [trade_lines, matched, unknown_to_us, amount_differs] = lines_figures(tx, m, TRADE_FIGURES).await?;
+    let [refund_lines, refunds_matched, refund_unknown_to_us, _] = lines_figures(tx, m, REFUND_FIGURES).await?;
     let mut summary = Summary {
-        trade_lines: figures(tx, m, now_ms, LINES_TRADE).await?,
-        refund_lines: figures(tx, m, now_ms, LINES_REFUND).await?,
-        matched: figures(tx, m, now_ms, MATCHED).await?,
-        refunds_matched: figures(tx, m, now_ms, REFUNDS_MATCHED).await?,
+        trade_lines,
+        refund_lines,
+        matched,
+        refunds_matched,
+        unknown_to_us,
+        amount_differs,
+        refund_unknown_to_us,
         ..Summary::default()
     };
-    for class in Class::ALL {
+    for class in [Class::MissingFromBill, Class::RefundMissingFromBill, Class::NoOutcome] {
         let (select, _) = class_sql(class);
         *summary.class_mut(class) = figures(tx, m, now_ms, select).await?;
-        summary.new_differences += record(tx, m, class, now_ms).await?;
+    }
+    for class in Class::ALL {
+        if summary.class(class).count > 0 {
+            summary.new_differences += record(tx, m, class, now_ms).await?;
+        }
     }
     Ok(summary)
+}
+
+/// Figures of a bill's lines of one kind, in one pass: all lines, matched, unknown to
+/// zerodrop, and (trades) of another amount. Over $1 bill, $2 provider.
+const TRADE_FIGURES: &str = "\
+SELECT COUNT(*), 0, CAST(COALESCE(SUM(l.amount_minor), 0) AS BIGINT), \
+  CAST(COALESCE(SUM(CASE WHEN c.amount_minor = l.amount_minor THEN 1 ELSE 0 END), 0) AS BIGINT), \
+  CAST(COALESCE(SUM(CASE WHEN c.amount_minor = l.amount_minor THEN c.amount_minor ELSE 0 END), 0) AS BIGINT), \
+  CAST(COALESCE(SUM(CASE WHEN c.amount_minor = l.amount_minor THEN l.amount_minor ELSE 0 END), 0) AS BIGINT), \
+  CAST(COALESCE(SUM(CASE WHEN c.id IS NULL THEN 1 ELSE 0 END), 0) AS BIGINT), 0, \
+  CAST(COALESCE(SUM(CASE WHEN c.id IS NULL THEN l.amount_minor ELSE 0 END), 0) AS BIGINT), \
+  CAST(COALESCE(SUM(CASE WHEN c.amount_minor <> l.amount_minor THEN 1 ELSE 0 END), 0) AS BIGINT), \
+  CAST(COALESCE(SUM(CASE WHEN c.amount_minor <> l.amount_minor THEN c.amount_minor ELSE 0 END), 0) AS BIGINT), \
+  CAST(COALESCE(SUM(CASE WHEN c.amount_minor <> l.amount_minor THEN l.amount_minor ELSE 0 END), 0) AS BIGINT) \
+FROM bill_lines l LEFT JOIN charges c ON c.trade_no = l.trade_no \
+WHERE l.bill_id = $1 AND l.kind = 'trade' AND $2 = $2";
+
+/// The same for refund lines: a line matches a refund zerodrop holds as made, with its
+/// request number, on the same provider and trade, for the same amount.
+const REFUND_FIGURES: &str = "\
+SELECT COUNT(*), 0, CAST(COALESCE(SUM(l.amount_minor), 0) AS BIGINT), \
+  CAST(COALESCE(SUM(CASE WHEN r.amount_minor = l.amount_minor THEN 1 ELSE 0 END), 0) AS BIGINT), \
+  CAST(COALESCE(SUM(CASE WHEN r.amount_minor = l.amount_minor THEN r.amount_minor ELSE 0 END), 0) AS BIGINT), \
+  CAST(COALESCE(SUM(CASE WHEN r.amount_minor = l.amount_minor THEN l.amount_minor ELSE 0 END), 0) AS BIGINT), \
+  CAST(COALESCE(SUM(CASE WHEN r.amount_minor = l.amount_minor THEN 0 ELSE 1 END), 0) AS BIGINT), \
+  CAST(COALESCE(SUM(CASE WHEN r.amount_minor = l.amount_minor THEN 0 ELSE COALESCE(r.amount_minor, 0) END), 0) AS BIGINT), \
+  CAST(COALESCE(SUM(CASE WHEN r.amount_minor = l.amount_minor THEN 0 ELSE l.amount_minor END), 0) AS BIGINT), \
+  0, 0, 0 \
+FROM bill_lines l LEFT JOIN (refunds r JOIN charges c ON c.id = r.charge_id AND c.provider = $2) \
+  ON r.request_no = l.refund_no AND r.state = 'succeeded' AND c.trade_no = l.trade_no \
+WHERE l.bill_id = $1 AND l.kind = 'refund'";
+
+async fn lines_figures(tx: &mut Tx, m: &Matching<'_>, sql: &str) -> Result<[ClassFigures; 4]> {
+    let row: (i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64) =
+        sqlx::query_as(sql).bind(m.bill_id).bind(m.provider).fetch_one(&mut **tx).await?;
+    let f = |count, amount_minor, bill_amount_minor| ClassFigures { count, amount_minor, bill_amount_minor };
+    Ok([f(row.0, row.1, row.2), f(row.3, row.4, row.5), f(row.6, row.7, row.8), f(row.9, row.10, row.11)])
 }
 
 // A bill covers a merchant account, which several configured providers (apps) may share:
@@ -172,26 +223,6 @@ pub async fn match_bill(tx: &mut Tx, m: &Matching<'_>, now_ms: i64) -> Result<Su
 // Each class is one SELECT over $1 reconciliation, $2 bill, $3 provider, $4 from, $5 to,
 // $6 now, returning: fact key, bill line, charge, refund, order, zerodrop's amount, the
 // bill's amount. `figures` sums it; `record` inserts it as differences.
-
-const LINES_TRADE: &str = "SELECT 'x' AS fact_key, l.id AS bill_line_id, CAST(NULL AS BIGINT) AS charge_id, CAST(NULL AS TEXT) AS refund_id, \
-     CAST(NULL AS TEXT) AS order_id, 0 AS amount_minor, l.amount_minor AS bill_amount_minor \
-     FROM bill_lines l WHERE l.bill_id = $2 AND l.kind = 'trade' AND $1 = $1 AND $3 = $3 AND $4 = $4 AND $5 = $5 AND $6 = $6";
-const LINES_REFUND: &str = "SELECT 'x' AS fact_key, l.id AS bill_line_id, CAST(NULL AS BIGINT) AS charge_id, CAST(NULL AS TEXT) AS refund_id, \
-     CAST(NULL AS TEXT) AS order_id, 0 AS amount_minor, l.amount_minor AS bill_amount_minor \
-     FROM bill_lines l WHERE l.bill_id = $2 AND l.kind = 'refund' AND $1 = $1 AND $3 = $3 AND $4 = $4 AND $5 = $5 AND $6 = $6";
-const MATCHED: &str =
-    "SELECT 'x' AS fact_key, l.id AS bill_line_id, c.id AS charge_id, CAST(NULL AS TEXT) AS refund_id, \
-     c.order_id AS order_id, c.amount_minor AS amount_minor, l.amount_minor AS bill_amount_minor \
-     FROM bill_lines l JOIN charges c ON c.trade_no = l.trade_no \
-     WHERE l.bill_id = $2 AND l.kind = 'trade' AND c.amount_minor = l.amount_minor \
-     AND $1 = $1 AND $3 = $3 AND $4 = $4 AND $5 = $5 AND $6 = $6";
-const REFUNDS_MATCHED: &str =
-    "SELECT 'x' AS fact_key, l.id AS bill_line_id, CAST(NULL AS BIGINT) AS charge_id, r.id AS refund_id, \
-     r.order_id AS order_id, r.amount_minor AS amount_minor, l.amount_minor AS bill_amount_minor \
-     FROM bill_lines l JOIN refunds r ON r.request_no = l.refund_no \
-     JOIN charges c ON c.id = r.charge_id AND c.provider = $3 AND c.trade_no = l.trade_no \
-     WHERE l.bill_id = $2 AND l.kind = 'refund' AND r.state = 'succeeded' AND r.amount_minor = l.amount_minor \
-     AND $1 = $1 AND $4 = $4 AND $5 = $5 AND $6 = $6";
 
 /// The class's SELECT and its fact key's prefix.
 fn class_sql(class: Class) -> (&'static str, &'static str) {
