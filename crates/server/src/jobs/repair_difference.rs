@@ -173,7 +173,7 @@ async fn charge_differs(services: &Services, provider: &dyn Provider, d: &Differ
     let trade_no = d.trade_no.clone().unwrap_or_default();
     if d.class == Class::MissingFromBill {
         let mut conn = services.store.reader().await.map_err(store)?;
-        if let Some(other) = bills::billed_elsewhere(&mut conn, &d.provider, &trade_no, "trade").await.map_err(store)? {
+        if let Some(other) = bills::billed_elsewhere(&mut conn, &d.provider, &trade_no, "").await.map_err(store)? {
             drop(conn);
             return resolved(services, d, &format!("billed in bill {other}")).await;
         }
@@ -243,8 +243,9 @@ async fn refund_unknown(services: &Services, d: &DifferenceRow, run: &Run) -> St
 /// otherwise a person looks.
 async fn refund_not_billed(services: &Services, d: &DifferenceRow, _run: &Run) -> Step {
     let key = d.refund_no.clone().unwrap_or_default();
+    let trade_no = d.trade_no.clone().unwrap_or_default();
     let mut conn = services.store.reader().await.map_err(store)?;
-    if let Some(other) = bills::billed_elsewhere(&mut conn, &d.provider, &key, "refund").await.map_err(store)? {
+    if let Some(other) = bills::billed_elsewhere(&mut conn, &d.provider, &trade_no, &key).await.map_err(store)? {
         drop(conn);
         return resolved(services, d, &format!("billed in bill {other}")).await;
     }

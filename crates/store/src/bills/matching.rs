@@ -275,7 +275,7 @@ fn class_sql(class: Class) -> (&'static str, &'static str) {
              FROM refunds r JOIN charges c ON c.id = r.charge_id \
              WHERE c.provider = $3 AND r.state = 'succeeded' AND r.finished_at_ms >= $4 AND r.finished_at_ms < $5 \
              AND NOT EXISTS (SELECT 1 FROM bill_lines l WHERE l.bill_id = $2 AND l.kind = 'refund' \
-                             AND l.refund_no = r.request_no) \
+                             AND l.trade_no = c.trade_no AND l.refund_no = r.request_no) \
              AND $1 = $1 AND $6 = $6",
             "refund_missing",
         ),
