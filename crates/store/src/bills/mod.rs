@@ -21,9 +21,11 @@ use crate::{Conn, Result, StoreError, Tx};
 use serde::Serialize;
 use zerodrop_domain::bill::{BillHeader, BillLine, BillTotals};
 
-/// Bill lines written per statement: ten parameters a line keeps a statement under both
-/// engines' parameter limits (SQLite 32,766; PostgreSQL 65,535) with room to spare.
-pub const LINES_PER_STATEMENT: usize = 500;
+/// Bill lines written per statement (ten parameters each). Measured, not guessed: binding
+/// costs grow faster than the parameter count (a million lines took 49 s at 500 a
+/// statement and 9 s at 50 on SQLite; 3,000 a statement was slower still), so statements
+/// stay small; their count is what is left (docs/BENCHMARKS.md).
+pub const LINES_PER_STATEMENT: usize = 50;
 
 /// A bill file as imported.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

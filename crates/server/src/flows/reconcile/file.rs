@@ -86,7 +86,9 @@ async fn import_copy(
     let expect = BillExpect { account: bill.account.to_owned() };
     let (owned, exp, name) = (copy.to_path_buf(), expect.clone(), file_name.to_owned());
     let first_progress = progress.clone();
+    let started = std::time::Instant::now();
     let (header, totals) = blocking(move || check(&owned, &exp, &name, first_progress.as_deref())).await?;
+    tracing::info!(file = file_name, checked_ms = started.elapsed().as_millis(), "bill read and checked");
     check_range(file_name, &header, bill.day_from_ms, zerodrop_store::now_ms())?;
     let checked = CheckedBill {
         provider: bill.provider.to_owned(),

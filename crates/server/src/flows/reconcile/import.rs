@@ -68,6 +68,7 @@ pub async fn import(
     if let Some(done) = already(store, &bill.provider, &bill.file_sha256).await? {
         return Ok(done);
     }
+    let started = std::time::Instant::now();
     let mut tx = store.begin().await?;
     let new = NewBill {
         provider: &bill.provider,
@@ -103,6 +104,7 @@ pub async fn import(
             bill.file_name, bill.totals
         )));
     }
+    let stored_ms = started.elapsed().as_millis();
     let reconciliation_id = bills::start(&mut tx, bill_id, now_ms).await?;
     let matching = Matching {
         reconciliation_id,
@@ -112,11 +114,19 @@ pub async fn import(
         to_ms: bill.header.to_ms,
     };
     let summary = bills::match_bill(&mut tx, &matching, now_ms).await?;
+    let matched_ms = started.elapsed().as_millis();
     for id in bills::pending(&mut tx, reconciliation_id).await? {
         enqueue(&mut tx, &RepairDifference { difference_id: id }, now_ms, now_ms).await?;
     }
     bills::finish(&mut tx, reconciliation_id, &summary, zerodrop_store::now_ms()).await?;
     tx.commit().await?;
-    tracing::info!(reconciliation_id, differences = summary.differences(), "bill reconciled");
+    tracing::info!(
+        reconciliation_id,
+        differences = summary.differences(),
+        stored_ms,
+        matched_ms,
+        committed_ms = started.elapsed().as_millis(),
+        "bill reconciled"
+    );
     Ok(Imported { reconciliation_id, summary, already: false })
 }
