@@ -62,8 +62,9 @@ async fn write(tx: &mut Tx, order: &mut OrderRow, steps: Vec<(OrderState, NewEve
         return Ok(());
     };
     let mut next = order.clone();
-    let mut sql =
-        String::from("INSERT INTO order_events (order_id, seq, at_ms, kind, actor, cause, data, seal, seal_batch) VALUES ");
+    let mut sql = String::from(
+        "INSERT INTO order_events (order_id, seq, at_ms, kind, actor, cause, data, seal, seal_batch) VALUES ",
+    );
     for i in 0..steps.len() {
         let p = i * 9;
         if i > 0 {

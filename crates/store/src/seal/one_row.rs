@@ -190,7 +190,9 @@ pub(super) async fn walk_refunds(c: &mut Conn, refunds: &mut Walk<'_>) -> Result
                 reason: &r.reason,
                 created_at_ms: r.created_at_ms,
             };
-            refunds.visit_one(&stream::refund(&r.id), r.seal.as_deref(), r.seal_batch.as_deref(), || content::refund(&facts));
+            refunds.visit_one(&stream::refund(&r.id), r.seal.as_deref(), r.seal_batch.as_deref(), || {
+                content::refund(&facts)
+            });
         }
     }
     Ok(())
@@ -225,4 +227,3 @@ pub(super) async fn walk_notifications(c: &mut Conn, notifications: &mut Walk<'_
     }
     Ok(())
 }
-
