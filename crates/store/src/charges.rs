@@ -129,9 +129,11 @@ pub async fn insert_new(tx: &mut Tx, charge: &NewCharge<'_>, now_ms: i64) -> Res
         evidence: &evidence,
         recorded_at_ms: now_ms,
     });
+    let batch = tx.seal_batch();
     let id = sqlx::query_scalar::<_, i64>(
         "INSERT INTO charges (provider, trade_no, order_no, order_id, amount_minor, currency, paid_at_ms, class, \
-             evidence, recorded_at_ms, classified_at_ms, seal) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11) \
+             evidence, recorded_at_ms, classified_at_ms, seal, seal_batch) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12) \
          ON CONFLICT (provider, trade_no) DO NOTHING RETURNING id",
     )
     .bind(charge.provider)
@@ -145,10 +147,11 @@ pub async fn insert_new(tx: &mut Tx, charge: &NewCharge<'_>, now_ms: i64) -> Res
     .bind(&evidence)
     .bind(now_ms)
     .bind(&seal)
+    .bind(batch)
     .fetch_optional(&mut **tx)
     .await?;
     if id.is_some() {
-        tx.sealed(crate::seal::stream::charge(charge.provider, charge.trade_no), 1, seal);
+        tx.sealed_in_batch(seal);
     }
     Ok(id.map(|id| ChargeRow {
         id,

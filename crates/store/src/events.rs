@@ -62,20 +62,23 @@ async fn write(tx: &mut Tx, order: &mut OrderRow, steps: Vec<(OrderState, NewEve
         return Ok(());
     };
     let mut next = order.clone();
-    let mut sql =
-        String::from("INSERT INTO order_events (order_id, seq, at_ms, kind, actor, cause, data, seal) VALUES ");
+    let mut sql = String::from(
+        "INSERT INTO order_events (order_id, seq, at_ms, kind, actor, cause, data, seal, seal_batch) VALUES ",
+    );
     for i in 0..steps.len() {
-        let p = i * 8;
+        let p = i * 9;
         if i > 0 {
             sql.push_str(", ");
         }
-        let params: Vec<String> = (1..=8).map(|k| format!("${}", p + k)).collect();
+        let params: Vec<String> = (1..=9).map(|k| format!("${}", p + k)).collect();
         sql.push_str(&format!("({})", params.join(", ")));
     }
     let order_id = order.id.to_string();
     // The order's chain: each event seals the one before (the head is kept on the order
     // row, which this transaction holds).
     let mut head = order.seal_head.clone().unwrap_or_else(|| seal::GENESIS.to_owned());
+    let batch = tx.seal_batch();
+    let mut seals = Vec::with_capacity(steps.len());
     let mut insert = sqlx::query(&sql);
     for (i, (_, event)) in steps.iter().enumerate() {
         let data = serde_json::to_string(&event.data).map_err(StoreError::Json)?;
@@ -90,7 +93,9 @@ async fn write(tx: &mut Tx, order: &mut OrderRow, steps: Vec<(OrderState, NewEve
             .bind(event.actor.as_str())
             .bind(event.cause.clone())
             .bind(data)
-            .bind(head.clone());
+            .bind(head.clone())
+            .bind(batch.clone());
+        seals.push(head.clone());
         derive_columns(&mut next, event, now_ms);
     }
     insert.execute(&mut **tx).await?;
@@ -121,8 +126,10 @@ async fn write(tx: &mut Tx, order: &mut OrderRow, steps: Vec<(OrderState, NewEve
         // Another writer moved the order since we read it: never overwrite its state.
         return Err(StoreError::Invariant(format!("order {} changed concurrently", order.id)));
     }
-    next.seal_head = Some(head.clone());
-    tx.sealed(seal::stream::events(&order_id), seq, head);
+    next.seal_head = Some(head);
+    for seal in seals {
+        tx.sealed_in_batch(seal);
+    }
     for (state, event) in steps.iter().filter(|(_, e)| e.kind == EventKind::AttentionRaised) {
         attention::raise(tx, item_for(order, state.status, event), now_ms).await?;
     }

@@ -18,7 +18,7 @@ use crate::{Conn, Result, StoreError, Tx};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-/// Entries written per statement at commit (5 parameters each, far below both engines'
+/// Entries written per statement at commit (8 parameters each, far below both engines'
 /// parameter limits).
 const ENTRIES_PER_INSERT_MAX: usize = 200;
 
@@ -34,6 +34,8 @@ pub(crate) struct Pending {
     /// Each moved account's chain position before this transaction: its entries' seals
     /// continue from there at commit (the row's `seal_seq` counts them as they move).
     chain_from: BTreeMap<String, i64>,
+    /// Each moved account's last seal before this transaction, once read (see [`flush`]).
+    previous: BTreeMap<String, String>,
 }
 
 /// A transfer's facts, sealed with each of its entries.
@@ -248,22 +250,34 @@ pub(crate) async fn flush(tx: &mut Tx) -> Result<()> {
     let mut accounts: Vec<(bool, String)> =
         tx.ledger.deferred.iter().map(|(id, d)| (d.kind.may_go_negative(), id.clone())).collect();
     accounts.sort();
-    let accounts: Vec<String> = accounts.into_iter().map(|(_, id)| id).collect();
-    for account in accounts {
+    let mut read_before_shared = false;
+    for (shared, account) in accounts {
+        if shared && !read_before_shared {
+            // Where the chains of the accounts locked so far continue, read before the
+            // shared rows are locked: what runs while this transaction holds the hot
+            // issuance row holds every other committer back, so it reads only those.
+            previous_seals(tx).await?;
+            read_before_shared = true;
+        }
         flush_account(tx, &account).await?;
     }
     let entries = std::mem::take(&mut tx.ledger.entries);
+    if entries.is_empty() {
+        return Ok(());
+    }
     let sealed = seal_entries(tx, &entries).await?;
+    let batch = tx.seal_batch();
     for (chunk, seals) in entries.chunks(ENTRIES_PER_INSERT_MAX).zip(sealed.chunks(ENTRIES_PER_INSERT_MAX)) {
         let mut sql = String::from(
-            "INSERT INTO ledger_entries (transfer_id, account_id, amount, balance_after, at_ms, seal_seq, seal) VALUES ",
+            "INSERT INTO ledger_entries (transfer_id, account_id, amount, balance_after, at_ms, seal_seq, seal, \
+             seal_batch) VALUES ",
         );
         for i in 0..chunk.len() {
-            let p = i * 7;
+            let p = i * 8;
             if i > 0 {
                 sql.push_str(", ");
             }
-            let params: Vec<String> = (1..=7).map(|k| format!("${}", p + k)).collect();
+            let params: Vec<String> = (1..=8).map(|k| format!("${}", p + k)).collect();
             sql.push_str(&format!("({})", params.join(", ")));
         }
         let mut insert = sqlx::query(&sql);
@@ -275,7 +289,8 @@ pub(crate) async fn flush(tx: &mut Tx) -> Result<()> {
                 .bind(e.balance_after)
                 .bind(e.at_ms)
                 .bind(*seq)
-                .bind(seal.clone());
+                .bind(seal.clone())
+                .bind(batch.clone());
         }
         insert.execute(&mut **tx).await?;
     }
@@ -285,13 +300,18 @@ pub(crate) async fn flush(tx: &mut Tx) -> Result<()> {
 /// Accounts whose previous seal is read per statement (two parameters each).
 const CHAIN_READS_PER_SELECT_MAX: usize = 100;
 
-/// Each account's last seal before this transaction, read in a few statements. The rows
-/// are locked since their first movement here, so no other writer can add to them now,
-/// and a statement of its own sees every entry committed before that lock was granted.
-async fn previous_seals(tx: &mut Tx) -> Result<BTreeMap<String, String>> {
-    let wanted: Vec<(String, i64)> =
-        tx.ledger.chain_from.iter().filter(|(_, seq)| **seq > 0).map(|(a, s)| (a.clone(), *s)).collect();
-    let mut seals = BTreeMap::new();
+/// Reads each moved account's last seal before this transaction, where not read yet, in a
+/// few statements. The rows are locked since their first movement here, so no other
+/// writer can add to them now, and a statement of its own sees every entry committed
+/// before that lock was granted.
+async fn previous_seals(tx: &mut Tx) -> Result<()> {
+    let ledger = &tx.ledger;
+    let wanted: Vec<(String, i64)> = ledger
+        .chain_from
+        .iter()
+        .filter(|(account, seq)| **seq > 0 && !ledger.previous.contains_key(*account))
+        .map(|(a, s)| (a.clone(), *s))
+        .collect();
     for chunk in wanted.chunks(CHAIN_READS_PER_SELECT_MAX) {
         let terms: Vec<String> =
             (0..chunk.len()).map(|i| format!("(account_id = ${} AND seal_seq = ${})", 2 * i + 1, 2 * i + 2)).collect();
@@ -301,16 +321,17 @@ async fn previous_seals(tx: &mut Tx) -> Result<BTreeMap<String, String>> {
             query = query.bind(account.clone()).bind(*seq);
         }
         for (account, seal) in query.fetch_all(&mut **tx).await? {
-            seals.insert(account, seal.unwrap_or_default());
+            tx.ledger.previous.insert(account, seal.unwrap_or_default());
         }
     }
-    Ok(seals)
+    Ok(())
 }
 
 /// Each entry's place and seal in its account's chain, continuing from the position the
-/// account had when this transaction first moved it; notes each account's new head.
+/// account had when this transaction first moved it; each seal joins the transaction's batch.
 async fn seal_entries(tx: &mut Tx, entries: &[Entry]) -> Result<Vec<(i64, String)>> {
-    let previous = previous_seals(tx).await?;
+    previous_seals(tx).await?;
+    let previous = std::mem::take(&mut tx.ledger.previous);
     let chain_from = std::mem::take(&mut tx.ledger.chain_from);
     let mut heads: BTreeMap<&str, (i64, String)> = BTreeMap::new();
     let mut sealed = Vec::with_capacity(entries.len());
@@ -343,10 +364,8 @@ async fn seal_entries(tx: &mut Tx, entries: &[Entry]) -> Result<Vec<(i64, String
         *head = seal.clone();
         sealed.push((*seq, seal));
     }
-    let moved: Vec<(String, i64, String)> =
-        heads.into_iter().map(|(account, (seq, head))| (crate::seal::stream::entries(account), seq, head)).collect();
-    for (stream, seq, head) in moved {
-        tx.sealed(stream, seq, head);
+    for (_, seal) in &sealed {
+        tx.sealed_in_batch(seal.clone());
     }
     Ok(sealed)
 }

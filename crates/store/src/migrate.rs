@@ -71,10 +71,16 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0007_reconciliation.sql"),
         postgres: include_str!("../migrations/postgres/0007_reconciliation.sql"),
     },
+    Migration {
+        version: 8,
+        name: "seal_batches",
+        sqlite: include_str!("../migrations/sqlite/0008_seal_batches.sql"),
+        postgres: include_str!("../migrations/postgres/0008_seal_batches.sql"),
+    },
 ];
 
 /// The schema version this build expects.
-pub const MIGRATIONS_LATEST: i64 = 7;
+pub const MIGRATIONS_LATEST: i64 = 8;
 
 /// Arbitrary constant naming zerodrop's migration lock on PostgreSQL, so two processes
 /// starting together do not both apply a migration.

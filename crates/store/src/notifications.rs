@@ -70,7 +70,7 @@ const ID_RANDOM_BITS: u32 = 20;
 const ROWS_PER_INSERT_MAX: usize = 100;
 
 /// Columns each row writes at commit.
-const COLUMNS_WRITTEN: usize = 16;
+const COLUMNS_WRITTEN: usize = 17;
 
 /// Draws of an id before one that repeats a pending id is kept (the commit then fails and
 /// the committer's fallback records the batch one by one). With 2^20 ids a millisecond and
@@ -158,10 +158,12 @@ pub async fn set_verdict(tx: &mut Tx, id: i64, verdict: Verdict, reason: Option<
 /// Writes the transaction's pending notifications, a hundred rows per statement.
 pub(crate) async fn flush(tx: &mut Tx) -> Result<()> {
     let pending = std::mem::take(&mut tx.notifications);
+    let batch = if pending.iter().any(|n| n.verdict != Verdict::Rejected) { Some(tx.seal_batch()) } else { None };
     for chunk in pending.chunks(ROWS_PER_INSERT_MAX) {
         let mut sql = String::from(
             "INSERT INTO notifications (id, provider, received_at_ms, remote_addr, headers, body, body_sha256, \
-             body_bytes, refused_unverified, verdict, reason, order_no, trade_no, notify_id, processed_at_ms, seal) \
+             body_bytes, refused_unverified, verdict, reason, order_no, trade_no, notify_id, processed_at_ms, seal, \
+             seal_batch) \
              VALUES ",
         );
         for i in 0..chunk.len() {
@@ -172,7 +174,7 @@ pub(crate) async fn flush(tx: &mut Tx) -> Result<()> {
             sql.push_str(&format!("({})", params.join(", ")));
         }
         let mut insert = sqlx::query(&sql);
-        let mut heads = Vec::new();
+        let mut seals = Vec::new();
         for n in chunk {
             // Verified notifications are evidence and sealed; refused ones are not (they
             // prove nothing about money, and are pruned after their retention).
@@ -185,9 +187,10 @@ pub(crate) async fn flush(tx: &mut Tx) -> Result<()> {
                     &n.headers,
                     &n.body,
                 );
-                heads.push((crate::seal::stream::notification(n.id), seal.clone()));
+                seals.push(seal.clone());
                 seal
             });
+            let sealed_batch = seal.as_ref().and(batch.clone());
             insert = insert
                 .bind(n.id)
                 .bind(n.provider.clone())
@@ -204,11 +207,12 @@ pub(crate) async fn flush(tx: &mut Tx) -> Result<()> {
                 .bind(n.trade_no.clone())
                 .bind(n.notify_id.clone())
                 .bind(n.processed_at_ms)
-                .bind(seal);
+                .bind(seal)
+                .bind(sealed_batch);
         }
         insert.execute(&mut **tx).await?;
-        for (stream, seal) in heads {
-            tx.sealed(stream, 1, seal);
+        for seal in seals {
+            tx.sealed_in_batch(seal);
         }
     }
     Ok(())

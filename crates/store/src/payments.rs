@@ -66,10 +66,11 @@ pub async fn insert(tx: &mut Tx, payment: &NewPayment<'_>, now_ms: i64) -> Resul
         source: payment.source.as_str(),
         late: payment.late,
     });
+    let batch = tx.seal_batch();
     let inserted = sqlx::query(
         "INSERT INTO payments (order_id, provider, trade_no, amount_minor, currency, paid_at_ms, recorded_at_ms, source, \
-             late, seal) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
+             late, seal, seal_batch) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING",
     )
     .bind(&order_id)
     .bind(payment.provider)
@@ -81,11 +82,12 @@ pub async fn insert(tx: &mut Tx, payment: &NewPayment<'_>, now_ms: i64) -> Resul
     .bind(payment.source.as_str())
     .bind(i64::from(payment.late))
     .bind(&seal)
+    .bind(batch)
     .execute(&mut **tx)
     .await?
     .rows_affected();
     if inserted == 1 {
-        tx.sealed(crate::seal::stream::payment(&order_id), 1, seal);
+        tx.sealed_in_batch(seal);
     }
     Ok(inserted == 1)
 }
@@ -186,34 +188,42 @@ pub async fn insert_delivery(
     Ok(())
 }
 
-/// Rows written per statement at commit (5 parameters each).
+/// Rows written per statement at commit (6 parameters each).
 const DELIVERIES_PER_INSERT_MAX: usize = 200;
 
 pub(crate) async fn flush_deliveries(tx: &mut Tx) -> Result<()> {
     let pending = std::mem::take(&mut tx.deliveries);
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let batch = tx.seal_batch();
     for chunk in pending.chunks(DELIVERIES_PER_INSERT_MAX) {
         let values: Vec<String> = (0..chunk.len())
-            .map(|i| format!("(${}, ${}, ${}, ${}, ${})", i * 5 + 1, i * 5 + 2, i * 5 + 3, i * 5 + 4, i * 5 + 5))
+            .map(|i| {
+                let p = i * 6;
+                format!("(${}, ${}, ${}, ${}, ${}, ${})", p + 1, p + 2, p + 3, p + 4, p + 5, p + 6)
+            })
             .collect();
         let sql = format!(
-            "INSERT INTO deliveries (order_id, kind, delivered_at_ms, detail, seal) VALUES {}",
+            "INSERT INTO deliveries (order_id, kind, delivered_at_ms, detail, seal, seal_batch) VALUES {}",
             values.join(", ")
         );
         let mut insert = sqlx::query(&sql);
-        let mut heads = Vec::with_capacity(chunk.len());
+        let mut seals = Vec::with_capacity(chunk.len());
         for d in chunk {
             let seal = crate::seal::content::delivery(&d.order_id, &d.kind, d.delivered_at_ms, &d.detail);
-            heads.push((crate::seal::stream::delivery(&d.order_id), seal.clone()));
+            seals.push(seal.clone());
             insert = insert
                 .bind(d.order_id.clone())
                 .bind(d.kind.clone())
                 .bind(d.delivered_at_ms)
                 .bind(d.detail.clone())
-                .bind(seal);
+                .bind(seal)
+                .bind(batch.clone());
         }
         insert.execute(&mut **tx).await?;
-        for (stream, seal) in heads {
-            tx.sealed(stream, 1, seal);
+        for seal in seals {
+            tx.sealed_in_batch(seal);
         }
     }
     Ok(())

@@ -96,9 +96,11 @@ pub async fn insert(tx: &mut Tx, refund: &NewRefund<'_>, now_ms: i64) -> Result<
         reason: &reason,
         created_at_ms: now_ms,
     });
+    let batch = tx.seal_batch();
     sqlx::query(
         "INSERT INTO refunds (id, order_id, charge_id, request_no, amount_minor, currency, full_refund, origin, reason, \
-             state, created_at_ms, updated_at_ms, seal) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12)",
+             state, created_at_ms, updated_at_ms, seal, seal_batch) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13)",
     )
     .bind(refund.id)
     .bind(&order_id)
@@ -112,9 +114,10 @@ pub async fn insert(tx: &mut Tx, refund: &NewRefund<'_>, now_ms: i64) -> Result<
     .bind(RefundState::Requested.as_str())
     .bind(now_ms)
     .bind(&seal)
+    .bind(batch)
     .execute(&mut **tx)
     .await?;
-    tx.sealed(crate::seal::stream::refund(refund.id), 1, seal);
+    tx.sealed_in_batch(seal);
     Ok(())
 }
 

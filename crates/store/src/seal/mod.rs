@@ -7,17 +7,21 @@
 //! attention item's operator actions. Records that exist once per key (a payment, a
 //! delivery, a charge, a refund, a verified notification) are streams of their own.
 //!
-//! A committing transaction records the heads it moved in `seal_pending` (one row per
-//! transaction, see [`flush`]); the sealing job ([`checkpoint`]) folds them into a signed
-//! checkpoint that names the previous one, and the server appends it to the seal log.
-//! The audit ([`verify`]) recomputes every seal, and checks the chains against the
-//! checkpoints in the database and in an exported log: a row edited and re-sealed in the
-//! database no longer matches the head a signed checkpoint recorded for its stream.
+//! A committing transaction records what it sealed in `seal_pending` (one row per
+//! transaction, see [`flush`]): one head for all its rows, their batch's digest (see
+//! [`batch`]), and the heads of the operator actions' streams it moved. The sealing job
+//! ([`checkpoint`]) folds them into a signed checkpoint that names the previous one, and
+//! the server appends it to the seal log. The audit ([`verify`]) recomputes every seal,
+//! and checks the rows against the checkpoints in the database and in an exported log: a
+//! row edited and re-sealed in the database no longer matches the batch digest (or, sealed
+//! before batches, the stream head) a signed checkpoint recorded.
 
+pub mod batch;
 pub mod checkpoint;
 pub mod content;
 pub mod key;
 pub mod log;
+mod one_row;
 pub mod verify;
 
 use crate::{Result, StoreError, Tx};
@@ -76,20 +80,34 @@ pub struct Head(pub String, pub i64, pub String);
 #[derive(Default)]
 pub(crate) struct Pending {
     heads: Vec<Head>,
+    batch: batch::Batch,
 }
 
 impl Tx {
-    /// Notes that `stream` now ends at `seq` with `seal` (called by every sealed writer).
+    /// Notes that `stream` now ends at `seq` with `seal` (operator actions, whose rows name
+    /// no batch).
     pub(crate) fn sealed(&mut self, stream: String, seq: i64, seal: String) {
         self.seals.heads.push(Head(stream, seq, seal));
     }
+
+    /// The batch id this transaction's sealed rows name (their `seal_batch`).
+    pub(crate) fn seal_batch(&mut self) -> Vec<u8> {
+        self.seals.batch.id()
+    }
+
+    /// Notes a row written with [`Tx::seal_batch`]: its seal joins the batch's digest.
+    pub(crate) fn sealed_in_batch(&mut self, seal: String) {
+        self.seals.batch.add(seal);
+    }
 }
 
-/// Writes the heads the transaction moved as one `seal_pending` row (the last position of
-/// each stream is enough: a head vouches for every row before it). Called by
+/// Writes the transaction's batch head and the heads it moved as one `seal_pending` row
+/// (the last position of each stream is enough: a head vouches for every row before it),
+/// one small row whatever the transaction wrote. Called by
 /// [`Tx::commit`] after every other deferred write.
 pub(crate) async fn flush(tx: &mut Tx) -> Result<()> {
     let mut heads = std::mem::take(&mut tx.seals.heads);
+    heads.extend(tx.seals.batch.take_head());
     if heads.is_empty() {
         return Ok(());
     }
@@ -113,6 +131,8 @@ pub mod stream {
     pub fn entries(account_id: &str) -> String {
         format!("account:{account_id}")
     }
+    /// Stream names also name rows in the audit's failures; before batches (migration
+    /// 0008), every stream's head was checkpointed under its name.
     pub fn payment(order_id: &str) -> String {
         format!("payment:{order_id}")
     }

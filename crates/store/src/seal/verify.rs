@@ -9,20 +9,22 @@
 //! - `checkpoints_signed`: every stored checkpoint is intact, names the one before, binds
 //!   its heads, and is signed by a trusted seal key.
 //! - `checkpoint_heads_match`: every head a checkpoint recorded is still the seal at that
-//!   position. Rows edited and re-sealed by someone without the key fail here.
+//!   position, and every checkpointed batch of one-row records still has the rows and
+//!   seals it had (see [`super::batch`]). Rows edited and re-sealed by someone without
+//!   the key fail here.
 //! - `seal_log_matches`: the exported log's checkpoints are signed, linked, and present
 //!   unchanged in the database; a database rewritten together with its checkpoints
 //!   fails here.
 //! - `sealing_keeps_up`: no committed heads wait for a checkpoint longer than allowed.
 
 use super::checkpoint::{self, heads_root, Checkpoint};
-use super::{content, stream, Head, GENESIS};
+use super::{content, one_row, stream, Head, GENESIS};
 use crate::audit::{Check, EXAMPLES_MAX};
 use crate::{Conn, Result, Store};
 use std::collections::{HashMap, HashSet};
 
 /// Rows read per page while walking a table.
-const PAGE_ROWS: i64 = 5_000;
+pub(super) const PAGE_ROWS: i64 = 5_000;
 
 pub struct VerifyOptions<'a> {
     /// Public keys (base64) whose signatures are trusted. Empty: signatures are unchecked,
@@ -36,7 +38,7 @@ pub struct VerifyOptions<'a> {
 }
 
 /// A check being counted.
-struct Tally {
+pub(super) struct Tally {
     check: Check,
 }
 
@@ -45,7 +47,7 @@ impl Tally {
         Tally { check: Check { name, description, violations: 0, examples: Vec::new() } }
     }
 
-    fn fail(&mut self, example: impl FnOnce() -> String) {
+    pub(super) fn fail(&mut self, example: impl FnOnce() -> String) {
         self.check.violations += 1;
         if self.check.examples.len() < EXAMPLES_MAX {
             self.check.examples.push(example());
@@ -54,10 +56,12 @@ impl Tally {
 }
 
 /// Walks the chains of one table, stream by stream, in order.
-struct Walk<'a> {
+pub(super) struct Walk<'a> {
     table: &'static str,
     heads: &'a HashMap<String, Vec<(i64, String)>>,
     matched: HashSet<(String, i64)>,
+    /// One-row records by the batch they name: (stream, stored seal).
+    batches: HashMap<Vec<u8>, Vec<(String, String)>>,
     rows: Tally,
     head_check: Tally,
     stream: String,
@@ -73,7 +77,31 @@ impl<'a> Walk<'a> {
         self
     }
 
-    fn visit(&mut self, stream: &str, seq: Option<i64>, stored: Option<&str>, compute: impl Fn(&str) -> String) {
+    /// Visits a one-row record (a stream of its own).
+    pub(super) fn visit_one(
+        &mut self,
+        stream: &str,
+        stored: Option<&str>,
+        batch: Option<&[u8]>,
+        compute: impl Fn() -> String,
+    ) {
+        self.visit(stream, Some(1), stored, batch, |_| compute());
+    }
+
+    /// Visits the next row of its table: `batch` is the batch it names, if sealed since
+    /// batches (migration 0008).
+    fn visit(
+        &mut self,
+        stream: &str,
+        seq: Option<i64>,
+        stored: Option<&str>,
+        batch: Option<&[u8]>,
+        compute: impl Fn(&str) -> String,
+    ) {
+        if let Some(batch) = batch {
+            let rows = self.batches.entry(batch.to_vec()).or_default();
+            rows.push((stream.to_owned(), stored.unwrap_or_default().to_owned()));
+        }
         if stream != self.stream {
             self.stream = stream.to_owned();
             self.expect_seq = 1;
@@ -120,7 +148,8 @@ pub async fn run(store: &Store, options: &VerifyOptions<'_>) -> Result<Vec<Check
     );
     let head_check = Tally::new(
         "checkpoint_heads_match",
-        "every head a signed checkpoint recorded is still the seal at that place in its chain",
+        "every head a signed checkpoint recorded is still the seal at that place in its chain, and every batch \
+         it recorded still has the same rows and seals",
     );
     let mut signed = Tally::new(
         "checkpoints_signed",
@@ -141,6 +170,7 @@ pub async fn run(store: &Store, options: &VerifyOptions<'_>) -> Result<Vec<Check
         table: "",
         heads: &heads,
         matched: HashSet::new(),
+        batches: HashMap::new(),
         rows,
         head_check,
         stream: String::new(),
@@ -150,14 +180,16 @@ pub async fn run(store: &Store, options: &VerifyOptions<'_>) -> Result<Vec<Check
     walk_events(c, walk.table("order_events")).await?;
     walk_entries(c, walk.table("ledger_entries")).await?;
     walk_actions(c, walk.table("operator_actions")).await?;
-    walk_payments(c, walk.table("payments")).await?;
-    walk_deliveries(c, walk.table("deliveries")).await?;
-    walk_charges(c, walk.table("charges")).await?;
-    walk_refunds(c, walk.table("refunds")).await?;
-    walk_notifications(c, walk.table("notifications")).await?;
-    let Walk { matched, rows, mut head_check, .. } = walk;
+    one_row::walk_payments(c, walk.table("payments")).await?;
+    one_row::walk_deliveries(c, walk.table("deliveries")).await?;
+    one_row::walk_charges(c, walk.table("charges")).await?;
+    one_row::walk_refunds(c, walk.table("refunds")).await?;
+    one_row::walk_notifications(c, walk.table("notifications")).await?;
+    let Walk { matched, batches, rows, mut head_check, .. } = walk;
+    super::batch::check(&heads, &batches, &mut head_check);
     // Heads whose row the walks never met: the row is gone (or moved out of its place).
-    for (s, list) in &heads {
+    // (A batch's head has no row of its own: its rows were just checked.)
+    for (s, list) in heads.iter().filter(|(s, _)| super::batch::id_of(s).is_none()) {
         for (seq, _) in list.iter().filter(|(seq, _)| !matched.contains(&(s.clone(), *seq))) {
             head_check.fail(|| format!("{s} #{seq}: sealed in a checkpoint, now missing"));
         }
@@ -279,13 +311,14 @@ struct EventRecord {
     cause: String,
     data: String,
     seal: Option<String>,
+    seal_batch: Option<Vec<u8>>,
 }
 
 async fn walk_events(c: &mut Conn, walk: &mut Walk<'_>) -> Result<()> {
     let (mut after_order, mut after_seq) = (String::new(), 0_i64);
     loop {
         let page = sqlx::query_as::<_, EventRecord>(
-            "SELECT order_id, seq, at_ms, kind, actor, cause, data, seal FROM order_events \
+            "SELECT order_id, seq, at_ms, kind, actor, cause, data, seal, seal_batch FROM order_events \
              WHERE order_id > $1 OR (order_id = $1 AND seq > $2) ORDER BY order_id, seq LIMIT $3",
         )
         .bind(&after_order)
@@ -296,7 +329,7 @@ async fn walk_events(c: &mut Conn, walk: &mut Walk<'_>) -> Result<()> {
         let Some(last) = page.last() else { return Ok(()) };
         (after_order, after_seq) = (last.order_id.clone(), last.seq);
         for e in &page {
-            walk.visit(&stream::events(&e.order_id), Some(e.seq), e.seal.as_deref(), |prev| {
+            walk.visit(&stream::events(&e.order_id), Some(e.seq), e.seal.as_deref(), e.seal_batch.as_deref(), |prev| {
                 content::event(prev, &e.order_id, e.seq, e.at_ms, &e.kind, &e.actor, &e.cause, &e.data)
             });
         }
@@ -312,6 +345,7 @@ struct EntryRecord {
     balance_after: i64,
     at_ms: i64,
     seal: Option<String>,
+    seal_batch: Option<Vec<u8>>,
     transfer_id: String,
     from_account: String,
     to_account: String,
@@ -326,7 +360,8 @@ async fn walk_entries(c: &mut Conn, walk: &mut Walk<'_>) -> Result<()> {
         // In id order within an account: its entries are written under the account's lock,
         // so ids follow the chain; a renumbered `seal_seq` shows as out of place.
         let page = sqlx::query_as::<_, EntryRecord>(
-            "SELECT e.id, e.account_id, e.seal_seq, e.amount, e.balance_after, e.at_ms, e.seal, t.id AS transfer_id, \
+            "SELECT e.id, e.account_id, e.seal_seq, e.amount, e.balance_after, e.at_ms, e.seal, e.seal_batch, \
+                 t.id AS transfer_id, \
                  t.from_account, t.to_account, t.currency, t.amount AS transfer_amount, t.order_id \
              FROM ledger_entries e JOIN ledger_transfers t ON t.id = e.transfer_id \
              WHERE e.account_id > $1 OR (e.account_id = $1 AND e.id > $2) ORDER BY e.account_id, e.id LIMIT $3",
@@ -348,7 +383,8 @@ async fn walk_entries(c: &mut Conn, walk: &mut Walk<'_>) -> Result<()> {
                 order_id: e.order_id.as_deref(),
             };
             let seq = e.seal_seq.unwrap_or(0);
-            walk.visit(&stream::entries(&e.account_id), e.seal_seq, e.seal.as_deref(), |prev| {
+            let batch = e.seal_batch.as_deref();
+            walk.visit(&stream::entries(&e.account_id), e.seal_seq, e.seal.as_deref(), batch, |prev| {
                 content::entry(prev, &facts, &e.account_id, seq, e.amount, e.balance_after, e.at_ms)
             });
         }
@@ -405,222 +441,9 @@ async fn walk_actions(c: &mut Conn, walk: &mut Walk<'_>) -> Result<()> {
                 detail: &a.detail,
                 at_ms: a.at_ms,
             };
-            walk.visit(&stream_name, a.seal_seq, a.seal.as_deref(), |prev| content::action(prev, &facts));
+            walk.visit(&stream_name, a.seal_seq, a.seal.as_deref(), None, |prev| content::action(prev, &facts));
         }
     }
-}
-
-#[derive(sqlx::FromRow)]
-struct PaymentRecord {
-    id: i64,
-    order_id: String,
-    provider: String,
-    trade_no: String,
-    amount_minor: i64,
-    currency: String,
-    paid_at_ms: Option<i64>,
-    recorded_at_ms: i64,
-    source: String,
-    late: i64,
-    seal: Option<String>,
-}
-
-#[derive(sqlx::FromRow)]
-struct DeliveryRecord {
-    order_id: String,
-    kind: String,
-    delivered_at_ms: i64,
-    detail: String,
-    seal: Option<String>,
-}
-
-#[derive(sqlx::FromRow)]
-struct ChargeRecord {
-    id: i64,
-    provider: String,
-    trade_no: String,
-    order_no: String,
-    amount_minor: i64,
-    currency: String,
-    paid_at_ms: Option<i64>,
-    evidence: String,
-    recorded_at_ms: i64,
-    seal: Option<String>,
-}
-
-/// Payments, deliveries, charges, refunds and verified notifications: each row a stream
-/// of its own.
-async fn walk_payments(c: &mut Conn, payments: &mut Walk<'_>) -> Result<()> {
-    let mut after = 0_i64;
-    loop {
-        let page = sqlx::query_as::<_, PaymentRecord>(
-            "SELECT id, order_id, provider, trade_no, amount_minor, currency, paid_at_ms, recorded_at_ms, source, late, \
-                 seal FROM payments WHERE id > $1 ORDER BY id LIMIT $2",
-        )
-        .bind(after)
-        .bind(PAGE_ROWS)
-        .fetch_all(&mut *c)
-        .await?;
-        let Some(last) = page.last() else { break };
-        after = last.id;
-        for p in &page {
-            let facts = content::PaymentFacts {
-                order_id: &p.order_id,
-                provider: &p.provider,
-                trade_no: &p.trade_no,
-                amount_minor: p.amount_minor,
-                currency: &p.currency,
-                paid_at_ms: p.paid_at_ms,
-                recorded_at_ms: p.recorded_at_ms,
-                source: &p.source,
-                late: p.late != 0,
-            };
-            payments.visit(&stream::payment(&p.order_id), Some(1), p.seal.as_deref(), |_| content::payment(&facts));
-        }
-    }
-    Ok(())
-}
-
-async fn walk_deliveries(c: &mut Conn, deliveries: &mut Walk<'_>) -> Result<()> {
-    let mut after = String::new();
-    loop {
-        let page = sqlx::query_as::<_, DeliveryRecord>(
-            "SELECT order_id, kind, delivered_at_ms, detail, seal FROM deliveries WHERE order_id > $1 \
-             ORDER BY order_id LIMIT $2",
-        )
-        .bind(&after)
-        .bind(PAGE_ROWS)
-        .fetch_all(&mut *c)
-        .await?;
-        let Some(last) = page.last() else { break };
-        after = last.order_id.clone();
-        for d in &page {
-            deliveries.visit(&stream::delivery(&d.order_id), Some(1), d.seal.as_deref(), |_| {
-                content::delivery(&d.order_id, &d.kind, d.delivered_at_ms, &d.detail)
-            });
-        }
-    }
-    Ok(())
-}
-
-async fn walk_charges(c: &mut Conn, charges: &mut Walk<'_>) -> Result<()> {
-    let mut after = 0_i64;
-    loop {
-        let page = sqlx::query_as::<_, ChargeRecord>(
-            "SELECT id, provider, trade_no, order_no, amount_minor, currency, paid_at_ms, evidence, recorded_at_ms, seal \
-             FROM charges WHERE id > $1 ORDER BY id LIMIT $2",
-        )
-        .bind(after)
-        .bind(PAGE_ROWS)
-        .fetch_all(&mut *c)
-        .await?;
-        let Some(last) = page.last() else { break };
-        after = last.id;
-        for ch in &page {
-            let facts = content::ChargeFacts {
-                provider: &ch.provider,
-                trade_no: &ch.trade_no,
-                order_no: &ch.order_no,
-                amount_minor: ch.amount_minor,
-                currency: &ch.currency,
-                paid_at_ms: ch.paid_at_ms,
-                evidence: &ch.evidence,
-                recorded_at_ms: ch.recorded_at_ms,
-            };
-            charges.visit(&stream::charge(&ch.provider, &ch.trade_no), Some(1), ch.seal.as_deref(), |_| {
-                content::charge(&facts)
-            });
-        }
-    }
-    Ok(())
-}
-
-#[derive(sqlx::FromRow)]
-struct RefundRecord {
-    id: String,
-    order_id: Option<String>,
-    charge_id: Option<i64>,
-    request_no: String,
-    amount_minor: i64,
-    currency: String,
-    full_refund: i64,
-    origin: String,
-    reason: String,
-    created_at_ms: i64,
-    seal: Option<String>,
-}
-
-#[derive(sqlx::FromRow)]
-struct NotificationRecord {
-    id: i64,
-    provider: String,
-    received_at_ms: i64,
-    remote_addr: Option<String>,
-    headers: String,
-    body: Vec<u8>,
-    seal: Option<String>,
-}
-
-async fn walk_refunds(c: &mut Conn, refunds: &mut Walk<'_>) -> Result<()> {
-    let mut after = String::new();
-    loop {
-        let page = sqlx::query_as::<_, RefundRecord>(
-            "SELECT id, order_id, charge_id, request_no, amount_minor, currency, full_refund, origin, reason, \
-                 created_at_ms, seal FROM refunds WHERE id > $1 ORDER BY id LIMIT $2",
-        )
-        .bind(&after)
-        .bind(PAGE_ROWS)
-        .fetch_all(&mut *c)
-        .await?;
-        let Some(last) = page.last() else { break };
-        after = last.id.clone();
-        for r in &page {
-            let facts = content::RefundFacts {
-                id: &r.id,
-                order_id: r.order_id.as_deref(),
-                charge_id: r.charge_id,
-                request_no: &r.request_no,
-                amount_minor: r.amount_minor,
-                currency: &r.currency,
-                full: r.full_refund != 0,
-                origin: &r.origin,
-                reason: &r.reason,
-                created_at_ms: r.created_at_ms,
-            };
-            refunds.visit(&stream::refund(&r.id), Some(1), r.seal.as_deref(), |_| content::refund(&facts));
-        }
-    }
-    Ok(())
-}
-
-async fn walk_notifications(c: &mut Conn, notifications: &mut Walk<'_>) -> Result<()> {
-    let mut after = i64::MIN;
-    loop {
-        // Refused notifications are not evidence and are not sealed (they are pruned).
-        let page = sqlx::query_as::<_, NotificationRecord>(
-            "SELECT id, provider, received_at_ms, remote_addr, headers, body, seal FROM notifications \
-             WHERE id > $1 AND (seal IS NOT NULL OR verdict <> 'rejected') ORDER BY id LIMIT $2",
-        )
-        .bind(after)
-        .bind(PAGE_ROWS)
-        .fetch_all(&mut *c)
-        .await?;
-        let Some(last) = page.last() else { break };
-        after = last.id;
-        for n in &page {
-            notifications.visit(&stream::notification(n.id), Some(1), n.seal.as_deref(), |_| {
-                content::notification(
-                    n.id,
-                    &n.provider,
-                    n.received_at_ms,
-                    n.remote_addr.as_deref(),
-                    &n.headers,
-                    &n.body,
-                )
-            });
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

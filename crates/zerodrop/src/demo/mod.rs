@@ -274,7 +274,7 @@ async fn sealed_audit(config: &zerodrop_server::Config) -> Result<zerodrop_store
     let log = std::path::PathBuf::from(&config.seal.log_path);
     let checkpoints = zerodrop_store::seal::log::read(&log)?;
     let heads: i64 = checkpoints.iter().map(|c| c.heads_count).sum();
-    println!("sealed: {} signed checkpoint(s) of {heads} chain heads in the seal log", checkpoints.len());
+    println!("sealed: {} signed checkpoint(s) of {heads} heads in the seal log", checkpoints.len());
     let inputs = crate::audit::SealInputs { log: Some(log), public_keys: Vec::new() };
     let report = crate::audit::check_with(&store, config, &inputs).await;
     store.close().await;

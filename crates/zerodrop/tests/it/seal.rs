@@ -10,7 +10,7 @@ use zerodrop::audit::{check_with, SealInputs};
 use zerodrop::stack::{eventually, Twist};
 use zerodrop_server::Config;
 use zerodrop_store::audit::Report;
-use zerodrop_store::seal::{checkpoint, content, key::SealKey, log, sha256_hex, Head};
+use zerodrop_store::seal::{batch, checkpoint, content, key::SealKey, log, sha256_hex, Head};
 use zerodrop_store::testing::TestDb;
 use zerodrop_store::{both_engines, raw_execute, Store};
 
@@ -91,6 +91,24 @@ pub(crate) async fn drop_guards(db: &TestDb, table: &str) {
     }
 }
 
+/// The tables whose sealed rows name their transaction's batch (migration 0008).
+const SEALED_IN_BATCHES: [&str; 7] =
+    ["order_events", "ledger_entries", "payments", "deliveries", "charges", "refunds", "notifications"];
+
+/// The seals of the rows that name `batch_id`, as the audit gathers them.
+async fn batch_seals(conn: &mut sqlx::AnyConnection, batch_id: &[u8]) -> Vec<String> {
+    let mut seals = Vec::new();
+    for table in SEALED_IN_BATCHES {
+        let found: Vec<String> = sqlx::query_scalar(&format!("SELECT seal FROM {table} WHERE seal_batch = $1"))
+            .bind(batch_id.to_vec())
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+        seals.extend(found);
+    }
+    seals
+}
+
 pub(crate) async fn order_id(db: &TestDb, order_no: &str) -> String {
     let mut conn = db.store.reader().await.unwrap();
     sqlx::query_scalar("SELECT id FROM orders WHERE order_no = $1").bind(order_no).fetch_one(&mut *conn).await.unwrap()
@@ -108,11 +126,35 @@ both_engines! {
         }
         let mut conn = db.store.reader().await.unwrap();
         let stored = checkpoint::list(&mut conn, 0, 1_000).await.unwrap();
-        drop(conn);
         let path = PathBuf::from(&config.seal.log_path);
         assert_eq!(log::read(&path).unwrap(), stored, "the log holds every checkpoint, in order");
-        let heads: i64 = stored.iter().map(|c| c.heads_count).sum();
-        assert!(heads > 20, "the checkpoints cover the record: {heads} heads");
+        // Every sealed row names a batch that a checkpoint recorded.
+        let mut recorded = std::collections::HashSet::new();
+        for cp in &stored {
+            recorded.extend(checkpoint::heads(&mut conn, cp.id).await.unwrap().into_iter().map(|h| h.0));
+        }
+        let mut batches = 0;
+        for table in SEALED_IN_BATCHES {
+            let unnamed: i64 = sqlx::query_scalar(&format!(
+                "SELECT COUNT(*) FROM {table} WHERE seal IS NOT NULL AND seal_batch IS NULL"
+            ))
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+            assert_eq!(unnamed, 0, "every sealed row of {table} names its batch");
+            let named: Vec<Vec<u8>> = sqlx::query_scalar(&format!(
+                "SELECT DISTINCT seal_batch FROM {table} WHERE seal_batch IS NOT NULL"
+            ))
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+            for id in named {
+                assert!(recorded.contains(&batch::stream(&id)), "{table}'s batch {} is checkpointed", batch::stream(&id));
+                batches += 1;
+            }
+        }
+        assert!(batches > 10, "the checkpoints cover the record: {batches} batches");
+        drop(conn);
         assert_eq!(log::export(&db.store, &path).await.unwrap(), 0, "a second export adds nothing");
     }
 
@@ -223,10 +265,19 @@ both_engines! {
         assert!(!failing.iter().any(|f| f.starts_with("sealed_rows")), "the re-sealed row checks out alone: {failing:#?}");
         fails_naming(&report, "checkpoint_heads_match", &format!("payment:{id}"));
 
-        // The checkpoints rewritten to the forged seal: no longer the heads they signed.
+        // The checkpoints rewritten to the forged seal (the payment's batch's digest over
+        // its rows as they are now): no longer the heads they signed.
         drop_guards(db, "seal_checkpoints").await;
-        let stream = format!("payment:{id}");
         let mut conn = db.store.reader().await.unwrap();
+        let batch_id: Vec<u8> = sqlx::query_scalar("SELECT seal_batch FROM payments WHERE order_id = $1")
+            .bind(&id)
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        let stream = batch::stream(&batch_id);
+        let seals = batch_seals(&mut conn, &batch_id).await;
+        assert!(seals.contains(&forged), "the batch holds the forged seal: {seals:?}");
+        let forged_digest = batch::digest(&batch_id, seals);
         let rows: Vec<(i64, String)> = sqlx::query_as("SELECT id, heads FROM seal_checkpoints ORDER BY id")
             .fetch_all(&mut *conn)
             .await
@@ -237,7 +288,7 @@ both_engines! {
             let mut heads: Vec<Head> = serde_json::from_str(&text).unwrap();
             let mut touched = false;
             for head in heads.iter_mut().filter(|h| h.0 == stream) {
-                head.2 = forged.clone();
+                head.2 = forged_digest.clone();
                 touched = true;
             }
             if touched {
@@ -274,6 +325,99 @@ both_engines! {
         fails_naming(&report, "checkpoints_signed", "not signed by a trusted seal key");
         let report = audit(db, &config, true).await;
         fails_naming(&report, "seal_log_matches", "differs from the seal log's");
+    }
+}
+
+both_engines! {
+    /// One-row records are checkpointed through their transaction's batch. A payment, a
+    /// charge and a refund, each re-sealed on a fresh copy, check out alone and fail the
+    /// batch a signed checkpoint recorded, which names them; so does a charge moved out of
+    /// its batch (named by the payment it was sealed with).
+    async fn a_resealed_one_row_record_is_caught_by_its_batch(db) {
+        let (config, paid) = populate(db).await;
+        let id = order_id(db, &paid[0]).await;
+        let mut conn = db.store.reader().await.unwrap();
+        let p: (String, String, i64, String, Option<i64>, i64, String, i64) = sqlx::query_as(
+            "SELECT provider, trade_no, amount_minor, currency, paid_at_ms, recorded_at_ms, source, late \
+             FROM payments WHERE order_id = $1",
+        )
+        .bind(&id)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+        let c: (String, String, String, i64, String, Option<i64>, String, i64) = sqlx::query_as(
+            "SELECT provider, trade_no, order_no, amount_minor, currency, paid_at_ms, evidence, recorded_at_ms \
+             FROM charges WHERE order_id = $1",
+        )
+        .bind(&id)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+        #[allow(clippy::type_complexity)]
+        let r: (String, Option<String>, Option<i64>, String, i64, String, i64, String, String, i64) = sqlx::query_as(
+            "SELECT id, order_id, charge_id, request_no, amount_minor, currency, full_refund, origin, reason, \
+                 created_at_ms FROM refunds ORDER BY id LIMIT 1",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+        drop(conn);
+        let payment = content::payment(&content::PaymentFacts {
+            order_id: &id,
+            provider: &p.0,
+            trade_no: &p.1,
+            amount_minor: p.2 * 100,
+            currency: &p.3,
+            paid_at_ms: p.4,
+            recorded_at_ms: p.5,
+            source: &p.6,
+            late: p.7 != 0,
+        });
+        let charge = content::charge(&content::ChargeFacts {
+            provider: &c.0,
+            trade_no: &c.1,
+            order_no: &c.2,
+            amount_minor: c.3 * 100,
+            currency: &c.4,
+            paid_at_ms: c.5,
+            evidence: &c.6,
+            recorded_at_ms: c.7,
+        });
+        let refund = content::refund(&content::RefundFacts {
+            id: &r.0,
+            order_id: r.1.as_deref(),
+            charge_id: r.2,
+            request_no: &r.3,
+            amount_minor: r.4 * 100,
+            currency: &r.5,
+            full: r.6 != 0,
+            origin: &r.7,
+            reason: &r.8,
+            created_at_ms: r.9,
+        });
+        let (charge_where, refund_id) = (format!("provider = '{}' AND trade_no = '{}'", c.0, c.1), &r.0);
+        let cases = [
+            ("payments", format!(
+                "UPDATE payments SET amount_minor = amount_minor * 100, seal = '{payment}' WHERE order_id = '{id}'"
+            ), format!("payment:{id}")),
+            ("charges", format!(
+                "UPDATE charges SET amount_minor = amount_minor * 100, seal = '{charge}' WHERE {charge_where}"
+            ), format!("charge:{}:{}", c.0, c.1)),
+            ("refunds", format!(
+                "UPDATE refunds SET amount_minor = amount_minor * 100, seal = '{refund}' WHERE id = '{refund_id}'"
+            ), format!("refund:{refund_id}")),
+            ("charges", format!("UPDATE charges SET seal_batch = NULL WHERE {charge_where}"), format!("payment:{id}")),
+        ];
+        for (table, statement, record) in cases {
+            let copy = db.copy().await;
+            drop_guards(&copy, table).await;
+            sql(&copy.store, &statement).await;
+            let report = audit(&copy, &config, false).await;
+            let failing = failures(&report);
+            assert!(!failing.iter().any(|f| f.starts_with("sealed_rows")), "{statement}: checks out alone: {failing:#?}");
+            fails_naming(&report, "checkpoint_heads_match", &record);
+            copy.finish().await;
+        }
     }
 }
 
