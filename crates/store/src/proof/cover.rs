@@ -8,6 +8,7 @@
 //! sealing run, at about `t`; writers' and sealer's clocks and commit delays are covered
 //! by [`SEAL_CLOCK_SLACK_MS`]), then, for one order's proof, by their heads exactly.
 
+use crate::seal::batch;
 use crate::seal::checkpoint::{self, Checkpoint};
 use crate::seal::Head;
 use crate::{Conn, Result, StoreError};
@@ -84,18 +85,29 @@ pub async fn range(conn: &mut Conn, t_min: i64, t_max: i64) -> Result<Option<(i6
 /// The checkpoint by which every one of `records` (stream, place, time) is sealed,
 /// read from the heads themselves, and the records no checkpoint seals yet.
 pub async fn covering(conn: &mut Conn, records: &[(String, i64, i64)]) -> Result<(Option<Checkpoint>, Vec<String>)> {
-    let mut open: Vec<&(String, i64, i64)> = records.iter().collect();
+    // A record written in a batch (migration 0008) is checkpointed under its batch's head;
+    // any other under its own stream's.
+    let mut keyed: Vec<(String, i64, i64, String)> = Vec::with_capacity(records.len());
+    for (stream, seq, at_ms) in records {
+        let key = match batch::of_record(&mut *conn, stream, *seq).await? {
+            Some(id) => batch::stream(&id),
+            None => stream.clone(),
+        };
+        keyed.push((stream.clone(), *seq, *at_ms, key));
+    }
+    let mut open: Vec<&(String, i64, i64, String)> = keyed.iter().collect();
     open.sort_by_key(|r| r.2);
     let mut latest: Option<i64> = None;
-    while let Some(&(_, _, at_ms)) = open.first().copied() {
+    while let Some(&(_, _, at_ms, _)) = open.first().copied() {
         let Some(start) = first_from(&mut *conn, at_ms - SCAN_SLACK_MS).await? else { break };
         let before = open.len();
         let page = checkpoint::list(&mut *conn, start - 1, SCAN_CHECKPOINTS_MAX).await?;
         for cp in &page {
             let heads = checkpoint::heads(&mut *conn, cp.id).await?;
             let by_stream: HashMap<&str, i64> = heads.iter().map(|Head(s, seq, _)| (s.as_str(), *seq)).collect();
-            open.retain(|(stream, seq, _)| {
-                let sealed = by_stream.get(stream.as_str()).is_some_and(|head| head >= seq);
+            open.retain(|(_, seq, _, key)| {
+                // A batch's head names the whole batch; a stream's, every place up to it.
+                let sealed = by_stream.get(key.as_str()).is_some_and(|head| batch::id_of(key).is_some() || head >= seq);
                 if sealed {
                     latest = Some(latest.map_or(cp.id, |l: i64| l.max(cp.id)));
                 }
@@ -114,5 +126,5 @@ pub async fn covering(conn: &mut Conn, records: &[(String, i64, i64)]) -> Result
         Some(id) => checkpoint::list(&mut *conn, id - 1, 1).await?.into_iter().next(),
         None => None,
     };
-    Ok((checkpoint, open.into_iter().map(|(s, seq, _)| format!("{s} #{seq}")).collect()))
+    Ok((checkpoint, open.into_iter().map(|(s, seq, _, _)| format!("{s} #{seq}")).collect()))
 }

@@ -102,7 +102,17 @@ async fn write_body(store: &Store, options: &Options, path: &Path) -> Result<(Su
             for (stream, seq, _, at_ms) in entry.records() {
                 t_min = t_min.min(at_ms);
                 t_max = t_max.max(at_ms);
-                if pending.get(&stream).is_some_and(|head| *head >= seq) {
+                if pending.is_empty() {
+                    continue;
+                }
+                // Waiting for the sealing job: its batch's head (or, before batches, its
+                // stream's) is among the pending ones.
+                let batched = crate::seal::batch::of_record(&mut *c, &stream, seq).await?;
+                let waiting = match batched {
+                    Some(id) => pending.contains_key(&crate::seal::batch::stream(&id)),
+                    None => pending.get(&stream).is_some_and(|head| *head >= seq),
+                };
+                if waiting {
                     unsealed.add(&stream, seq);
                 }
             }

@@ -147,3 +147,41 @@ mod tests {
         assert!(head.0.starts_with(STREAM_PREFIX));
     }
 }
+
+/// The batch a sealed record was written in (the stream it is named by and its place in
+/// it, as proofs name records), or `None` for a record sealed before batches (migration
+/// 0008) or in a stream not batched (operator actions): those are checkpointed under
+/// their own stream's head.
+pub async fn of_record(conn: &mut crate::Conn, stream: &str, seq: i64) -> crate::Result<Option<Vec<u8>>> {
+    let (sql, key): (&str, &str) = if let Some(order) = stream.strip_prefix("order:") {
+        ("SELECT seal_batch FROM order_events WHERE order_id = $1 AND seq = $2", order)
+    } else if let Some(account) = stream.strip_prefix("account:") {
+        ("SELECT seal_batch FROM ledger_entries WHERE account_id = $1 AND seal_seq = $2", account)
+    } else if let Some(order) = stream.strip_prefix("payment:") {
+        ("SELECT seal_batch FROM payments WHERE order_id = $1 AND $2 = $2", order)
+    } else if let Some(order) = stream.strip_prefix("delivery:") {
+        ("SELECT seal_batch FROM deliveries WHERE order_id = $1 AND $2 = $2", order)
+    } else if let Some(refund) = stream.strip_prefix("refund:") {
+        ("SELECT seal_batch FROM refunds WHERE id = $1 AND $2 = $2", refund)
+    } else if let Some(rest) = stream.strip_prefix("charge:") {
+        let Some((provider, trade_no)) = rest.split_once(':') else { return Ok(None) };
+        let batch: Option<Option<Vec<u8>>> =
+            sqlx::query_scalar("SELECT seal_batch FROM charges WHERE provider = $1 AND trade_no = $2")
+                .bind(provider)
+                .bind(trade_no)
+                .fetch_optional(conn)
+                .await?;
+        return Ok(batch.flatten());
+    } else if let Some(id) = stream.strip_prefix("notification:") {
+        let Ok(id) = id.parse::<i64>() else { return Ok(None) };
+        let batch: Option<Option<Vec<u8>>> = sqlx::query_scalar("SELECT seal_batch FROM notifications WHERE id = $1")
+            .bind(id)
+            .fetch_optional(conn)
+            .await?;
+        return Ok(batch.flatten());
+    } else {
+        return Ok(None);
+    };
+    let batch: Option<Option<Vec<u8>>> = sqlx::query_scalar(sql).bind(key).bind(seq).fetch_optional(conn).await?;
+    Ok(batch.flatten())
+}
