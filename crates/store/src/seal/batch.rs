@@ -117,37 +117,6 @@ pub(super) fn check(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_batch_digest_binds_its_id_and_every_seal_in_any_order() {
-        let id = [7_u8; BATCH_ID_BYTES];
-        let seals = vec!["a".to_owned(), "b".to_owned(), "c".to_owned()];
-        let d = digest(&id, seals.clone());
-        assert_eq!(d, digest(&id, vec!["c".into(), "a".into(), "b".into()]), "order does not matter");
-        assert_ne!(d, digest(&id, vec!["a".into(), "b".into()]), "a row removed");
-        assert_ne!(d, digest(&id, vec!["a".into(), "b".into(), "d".into()]), "a row re-sealed");
-        assert_ne!(d, digest(&[8_u8; BATCH_ID_BYTES], seals), "another batch");
-        assert_eq!(id_of(&stream(&id)), Some(id.to_vec()));
-        assert_eq!(id_of("payment:x"), None);
-    }
-
-    #[test]
-    fn a_transaction_without_one_row_records_adds_no_head() {
-        let mut batch = Batch::default();
-        assert!(batch.take_head().is_none());
-        let id = batch.id();
-        assert!(batch.take_head().is_none(), "an id drawn for a row not written");
-        assert_ne!(batch.id(), id, "each transaction's batch is its own");
-        batch.add("s".into());
-        let head = batch.take_head().unwrap();
-        assert_eq!(head.1, 1);
-        assert!(head.0.starts_with(STREAM_PREFIX));
-    }
-}
-
 /// The batch a sealed record was written in (the stream it is named by and its place in
 /// it, as proofs name records), or `None` for a record sealed before batches (migration
 /// 0008) or in a stream not batched (operator actions): those are checkpointed under
@@ -184,4 +153,35 @@ pub async fn of_record(conn: &mut crate::Conn, stream: &str, seq: i64) -> crate:
     };
     let batch: Option<Option<Vec<u8>>> = sqlx::query_scalar(sql).bind(key).bind(seq).fetch_optional(conn).await?;
     Ok(batch.flatten())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_digest_binds_its_id_and_every_seal_in_any_order() {
+        let id = [7_u8; BATCH_ID_BYTES];
+        let seals = vec!["a".to_owned(), "b".to_owned(), "c".to_owned()];
+        let d = digest(&id, seals.clone());
+        assert_eq!(d, digest(&id, vec!["c".into(), "a".into(), "b".into()]), "order does not matter");
+        assert_ne!(d, digest(&id, vec!["a".into(), "b".into()]), "a row removed");
+        assert_ne!(d, digest(&id, vec!["a".into(), "b".into(), "d".into()]), "a row re-sealed");
+        assert_ne!(d, digest(&[8_u8; BATCH_ID_BYTES], seals), "another batch");
+        assert_eq!(id_of(&stream(&id)), Some(id.to_vec()));
+        assert_eq!(id_of("payment:x"), None);
+    }
+
+    #[test]
+    fn a_transaction_without_one_row_records_adds_no_head() {
+        let mut batch = Batch::default();
+        assert!(batch.take_head().is_none());
+        let id = batch.id();
+        assert!(batch.take_head().is_none(), "an id drawn for a row not written");
+        assert_ne!(batch.id(), id, "each transaction's batch is its own");
+        batch.add("s".into());
+        let head = batch.take_head().unwrap();
+        assert_eq!(head.1, 1);
+        assert!(head.0.starts_with(STREAM_PREFIX));
+    }
 }
