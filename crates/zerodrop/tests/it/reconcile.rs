@@ -278,3 +278,43 @@ both_engines! {
         h.stop().await;
     }
 }
+
+both_engines! {
+    /// Queries held off past the order's whole schedule: the provider hides the payments
+    /// (no notification; its queries and close say "no such trade") until the orders have
+    /// expired and their late sweeps are over. The day's bill then repairs each by the
+    /// product's late-payment policy: delivered late, or refunded in full.
+    async fn payments_hidden_past_their_schedule_are_repaired_by_policy(db) {
+        let hidden = Faults { hide_rate_pct: 100, ..calm() };
+        let h = Harness::start(db, hidden, crate::support::fast()).await;
+        let deliver = h.order("late-deliver", "diamonds_60").await;
+        let refund = h.order("late-refund", "diamonds_3280").await;
+        for created in [&deliver, &refund] {
+            h.client.pay(created).await.unwrap().expect("paid at the sandbox");
+        }
+        let (deliver_no, refund_no) = (
+            deliver["order"]["order_no"].as_str().unwrap().to_owned(),
+            refund["order"]["order_no"].as_str().unwrap().to_owned(),
+        );
+        for no in [&deliver_no, &refund_no] {
+            h.wait_for_status(no, "expired", Duration::from_secs(30)).await;
+            stack::eventually(Duration::from_secs(30), "the order's schedule over", || async {
+                let order = h.client.order(no).await?;
+                Ok(order["pending_jobs"].as_array().is_some_and(|jobs| jobs.is_empty()).then_some(()))
+            })
+            .await
+            .unwrap();
+        }
+        assert_eq!(h.sandbox.sandbox.reveal_hidden(), 2);
+        let app = &h.server.app;
+        let imported = day::fetch_and_import(app, PROVIDER, &today_cst(), None).await.expect("reconciled");
+        assert_eq!(imported.summary.unknown_to_us.count, 2, "{:?}", imported.summary);
+        h.repaired(imported.reconciliation_id).await;
+        let delivered = h.wait_for_status(&deliver_no, "delivered", Duration::from_secs(20)).await;
+        assert_eq!(delivered["payment"]["late"], true, "{delivered}");
+        h.wait_for_status(&refund_no, "refunded", Duration::from_secs(30)).await;
+        assert_eq!(h.wallet("late-deliver").await["balances"][0]["balance"], 60);
+        h.audit_passes().await;
+        h.stop().await;
+    }
+}
