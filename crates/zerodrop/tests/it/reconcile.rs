@@ -171,7 +171,7 @@ both_engines! {
 /// installed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_report_page_renders_in_a_real_browser() {
-    let Some(browser) = crate::status_pages::chromium() else {
+    let Some(chrome) = crate::support::browser::chromium() else {
         assert!(
             std::env::var("ZERODROP_TEST_BROWSER").is_err(),
             "ZERODROP_TEST_BROWSER is set but Chromium is not installed"
@@ -200,47 +200,16 @@ async fn the_report_page_renders_in_a_real_browser() {
         (response.status().as_u16(), response.text().await.unwrap())
     };
     assert_eq!(status, 200, "{html}");
-    let artifacts = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../test-artifacts");
-    std::fs::create_dir_all(&artifacts).unwrap();
+    let artifacts = crate::support::browser::artifacts();
     let page = artifacts.join("reconciliation-report.html");
     std::fs::write(&page, &html).unwrap();
     let url = format!("file://{}", page.canonicalize().unwrap().display());
-    let profile = std::env::temp_dir().join(format!("zd-chromium-{}", uuid::Uuid::new_v4().simple()));
-    let common = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-    ];
-    let dom = tokio::process::Command::new(&browser)
-        .args(common)
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg("--dump-dom")
-        .arg(&url)
-        .output()
-        .await
-        .unwrap();
-    let dom = String::from_utf8_lossy(&dom.stdout);
+    let shot = artifacts.join("reconciliation-report.png");
+    let (dom, size, complaints) = crate::support::browser::render(&chrome, &url, &shot, "1100,1400").await;
     for expected in ["<td id=\"repaired\">2</td>", "recorded through the payment path", "<svg id=\"chart\"", "<rect "] {
         assert!(dom.contains(expected), "the rendered DOM lacks {expected:?}: {dom}");
     }
-    let shot = artifacts.join("reconciliation-report.png");
-    let _ = std::fs::remove_file(&shot);
-    let run = tokio::process::Command::new(&browser)
-        .args(common)
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg(format!("--screenshot={}", shot.display()))
-        .arg("--window-size=1100,1400")
-        .arg(&url)
-        .output()
-        .await
-        .unwrap();
-    let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
-    assert!(size > 10_000, "no screenshot ({}): {}", shot.display(), String::from_utf8_lossy(&run.stderr));
-    let _ = std::fs::remove_dir_all(&profile);
+    assert!(size > 10_000, "no screenshot ({}): {complaints}", shot.display());
     h.stop().await;
     db.finish().await;
 }

@@ -2,9 +2,8 @@
 //! and the page rendered in a real browser (headless Chromium), screenshots kept in
 //! test-artifacts/.
 
-use crate::support::{calm, goods, Harness};
+use crate::support::{browser, calm, goods, Harness};
 use serde_json::Value;
-use std::path::PathBuf;
 use std::time::Duration;
 use zerodrop_store::both_engines;
 
@@ -76,17 +75,13 @@ both_engines! {
     }
 }
 
-pub(crate) fn chromium() -> Option<PathBuf> {
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser"].iter().map(PathBuf::from).find(|p| p.exists())
-}
-
 /// Renders the status page in headless Chromium, in both languages: the DOM a browser
 /// builds says the right thing, and a screenshot of each is kept in test-artifacts/.
 /// Required when ZERODROP_TEST_BROWSER=1 (CI); skipped with a message where no Chromium is
 /// installed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_page_renders_in_a_real_browser_in_both_languages() {
-    let Some(browser) = chromium() else {
+    let Some(chrome) = browser::chromium() else {
         assert!(
             std::env::var("ZERODROP_TEST_BROWSER").is_err(),
             "ZERODROP_TEST_BROWSER is set but Chromium is not installed"
@@ -98,50 +93,13 @@ async fn the_status_page_renders_in_a_real_browser_in_both_languages() {
     let h = Harness::start(&db, calm(), goods(None)).await;
     let order_no = h.paid("li-ming", "diamonds_60").await;
     let links = status_links(&h, &order_no).await;
-    let artifacts = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../test-artifacts");
-    std::fs::create_dir_all(&artifacts).unwrap();
+    let artifacts = browser::artifacts();
     for (lang, expected) in [("zh-CN", "已到账：60 钻石已于"), ("en", "Delivered: 60 diamonds arrived at")] {
         let url = format!("{}&lang={lang}", links["status_url"].as_str().unwrap());
-        let profile = std::env::temp_dir().join(format!("zd-chromium-{}", uuid::Uuid::new_v4().simple()));
-        let common = [
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-        ];
-        let dom = tokio::process::Command::new(&browser)
-            .args(common)
-            .arg(format!("--user-data-dir={}", profile.display()))
-            .arg("--dump-dom")
-            .arg(&url)
-            .output()
-            .await
-            .unwrap();
-        let dom = String::from_utf8_lossy(&dom.stdout);
-        assert!(dom.contains(expected), "{lang}: the rendered DOM lacks {expected:?}: {dom}");
         let shot = artifacts.join(format!("status-page-{lang}.png"));
-        let _ = std::fs::remove_file(&shot);
-        let status = tokio::process::Command::new(&browser)
-            .args(common)
-            .arg(format!("--user-data-dir={}", profile.display()))
-            .arg(format!("--screenshot={}", shot.display()))
-            .arg("--window-size=720,900")
-            .arg(&url)
-            .output()
-            .await
-            .unwrap();
-        let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
-        assert!(
-            size > 5_000,
-            "{lang}: no screenshot ({}): {}",
-            shot.display(),
-            String::from_utf8_lossy(&status.stderr)
-        );
-        let _ = std::fs::remove_dir_all(&profile);
+        let (dom, size, complaints) = browser::render(&chrome, &url, &shot, "720,900").await;
+        assert!(dom.contains(expected), "{lang}: the rendered DOM lacks {expected:?}: {dom}");
+        assert!(size > 5_000, "{lang}: no screenshot ({}): {complaints}", shot.display());
     }
     h.stop().await;
     db.finish().await;

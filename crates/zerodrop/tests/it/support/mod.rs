@@ -1,6 +1,7 @@
 //! Shared by the black-box tests: a sandbox provider and a zerodrop server on random
 //! loopback ports, over the test's own database (SQLite or PostgreSQL).
 
+pub mod browser;
 pub mod proxy;
 pub mod serve;
 
