@@ -30,7 +30,12 @@ pub async fn fetch_and_import(
         let _ = std::fs::remove_file(&download);
         return Err(ReconcileError::Provider(e.to_string()));
     }
-    let named = dir.join(format!(".download-{provider}-{bill_date}.zip"));
+    // Named by the provider and day in a directory of its own, so the bill is known by
+    // that name (the import keeps its own copy and this one is removed).
+    let downloads = dir.join(".downloads");
+    std::fs::create_dir_all(&downloads).map_err(|e| ReconcileError::Bill(format!("{}: {e}", downloads.display())))?;
+    let named =
+        downloads.join(format!("{provider}-{bill_date}-{}.zip", &uuid::Uuid::now_v7().simple().to_string()[..8]));
     let path = if std::fs::rename(&download, &named).is_ok() { named } else { download };
     let bill = BillFile { provider, account: &account, path: &path, bill_dir: &dir, day_from_ms: Some(day_from_ms) };
     let imported = import_file(&services.store, &bill, progress).await;
