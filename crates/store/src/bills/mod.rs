@@ -96,6 +96,14 @@ pub async fn list(conn: &mut Conn, before_id: i64, limit: i64) -> Result<Vec<Rec
     rows.into_iter().map(TryInto::try_into).collect()
 }
 
+/// Bills of every provider whose range overlaps `[from, to)`, earliest first.
+pub async fn overlapping(conn: &mut Conn, from_ms: i64, to_ms: i64) -> Result<Vec<BillRow>> {
+    let sql =
+        format!("SELECT {BILL_COLUMNS} FROM bills b WHERE b.from_ms < $2 AND b.to_ms > $1 ORDER BY b.from_ms, b.id");
+    let rows = sqlx::query_as::<_, BillRecord>(&sql).bind(from_ms).bind(to_ms).fetch_all(conn).await?;
+    Ok(rows.into_iter().map(Into::into).collect())
+}
+
 /// The latest reconciliation of `provider`'s bill for the day starting at `from_ms`.
 pub async fn of_day(conn: &mut Conn, provider: &str, from_ms: i64) -> Result<Option<i64>> {
     let id: Option<i64> = sqlx::query_scalar(

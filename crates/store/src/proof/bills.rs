@@ -42,33 +42,9 @@ pub struct Sums {
     pub refund_total_minor: i64,
 }
 
-#[derive(sqlx::FromRow)]
-struct BillRow {
-    id: i64,
-    provider: String,
-    account: String,
-    file_name: String,
-    file_sha256: String,
-    from_ms: i64,
-    to_ms: i64,
-    currency: String,
-    trade_count: i64,
-    trade_total_minor: i64,
-    refund_count: i64,
-    refund_total_minor: i64,
-}
-
 /// The bills whose range overlaps `[from_ms, to_ms)`, each tied to zerodrop's records.
 pub async fn tie(conn: &mut Conn, from_ms: i64, to_ms: i64) -> Result<BillsTie> {
-    let rows = sqlx::query_as::<_, BillRow>(
-        "SELECT id, provider, account, file_name, file_sha256, from_ms, to_ms, currency, trade_count, \
-                trade_total_minor, refund_count, refund_total_minor \
-         FROM bills WHERE from_ms < $1 AND to_ms > $2 ORDER BY from_ms, id",
-    )
-    .bind(to_ms)
-    .bind(from_ms)
-    .fetch_all(&mut *conn)
-    .await?;
+    let rows = crate::bills::overlapping(&mut *conn, from_ms, to_ms).await?;
     let mut bills = Vec::with_capacity(rows.len());
     for b in rows {
         let (trade_count, trade_total_minor) = sqlx::query_as::<_, (i64, i64)>(

@@ -293,3 +293,60 @@ both_engines! {
         h.stop().await;
     }
 }
+
+both_engines! {
+    /// The report endpoints refuse what they cannot answer, in the documented JSON: no key
+    /// or a forged one, malformed and unknown ids, unknown formats and query keys, limits
+    /// out of bounds; a report that exists answers in every format.
+    async fn the_report_endpoints_refuse_bad_requests_clearly(db) {
+        let h = Harness::start(db, calm(), notifications_only()).await;
+        let created = h.order("probe", "diamonds_60").await;
+        h.client.pay(&created).await.unwrap().expect("paid");
+        let imported = day::fetch_and_import(&h.server.app, PROVIDER, &today_cst(), None).await.expect("reconciled");
+        let get = |path: String, key: Option<&'static str>| {
+            let url = format!("{}{path}", h.server.base_url);
+            let http = h.client.http.clone();
+            async move {
+                let request = http.get(url);
+                let request = match key {
+                    Some(key) => request.bearer_auth(key),
+                    None => request,
+                };
+                let response = request.send().await.unwrap();
+                let status = response.status().as_u16();
+                let text = response.text().await.unwrap();
+                (status, serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text)))
+            }
+        };
+        let id = imported.reconciliation_id;
+        let key = Some(stack::API_KEY);
+        for (path, key, status, code) in [
+            (format!("/v1/reconciliations/{id}"), None, 401, "unauthorized"),
+            (format!("/v1/reconciliations/{id}"), Some("zd_forged_key_0000000000000000000000"), 401, "unauthorized"),
+            ("/v1/reconciliations".to_owned(), None, 401, "unauthorized"),
+            ("/v1/reconciliations/abc".to_owned(), key, 404, "reconciliation_not_found"),
+            ("/v1/reconciliations/0".to_owned(), key, 404, "reconciliation_not_found"),
+            ("/v1/reconciliations/-1".to_owned(), key, 404, "reconciliation_not_found"),
+            ("/v1/reconciliations/99999999999999999999999".to_owned(), key, 404, "reconciliation_not_found"),
+            (format!("/v1/reconciliations/{}", id + 1), key, 404, "reconciliation_not_found"),
+            (format!("/v1/reconciliations/{id}?format=pdf"), key, 422, "invalid_request"),
+            (format!("/v1/reconciliations/{id}?after=x"), key, 422, "invalid_request"),
+            (format!("/v1/reconciliations/{id}?sneaky=1"), key, 422, "invalid_request"),
+            ("/v1/reconciliations?limit=0".to_owned(), key, 422, "invalid_request"),
+            ("/v1/reconciliations?limit=100000".to_owned(), key, 422, "invalid_request"),
+            ("/v1/reconciliations?before=-5".to_owned(), key, 422, "invalid_request"),
+            (format!("/v1/reconciliations?before={}", "9".repeat(5_000)), key, 422, "invalid_request"),
+        ] {
+            let (got, body) = get(path.clone(), key).await;
+            assert_eq!((got, body["error"]["code"].as_str()), (status, Some(code)), "{path}: {body}");
+        }
+        let (status, list) = get("/v1/reconciliations?limit=1".to_owned(), key).await;
+        assert_eq!(status, 200, "{list}");
+        assert_eq!(list["reconciliations"][0]["id"], id);
+        for format in ["json", "csv", "html"] {
+            let (status, body) = get(format!("/v1/reconciliations/{id}?format={format}"), key).await;
+            assert_eq!(status, 200, "{format}: {body}");
+        }
+        h.stop().await;
+    }
+}
