@@ -261,8 +261,10 @@ impl Tx {
     pub async fn commit(mut self) -> Result<()> {
         crate::notifications::flush(&mut self).await?;
         crate::payments::flush_deliveries(&mut self).await?;
+        // Writes the pending seal row itself, before the shared accounts are locked (see
+        // there); nothing after it names the batch.
         crate::ledger::flush(&mut self).await?;
-        // Last: every deferred write above may have moved a head.
+        // A no-op after the ledger's; kept so that no head could ever be left unwritten.
         crate::seal::flush(&mut self).await?;
         self.inner.commit().await?;
         Ok(())

@@ -239,34 +239,54 @@ async fn flush_transfers(tx: &mut Tx) -> Result<()> {
 }
 
 /// Applies the deferred movements (each account once, in one global lock order) and writes every
-/// pending entry. Called by [`Tx::commit`] just before the database commit.
+/// pending entry. Called by [`Tx::commit`] just before the database commit, after every
+/// other deferred write.
+///
+/// In two steps, so that as little as possible runs while the shared source accounts
+/// (issuance, compensation, loss: every delivery moves one) are locked, which holds back
+/// every other committer:
+/// 1. the accounts that cannot go negative (wallets, creators, the platform), each by id;
+///    their entries are sealed into the transaction's batch and written, and then the
+///    transaction's `seal_pending` row ([`crate::seal::flush`]), now complete;
+/// 2. the shared accounts, each by id; their entries are chained per account as always,
+///    but name no batch: the sealing job checkpoints those few accounts' heads itself
+///    ([`crate::seal::checkpoint`]). Under their locks: their update, one read of where
+///    their chains stand, their entries, and the commit.
+///
+/// Every transaction takes the locks in this one order, so none waits on another in a circle.
 pub(crate) async fn flush(tx: &mut Tx) -> Result<()> {
     flush_transfers(tx).await?;
-    // Lock order, the same in every transaction: accounts that cannot go negative first
-    // (wallets, creators, the platform; an immediate wallet debit already holds its row),
-    // then the shared source accounts (issuance, compensation, loss), each group by id.
-    // The hottest rows are taken last, just before the commit, and no two transactions
-    // can wait on each other in a circle.
     let mut accounts: Vec<(bool, String)> =
         tx.ledger.deferred.iter().map(|(id, d)| (d.kind.may_go_negative(), id.clone())).collect();
     accounts.sort();
-    let mut read_before_shared = false;
-    for (shared, account) in accounts {
-        if shared && !read_before_shared {
-            // Where the chains of the accounts locked so far continue, read before the
-            // shared rows are locked: what runs while this transaction holds the hot
-            // issuance row holds every other committer back, so it reads only those.
-            previous_seals(tx).await?;
-            read_before_shared = true;
-        }
-        flush_account(tx, &account).await?;
+    let split = accounts.iter().position(|(shared, _)| *shared).unwrap_or(accounts.len());
+    for (_, account) in &accounts[..split] {
+        flush_account(tx, account).await?;
     }
+    write_entries(tx, true).await?;
+    crate::seal::flush(tx).await?;
+    for (_, account) in &accounts[split..] {
+        flush_account(tx, account).await?;
+    }
+    write_entries(tx, false).await
+}
+
+/// Seals and writes the entries flushed so far: in the transaction's batch, or (the shared
+/// accounts') chained only, checkpointed by their accounts' heads.
+async fn write_entries(tx: &mut Tx, in_batch: bool) -> Result<()> {
     let entries = std::mem::take(&mut tx.ledger.entries);
     if entries.is_empty() {
         return Ok(());
     }
     let sealed = seal_entries(tx, &entries).await?;
-    let batch = tx.seal_batch();
+    let batch = if in_batch {
+        for (_, seal) in &sealed {
+            tx.sealed_in_batch(seal.clone());
+        }
+        Some(tx.seal_batch())
+    } else {
+        None
+    };
     for (chunk, seals) in entries.chunks(ENTRIES_PER_INSERT_MAX).zip(sealed.chunks(ENTRIES_PER_INSERT_MAX)) {
         let mut sql = String::from(
             "INSERT INTO ledger_entries (transfer_id, account_id, amount, balance_after, at_ms, seal_seq, seal, \
@@ -328,11 +348,12 @@ async fn previous_seals(tx: &mut Tx) -> Result<()> {
 }
 
 /// Each entry's place and seal in its account's chain, continuing from the position the
-/// account had when this transaction first moved it; each seal joins the transaction's batch.
+/// account had when this transaction first moved it (or where its entries written earlier
+/// in this commit left it).
 async fn seal_entries(tx: &mut Tx, entries: &[Entry]) -> Result<Vec<(i64, String)>> {
     previous_seals(tx).await?;
-    let previous = std::mem::take(&mut tx.ledger.previous);
-    let chain_from = std::mem::take(&mut tx.ledger.chain_from);
+    let previous = &tx.ledger.previous;
+    let chain_from = &tx.ledger.chain_from;
     let mut heads: BTreeMap<&str, (i64, String)> = BTreeMap::new();
     let mut sealed = Vec::with_capacity(entries.len());
     for e in entries {
@@ -364,8 +385,13 @@ async fn seal_entries(tx: &mut Tx, entries: &[Entry]) -> Result<Vec<(i64, String
         *head = seal.clone();
         sealed.push((*seq, seal));
     }
-    for (_, seal) in &sealed {
-        tx.sealed_in_batch(seal.clone());
+    // Where each chain now stands, should the same account move again before the commit
+    // ends (a shared account flushed early by a balance read, then moved once more).
+    let heads: Vec<(String, i64, String)> =
+        heads.into_iter().map(|(a, (seq, seal))| (a.to_owned(), seq, seal)).collect();
+    for (account, seq, seal) in heads {
+        tx.ledger.chain_from.insert(account.clone(), seq);
+        tx.ledger.previous.insert(account, seal);
     }
     Ok(sealed)
 }

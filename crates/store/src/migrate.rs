@@ -77,10 +77,16 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0008_seal_batches.sql"),
         postgres: include_str!("../migrations/postgres/0008_seal_batches.sql"),
     },
+    Migration {
+        version: 9,
+        name: "shared_account_heads",
+        sqlite: include_str!("../migrations/sqlite/0009_shared_account_heads.sql"),
+        postgres: include_str!("../migrations/postgres/0009_shared_account_heads.sql"),
+    },
 ];
 
 /// The schema version this build expects.
-pub const MIGRATIONS_LATEST: i64 = 8;
+pub const MIGRATIONS_LATEST: i64 = 9;
 
 /// Arbitrary constant naming zerodrop's migration lock on PostgreSQL, so two processes
 /// starting together do not both apply a migration.

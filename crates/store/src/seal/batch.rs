@@ -6,7 +6,9 @@
 //! per committed batch of notifications. That row is written at commit while the hot
 //! issuance account is locked, and on PostgreSQL its bytes lengthened the one section
 //! every committer shares. Now every sealed row but an operator action (rare, and still
-//! headed per stream) names its transaction's batch (random bytes, the same for all of
+//! headed per stream) and an entry of a shared account (issuance, compensation, loss:
+//! written under their locks after the pending row, and checkpointed by their accounts'
+//! heads, which the sealing job reads) names its transaction's batch (random bytes, the same for all of
 //! them), and the transaction records one head: `batch:<hex id>`, how many rows, and the
 //! digest of their seals, sorted.
 //!

@@ -98,6 +98,15 @@ async fn seal_once(store: &Store, key: &SealKey, now_ms: i64) -> Result<(Checkpo
             }
         }
     }
+    // The shared accounts' entries name no batch (they are written under the hottest
+    // locks, after the pending row: see `ledger::flush`): their chains' heads are read
+    // here, one consistent statement, and vouch for every entry before them.
+    for Head(stream, seq, seal) in shared_account_heads(&mut tx).await? {
+        let slot = furthest.entry(stream).or_insert((seq, seal.clone()));
+        if seq > slot.0 {
+            *slot = (seq, seal);
+        }
+    }
     let heads: Vec<Head> = furthest.into_iter().map(|(stream, (seq, seal))| Head(stream, seq, seal)).collect();
     let last = sqlx::query_as::<_, (i64, String)>("SELECT id, hash FROM seal_checkpoints ORDER BY id DESC LIMIT 1")
         .fetch_optional(&mut *tx)
@@ -148,6 +157,25 @@ async fn seal_once(store: &Store, key: &SealKey, now_ms: i64) -> Result<(Checkpo
     Ok((checkpoint, more))
 }
 
+/// The account kinds that may go negative, as the shared accounts' index (migration 0009)
+/// names them.
+const SHARED_KINDS_SQL: &str = "('issuance', 'compensation', 'loss')";
+
+/// The chain heads of the accounts that may go negative (a currency's issuance, the
+/// compensation and loss accounts): a handful, found by their kind's own index.
+async fn shared_account_heads(tx: &mut crate::Tx) -> Result<Vec<Head>> {
+    let sql = format!(
+        "SELECT a.id, a.seal_seq, e.seal FROM ledger_accounts a \
+         JOIN ledger_entries e ON e.account_id = a.id AND e.seal_seq = a.seal_seq \
+         WHERE a.kind IN {SHARED_KINDS_SQL} AND a.seal_seq > 0"
+    );
+    let rows = sqlx::query_as::<_, (String, i64, Option<String>)>(&sql).fetch_all(&mut **tx).await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, seq, seal)| Head(super::stream::entries(&id), seq, seal.unwrap_or_default()))
+        .collect())
+}
+
 /// Every stored checkpoint after `after_id`, in order, at most `limit`.
 pub async fn list(conn: &mut crate::Conn, after_id: i64, limit: i64) -> Result<Vec<Checkpoint>> {
     let rows = sqlx::query_as::<_, CheckpointRecord>(
@@ -177,6 +205,29 @@ pub async fn pending(conn: &mut crate::Conn) -> Result<(i64, Option<i64>)> {
         .fetch_one(conn)
         .await?;
     Ok(row)
+}
+
+#[cfg(test)]
+mod tests {
+    use zerodrop_domain::ledger::AccountKind;
+
+    /// The kinds whose heads the sealing job reads are exactly those whose entries name no
+    /// batch: the accounts that may go negative (`ledger::flush` writes them last).
+    #[test]
+    fn the_shared_kinds_are_the_ones_that_may_go_negative() {
+        let sql = super::SHARED_KINDS_SQL;
+        for kind in [
+            AccountKind::Wallet,
+            AccountKind::Issuance,
+            AccountKind::Creator,
+            AccountKind::Platform,
+            AccountKind::Compensation,
+            AccountKind::Loss,
+        ] {
+            let named = sql.contains(&format!("'{}'", kind.as_str()));
+            assert_eq!(named, kind.may_go_negative(), "{}", kind.as_str());
+        }
+    }
 }
 
 #[derive(sqlx::FromRow)]

@@ -9,8 +9,10 @@
 //!
 //! A committing transaction records what it sealed in `seal_pending` (one row per
 //! transaction, see [`flush`]): one head for all its rows, their batch's digest (see
-//! [`batch`]), and the heads of the operator actions' streams it moved. The sealing job
-//! ([`checkpoint`]) folds them into a signed checkpoint that names the previous one, and
+//! [`batch`]), and the heads of the operator actions' streams it moved. The shared
+//! accounts' entries (issuance, compensation, loss), written after that row under the
+//! hottest locks, are in no batch: the sealing job reads those few accounts' heads
+//! itself. It ([`checkpoint`]) folds them into a signed checkpoint that names the previous one, and
 //! the server appends it to the seal log. The audit ([`verify`]) recomputes every seal,
 //! and checks the rows against the checkpoints in the database and in an exported log: a
 //! row edited and re-sealed in the database no longer matches the batch digest (or, sealed
