@@ -124,6 +124,7 @@ async fn run_on(args: &Args, url: &str) -> Result<()> {
         path: &path,
         bill_dir: &dir.join("kept"),
         day_from_ms: None,
+        missing_grace_ms: zerodrop_store::bills::MISSING_GRACE_MS,
     };
     let imported = import_file(&store, &bill, None).await?;
     let elapsed = started.elapsed();

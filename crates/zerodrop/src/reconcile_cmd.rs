@@ -56,6 +56,7 @@ pub async fn run(services: &Services, args: &Args) -> Result<ExitCode> {
                         path,
                         bill_dir: &bill_dir,
                         day_from_ms: None,
+                        missing_grace_ms: services.config.reconcile.missing_grace_secs * 1000,
                     };
                     file::import_file(&services.store, &bill, progress).await
                 }
@@ -80,7 +81,15 @@ pub async fn run(services: &Services, args: &Args) -> Result<ExitCode> {
         repair(services, &imported, secs).await?;
     }
     let mut conn = services.store.reader().await?;
-    let Some(report) = report::build(&mut conn, imported.reconciliation_id, 0, now_ms()).await? else {
+    let Some(report) = report::build(
+        &mut conn,
+        imported.reconciliation_id,
+        0,
+        &zerodrop_server::http::stats::bounds(&services.config),
+        now_ms(),
+    )
+    .await?
+    else {
         anyhow::bail!("reconciliation {} vanished", imported.reconciliation_id);
     };
     drop(conn);

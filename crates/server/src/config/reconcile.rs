@@ -6,6 +6,11 @@ use serde::{Deserialize, Serialize};
 /// bigger answer is not a bill, and the disk is not the provider's to fill.
 pub const BILL_BYTES_MAX_DEFAULT: u64 = 2 * 1024 * 1024 * 1024;
 
+/// See [`ReconcileConfig::missing_grace_secs`]: ten minutes.
+pub const MISSING_GRACE_SECS_DEFAULT: i64 = zerodrop_store::bills::MISSING_GRACE_MS / 1000;
+/// A grace of a day would hide a whole day's bill.
+const MISSING_GRACE_SECS_MAX: i64 = 86_400;
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReconcileConfig {
@@ -18,6 +23,10 @@ pub struct ReconcileConfig {
     /// Where downloaded bills are kept (they are the evidence behind each repair).
     pub bill_dir: String,
     pub bill_bytes_max: u64,
+    /// Charges and refunds of the last this-many seconds before an import are not counted
+    /// missing from the bill, nor without an outcome: a bill fetched for the current day was
+    /// cut before them, and a payment just made is still inside its bounds.
+    pub missing_grace_secs: i64,
 }
 
 impl Default for ReconcileConfig {
@@ -27,6 +36,7 @@ impl Default for ReconcileConfig {
             daily_at_hour_cst: 10,
             bill_dir: "./data/bills".into(),
             bill_bytes_max: BILL_BYTES_MAX_DEFAULT,
+            missing_grace_secs: MISSING_GRACE_SECS_DEFAULT,
         }
     }
 }
@@ -38,6 +48,9 @@ impl ReconcileConfig {
         }
         if self.bill_dir.trim().is_empty() {
             return Err("reconcile.bill_dir is required".into());
+        }
+        if !(0..=MISSING_GRACE_SECS_MAX).contains(&self.missing_grace_secs) {
+            return Err(format!("reconcile.missing_grace_secs must be 0..={MISSING_GRACE_SECS_MAX}"));
         }
         if self.bill_bytes_max < 1024 {
             return Err("reconcile.bill_bytes_max must be at least 1024".into());

@@ -68,7 +68,9 @@ pub async fn show(
         return Err(ApiError::invalid(ErrorCode::InvalidRequest, "format must be json, html or csv"));
     }
     let mut conn = app.store.reader().await?;
-    let report = report::build(&mut conn, id, after, now_ms()).await?.ok_or_else(not_found)?;
+    let report = report::build(&mut conn, id, after, &super::stats::bounds(&app.config), now_ms())
+        .await?
+        .ok_or_else(not_found)?;
     Ok(match format.as_str() {
         // The page's own headers: no script, nothing from outside, never cached.
         "html" => (super::pages::PAGE_HEADERS, report::html::render(&report)).into_response(),

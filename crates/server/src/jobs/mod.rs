@@ -75,17 +75,33 @@ pub async fn enqueue<J: Job>(tx: &mut Tx, job: &J, run_at_ms: i64, now_ms: i64) 
 }
 
 /// This run of a claimed job.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Run {
     pub job_id: i64,
     /// Starting at 1.
     pub attempt: i64,
+    /// The cause this run records instead of its job's, when it acts for a fact that has
+    /// one of its own: a bill line's repair running the refund or deadline job's step
+    /// records the bill line, not the repair job.
+    pub cause: Option<String>,
 }
 
 impl Run {
+    pub fn new(job_id: i64, attempt: i64) -> Run {
+        Run { job_id, attempt, cause: None }
+    }
+
+    /// This run, acting for `cause`.
+    pub fn for_cause(&self, cause: String) -> Run {
+        Run { cause: Some(cause), ..self.clone() }
+    }
+
     /// The cause recorded on events this run appends.
     pub fn cause(&self) -> String {
-        format!("job:{}", self.job_id)
+        match &self.cause {
+            Some(cause) => cause.clone(),
+            None => format!("job:{}", self.job_id),
+        }
     }
 }
 

@@ -111,11 +111,36 @@ struct Target {
 
 /// The refund and what it refunds; `None` when the refund is already final.
 async fn load(services: &Services, refund_id: &str) -> Result<Option<(RefundRow, Target)>, Outcome> {
+    let (refund, target) = load_any(services, refund_id).await?;
+    Ok((!refund.state.is_final()).then_some((refund, target)))
+}
+
+/// Asks the provider where a refund stands, final or not, with the request it was made
+/// with (same number, trade and amount): how a refund zerodrop holds as made is checked
+/// against the provider when its bill lacks it. Returns the refund with the answer.
+pub async fn query(
+    services: &Services,
+    refund_id: &str,
+) -> Result<(RefundRow, Result<RefundStatus, zerodrop_providers::ProviderError>), Outcome> {
+    let (refund, target) = load_any(services, refund_id).await?;
+    let Some(provider) = services.provider(&target.provider).cloned() else {
+        return Err(Outcome::Retry(format!("provider {} is not configured", target.provider)));
+    };
+    let reference = RefundRef {
+        order: target.order_ref,
+        trade_no: target.trade_no,
+        request_no: refund.request_no.clone(),
+        amount: refund.amount,
+        reason: refund.reason.clone(),
+    };
+    let answer = provider.query_refund(&reference).await;
+    Ok((refund, answer))
+}
+
+/// The refund and what it refunds, whatever its state.
+async fn load_any(services: &Services, refund_id: &str) -> Result<(RefundRow, Target), Outcome> {
     let mut conn = services.store.reader().await?;
     let refund = refunds::get(&mut conn, refund_id).await?.ok_or_else(|| Outcome::Retry("refund not found".into()))?;
-    if refund.state.is_final() {
-        return Ok(None);
-    }
     let charge: Option<ChargeRow> = match refund.charge_id {
         Some(id) => charges::get(&mut conn, id).await?,
         None => None,
@@ -148,7 +173,7 @@ async fn load(services: &Services, refund_id: &str) -> Result<Option<(RefundRow,
         }
         (None, None) => return Err(Outcome::Retry("the refund names neither order nor charge".into())),
     };
-    Ok(Some((refund, target)))
+    Ok((refund, target))
 }
 
 fn charge_target(charge: ChargeRow, order: Option<OrderRow>) -> Target {

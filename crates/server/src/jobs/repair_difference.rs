@@ -4,7 +4,7 @@
 //! A difference is repaired once: its row is locked and must still be pending.
 
 use super::deadline::Deadline;
-use super::refund::Refund;
+use super::refund::{self as refund_job, Refund};
 use super::{order_ref, Job, Outcome, Run};
 use crate::flows::payment::{self, PaymentFact};
 use crate::flows::reconcile::repair::{self as fix, reason};
@@ -14,7 +14,7 @@ use serde_json::json;
 use zerodrop_domain::money::{Currency, Money};
 use zerodrop_domain::order::OrderStatus;
 use zerodrop_domain::{OrderId, OrderNo};
-use zerodrop_providers::{OrderRef, PaymentStatus, Provider};
+use zerodrop_providers::{OrderRef, PaymentStatus, Provider, RefundStatus};
 use zerodrop_store::bills::{self, Class, DifferenceRow, DifferenceState};
 use zerodrop_store::payments::PaymentSource;
 use zerodrop_store::refunds::{self, RefundState};
@@ -64,7 +64,7 @@ impl Job for RepairDifference {
                 charge_differs(services, provider.as_ref(), &difference).await
             }
             Class::RefundUnknownToUs => refund_unknown(services, &difference, run).await,
-            Class::RefundMissingFromBill => refund_not_billed(services, &difference, run).await,
+            Class::RefundMissingFromBill => refund_not_billed(services, &difference).await,
             Class::NoOutcome => no_outcome(services, &difference, run).await,
         };
         services.wake();
@@ -214,7 +214,8 @@ async fn refund_unknown(services: &Services, d: &DifferenceRow, run: &Run) -> St
         return person(services, d, reason::REFUND_UNKNOWN, detail, 0).await;
     };
     let order_id = d.order_id.as_deref().and_then(OrderId::parse);
-    let settling = Refund { refund_id: refund_id.clone(), order_id }.run(services, run).await;
+    // The refund job's own step, recording the bill line as its cause.
+    let settling = Refund { refund_id: refund_id.clone(), order_id }.run(services, &run.for_cause(d.cause())).await;
     let mut conn = services.store.reader().await.map_err(store)?;
     let refund = refunds::get(&mut conn, &refund_id).await.map_err(store)?.ok_or(Outcome::Done)?;
     drop(conn);
@@ -240,8 +241,10 @@ async fn refund_unknown(services: &Services, d: &DifferenceRow, run: &Run) -> St
 }
 
 /// A refund zerodrop holds as made that the bill lacks: another bill may show it;
-/// otherwise a person looks.
-async fn refund_not_billed(services: &Services, d: &DifferenceRow, _run: &Run) -> Step {
+/// otherwise the provider is asked about it again (same request number). Its confirmation
+/// ends the difference (the bill is behind, as near midnight); any other answer, or none
+/// on the last attempt, goes to a person.
+async fn refund_not_billed(services: &Services, d: &DifferenceRow) -> Step {
     let key = d.refund_no.clone().unwrap_or_default();
     let trade_no = d.trade_no.clone().unwrap_or_default();
     let mut conn = services.store.reader().await.map_err(store)?;
@@ -250,7 +253,20 @@ async fn refund_not_billed(services: &Services, d: &DifferenceRow, _run: &Run) -
         return resolved(services, d, &format!("billed in bill {other}")).await;
     }
     drop(conn);
-    person(services, d, reason::REFUND_NOT_BILLED, json!({ "refund_no": key }), 0).await
+    let Some(refund_id) = d.refund_id.clone() else {
+        return person(services, d, reason::REFUND_NOT_BILLED, json!({ "refund_no": key }), 0).await;
+    };
+    let (refund, answer) = refund_job::query(services, &refund_id).await?;
+    match answer {
+        Ok(RefundStatus::Succeeded) => {
+            resolved(services, d, &format!("the provider confirms refund {} succeeded", refund.request_no)).await
+        }
+        Ok(other) => {
+            let detail = json!({ "refund_no": key, "provider_says": format!("{other:?}") });
+            person(services, d, reason::REFUND_NOT_BILLED, detail, refund.amount.minor).await
+        }
+        Err(e) => Err(Outcome::Retry(format!("refund query: {e}"))),
+    }
 }
 
 /// A charge of the bill's range with no outcome past its deadline: the product's deadline
@@ -259,7 +275,8 @@ async fn no_outcome(services: &Services, d: &DifferenceRow, run: &Run) -> Step {
     let Some(order_id) = d.order_id.as_deref().and_then(OrderId::parse) else {
         return resolved(services, d, "no order").await;
     };
-    let decided = Deadline { order_id }.run(services, run).await;
+    // The deadline job's own step, recording the bill line as its cause.
+    let decided = Deadline { order_id }.run(services, &run.for_cause(d.cause())).await;
     if let Outcome::RunAgainAt(at, note) = decided {
         return Err(Outcome::RunAgainAt(at, note));
     }

@@ -149,7 +149,7 @@ async fn execute<J: Job>(services: &Services, job: &ClaimedJob) {
     let (outcome, notification_id) = match typed {
         Ok(typed) => {
             let notification_id = typed.notification_id();
-            let run = Run { job_id: job.id, attempt: job.attempt };
+            let run = Run::new(job.id, job.attempt);
             let limit_ms = (services.config.jobs.lease_ms - LEASE_MARGIN_MS).max(RUN_MS_MIN) as u64;
             let outcome = match tokio::time::timeout(Duration::from_millis(limit_ms), typed.run(services, &run)).await {
                 Ok(outcome) => outcome,

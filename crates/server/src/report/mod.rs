@@ -9,6 +9,7 @@ pub mod html;
 use serde::Serialize;
 use zerodrop_domain::money::format_minor;
 use zerodrop_store::bills::{self, Class, DifferenceRow, DifferenceState, HourFigures, ReconciliationRow, Summary};
+use zerodrop_store::outcome::Bounds;
 use zerodrop_store::{Conn, Result};
 
 /// Differences listed per report, at most; the totals count them all, and the API pages
@@ -71,7 +72,7 @@ pub fn per_million(part: i64, whole: i64) -> i64 {
 
 /// Builds the report of reconciliation `id` as the database holds it now; `None` when
 /// there is no such reconciliation.
-pub async fn build(conn: &mut Conn, id: i64, after_id: i64, now_ms: i64) -> Result<Option<Report>> {
+pub async fn build(conn: &mut Conn, id: i64, after_id: i64, bounds: &Bounds, now_ms: i64) -> Result<Option<Report>> {
     let Some(reconciliation) = bills::get(conn, id).await? else {
         return Ok(None);
     };
@@ -106,7 +107,7 @@ pub async fn build(conn: &mut Conn, id: i64, after_id: i64, now_ms: i64) -> Resu
     let lines_more = lines.len() as i64 > LINES_MAX;
     lines.truncate(LINES_MAX as usize);
     let bill = &reconciliation.bill;
-    let hours = bills::hours(conn, bill.id, &bill.provider, bill.from_ms, bill.to_ms, now_ms).await?;
+    let hours = bills::hours(conn, bill.id, &bill.provider, bill.from_ms, bill.to_ms, bounds, now_ms).await?;
     let charges: i64 = hours.iter().map(|h| h.charges).sum();
     let dropped: i64 = hours.iter().map(|h| h.dropped).sum();
     Ok(Some(Report {

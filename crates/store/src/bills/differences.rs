@@ -38,6 +38,9 @@ impl DifferenceState {
 pub struct DifferenceRow {
     pub id: i64,
     pub reconciliation_id: i64,
+    /// The bill the difference was found against, and its file's hash.
+    pub bill_id: i64,
+    pub bill_sha256: String,
     pub provider: String,
     pub fact_key: String,
     pub class: Class,
@@ -62,19 +65,25 @@ pub struct DifferenceRow {
 impl DifferenceRow {
     /// The cause events and actions of this difference's repair carry: the bill line
     /// (its id, its number in the file and its hash), else the difference itself.
+    ///
+    /// A difference with no line of its own (a charge or refund the bill lacks, a charge
+    /// with no outcome in the bill's period) cites the bill (its id and the file's hash)
+    /// and the difference: `bill:<bill id>:<file hash>:difference:<id>`.
     pub fn cause(&self) -> String {
+        let short = |sha: &str| sha[..sha.len().min(16)].to_owned();
         match (self.bill_line_id, self.line_no, &self.line_sha256) {
-            (Some(id), Some(no), Some(sha)) => format!("bill_line:{id}:{no}:{}", &sha[..sha.len().min(16)]),
-            _ => format!("bill_difference:{}", self.id),
+            (Some(id), Some(no), Some(sha)) => format!("bill_line:{id}:{no}:{}", short(sha)),
+            _ => format!("bill:{}:{}:difference:{}", self.bill_id, short(&self.bill_sha256), self.id),
         }
     }
 }
 
-const COLUMNS: &str = "d.id, d.reconciliation_id, d.provider, d.fact_key, d.class, d.bill_line_id, l.line_no, \
+const COLUMNS: &str = "d.id, d.reconciliation_id, rc.bill_id, b.file_sha256 AS bill_sha256, d.provider, d.fact_key, d.class, d.bill_line_id, l.line_no, \
      l.line_sha256, COALESCE(l.trade_no, c.trade_no) AS trade_no, COALESCE(l.order_no, c.order_no) AS order_no, \
      COALESCE(l.refund_no, r.request_no) AS refund_no, d.charge_id, d.refund_id, d.order_id, d.amount_minor, \
      d.bill_amount_minor, d.state, d.outcome, d.created_at_ms, d.updated_at_ms";
-const FROM: &str = "bill_differences d LEFT JOIN bill_lines l ON l.id = d.bill_line_id \
+const FROM: &str = "bill_differences d JOIN reconciliations rc ON rc.id = d.reconciliation_id \
+     JOIN bills b ON b.id = rc.bill_id LEFT JOIN bill_lines l ON l.id = d.bill_line_id \
      LEFT JOIN charges c ON c.id = d.charge_id LEFT JOIN refunds r ON r.id = d.refund_id";
 
 pub async fn get(conn: &mut Conn, id: i64) -> Result<Option<DifferenceRow>> {
@@ -161,6 +170,8 @@ pub async fn counts(conn: &mut Conn, reconciliation_id: i64) -> Result<Vec<(Clas
 struct Record {
     id: i64,
     reconciliation_id: i64,
+    bill_id: i64,
+    bill_sha256: String,
     provider: String,
     fact_key: String,
     class: String,
@@ -191,6 +202,8 @@ impl TryFrom<Record> for DifferenceRow {
                 .ok_or_else(|| StoreError::Corrupt(format!("difference state {}", r.state)))?,
             id: r.id,
             reconciliation_id: r.reconciliation_id,
+            bill_id: r.bill_id,
+            bill_sha256: r.bill_sha256,
             provider: r.provider,
             fact_key: r.fact_key,
             bill_line_id: r.bill_line_id,

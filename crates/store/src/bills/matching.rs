@@ -110,23 +110,6 @@ impl Summary {
     }
 }
 
-/// Each charge of provider `$4` in `[$1, $2)` with its outcome as of `$3`: `delivered`, `refunded`, `open`
-/// (no outcome yet, inside its deadline or with a person in time) or `dropped` (no outcome
-/// past its deadline and no person on it in time). The drop rate counts the last.
-pub(crate) const OUTCOME_BY_CHARGE_SQL: &str = "\
-SELECT COALESCE(c.paid_at_ms, c.recorded_at_ms) AS at_ms, \
-  CASE WHEN c.class IN ('matched', 'late') THEN \
-    CASE WHEN o.status = 'delivered' THEN 'delivered' \
-         WHEN o.status IN ('refunded', 'expired') THEN 'refunded' \
-         WHEN o.deliver_by_ms IS NOT NULL AND o.deliver_by_ms < $3 AND NOT EXISTS (SELECT 1 FROM attention_items a \
-              WHERE a.order_id = o.id AND a.resolved_at_ms IS NULL AND (a.due_at_ms IS NULL OR a.due_at_ms >= $3)) \
-         THEN 'dropped' ELSE 'open' END \
-  WHEN EXISTS (SELECT 1 FROM refunds r WHERE r.charge_id = c.id AND r.state = 'succeeded') THEN 'refunded' \
-  ELSE 'open' END AS outcome \
-FROM charges c LEFT JOIN orders o ON o.id = c.order_id \
-WHERE c.provider = $4 AND COALESCE(c.paid_at_ms, c.recorded_at_ms) >= $1 \
-  AND COALESCE(c.paid_at_ms, c.recorded_at_ms) < $2";
-
 /// The bill being matched.
 pub struct Matching<'a> {
     pub reconciliation_id: i64,
@@ -134,16 +117,19 @@ pub struct Matching<'a> {
     pub provider: &'a str,
     pub from_ms: i64,
     pub to_ms: i64,
+    /// Charges and refunds of the last minutes before the import are not counted missing
+    /// from the bill (nor without an outcome): a bill of the current day (the sandbox's)
+    /// was cut before them. [`MISSING_GRACE_MS`] unless configured.
+    pub missing_grace_ms: i64,
 }
 
-/// Charges and refunds of the last minutes before an import are not counted missing from
-/// the bill: a bill of the current day (the sandbox's) was cut before them.
+/// The default of [`Matching::missing_grace_ms`].
 pub const MISSING_GRACE_MS: i64 = 10 * 60_000;
 
 impl Matching<'_> {
     /// The end of what the bill could show: its range's end, or the import less the grace.
     fn seen_until_ms(&self, now_ms: i64) -> i64 {
-        self.to_ms.min(now_ms - MISSING_GRACE_MS)
+        self.to_ms.min(now_ms - self.missing_grace_ms)
     }
 }
 
@@ -285,7 +271,7 @@ fn class_sql(class: Class) -> (&'static str, &'static str) {
              FROM charges c JOIN orders o ON o.id = c.order_id \
              WHERE c.provider = $3 AND c.class IN ('matched', 'late') \
              AND COALESCE(c.paid_at_ms, c.recorded_at_ms) >= $4 AND COALESCE(c.paid_at_ms, c.recorded_at_ms) < $5 \
-             AND o.status IN ('paid', 'refund_due', 'refunding') AND o.deliver_by_ms IS NOT NULL AND o.deliver_by_ms < $6 \
+             AND o.status = 'paid' AND o.deliver_by_ms IS NOT NULL AND o.deliver_by_ms < $6 \
              AND NOT EXISTS (SELECT 1 FROM attention_items a WHERE a.order_id = o.id AND a.resolved_at_ms IS NULL \
                              AND (a.due_at_ms IS NULL OR a.due_at_ms >= $6)) \
              AND $1 = $1 AND $2 = $2",

@@ -15,8 +15,9 @@ pub use differences::{
     by_reconciliation, counts, get as get_difference, lock as lock_difference, pending, settle, DifferenceRow,
     DifferenceState,
 };
-pub use matching::{match_bill, Class, ClassFigures, Matching, Summary};
+pub use matching::{match_bill, Class, ClassFigures, Matching, Summary, MISSING_GRACE_MS};
 
+use crate::outcome::{self, Bounds, Outcome};
 use crate::{Conn, Result, StoreError, Tx};
 use serde::Serialize;
 use zerodrop_domain::bill::{BillHeader, BillLine, BillTotals};
@@ -267,6 +268,7 @@ pub async fn hours(
     provider: &str,
     from_ms: i64,
     to_ms: i64,
+    bounds: &Bounds,
     now_ms: i64,
 ) -> Result<Vec<HourFigures>> {
     let mut hours: Vec<HourFigures> = (from_ms..to_ms.min(from_ms + HOURS_MAX * HOUR_MS))
@@ -286,21 +288,34 @@ pub async fn hours(
             h.billed = count;
         }
     }
-    // Aggregated in the database: a day of a million charges is 24 × 4 rows here.
+    // Aggregated in the database: a day of a million charges is 24 × 6 rows here. Each
+    // charge's outcome as the audit judges it (`outcome`, the one definition).
     let sql = format!(
-        "SELECT (o.at_ms - $1) / 3600000 AS hour, o.outcome, COUNT(*) FROM ({}) AS o GROUP BY 1, 2",
-        matching::OUTCOME_BY_CHARGE_SQL
+        "SELECT ({at} - $4) / 3600000 AS hour, {outcome} AS outcome, COUNT(*) \
+         FROM charges c LEFT JOIN orders o ON o.id = c.order_id \
+         WHERE c.provider = $6 AND {at} >= $4 AND {at} < $5 GROUP BY 1, 2",
+        at = outcome::CONFIRMED_AT_SQL,
+        outcome = outcome::charge_sql(),
     );
-    let rows: Vec<(i64, String, i64)> =
-        sqlx::query_as(&sql).bind(from_ms).bind(to_ms).bind(now_ms).bind(provider).fetch_all(&mut *conn).await?;
+    let [now, deliver_cut, park_cut] = outcome::params(bounds, now_ms);
+    let rows: Vec<(i64, String, i64)> = sqlx::query_as(&sql)
+        .bind(now)
+        .bind(deliver_cut)
+        .bind(park_cut)
+        .bind(from_ms)
+        .bind(to_ms)
+        .bind(provider)
+        .fetch_all(&mut *conn)
+        .await?;
     for (hour, outcome, n) in rows {
         let Some(h) = usize::try_from(hour).ok().and_then(|i| hours.get_mut(i)) else { continue };
         h.charges += n;
-        match outcome.as_str() {
-            "delivered" => h.delivered += n,
-            "refunded" => h.refunded += n,
-            "dropped" => h.dropped += n,
-            _ => h.open += n,
+        match Outcome::parse(&outcome) {
+            Some(Outcome::Delivered) => h.delivered += n,
+            // Money on its way back counts with the refunded: nobody has to act for it.
+            Some(Outcome::Refunded | Outcome::Refunding) => h.refunded += n,
+            Some(Outcome::None) => h.dropped += n,
+            Some(Outcome::Attention | Outcome::Pending) | None => h.open += n,
         }
     }
     Ok(hours)

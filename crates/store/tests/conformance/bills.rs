@@ -90,7 +90,14 @@ async fn import(store: &Store, sha: &str, lines: &[BillLine]) -> (i64, bills::Su
     let bill_id = bills::insert_bill(&mut tx, &new, FROM_MS + DAY_MS).await.unwrap();
     bills::insert_lines(&mut tx, bill_id, lines).await.unwrap();
     let id = bills::start(&mut tx, bill_id, FROM_MS + DAY_MS).await.unwrap();
-    let m = Matching { reconciliation_id: id, bill_id, provider: "sandbox", from_ms: FROM_MS, to_ms: FROM_MS + DAY_MS };
+    let m = Matching {
+        reconciliation_id: id,
+        bill_id,
+        provider: "sandbox",
+        from_ms: FROM_MS,
+        to_ms: FROM_MS + DAY_MS,
+        missing_grace_ms: bills::MISSING_GRACE_MS,
+    };
     let summary = bills::match_bill(&mut tx, &m, FROM_MS + DAY_MS).await.unwrap();
     bills::finish(&mut tx, id, &summary, FROM_MS + DAY_MS).await.unwrap();
     tx.commit().await.unwrap();
@@ -143,6 +150,9 @@ both_engines! {
         let unknown = rows.iter().find(|d| d.class == Class::UnknownToUs).unwrap();
         assert_eq!((unknown.trade_no.as_deref(), unknown.line_no), (Some("T3"), Some(8)));
         assert!(unknown.cause().starts_with("bill_line:") && unknown.cause().contains(":8:"), "{}", unknown.cause());
+        // A difference with no line of its own cites the bill (its id and file hash) and itself.
+        let missing = rows.iter().find(|d| d.class == Class::MissingFromBill).unwrap();
+        assert_eq!(missing.cause(), format!("bill:{}:aa:difference:{}", missing.bill_id, missing.id));
         let stored = bills::get(&mut conn, id).await.unwrap().unwrap();
         assert_eq!(stored.summary, s);
         assert_eq!(bills::by_file(&mut conn, "sandbox", "aa").await.unwrap().unwrap().id, id);
@@ -165,9 +175,15 @@ both_engines! {
         let mut conn = db.store.reader().await.unwrap();
         let edit = zerodrop_store::raw_execute(&mut conn, "UPDATE bill_lines SET amount_minor = 1").await;
         assert!(edit.is_err(), "bill lines refuse edits");
-        let hours = bills::hours(&mut conn, stored.bill.id, "sandbox", FROM_MS, FROM_MS + DAY_MS, FROM_MS + DAY_MS).await.unwrap();
+        // The chart judges each charge as the audit does (`outcome`): with no park window,
+        // T4 refunded and T1's refund on its way count as refunded, T2 and T5 (no refund,
+        // no person) as dropped.
+        let bounds = zerodrop_store::outcome::Bounds { deadline_grace_ms: 0, park_window_ms: 0 };
+        let hours =
+            bills::hours(&mut conn, stored.bill.id, "sandbox", FROM_MS, FROM_MS + DAY_MS, &bounds, FROM_MS + DAY_MS).await.unwrap();
         assert_eq!(hours.len(), 24);
         assert_eq!((hours[0].billed, hours[0].charges), (4, 4));
+        assert_eq!((hours[0].delivered, hours[0].refunded, hours[0].dropped, hours[0].open), (0, 2, 2, 0), "{:?}", hours[0]);
     }
 }
 

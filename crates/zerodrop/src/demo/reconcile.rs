@@ -63,7 +63,9 @@ pub async fn print(app: &zerodrop_server::App, ids: &[i64]) -> Result<i64> {
     let mut repaired = 0;
     for id in ids {
         let mut conn = app.store.reader().await?;
-        let report = report::build(&mut conn, *id, 0, now_ms()).await?.context("reconciliation vanished")?;
+        let report = report::build(&mut conn, *id, 0, &zerodrop_server::http::stats::bounds(&app.config), now_ms())
+            .await?
+            .context("reconciliation vanished")?;
         let s = report.summary();
         println!(
             "daily reconciliation {} ({}): {} bill line(s), {} matched, {} refund line(s), {} matched",

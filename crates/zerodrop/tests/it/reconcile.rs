@@ -21,7 +21,7 @@ fn lost() -> Faults {
 }
 
 fn bill_file<'a>(account: &'a str, path: &'a std::path::Path, dir: &'a std::path::Path) -> file::BillFile<'a> {
-    file::BillFile { provider: PROVIDER, account, path, bill_dir: dir, day_from_ms: None }
+    file::BillFile { provider: PROVIDER, account, path, bill_dir: dir, day_from_ms: None, missing_grace_ms: 600_000 }
 }
 
 /// The bill the import kept in the bill directory.
@@ -348,5 +348,105 @@ both_engines! {
             assert_eq!(status, 200, "{format}: {body}");
         }
         h.stop().await;
+    }
+}
+
+/// The differences of one reconciliation.
+async fn differences(h: &Harness, reconciliation_id: i64) -> Vec<bills::DifferenceRow> {
+    let mut conn = h.server.app.store.reader().await.unwrap();
+    bills::by_reconciliation(&mut conn, reconciliation_id, 0, 100).await.unwrap()
+}
+
+both_engines! {
+    /// The repairs that run another job's step record the bill as their cause, and a
+    /// refund the bill lacks is asked about again:
+    /// - a refund the provider finished that zerodrop still holds as processing (its own
+    ///   job's next poll is a day off) is settled by the repair, through the refund job's
+    ///   step, with the bill line as the cause;
+    /// - an order whose delivery endpoint is down past its deadline (the deadline job a day
+    ///   off) is refunded by the deadline's policy, through the deadline job's step, with
+    ///   the bill (and the difference) as the cause;
+    /// - a refund zerodrop made that the bill leaves out is queried at the provider, which
+    ///   confirms it: the difference ends without a person.
+    async fn repairs_through_other_jobs_cite_the_bill_and_unbilled_refunds_are_asked_about(db) {
+        use crate::refunds_never_double::{paid_out, refund, wait_refund};
+        use crate::support::{count, goods};
+        use zerodrop::endpoint::{Endpoint, Mode};
+        let game = Endpoint::start(Mode::Down).await.unwrap();
+        // Everything just made counts: no grace for the last minutes before the import.
+        let h = Harness::start_with(db, calm(), goods(Some(game.url.clone())), |c| c.reconcile.missing_grace_secs = 0).await;
+        // No outcome: the endpoint is down, and the deadline job will not come in time.
+        let stuck = h.paid("stuck", "gold_100").await;
+        h.postpone("deadline").await;
+        let paid_at = std::time::Instant::now();
+        // Refunded here, left out of the bill.
+        let unbilled = h.paid("unbilled", "diamonds_60").await;
+        let (status, body) = refund(&h, &unbilled, serde_json::json!({"reason": "test"}), Some("unbilled")).await;
+        assert_eq!(status, 201, "{body}");
+        let unbilled_order = wait_refund(&h, &unbilled, 0, "succeeded").await;
+        let unbilled_trade = unbilled_order["payment"]["trade_no"].as_str().unwrap().to_owned();
+        // Processing here, finished at the provider.
+        let processing = h.paid("processing", "diamonds_60").await;
+        // No notifications from here on: only a query can tell zerodrop the refund ended.
+        h.sandbox.sandbox.set_faults(Faults { refund_delay_ms: 3_600_000, drop_rate_pct: 100, ..calm() });
+        let (status, body) = refund(&h, &processing, serde_json::json!({"reason": "test"}), Some("processing")).await;
+        assert_eq!(status, 201, "{body}");
+        stack::eventually(Duration::from_secs(15), "the refund at the provider", || async {
+            Ok((paid_out(&h, &processing).len() == 1).then_some(()))
+        })
+        .await
+        .unwrap();
+        wait_refund(&h, &processing, 0, "processing").await;
+        h.postpone("refund").await;
+        h.sandbox.sandbox.finish_refunds();
+        let omit = Faults { bill_omit_trade_nos: vec![unbilled_trade.clone()], drop_rate_pct: 100, ..calm() };
+        h.sandbox.sandbox.set_faults(omit);
+        // Past the stuck order's deadline (10 s).
+        tokio::time::sleep(Duration::from_secs(11).saturating_sub(paid_at.elapsed())).await;
+
+        let app = &h.server.app;
+        let imported = day::fetch_and_import(app, PROVIDER, &today_cst(), None).await.expect("reconciled");
+        let s = &imported.summary;
+        assert_eq!(
+            (s.no_outcome.count, s.refund_unknown_to_us.count, s.refund_missing_from_bill.count, s.missing_from_bill.count),
+            (1, 1, 1, 1),
+            "{s:?}"
+        );
+        let id = imported.reconciliation_id;
+        let ended = stack::eventually(Duration::from_secs(30), "the three repairs", || async {
+            let rows = differences(&h, id).await;
+            let done = rows.iter().filter(|d| d.class != bills::Class::MissingFromBill).all(|d| d.state != DifferenceState::Pending);
+            Ok(done.then_some(rows))
+        })
+        .await
+        .unwrap();
+        let find = |class| ended.iter().find(|d| d.class == class).unwrap();
+        let no_outcome = find(bills::Class::NoOutcome);
+        assert_eq!(no_outcome.state, DifferenceState::Repaired, "{no_outcome:?}");
+        assert!(no_outcome.cause().starts_with(&format!("bill:{}:", no_outcome.bill_id)), "{}", no_outcome.cause());
+        let refund_line = find(bills::Class::RefundUnknownToUs);
+        assert_eq!(refund_line.state, DifferenceState::Repaired, "{refund_line:?}");
+        let unbilled_refund = find(bills::Class::RefundMissingFromBill);
+        assert_eq!(unbilled_refund.state, DifferenceState::Resolved, "{unbilled_refund:?}");
+        assert!(unbilled_refund.outcome.as_deref().unwrap().contains("the provider confirms"), "{unbilled_refund:?}");
+        assert_eq!(find(bills::Class::MissingFromBill).state, DifferenceState::Pending, "waits for the next day's bill");
+
+        // Each repair's events carry the bill as their cause, not the repair job.
+        let cause_of = |order: &Value, kind: &str| {
+            let events = order["timeline"].as_array().unwrap();
+            let event = events.iter().find(|e| e["kind"] == kind).unwrap_or_else(|| panic!("no {kind}: {order}"));
+            event["cause"].as_str().unwrap().to_owned()
+        };
+        let settled = wait_refund(&h, &processing, 0, "succeeded").await;
+        assert_eq!(cause_of(&settled, "refund_succeeded"), refund_line.cause());
+        assert!(refund_line.cause().starts_with("bill_line:"), "{}", refund_line.cause());
+        let stuck_order = h.client.order(&stuck).await.unwrap();
+        assert_eq!(cause_of(&stuck_order, "deadline_missed"), no_outcome.cause());
+        assert_eq!(stuck_order["refunds"][0]["origin"], "deadline", "{stuck_order}");
+        h.wait_for_status(&stuck, "refunded", Duration::from_secs(20)).await;
+        assert_eq!(count(&h.client.order(&processing).await.unwrap(), "refund_succeeded"), 1);
+        h.audit_passes().await;
+        h.stop().await;
+        game.stop();
     }
 }

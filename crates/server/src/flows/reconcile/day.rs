@@ -37,7 +37,14 @@ pub async fn fetch_and_import(
     let named =
         downloads.join(format!("{provider}-{bill_date}-{}.zip", &uuid::Uuid::now_v7().simple().to_string()[..8]));
     let path = if std::fs::rename(&download, &named).is_ok() { named } else { download };
-    let bill = BillFile { provider, account: &account, path: &path, bill_dir: &dir, day_from_ms: Some(day_from_ms) };
+    let bill = BillFile {
+        provider,
+        account: &account,
+        path: &path,
+        bill_dir: &dir,
+        day_from_ms: Some(day_from_ms),
+        missing_grace_ms: services.config.reconcile.missing_grace_secs * 1000,
+    };
     let imported = import_file(&services.store, &bill, progress).await;
     let _ = std::fs::remove_file(&path);
     imported

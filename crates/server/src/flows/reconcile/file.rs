@@ -33,6 +33,8 @@ pub struct BillFile<'a> {
     pub bill_dir: &'a Path,
     /// The day the bill must cover (its start, Unix ms), when the caller asked for one.
     pub day_from_ms: Option<i64>,
+    /// `reconcile.missing_grace_secs`, in ms: see [`zerodrop_store::bills::Matching`].
+    pub missing_grace_ms: i64,
 }
 
 /// Imports the bill at `bill.path`. The file is first copied into the bill directory while
@@ -97,6 +99,7 @@ async fn import_copy(
         header,
         currency: "CNY".into(),
         totals,
+        missing_grace_ms: bill.missing_grace_ms,
     };
     let (sender, receiver) = import::channel();
     let (owned, name) = (copy.to_path_buf(), file_name.to_owned());

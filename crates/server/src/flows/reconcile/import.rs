@@ -29,6 +29,8 @@ pub struct CheckedBill {
     pub header: BillHeader,
     pub currency: String,
     pub totals: BillTotals,
+    /// See [`zerodrop_store::bills::Matching::missing_grace_ms`].
+    pub missing_grace_ms: i64,
 }
 
 /// What an import did.
@@ -112,6 +114,7 @@ pub async fn import(
         provider: &bill.provider,
         from_ms: bill.header.from_ms,
         to_ms: bill.header.to_ms,
+        missing_grace_ms: bill.missing_grace_ms,
     };
     let summary = bills::match_bill(&mut tx, &matching, now_ms).await?;
     let matched_ms = started.elapsed().as_millis();

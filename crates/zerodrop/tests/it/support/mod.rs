@@ -126,6 +126,16 @@ impl Harness {
         self.server.app.wake();
     }
 
+    /// Puts the queued jobs of `kind` a day off: what they would do is left to what the
+    /// test exercises instead (each run still does it when it comes).
+    pub async fn postpone(&self, kind: &str) {
+        let mut tx = self.server.app.store.begin().await.expect("begin");
+        let at_ms = zerodrop_store::now_ms() + 86_400_000;
+        let sql = format!("UPDATE jobs SET run_at_ms = {at_ms} WHERE kind = '{kind}' AND state = 'queued'");
+        zerodrop_store::raw_execute(&mut tx, &sql).await.expect("postpone");
+        tx.commit().await.expect("commit");
+    }
+
     pub async fn audit_passes(&self) {
         let report = zerodrop::audit::check(&self.server.app.store, &self.server.app.config).await.expect("audit");
         assert!(report.passed(), "{}", zerodrop::audit::render(&report));
