@@ -319,6 +319,28 @@ mod tests {
         assert!(S::Active.may_charge() && !S::Paused.may_charge() && !S::Signing.may_charge());
     }
 
+    proptest::proptest! {
+        /// Any interleaving of provider notifications, holds and terminations: once a
+        /// termination is committed the agreement never charges again, and its mode stays.
+        #[test]
+        fn once_terminated_never_charging_again(picks in proptest::collection::vec(0_usize..9, 0..40)) {
+            let events = all_events();
+            let mut state = S::Signing;
+            let mut committed: Option<M> = None;
+            for pick in picks {
+                if let Ok(after) = next(state, events[pick]) {
+                    state = after;
+                }
+                if let Some(mode) = committed {
+                    proptest::prop_assert!(!state.may_charge());
+                    proptest::prop_assert_eq!(state.mode(), Some(mode));
+                } else if state.is_terminated_locally() {
+                    committed = state.mode();
+                }
+            }
+        }
+    }
+
     #[test]
     fn states_serialize_flat_with_their_mode() {
         let json = serde_json::to_string(&S::Terminated { mode: M::ProviderSide }).unwrap();

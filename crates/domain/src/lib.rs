@@ -14,6 +14,7 @@ pub mod ids;
 pub mod ledger;
 pub mod membership;
 pub mod money;
+pub mod notice;
 pub mod order;
 pub mod refund;
 pub mod refusal;

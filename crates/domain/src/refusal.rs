@@ -5,7 +5,7 @@
 //! `next_step` a client can act on.
 
 use crate::agreement::TerminationMode;
-use crate::hold::{Hold, HoldReason};
+use crate::hold::{Hold, HoldReason, HoldRules};
 use crate::money::Money;
 use crate::texts::{format_utc, Texts};
 use serde::{Deserialize, Serialize};
@@ -149,6 +149,27 @@ impl Refusal {
         }
     }
 
+    /// The refusal for a wrong code, given every failure recorded so far (this one
+    /// included): `security_hold` once the rules place a hold (the caller records it and
+    /// pauses charges), `verification_failed` with the attempts left before that.
+    pub fn after_failed_verification(
+        rules: &HoldRules,
+        failures_at_ms: &[i64],
+        method: VerificationMethod,
+        now_ms: i64,
+    ) -> (Refusal, Option<Hold>) {
+        match rules.after_failures(failures_at_ms, now_ms) {
+            Some(hold) => {
+                let refusal = Refusal::SecurityHold { reason: hold.reason.clone(), unlock_at_ms: hold.until_ms };
+                (refusal, Some(hold))
+            }
+            None => {
+                let attempts_left = rules.attempts_left(failures_at_ms, now_ms);
+                (Refusal::VerificationFailed { method, attempts_left }, None)
+            }
+        }
+    }
+
     pub fn body(&self, now_ms: i64) -> RefusalBody {
         RefusalBody {
             code: self.code(),
@@ -222,5 +243,16 @@ mod tests {
         assert!(every_refusal()[9].message(0).en.contains("120.00 CNY"));
         assert!(every_refusal()[9].message(0).zh_cn.contains("120.00 CNY"));
         assert_eq!(every_refusal()[2].next_step(), "wait_for_unlock");
+    }
+
+    #[test]
+    fn the_fifth_wrong_code_places_a_hold_instead_of_another_attempt() {
+        let rules = HoldRules::default();
+        let method = VerificationMethod::OneTimeCode;
+        let (refusal, hold) = Refusal::after_failed_verification(&rules, &[0; 4], method, 0);
+        assert_eq!((refusal, hold), (Refusal::VerificationFailed { method, attempts_left: 1 }, None));
+        let (refusal, hold) = Refusal::after_failed_verification(&rules, &[0; 5], method, 0);
+        assert_eq!(refusal.code(), "security_hold");
+        assert_eq!(hold.map(|h| h.until_ms), Some(rules.failure_hold_ms));
     }
 }

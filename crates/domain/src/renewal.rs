@@ -4,10 +4,10 @@
 //! was signed under. A committed termination stops every future charge at once, so a
 //! terminated agreement has nothing scheduled.
 
-use crate::agreement::AgreementState;
+use crate::agreement::{AgreementEvent, AgreementState, TerminationMode};
 use crate::hold::Hold;
 use crate::membership::DAY_MS;
-use crate::terms::{TermsVersion, CHARGE_LEAD_DAYS};
+use crate::terms::{LapsePolicy, TermsVersion, CHARGE_LEAD_DAYS};
 use serde::{Deserialize, Serialize};
 
 /// What a scheduled moment is for.
@@ -83,6 +83,21 @@ pub fn expiry_reminder_at(paid_until_ms: i64, remind_days_before: i64, now_ms: i
     (at >= now_ms).then_some(at)
 }
 
+/// What the grace running out does to the agreement, by the terms' lapse policy: the
+/// event to record, or `None` when the agreement stays (see `period_end_after_lapse`).
+pub fn lapse_event(terms: &TermsVersion) -> Option<AgreementEvent> {
+    match terms.lapse_policy {
+        LapsePolicy::Terminate => Some(AgreementEvent::TerminationCommitted { mode: TerminationMode::Expired }),
+        LapsePolicy::KeepAgreement => None,
+    }
+}
+
+/// Under `keep_agreement`, the next renewal is scheduled as if the lapsed period had been
+/// followed by one unpaid period: the schedule of the period ending here comes next.
+pub fn period_end_after_lapse(terms: &TermsVersion, lapsed_paid_until_ms: i64) -> i64 {
+    lapsed_paid_until_ms + terms.period_days * DAY_MS
+}
+
 /// Whether a renewal charge may be created now: only an active agreement, and never while
 /// a security hold lasts (nobody is charged because they could not terminate).
 pub fn may_charge_now(state: AgreementState, hold: Option<&Hold>, now_ms: i64) -> bool {
@@ -90,7 +105,7 @@ pub fn may_charge_now(state: AgreementState, hold: Option<&Hold>, now_ms: i64) -
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::agreement::TerminationMode;
     use crate::hold::HoldRules;
@@ -132,6 +147,16 @@ how_to_terminate = { zh_cn = "点击解约", en = "Tap End agreement" }
         assert_eq!(schedule.next_attempt(3), None);
         assert_eq!(schedule.lapse_at_ms(), Some(103 * DAY_MS));
         assert_eq!(renewal_schedule(&terms(), paid_until, true), RenewalSchedule::default());
+    }
+
+    #[test]
+    fn lapse_follows_the_policy() {
+        let mut t = terms();
+        let event = lapse_event(&t);
+        assert_eq!(event, Some(AgreementEvent::TerminationCommitted { mode: TerminationMode::Expired }));
+        t.lapse_policy = LapsePolicy::KeepAgreement;
+        assert_eq!(lapse_event(&t), None);
+        assert_eq!(period_end_after_lapse(&t, 10 * DAY_MS), 40 * DAY_MS);
     }
 
     #[test]

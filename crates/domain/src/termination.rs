@@ -141,6 +141,11 @@ fn refuse_if_closed(facts: &TerminationFacts, now_ms: i64) -> Result<(), Refusal
 /// stated time). Nothing else refuses: any other moment gets a quote.
 pub fn quote(terms: &TermsVersion, facts: &TerminationFacts, now_ms: i64) -> Result<Quote, Refusal> {
     refuse_if_closed(facts, now_ms)?;
+    Ok(compute_quote(terms, facts, now_ms))
+}
+
+/// The quote the facts give at `now_ms`, whatever the state (the callers check it).
+fn compute_quote(terms: &TermsVersion, facts: &TerminationFacts, now_ms: i64) -> Quote {
     // Benefits already paid for are kept; during a grace they end when the agreement does.
     let paid_until = facts.paid_until_ms.unwrap_or(now_ms).max(now_ms);
     let effective_at_ms = match (facts.state, terms.termination_effective) {
@@ -152,7 +157,7 @@ pub fn quote(terms: &TermsVersion, facts: &TerminationFacts, now_ms: i64) -> Res
         ChargePurpose::Renewal => Some(InFlightRefund { amount: charge.amount, settle_by_ms: charge.settle_by_ms }),
         ChargePurpose::Fee => None,
     });
-    Ok(Quote {
+    Quote {
         plan: terms.plan.clone(),
         terms_version: terms.version,
         quoted_at_ms: now_ms,
@@ -165,7 +170,7 @@ pub fn quote(terms: &TermsVersion, facts: &TerminationFacts, now_ms: i64) -> Res
         fee_paid: facts.fee_paid,
         verification: if facts.totp_enrolled { VerificationMethod::Totp } else { VerificationMethod::OneTimeCode },
         in_flight_refund,
-    })
+    }
 }
 
 /// Confirms a quote: the termination to commit, or the refusal. Checks, in order: already
@@ -183,7 +188,8 @@ pub fn confirm(
         return Err(expired);
     }
     // The quote must still be what the facts say now (a renewal may have landed since).
-    let fresh = quote(terms, facts, given.quoted_at_ms)?;
+    // (Holds are judged now, above: one placed and lifted since the quote does not matter.)
+    let fresh = compute_quote(terms, facts, given.quoted_at_ms);
     let same = fresh.effective_at_ms == given.effective_at_ms
         && fresh.benefits_until_ms == given.benefits_until_ms
         && fresh.fee == given.fee

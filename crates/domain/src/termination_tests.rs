@@ -108,6 +108,12 @@ fn quote_refuses_only_a_closed_or_held_agreement() {
     );
     let state = done.events.iter().try_fold(AgreementState::Paused, |s, e| next(s, *e)).unwrap();
     assert_eq!(state, AgreementState::Terminating { mode: TerminationMode::User });
+    // A short hold placed after the quote and lifted before confirming does not void it.
+    let unheld = TerminationFacts { fee_paid: true, ..facts() };
+    let q = quote(&terms, &unheld, NOW).unwrap();
+    let brief = TerminationFacts { hold: Some(HoldRules::default().takeover(NOW + 1, 60_000)), ..unheld };
+    assert!(confirm(&terms, &q, &brief, Verification::Passed, NOW + 120_000).is_ok());
+    assert_eq!(confirm(&terms, &q, &brief, Verification::Passed, NOW + 30_000).unwrap_err().code(), "security_hold");
 }
 
 #[test]

@@ -19,6 +19,11 @@ pub const TOTP_SKEW_STEPS: i64 = 1;
 pub const TOTP_SECRET_BYTES: usize = 20;
 /// Digits of a one-time code sent through the user's channel.
 pub const ONE_TIME_CODE_DIGITS: u32 = 6;
+/// How long a sent one-time code may be used: as long as a quote is valid, so a code
+/// never outlives the quote it confirms.
+pub const ONE_TIME_CODE_VALID_MS: i64 = crate::termination::QUOTE_VALID_MS;
+/// Most digits HOTP can give: dynamic truncation yields 31 bits (at most 10 digits).
+pub const HOTP_DIGITS_MAX: u32 = 10;
 /// The issuer named in enrolment URIs and shown by authenticator apps.
 pub const TOTP_ISSUER: &str = "zerodrop";
 /// RFC 4648 base32 alphabet.
@@ -54,7 +59,7 @@ impl TotpAlgorithm {
     }
 }
 
-/// RFC 4226 HOTP: the `digits`-digit code of `counter`, zero-padded.
+/// RFC 4226 HOTP: the `digits`-digit code of `counter` (1..=10), zero-padded.
 pub fn hotp(algorithm: TotpAlgorithm, secret: &[u8], counter: u64, digits: u32) -> String {
     let key = hmac::Key::new(algorithm.hmac(), secret);
     let tag = hmac::sign(&key, &counter.to_be_bytes());
@@ -65,6 +70,7 @@ pub fn hotp(algorithm: TotpAlgorithm, secret: &[u8], counter: u64, digits: u32) 
         | (u32::from(mac[offset + 1]) << 16)
         | (u32::from(mac[offset + 2]) << 8)
         | u32::from(mac[offset + 3]);
+    let digits = digits.clamp(1, HOTP_DIGITS_MAX);
     let modulus = 10_u64.pow(digits);
     format!("{:0width$}", u64::from(binary) % modulus, width = digits as usize)
 }
