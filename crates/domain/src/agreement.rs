@@ -183,6 +183,7 @@ pub struct StateFacts {
     pub paid_until_ms: Option<i64>,
     pub hold_until_ms: Option<i64>,
     pub effective_at_ms: Option<i64>,
+    pub signing_expires_at_ms: Option<i64>,
 }
 
 fn time_or(ms: Option<i64>, zh: &str, en: &str) -> (String, String) {
@@ -198,10 +199,13 @@ pub fn describe(state: AgreementState, facts: &StateFacts) -> Texts {
     let v = facts.terms_version;
     let price = facts.price.map(|p| p.to_string()).unwrap_or_default();
     match state {
-        AgreementState::Signing => Texts::new(
-            format!("「{plan}」自动续费协议（条款第 {v} 版）正在等待支付平台确认签约。确认前不会扣款；如未完成签约，协议会自动失效。"),
-            format!("The {plan} auto-renewal agreement (terms v{v}) is waiting for the payment provider to confirm signing. Nothing is charged before that; if signing is not completed, the agreement lapses by itself."),
-        ),
+        AgreementState::Signing => {
+            let (zh, en) = time_or(facts.signing_expires_at_ms, "签约时限", "the signing deadline");
+            Texts::new(
+                format!("「{plan}」自动续费协议（条款第 {v} 版）正在等待支付平台确认签约。确认前不会扣款；如 {zh} 前未完成签约，协议会自动失效。"),
+                format!("The {plan} auto-renewal agreement (terms v{v}) is waiting for the payment provider to confirm signing. Nothing is charged before that; if signing is not completed by {en}, the agreement lapses by itself."),
+            )
+        }
         AgreementState::Active => {
             let (zh, en) = time_or(facts.next_charge_at_ms, "下个周期", "the next period");
             Texts::new(
@@ -217,7 +221,7 @@ pub fn describe(state: AgreementState, facts: &StateFacts) -> Texts {
             )
         }
         AgreementState::Terminating { mode } => {
-            let (zh, en) = time_or(facts.effective_at_ms, "立即", "once confirmed");
+            let (zh, en) = time_or(facts.effective_at_ms, "报价所述时间", "the time stated in your quote");
             Texts::new(
                 format!("「{plan}」自动续费已解约（{}），此后不会再扣款；解约于 {zh} 生效。我们正在通知支付平台解除代扣协议，会自动重试直到平台确认。", mode_zh(mode)),
                 format!("Your {plan} auto-renewal is terminated ({}) and will not be charged again; the termination takes effect at {en}. We are telling the payment provider to cancel the agreement and retry until it confirms.", mode_en(mode)),
@@ -362,8 +366,10 @@ mod tests {
             paid_until_ms: Some(2 * 86_400_000),
             hold_until_ms: Some(1_800_000),
             effective_at_ms: Some(3 * 86_400_000),
+            signing_expires_at_ms: Some(3_600_000),
         };
         let times = [
+            (S::Signing, "1970-01-01 01:00 UTC"),
             (S::Active, "1970-01-02 00:00 UTC"),
             (S::Paused, "1970-01-01 00:30 UTC"),
             (S::Terminating { mode: M::User }, "1970-01-04 00:00 UTC"),

@@ -100,14 +100,10 @@ pub struct TermsVersion {
 impl TermsVersion {
     /// The canonical JSON of this version: object keys sorted, no whitespace. Its hash
     /// identifies exactly the terms a user saw; a change of any field changes it.
-    pub fn canonical_json(&self) -> String {
+    pub fn canonical_json(&self) -> Result<String, serde_json::Error> {
         // serde_json's map is a BTreeMap (the `preserve_order` feature is off), so going
         // through a Value sorts every object's keys whatever the struct's field order.
-        match serde_json::to_value(self) {
-            Ok(value) => value.to_string(),
-            // Unreachable: every field is a string, integer, or a struct of those.
-            Err(e) => format!("{{\"unserializable\":{:?}}}", e.to_string()),
-        }
+        Ok(serde_json::to_value(self)?.to_string())
     }
 
     /// The price of `periods` periods, saturating far above any real amount.
@@ -136,8 +132,10 @@ impl Plan {
     }
 }
 
-/// The plans of a catalog, by id.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// The plans of a catalog, by id. Serializes as a map (for `GET /v1/plans/{id}/terms`);
+/// it is only built through validation, so it does not deserialize.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
 pub struct Plans {
     plans: BTreeMap<String, Plan>,
 }

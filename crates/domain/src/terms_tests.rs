@@ -44,19 +44,21 @@ fn plans_parse_with_defaults_and_versions() {
     assert_eq!(v2.early_termination_fee, FeeRule::RemainingShare { percent: 50 });
     assert_eq!(v2.minimum_term_periods, 12);
     assert_eq!(v2.price_of_periods(3), Money::new(6000, Currency::Cny));
+    let json = serde_json::to_value(&plans).unwrap();
+    assert_eq!(json["svip_monthly"]["versions"]["2"]["early_termination_fee"]["percent"], 50);
 }
 
 #[test]
 fn the_canonical_json_is_sorted_and_stable() {
     let plans = Plans::from_toml(PLAN).unwrap();
     let v1 = plans.get("svip_monthly").unwrap().version(1).unwrap();
-    let json = v1.canonical_json();
+    let json = v1.canonical_json().unwrap();
     assert!(json.starts_with(r#"{"early_termination_fee":{"kind":"none"},"grace_days":3,"#), "{json}");
     assert!(json.contains(r#""price":{"currency":"CNY","minor":2500}"#), "{json}");
-    assert_eq!(json, v1.clone().canonical_json());
+    assert_eq!(json, v1.clone().canonical_json().unwrap());
     let mut changed = v1.clone();
     changed.remind_days_before = 4;
-    assert_ne!(changed.canonical_json(), json);
+    assert_ne!(changed.canonical_json().unwrap(), json);
     // Round trip: the stored snapshot reads back as the same terms.
     assert_eq!(&serde_json::from_str::<TermsVersion>(&json).unwrap(), v1);
 }
