@@ -277,10 +277,16 @@ pub trait Provider: Send + Sync {
         body: &[u8],
     ) -> Result<AgreementNotice, Rejection>;
 
-    fn query_agreement<'a>(&'a self, agreement: &'a AgreementRef) -> BoxFuture<'a, Result<AgreementStatus, ProviderError>>;
+    fn query_agreement<'a>(
+        &'a self,
+        agreement: &'a AgreementRef,
+    ) -> BoxFuture<'a, Result<AgreementStatus, ProviderError>>;
 
     /// Ends the agreement at the provider. Idempotent.
-    fn unsign_agreement<'a>(&'a self, agreement: &'a AgreementRef) -> BoxFuture<'a, Result<UnsignOutcome, ProviderError>>;
+    fn unsign_agreement<'a>(
+        &'a self,
+        agreement: &'a AgreementRef,
+    ) -> BoxFuture<'a, Result<UnsignOutcome, ProviderError>>;
 
     /// Charges `order` under the agreement `agreement_no` (the provider's number). Paid at
     /// once: `Paid`; still processing: `AwaitingPayment` (query the order later); declined

@@ -203,12 +203,16 @@ fn sign_and_unsign_notifications_verify_and_read() {
     let headers = http::HeaderMap::new();
     let notice = alipay.verify_agreement_notification(&headers, &signed(&alipay_key(), sign_notice(), false)).unwrap();
     assert_eq!(notice.notify_id.as_deref(), Some("N0001"));
-    assert_eq!((notice.external_agreement_no.as_str(), notice.agreement_no.as_str()), ("AG0000000001", "20261129700000000001"));
+    assert_eq!(
+        (notice.external_agreement_no.as_str(), notice.agreement_no.as_str()),
+        ("AG0000000001", "20261129700000000001")
+    );
     let AgreementNoticeKind::Signed { signed_at_ms, valid_until_ms } = notice.kind else { panic!("{notice:?}") };
     assert_eq!(signed_at_ms, 1_565_855_784_000);
     assert!(valid_until_ms > 4_000_000_000_000, "a century away");
 
-    let notice = alipay.verify_agreement_notification(&headers, &signed(&alipay_key(), unsign_notice(), false)).unwrap();
+    let notice =
+        alipay.verify_agreement_notification(&headers, &signed(&alipay_key(), unsign_notice(), false)).unwrap();
     assert_eq!(notice.kind, AgreementNoticeKind::Unsigned { unsigned_at_ms: 1_565_855_784_000 + 86_400_000 });
 
     // GBK, with Chinese text the signature covers in GBK bytes.
@@ -280,7 +284,10 @@ async fn a_charge_paid_at_once_is_read_exactly_and_names_the_agreement() {
     let alipay = adapter(url, APP_ID);
     let status = alipay.charge_agreement(&order(), "20261129700000000001").await.unwrap();
     let PaymentStatus::Paid { trade_no, amount, paid_at_ms, answer } = status else { panic!("{status:?}") };
-    assert_eq!((trade_no.as_str(), amount, paid_at_ms), ("2026112922001400000000000001", Money::new(2501, Currency::Cny), Some(1_565_855_784_000)));
+    assert_eq!(
+        (trade_no.as_str(), amount, paid_at_ms),
+        ("2026112922001400000000000001", Money::new(2501, Currency::Cny), Some(1_565_855_784_000))
+    );
     // The signed answer is the payment's evidence, and verifies again later.
     let answer = answer.unwrap();
     let (order_no, replayed) = alipay.verify_answer(&answer).unwrap();
@@ -331,15 +338,23 @@ async fn agreement_queries_read_every_status_and_refuse_another_agreement() {
     });
     let (url, request) = gateway_answering("alipay.user.agreement.query", normal.clone()).await;
     let status = adapter(url, APP_ID).query_agreement(&ours()).await.unwrap();
-    let AgreementStatus::Normal { ref agreement_no, signed_at_ms, valid_until_ms } = status else { panic!("{status:?}") };
+    let AgreementStatus::Normal { ref agreement_no, signed_at_ms, valid_until_ms } = status else {
+        panic!("{status:?}")
+    };
     assert_eq!((agreement_no.as_str(), signed_at_ms), ("20261129700000000001", 1_565_855_784_000));
     assert!(status.chargeable_at(signed_at_ms) && !status.chargeable_at(valid_until_ms), "expired at invalid_time");
     let biz = biz_of(&request.await.unwrap());
-    assert_eq!((biz["personal_product_code"].as_str(), biz["agreement_no"].as_str()), (Some("CYCLE_PAY_AUTH_P"), Some("20261129700000000001")));
+    assert_eq!(
+        (biz["personal_product_code"].as_str(), biz["agreement_no"].as_str()),
+        (Some("CYCLE_PAY_AUTH_P"), Some("20261129700000000001"))
+    );
 
     let answers = [
         (json!({"code": "10000", "status": "TEMP", "external_agreement_no": "AG0000000001"}), AgreementStatus::Temp),
-        (json!({"code": "10000", "status": "STOP", "agreement_no": "20261129700000000001"}), AgreementStatus::Stopped { at_ms: None }),
+        (
+            json!({"code": "10000", "status": "STOP", "agreement_no": "20261129700000000001"}),
+            AgreementStatus::Stopped { at_ms: None },
+        ),
         (json!({"code": "40004", "sub_code": "USER_AGREEMENT_NOT_EXIST"}), AgreementStatus::NotFound),
     ];
     for (answer, expected) in answers {
@@ -358,7 +373,8 @@ async fn agreement_queries_read_every_status_and_refuse_another_agreement() {
 
 #[tokio::test]
 async fn unsign_answers_map_to_outcomes() {
-    let (url, request) = gateway_answering("alipay.user.agreement.unsign", json!({"code": "10000", "msg": "Success"})).await;
+    let (url, request) =
+        gateway_answering("alipay.user.agreement.unsign", json!({"code": "10000", "msg": "Success"})).await;
     let by_ours = AgreementRef { agreement_no: None, ..ours() };
     assert_eq!(adapter(url, APP_ID).unsign_agreement(&by_ours).await.unwrap(), UnsignOutcome::Unsigned);
     let biz = biz_of(&request.await.unwrap());

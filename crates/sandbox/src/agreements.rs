@@ -80,7 +80,8 @@ impl Sandbox {
     /// it again changes nothing.
     pub fn open_agreement(&self, sign_request: &str) -> Result<Agreement, SignError> {
         let request = self.read_sign_request(sign_request)?;
-        let mut ledger = self.shared.ledger.lock().map_err(|_| SignError::Malformed("sandbox state poisoned".into()))?;
+        let mut ledger =
+            self.shared.ledger.lock().map_err(|_| SignError::Malformed("sandbox state poisoned".into()))?;
         Ok(open(&mut ledger, request)?.clone())
     }
 
@@ -163,9 +164,11 @@ impl Sandbox {
         if field("method")? != SIGN_METHOD {
             return Err(malformed("not an agreement sign request"));
         }
-        let biz: Value = serde_json::from_str(field("biz_content")?).map_err(|e| SignError::Malformed(e.to_string()))?;
+        let biz: Value =
+            serde_json::from_str(field("biz_content")?).map_err(|e| SignError::Malformed(e.to_string()))?;
         let text = |name: &str| biz.get(name).and_then(Value::as_str);
-        if text("personal_product_code") != Some(PERSONAL_PRODUCT_CODE) || text("product_code") != Some(SIGN_PRODUCT_CODE)
+        if text("personal_product_code") != Some(PERSONAL_PRODUCT_CODE)
+            || text("product_code") != Some(SIGN_PRODUCT_CODE)
         {
             return Err(malformed("not a cycle agreement (CYCLE_PAY_AUTH_P, CYCLE_PAY_AUTH)"));
         }
@@ -271,7 +274,9 @@ impl Sandbox {
         let invalid = |what: &str| json!({"code": "40002", "msg": "Invalid Arguments", "sub_code": "isv.invalid-parameter", "sub_msg": what});
         let agreement_no = biz.pointer("/agreement_params/agreement_no").and_then(Value::as_str).unwrap_or_default();
         let out_trade_no = text("out_trade_no");
-        if !matches!(text("product_code").as_str(), WITHHOLD_PRODUCT_CODE | SIGN_PRODUCT_CODE) || agreement_no.is_empty() {
+        if !matches!(text("product_code").as_str(), WITHHOLD_PRODUCT_CODE | SIGN_PRODUCT_CODE)
+            || agreement_no.is_empty()
+        {
             return invalid("a charge needs product_code GENERAL_WITHHOLDING and agreement_params.agreement_no");
         }
         if out_trade_no.is_empty() || notify_url.is_empty() {

@@ -141,7 +141,8 @@ fn naming(agreement: &AgreementRef) -> Value {
 fn check_names(agreement: &AgreementRef, fields: &Map<String, Value>) -> Result<(), ProviderError> {
     let named = |name: &str| fields.get(name).and_then(Value::as_str).filter(|v| !v.is_empty());
     let external_differs = named("external_agreement_no").is_some_and(|no| no != agreement.external_agreement_no);
-    let theirs_differs = matches!((named("agreement_no"), agreement.agreement_no.as_deref()), (Some(a), Some(b)) if a != b);
+    let theirs_differs =
+        matches!((named("agreement_no"), agreement.agreement_no.as_deref()), (Some(a), Some(b)) if a != b);
     if external_differs || theirs_differs {
         return Err(ProviderError::BadResponse(format!(
             "the answer is about another agreement than {}",
@@ -223,7 +224,9 @@ pub(super) async fn charge(
     match gateway::call_notifying(client, config, PAY_METHOD, biz, Some(&config.notify_url)).await? {
         Answer::Success(fields, signed) => read_pay(&fields, &order.order_no, Some(signed)),
         Answer::Failure { code, .. } if code == CODE_PROCESSING => Ok(PaymentStatus::AwaitingPayment),
-        Answer::Failure { sub_code, .. } if sub_code == TRADE_HAS_SUCCESS => gateway::query(client, config, order).await,
+        Answer::Failure { sub_code, .. } if sub_code == TRADE_HAS_SUCCESS => {
+            gateway::query(client, config, order).await
+        }
         Answer::Failure { code, sub_code, message } => Err(ProviderError::Refused { code, sub_code, message }),
     }
 }
@@ -301,7 +304,10 @@ mod tests {
         assert_eq!((agreement_no.as_str(), signed_at_ms), ("A1", 1_565_855_784_000));
         assert!(valid_until_ms > signed_at_ms);
         assert_eq!(read_agreement(&fields(json!({"status": "TEMP"}))).unwrap(), AgreementStatus::Temp);
-        assert_eq!(read_agreement(&fields(json!({"status": "STOP"}))).unwrap(), AgreementStatus::Stopped { at_ms: None });
+        assert_eq!(
+            read_agreement(&fields(json!({"status": "STOP"}))).unwrap(),
+            AgreementStatus::Stopped { at_ms: None }
+        );
         assert!(read_agreement(&fields(json!({"status": "NORMAL", "agreement_no": "A1"}))).is_err());
         assert!(read_agreement(&fields(json!({"status": "PAUSED"}))).is_err());
     }

@@ -146,11 +146,17 @@ impl Provider for Alipay {
         agreement::verify_notification(&self.config, headers, body)
     }
 
-    fn query_agreement<'a>(&'a self, agreement: &'a AgreementRef) -> BoxFuture<'a, Result<AgreementStatus, ProviderError>> {
+    fn query_agreement<'a>(
+        &'a self,
+        agreement: &'a AgreementRef,
+    ) -> BoxFuture<'a, Result<AgreementStatus, ProviderError>> {
         Box::pin(agreement::query(&self.client, &self.config, agreement))
     }
 
-    fn unsign_agreement<'a>(&'a self, agreement: &'a AgreementRef) -> BoxFuture<'a, Result<UnsignOutcome, ProviderError>> {
+    fn unsign_agreement<'a>(
+        &'a self,
+        agreement: &'a AgreementRef,
+    ) -> BoxFuture<'a, Result<UnsignOutcome, ProviderError>> {
         Box::pin(agreement::unsign(&self.client, &self.config, agreement))
     }
 
