@@ -337,3 +337,75 @@ async fn notifications_from_elsewhere_are_refused() {
     let refused = s.alipay.verify_notification(&genuine.headers, &genuine.body).unwrap_err();
     assert_eq!(refused.code, RejectCode::UnsupportedType);
 }
+
+#[tokio::test]
+async fn agreement_notifications_take_the_notification_faults() {
+    let s = start(Faults { duplicate_rate_pct: 100, delay_ms_min: 10, delay_ms_max: 80, ..quiet() }).await;
+    let agreement = s.sandbox.sign_agreement(&s.sign_request("AGTWICE001", 500)).unwrap();
+    let (first, second) = (s.agreement_notice(1).await, s.agreement_notice(2).await);
+    assert_eq!(
+        (first.agreement_no.as_str(), second.agreement_no.as_str()),
+        (agreement.agreement_no.as_str(), agreement.agreement_no.as_str())
+    );
+    assert_eq!(s.sandbox.stats().notifications_duplicated, 1);
+
+    s.sandbox.set_faults(Faults { drop_rate_pct: 100, ..quiet() });
+    s.sandbox.user_unsign("AGTWICE001").unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(s.count("/agreements"), 2, "the unsign notification was dropped");
+    assert_eq!(s.sandbox.stats().notifications_dropped, 1);
+    // Only the query tells the merchant now.
+    let status = s.alipay.query_agreement(&s.reference("AGTWICE001", &agreement.agreement_no)).await.unwrap();
+    assert!(matches!(status, AgreementStatus::Stopped { .. }));
+}
+
+#[tokio::test]
+async fn users_sign_and_unsign_over_http() {
+    let s = start(quiet()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(s.sandbox.clone().serve(listener, std::future::pending()));
+    let http = reqwest::Client::new();
+    let request = s.sign_request("AGHTTP0001", 500);
+
+    let opened = http
+        .post(format!("{base}/sandbox/agreements/sign"))
+        .json(&serde_json::json!({ "sign_request": request, "confirm": false }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(opened.status(), 200);
+    assert_eq!(opened.json::<serde_json::Value>().await.unwrap()["status"], "Temp");
+
+    let signed = http
+        .post(format!("{base}/sandbox/agreements/sign"))
+        .json(&serde_json::json!({ "sign_request": request }))
+        .send()
+        .await
+        .unwrap();
+    let signed: serde_json::Value = signed.json().await.unwrap();
+    assert_eq!(signed["status"], "Normal");
+    assert_eq!(s.agreement_notice(1).await.agreement_no, signed["agreement_no"].as_str().unwrap());
+
+    let forged = http
+        .post(format!("{base}/sandbox/agreements/sign"))
+        .json(&serde_json::json!({ "sign_request": request.replace("AGHTTP0001", "AGHTTP0002") }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 400);
+
+    let unsign = |no: &str| {
+        http.post(format!("{base}/sandbox/agreements/unsign"))
+            .json(&serde_json::json!({ "external_agreement_no": no }))
+            .send()
+    };
+    let ended = unsign("AGHTTP0001").await.unwrap();
+    assert_eq!(ended.json::<serde_json::Value>().await.unwrap()["status"], "Stop");
+    assert_eq!(unsign("AGNOBODY").await.unwrap().status(), 404);
+    assert!(matches!(s.agreement_notice(2).await.kind, AgreementNoticeKind::Unsigned { .. }));
+
+    let listed: serde_json::Value =
+        http.get(format!("{base}/sandbox/agreements")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+}
