@@ -178,4 +178,6 @@ pub struct Ledger {
     /// Withholding agreements, by the merchant's `external_agreement_no`.
     pub agreements: HashMap<String, Agreement>,
     pub next_agreement_seq: u64,
+    /// Merchant order numbers of agreement charges still processing (answered 10003).
+    pub withholding_in_flight: std::collections::HashSet<String>,
 }

@@ -283,6 +283,8 @@ async fn gbk_notifications_verify_and_faults_decline_or_delay_charges() {
     let renewal = order("ZDSLOW000001", 500);
     assert_eq!(s.alipay.charge_agreement(&renewal, &slow.agreement_no).await.unwrap(), PaymentStatus::AwaitingPayment);
     assert_eq!(s.alipay.query_payment(&renewal).await.unwrap(), PaymentStatus::AwaitingPayment);
+    let again = s.alipay.charge_agreement(&renewal, &slow.agreement_no).await.unwrap();
+    assert_eq!(again, PaymentStatus::AwaitingPayment, "the same charge, still processing");
     assert!(s.sandbox.charges().is_empty(), "not charged until it settles");
     let received = s.nth("/trades", 1).await;
     let notice = s.alipay.verify_notification(&received.headers, &received.body).unwrap();

@@ -81,7 +81,11 @@ impl Sandbox {
                 return match existing.status {
                     TradeStatus::Success => business("ACQ.TRADE_HAS_SUCCESS", "交易已被支付"),
                     TradeStatus::Closed => business("ACQ.TRADE_HAS_CLOSE", "交易已经关闭"),
-                    TradeStatus::WaitBuyerPay => processing(existing),
+                    TradeStatus::WaitBuyerPay if ledger.withholding_in_flight.contains(&out_trade_no) => {
+                        processing(existing)
+                    }
+                    // An app-pay order waiting for its user is not a charge to repeat.
+                    TradeStatus::WaitBuyerPay => business("ACQ.CONTEXT_INCONSISTENT", "交易信息不一致"),
                 };
             }
             let by_no = json!({ "agreement_no": agreement_no });
@@ -113,6 +117,7 @@ impl Sandbox {
                 let trade = waiting(&mut ledger, paid, now);
                 let answer = processing(&trade);
                 ledger.trades.insert(out_trade_no.clone(), trade);
+                ledger.withholding_in_flight.insert(out_trade_no.clone());
                 drop(ledger);
                 self.settle_later(out_trade_no, agreement.external_agreement_no, faults.agreement_charge_settle_ms);
                 return answer;
@@ -137,6 +142,7 @@ impl Sandbox {
             let trade = {
                 let Ok(mut ledger) = sandbox.shared.ledger.lock() else { return };
                 let now = now_ms();
+                ledger.withholding_in_flight.remove(&out_trade_no);
                 let Some(trade) = ledger.trades.get_mut(&out_trade_no) else { return };
                 if trade.status != TradeStatus::WaitBuyerPay {
                     return;
