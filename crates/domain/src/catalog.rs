@@ -2,6 +2,7 @@
 
 use crate::ids::Sku;
 use crate::money::{parse_decimal_minor, Currency, Money};
+use crate::terms::{Plans, RawPlan, TermsError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -149,6 +150,8 @@ pub enum CatalogError {
     Quantity { sku: String, max: i64, got: i64 },
     #[error("amount overflows")]
     Overflow,
+    #[error(transparent)]
+    Plan(#[from] TermsError),
 }
 
 #[derive(Deserialize)]
@@ -156,6 +159,9 @@ pub enum CatalogError {
 struct RawCatalog {
     #[serde(rename = "product", default)]
     products: Vec<RawProduct>,
+    /// Auto-renewing plans and their versioned terms (see `terms`).
+    #[serde(rename = "plan", default)]
+    plans: Vec<RawPlan>,
 }
 
 #[derive(Deserialize)]
@@ -197,6 +203,7 @@ pub const COMPENSATION_PERCENT_MAX: i64 = 100;
 #[derive(Clone, Debug, Default)]
 pub struct Catalog {
     products: BTreeMap<Sku, Product>,
+    plans: Plans,
 }
 
 /// The catalog that ships with zerodrop: diamond packs and SVIP plans.
@@ -221,7 +228,8 @@ impl Catalog {
                 return Err(CatalogError::Duplicate(sku.to_string()));
             }
         }
-        Ok(Catalog { products })
+        let plans = Plans::from_raw(raw.plans)?;
+        Ok(Catalog { products, plans })
     }
 
     pub fn get(&self, sku: &str) -> Result<&Product, CatalogError> {
@@ -233,6 +241,11 @@ impl Catalog {
 
     pub fn products(&self) -> impl Iterator<Item = &Product> {
         self.products.values()
+    }
+
+    /// The auto-renewing plans with their terms versions.
+    pub fn plans(&self) -> &Plans {
+        &self.plans
     }
 }
 
@@ -428,6 +441,17 @@ mod tests {
         assert!(matches!(&gold.kind, ProductKind::External { endpoint, .. } if endpoint == "game"));
         assert_eq!(gold.on_deadline_miss, MissPolicy::Refund);
         assert_eq!(gold.compensation, Some(Compensation::Units { currency: "DIAMOND".into(), units: 10 }));
+    }
+
+    #[test]
+    fn the_shipped_catalog_has_auto_renewing_plans() {
+        let catalog = Catalog::default_catalog();
+        let monthly = catalog.plans().get("svip_monthly").unwrap().current().unwrap();
+        assert_eq!((monthly.price, monthly.minimum_term_periods), (Money::new(2500, Currency::Cny), 0));
+        let commit = catalog.plans().get("svip_yearly_commit").unwrap().current().unwrap();
+        assert_eq!(commit.minimum_term_periods, 12);
+        let bad = format!("{DEFAULT_CATALOG_TOML}\n[[plan]]\nid = \"svip_monthly\"\ntitle = \"t\"\nmembership = \"svip\"\ncurrency = \"CNY\"\n");
+        assert!(matches!(Catalog::from_toml(&bad), Err(CatalogError::Plan(_))));
     }
 
     #[test]
