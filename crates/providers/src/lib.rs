@@ -4,12 +4,20 @@
 //! it say; what is the state of this order's payment; close this unpaid order. Each
 //! adapter speaks its provider's wire format. The sandbox provider is not an adapter: it
 //! is a separate HTTP service speaking Alipay's format, reached through the Alipay adapter.
+//!
+//! Memberships that renew themselves go through withholding agreements: a user signs
+//! once, and the merchant charges under the agreement on a schedule until either side
+//! ends it. See [`agreement`] for the flow and the types.
 
+pub mod agreement;
 pub mod alipay;
 pub mod bill_download;
 pub mod http_client;
 pub mod keys;
 
+pub use agreement::{
+    AgreementNotice, AgreementNoticeKind, AgreementRef, AgreementSignRef, AgreementStatus, UnsignOutcome,
+};
 use std::future::Future;
 use std::pin::Pin;
 use zerodrop_domain::money::Money;
@@ -256,12 +264,59 @@ pub trait Provider: Send + Sync {
 
     /// The reply in the provider's own protocol.
     fn ack(&self, kind: AckKind) -> Ack;
+
+    /// What the client needs to sign a withholding agreement at the provider.
+    fn agreement_sign_instructions(&self, agreement: &AgreementSignRef) -> Result<serde_json::Value, ProviderError>;
+
+    /// Verifies an agreement notification (signed, unsigned) and reads it. Pure, like
+    /// [`Provider::verify_notification`]; a trade notification is refused
+    /// `unsupported_type` here, as an agreement notification is there.
+    fn verify_agreement_notification(
+        &self,
+        headers: &http::HeaderMap,
+        body: &[u8],
+    ) -> Result<AgreementNotice, Rejection>;
+
+    fn query_agreement<'a>(
+        &'a self,
+        agreement: &'a AgreementRef,
+    ) -> BoxFuture<'a, Result<AgreementStatus, ProviderError>>;
+
+    /// Ends the agreement at the provider. Idempotent.
+    fn unsign_agreement<'a>(
+        &'a self,
+        agreement: &'a AgreementRef,
+    ) -> BoxFuture<'a, Result<UnsignOutcome, ProviderError>>;
+
+    /// Charges `order` under the agreement `agreement_no` (the provider's number). Paid at
+    /// once: `Paid`; still processing: `AwaitingPayment` (query the order later); declined
+    /// for good: `ProviderError::Refused`; unknown: `ProviderError::Unknown` (ask again,
+    /// never treat it as failed). Charging an order number again is the same charge.
+    fn charge_agreement<'a>(
+        &'a self,
+        order: &'a OrderRef,
+        agreement_no: &'a str,
+    ) -> BoxFuture<'a, Result<PaymentStatus, ProviderError>>;
 }
 
 /// Verifies a notification that was stored earlier (its headers as the JSON object they
 /// were stored as, its body as received) with the provider's own check. Stored evidence
 /// is verified again before anything acts on it later, exactly as when it arrived.
 pub fn verify_stored(provider: &dyn Provider, headers_json: &str, body: &[u8]) -> Result<Notice, Rejection> {
+    provider.verify_notification(&stored_headers(headers_json), body)
+}
+
+/// [`verify_stored`] for a stored agreement notification.
+pub fn verify_stored_agreement(
+    provider: &dyn Provider,
+    headers_json: &str,
+    body: &[u8],
+) -> Result<AgreementNotice, Rejection> {
+    provider.verify_agreement_notification(&stored_headers(headers_json), body)
+}
+
+/// Headers stored as a JSON object of strings; anything else is left out.
+fn stored_headers(headers_json: &str) -> http::HeaderMap {
     let mut headers = http::HeaderMap::new();
     if let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(headers_json) {
         for (name, value) in map {
@@ -273,5 +328,5 @@ pub fn verify_stored(provider: &dyn Provider, headers_json: &str, body: &[u8]) -
             headers.insert(name, value);
         }
     }
-    provider.verify_notification(&headers, body)
+    headers
 }

@@ -56,7 +56,24 @@ pub struct Faults {
     /// Trade number → minor units added to its amount in the sandbox's bills: a bill
     /// whose amount differs from the charge.
     pub bill_add_minor: BTreeMap<String, i64>,
+    /// Agreements (by the provider's `agreement_no` or our `external_agreement_no`) whose
+    /// charges are declined with `ACQ.BUYER_BALANCE_NOT_ENOUGH`: a user whose balance
+    /// cannot pay the renewal.
+    pub agreement_decline_nos: Vec<String>,
+    /// Share of charges under an agreement answered 10003 (processing) instead of paid at
+    /// once; each is paid [`Faults::agreement_charge_settle_ms`] later, notified then.
+    pub agreement_charge_processing_pct: u32,
+    /// How long a processing agreement charge takes to be paid.
+    pub agreement_charge_settle_ms: i64,
+    /// Agreements signed from now on are valid this long (their `invalid_time`); 0 means
+    /// Alipay's default, a date a century away. Past it the sandbox refuses charges but
+    /// sends no notification and its query still says NORMAL: the merchant expires it.
+    pub agreement_valid_ms: i64,
 }
+
+/// Default for [`Faults::agreement_charge_settle_ms`]: long enough that a merchant sees
+/// the "processing" state, short enough for a test to wait out.
+pub const AGREEMENT_CHARGE_SETTLE_MS_DEFAULT: i64 = 1_000;
 
 impl Faults {
     /// No faults, and Alipay's real retry schedule.
@@ -79,6 +96,10 @@ impl Faults {
             hide_rate_pct: 0,
             bill_omit_trade_nos: Vec::new(),
             bill_add_minor: BTreeMap::new(),
+            agreement_decline_nos: Vec::new(),
+            agreement_charge_processing_pct: 0,
+            agreement_charge_settle_ms: AGREEMENT_CHARGE_SETTLE_MS_DEFAULT,
+            agreement_valid_ms: 0,
         }
     }
 }
@@ -125,5 +146,9 @@ mod tests {
         assert_eq!(retry_delay_ms(&faults, 0), Some(240_000));
         assert_eq!(retry_delay_ms(&faults, 7), None, "8 sends, then silence");
         assert!(serde_json::from_str::<Faults>(r#"{"drop": 1}"#).is_err(), "unknown knobs are refused");
+        assert_eq!(faults.agreement_charge_settle_ms, AGREEMENT_CHARGE_SETTLE_MS_DEFAULT);
+        assert!(faults.agreement_decline_nos.is_empty() && faults.agreement_charge_processing_pct == 0);
+        let faults: Faults = serde_json::from_str(r#"{"agreement_decline_nos": ["A1"]}"#).unwrap();
+        assert_eq!(faults.agreement_decline_nos, ["A1"]);
     }
 }

@@ -1,6 +1,8 @@
 //! The sandbox's Alipay gateway: `alipay.trade.query`, `alipay.trade.close`,
-//! `alipay.trade.refund`, `alipay.trade.fastpay.refund.query` and
-//! `alipay.data.dataservice.bill.downloadurl.query`, with signed responses.
+//! `alipay.trade.refund`, `alipay.trade.fastpay.refund.query`,
+//! `alipay.data.dataservice.bill.downloadurl.query`, and for withholding agreements
+//! ([`crate::agreements`]) `alipay.user.agreement.query`, `alipay.user.agreement.unsign`
+//! and `alipay.trade.pay`, with signed responses.
 
 use crate::faults;
 use crate::notifier::{self, Message};
@@ -60,11 +62,15 @@ impl Sandbox {
                     fields.get("biz_content").and_then(|b| serde_json::from_str(b).ok()).unwrap_or_default();
                 self.bill_url(&seller_id, &biz, host)
             }
-            Ok(_) => {
+            Ok(seller_id) => {
                 let biz: Value =
                     fields.get("biz_content").and_then(|b| serde_json::from_str(b).ok()).unwrap_or_default();
+                let field = |name: &str| fields.get(name).copied().unwrap_or_default();
                 match method {
                     "alipay.trade.refund" => self.refund(&biz),
+                    "alipay.trade.pay" => self.agreement_pay(field("app_id"), &seller_id, &biz, field("notify_url")),
+                    "alipay.user.agreement.query" => self.agreement_query(field("app_id"), &biz),
+                    "alipay.user.agreement.unsign" => self.agreement_unsign(field("app_id"), &biz),
                     _ => self.trade_method(method, &biz),
                 }
             }

@@ -7,8 +7,11 @@
 //! the merchant's `notify_url`. Simulated users pay with `POST /sandbox/pay`, handing
 //! over the signed app-pay order string zerodrop gave them. The sandbox keeps its own
 //! ledger of every charge, so tests compare both sides; its fault knobs drop, duplicate,
-//! delay and reorder notifications and fail or slow the gateway.
+//! delay and reorder notifications and fail or slow the gateway. Users also sign and end
+//! withholding agreements, which the merchant charges through the gateway
+//! ([`agreements`]).
 
+pub mod agreements;
 pub mod bills;
 pub mod faults;
 mod gateway;
@@ -213,6 +216,9 @@ impl Sandbox {
         Router::new()
             .route("/gateway.do", post(gateway::handle))
             .route("/sandbox/pay", post(pay))
+            .route("/sandbox/agreements", get(agreements::list))
+            .route("/sandbox/agreements/sign", post(agreements::sign))
+            .route("/sandbox/agreements/unsign", post(agreements::unsign))
             .route("/sandbox/charges", get(charges))
             .route("/sandbox/refunds", get(refunds))
             .route("/sandbox/stats", get(stats))

@@ -1,5 +1,6 @@
 //! Sends Alipay-style `trade_status_sync` notifications, with the configured faults, and
-//! retries unacknowledged ones on Alipay's schedule (scaled).
+//! retries unacknowledged ones on Alipay's schedule (scaled). Agreement notifications
+//! ([`crate::agreements`]) are signed and sent by the same functions.
 
 use crate::faults::{self, Faults};
 use crate::state::Trade;
@@ -65,9 +66,15 @@ pub(crate) fn plan(shared: &Arc<Shared>, trade: &Trade, message: Message, faults
 /// One notification, retried until acknowledged with exactly `success` or the schedule ends.
 async fn deliver(shared: &Arc<Shared>, trade: &Trade, message: &Message, faults: &Faults) {
     let Some(body) = signed_body(shared, trade, message, faults.notify_in_gbk) else { return };
+    deliver_body(shared, &trade.notify_url, &body, faults, &trade.out_trade_no).await;
+}
+
+/// Sends a signed notification body to `url` until it is acknowledged with exactly
+/// `success`, or Alipay's retry schedule ends. `about` names it in the log.
+pub(crate) async fn deliver_body(shared: &Shared, url: &str, body: &str, faults: &Faults, about: &str) {
     let mut retry = 0;
     loop {
-        let acknowledged = send_once(shared, &trade.notify_url, &body, faults.notify_in_gbk).await;
+        let acknowledged = send_once(shared, url, body, faults.notify_in_gbk).await;
         if let Ok(mut ledger) = shared.ledger.lock() {
             ledger.stats.sends += 1;
             if acknowledged {
@@ -80,7 +87,7 @@ async fn deliver(shared: &Arc<Shared>, trade: &Trade, message: &Message, faults:
             return;
         }
         let Some(wait_ms) = faults::retry_delay_ms(faults, retry) else {
-            tracing::warn!(out_trade_no = %trade.out_trade_no, "sandbox gave up notifying after Alipay's schedule");
+            tracing::warn!(%about, "sandbox gave up notifying after Alipay's schedule");
             return;
         };
         retry += 1;
@@ -144,6 +151,12 @@ pub(crate) fn signed_body(shared: &Shared, trade: &Trade, message: &Message, gbk
         params.push(("gmt_refund", format!("{}.{:03}", format_cst(*at_ms), at_ms.rem_euclid(1000))));
         params.push(("out_biz_no", request_no.clone()));
     }
+    sign_form(shared, params, gbk)
+}
+
+/// Signs notification fields as Alipay signs its notifications (without `sign_type`,
+/// over the signing string's bytes in the body's charset) and form-encodes them.
+pub(crate) fn sign_form(shared: &Shared, mut params: Vec<(&str, String)>, gbk: bool) -> Option<String> {
     let message = signing_string(params.iter().map(|(k, v)| (*k, v.as_str())), false);
     let bytes = if gbk { encoding_rs::GBK.encode(&message).0.into_owned() } else { message.into_bytes() };
     let sign = shared.key.sign_sha256_base64(&bytes).ok()?;

@@ -1,4 +1,5 @@
-//! What the sandbox knows: merchants, trades and its own ledger of charges.
+//! What the sandbox knows: merchants, trades, withholding agreements and its own ledger
+//! of charges.
 
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -43,6 +44,52 @@ pub struct Trade {
     pub notify_url: String,
     /// Everything refunded on this trade so far, in minor units.
     pub refunded_minor: i64,
+}
+
+/// Where a withholding agreement stands, in Alipay's words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum AgreementState {
+    /// The user opened the sign page and has not confirmed.
+    Temp,
+    Normal,
+    /// Ended, by the merchant or by the user in the app.
+    Stop,
+}
+
+impl AgreementState {
+    pub fn alipay_name(self) -> &'static str {
+        match self {
+            AgreementState::Temp => "TEMP",
+            AgreementState::Normal => "NORMAL",
+            AgreementState::Stop => "STOP",
+        }
+    }
+}
+
+/// A withholding agreement between a user and a merchant's app.
+#[derive(Clone, Debug, Serialize)]
+pub struct Agreement {
+    /// The merchant's number for it, unique per merchant app.
+    pub external_agreement_no: String,
+    /// The sandbox's number, given when the user signs (empty while TEMP).
+    pub agreement_no: String,
+    pub app_id: String,
+    pub status: AgreementState,
+    /// The user who signed (Alipay's 2088… user id).
+    pub user_id: String,
+    /// Where its sign and unsign notifications go (the sign request's `notify_url`).
+    pub notify_url: String,
+    pub signed_at_ms: Option<i64>,
+    /// Its `invalid_time`: no charge after it.
+    pub valid_until_ms: i64,
+    pub unsigned_at_ms: Option<i64>,
+    /// The most one charge may take.
+    pub single_amount_minor: i64,
+    /// The most all charges together may take, if the sign request capped it.
+    pub total_amount_minor: Option<i64>,
+    /// Everything charged under it so far.
+    pub charged_minor: i64,
+    pub period_days: u32,
 }
 
 /// A refund the sandbox holds, by (out_trade_no, out_request_no).
@@ -128,4 +175,9 @@ pub struct Ledger {
     pub hidden: std::collections::HashSet<String>,
     /// Bill download URLs handed out, by token.
     pub bill_grants: HashMap<String, crate::bills::BillGrant>,
+    /// Withholding agreements, by the merchant's `external_agreement_no`.
+    pub agreements: HashMap<String, Agreement>,
+    pub next_agreement_seq: u64,
+    /// Merchant order numbers of agreement charges still processing (answered 10003).
+    pub withholding_in_flight: std::collections::HashSet<String>,
 }

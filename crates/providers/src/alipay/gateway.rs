@@ -14,9 +14,9 @@ pub(super) fn signed_params(
     config: &AlipayConfig,
     method: &str,
     biz: &Value,
-    with_notify_url: bool,
+    notify_url: Option<&str>,
 ) -> Result<String, ProviderError> {
-    let params = signed_pairs(config, method, biz, with_notify_url)?;
+    let params = signed_pairs(config, method, biz, notify_url)?;
     serde_urlencoded::to_string(&params).map_err(|e| ProviderError::Config(e.to_string()))
 }
 
@@ -24,7 +24,7 @@ fn signed_pairs(
     config: &AlipayConfig,
     method: &str,
     biz: &Value,
-    with_notify_url: bool,
+    notify_url: Option<&str>,
 ) -> Result<Vec<(String, String)>, ProviderError> {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -40,8 +40,8 @@ fn signed_pairs(
         ("version".into(), "1.0".into()),
         ("biz_content".into(), biz.to_string()),
     ];
-    if with_notify_url {
-        params.push(("notify_url".into(), config.notify_url.clone()));
+    if let Some(url) = notify_url {
+        params.push(("notify_url".into(), url.to_owned()));
     }
     // Requests sign `sign_type` too.
     let message = signing_string(params.iter().map(|(k, v)| (k.as_str(), v.as_str())), true);
@@ -57,7 +57,7 @@ fn signed_pairs(
 const QUERY_METHOD: &str = "alipay.trade.query";
 
 /// What a verified gateway answer said.
-enum Answer {
+pub(super) enum Answer {
     /// Its fields, and the signed text they were read from.
     Success(Map<String, Value>, SignedAnswer),
     Failure {
@@ -73,7 +73,18 @@ async fn call(
     method: &str,
     biz: Value,
 ) -> Result<Answer, ProviderError> {
-    let params = signed_pairs(config, method, &biz, false)?;
+    call_notifying(client, config, method, biz, None).await
+}
+
+/// [`call`] with a `notify_url`: for methods that make a trade the provider notifies.
+pub(super) async fn call_notifying(
+    client: &reqwest::Client,
+    config: &AlipayConfig,
+    method: &str,
+    biz: Value,
+    notify_url: Option<&str>,
+) -> Result<Answer, ProviderError> {
+    let params = signed_pairs(config, method, &biz, notify_url)?;
     let response = client
         .post(&config.gateway_url)
         .form(&params)
@@ -121,7 +132,8 @@ pub(super) fn verify_answer(
     config: &AlipayConfig,
     answer: &SignedAnswer,
 ) -> Result<(String, PaymentStatus), ProviderError> {
-    if answer.method != QUERY_METHOD {
+    let pay = answer.method == super::agreement::PAY_METHOD;
+    if answer.method != QUERY_METHOD && !pay {
         return Err(ProviderError::BadResponse(format!("{:?} is not a trade query answer", answer.method)));
     }
     let fields = verified_fields(config, answer)?;
@@ -134,7 +146,8 @@ pub(super) fn verify_answer(
         .filter(|no| !no.is_empty())
         .ok_or_else(|| ProviderError::BadResponse("the answer names no order".into()))?
         .to_owned();
-    let status = read_trade(&fields, &order_no, None)?;
+    let status =
+        if pay { super::agreement::read_pay(&fields, &order_no, None)? } else { read_trade(&fields, &order_no, None)? };
     Ok((order_no, status))
 }
 
@@ -181,7 +194,7 @@ pub(super) async fn query(
 
 /// What a trade query answer about `order_no` says; a paid trade keeps `signed` as its
 /// evidence.
-fn read_trade(
+pub(super) fn read_trade(
     fields: &Map<String, Value>,
     order_no: &str,
     signed: Option<SignedAnswer>,

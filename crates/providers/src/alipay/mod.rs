@@ -1,8 +1,10 @@
 //! The Alipay adapter: RSA2-signed notifications, the signed gateway methods
 //! (`alipay.trade.query`, `alipay.trade.close`, refunds, the bill's download URL), and
-//! the trade bill's format ([`bill`]). Pointed at the sandbox provider's URL
+//! the trade bill's format ([`bill`]), and withholding agreements ([`agreement`]: the sign
+//! request, `dut_user_sign` / `dut_user_unsign`, query, unsign, charges). Pointed at the sandbox provider's URL
 //! with the sandbox's keys, the same adapter talks to the sandbox.
 
+pub mod agreement;
 pub mod bill;
 pub mod clock;
 pub mod form;
@@ -12,8 +14,8 @@ pub mod sign;
 
 use crate::keys::{RsaPrivateKey, RsaPublicKey};
 use crate::{
-    Ack, AckKind, BoxFuture, CloseOutcome, Notice, OrderRef, PaymentStatus, Provider, ProviderError, RefundRef,
-    RefundStatus, Rejection, SignedAnswer,
+    Ack, AckKind, AgreementNotice, AgreementRef, AgreementSignRef, AgreementStatus, BoxFuture, CloseOutcome, Notice,
+    OrderRef, PaymentStatus, Provider, ProviderError, RefundRef, RefundStatus, Rejection, SignedAnswer, UnsignOutcome,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,7 +92,8 @@ impl Provider for Alipay {
             // order we have stopped waiting for (short of a provider-side race).
             "time_expire": clock::format_cst(order.expires_at_ms),
         });
-        let order_string = gateway::signed_params(&self.config, "alipay.trade.app.pay", &biz, true)?;
+        let order_string =
+            gateway::signed_params(&self.config, "alipay.trade.app.pay", &biz, Some(&self.config.notify_url))?;
         Ok(serde_json::json!({
             "method": "alipay.trade.app.pay",
             "order_string": order_string,
@@ -129,5 +132,39 @@ impl Provider for Alipay {
             AckKind::RetryLater => (503, b"fail"),
         };
         Ack { status, content_type: "text/plain; charset=utf-8", body: body.to_vec() }
+    }
+
+    fn agreement_sign_instructions(&self, sign: &AgreementSignRef) -> Result<serde_json::Value, ProviderError> {
+        agreement::sign_instructions(&self.config, sign)
+    }
+
+    fn verify_agreement_notification(
+        &self,
+        headers: &http::HeaderMap,
+        body: &[u8],
+    ) -> Result<AgreementNotice, Rejection> {
+        agreement::verify_notification(&self.config, headers, body)
+    }
+
+    fn query_agreement<'a>(
+        &'a self,
+        agreement: &'a AgreementRef,
+    ) -> BoxFuture<'a, Result<AgreementStatus, ProviderError>> {
+        Box::pin(agreement::query(&self.client, &self.config, agreement))
+    }
+
+    fn unsign_agreement<'a>(
+        &'a self,
+        agreement: &'a AgreementRef,
+    ) -> BoxFuture<'a, Result<UnsignOutcome, ProviderError>> {
+        Box::pin(agreement::unsign(&self.client, &self.config, agreement))
+    }
+
+    fn charge_agreement<'a>(
+        &'a self,
+        order: &'a OrderRef,
+        agreement_no: &'a str,
+    ) -> BoxFuture<'a, Result<PaymentStatus, ProviderError>> {
+        Box::pin(agreement::charge(&self.client, &self.config, order, agreement_no))
     }
 }
