@@ -163,3 +163,6 @@ CREATE TRIGGER agreement_notifications_facts_never_updated
     FOR EACH ROW EXECUTE FUNCTION zerodrop_refuse_change();
 CREATE TRIGGER agreement_notifications_never_deleted BEFORE DELETE ON agreement_notifications
     FOR EACH ROW EXECUTE FUNCTION zerodrop_refuse_change();
+CREATE TRIGGER orders_agreement_set_once
+    BEFORE UPDATE OF agreement_id ON orders
+    FOR EACH ROW WHEN (OLD.agreement_id IS NOT NULL) EXECUTE FUNCTION zerodrop_refuse_change();

@@ -168,3 +168,6 @@ BEFORE UPDATE OF id, provider, received_at_ms, remote_addr, headers, body ON agr
 BEGIN SELECT RAISE(ABORT, 'a notification''s evidence is never changed'); END;
 CREATE TRIGGER agreement_notifications_never_deleted BEFORE DELETE ON agreement_notifications
 BEGIN SELECT RAISE(ABORT, 'agreement notifications are never deleted'); END;
+CREATE TRIGGER orders_agreement_set_once
+BEFORE UPDATE OF agreement_id ON orders WHEN OLD.agreement_id IS NOT NULL
+BEGIN SELECT RAISE(ABORT, 'the agreement an order was charged under is never changed'); END;

@@ -19,6 +19,16 @@ use crate::{Conn, Result, StoreError, Tx};
 use zerodrop_domain::hold::{Hold, HoldReason};
 use zerodrop_domain::{AgreementState, TerminationMode, UserId};
 
+/// The job that asks the provider to unsign a terminating agreement (the server's unsign
+/// job handles it). Enqueued in the transaction that commits the termination, once per
+/// agreement ([`unsign_job_key`]); the audit holds every terminating agreement to it.
+pub const UNSIGN_JOB_KIND: &str = "agreement_unsign";
+
+/// The unsign job's dedupe key: one unsign job per agreement, ever.
+pub fn unsign_job_key(agreement_id: &str) -> String {
+    format!("{UNSIGN_JOB_KIND}:{agreement_id}")
+}
+
 /// Longest page of agreements a list returns: a user has a handful; the sweeps page on.
 pub const LIST_ROWS_MAX: i64 = 500;
 
@@ -236,4 +246,30 @@ impl TryFrom<AgreementRecord> for AgreementRow {
             seal_head: r.seal_head,
         })
     }
+}
+
+/// Names the agreement a membership order is charged under, in the transaction that
+/// created the order. Set once: the database refuses to change it.
+pub async fn attach_order(tx: &mut Tx, order_id: zerodrop_domain::OrderId, agreement_id: &str) -> Result<()> {
+    let updated = sqlx::query("UPDATE orders SET agreement_id = $1 WHERE id = $2 AND agreement_id IS NULL")
+        .bind(agreement_id)
+        .bind(order_id.to_string())
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+    if updated != 1 {
+        return Err(StoreError::Invariant(format!("order {order_id} is unknown or already under an agreement")));
+    }
+    Ok(())
+}
+
+/// The orders charged under an agreement: (order id, order number), oldest first.
+pub async fn orders_of(conn: &mut Conn, agreement_id: &str) -> Result<Vec<(String, String)>> {
+    Ok(sqlx::query_as::<_, (String, String)>(
+        "SELECT id, order_no FROM orders WHERE agreement_id = $1 ORDER BY created_at_ms, id LIMIT $2",
+    )
+    .bind(agreement_id)
+    .bind(LIST_ROWS_MAX)
+    .fetch_all(conn)
+    .await?)
 }

@@ -294,3 +294,69 @@ both_engines! {
         assert!(refused(&db.store, "DELETE FROM agreement_notifications").await);
     }
 }
+
+both_engines! {
+    async fn the_audit_holds_agreements_to_their_promises(db) {
+        use zerodrop_store::{audit, jobs};
+        new_agreement(&db.store, "agr-x", "user-1").await;
+        let sign = NewAgreementEvent::state(AgreementEvent::SignConfirmed, "t", json!({"provider_agreement_no": "P-x"}));
+        append(&db.store, "agr-x", sign).await.unwrap();
+        let before = crate::new_order(&db.store, "diamonds_60").await;
+        let mut tx = db.store.begin().await.unwrap();
+        agreements::attach_order(&mut tx, before.id, "agr-x").await.unwrap();
+        assert!(agreements::attach_order(&mut tx, before.id, "agr-x").await.is_err(), "named once");
+        tx.commit().await.unwrap();
+
+        let failing = |report: &audit::Report| -> Vec<&'static str> {
+            report.checks.iter().filter(|c| c.violations > 0 && c.name.contains("agreement")).map(|c| c.name).collect()
+        };
+        let options = audit::AuditOptions::new(3_600_000);
+        let report = audit::run(&db.store, &options, now_ms()).await.unwrap();
+        assert!(failing(&report).is_empty(), "{report:#?}");
+
+        // Terminated with no unsign job: the audit says so; with its job queued, it passes.
+        let end = AgreementEvent::TerminationCommitted { mode: TerminationMode::User };
+        append(&db.store, "agr-x", NewAgreementEvent::state(end, "api", json!({}))).await.unwrap();
+        let report = audit::run(&db.store, &options, now_ms()).await.unwrap();
+        assert_eq!(failing(&report), ["agreement_terminating_has_unsign_job"]);
+        let mut tx = db.store.begin().await.unwrap();
+        let job = jobs::NewJob {
+            kind: agreements::UNSIGN_JOB_KIND,
+            order_id: None,
+            payload: json!({"agreement_id": "agr-x"}),
+            run_at_ms: now_ms(),
+            max_attempts: 3,
+            dedupe_key: Some(agreements::unsign_job_key("agr-x")),
+        };
+        assert!(jobs::enqueue(&mut tx, &job, now_ms()).await.unwrap());
+        tx.commit().await.unwrap();
+        let report = audit::run(&db.store, &options, now_ms()).await.unwrap();
+        assert!(failing(&report).is_empty(), "{report:#?}");
+
+        // An order created under it after the commit and not refunded: a violation.
+        let after = crate::new_order(&db.store, "diamonds_60").await;
+        let mut tx = db.store.begin().await.unwrap();
+        agreements::attach_order(&mut tx, after.id, "agr-x").await.unwrap();
+        tx.commit().await.unwrap();
+        let report = audit::run(&db.store, &options, now_ms()).await.unwrap();
+        assert_eq!(failing(&report), ["agreement_no_charge_after_termination"]);
+    }
+}
+
+both_engines! {
+    async fn the_audit_finds_a_charge_made_while_held(db) {
+        use zerodrop_store::audit;
+        new_agreement(&db.store, "agr-h", "user-1").await;
+        let sign = NewAgreementEvent::state(AgreementEvent::SignConfirmed, "t", json!({"provider_agreement_no": "P-h"}));
+        append(&db.store, "agr-h", sign).await.unwrap();
+        let hold = Hold { reason: HoldReason::TakeoverSignal, since_ms: now_ms(), until_ms: now_ms() + 30 * MINUTE_MS };
+        append(&db.store, "agr-h", NewAgreementEvent::state(AgreementEvent::HoldPlaced, "api", json!({"hold": hold}))).await.unwrap();
+        let order = crate::new_order(&db.store, "diamonds_60").await;
+        let mut tx = db.store.begin().await.unwrap();
+        agreements::attach_order(&mut tx, order.id, "agr-h").await.unwrap();
+        tx.commit().await.unwrap();
+        let report = audit::run(&db.store, &audit::AuditOptions::new(3_600_000), now_ms()).await.unwrap();
+        let check = report.checks.iter().find(|c| c.name == "agreement_no_charge_while_held").unwrap();
+        assert_eq!(check.violations, 1, "{check:?}");
+    }
+}
