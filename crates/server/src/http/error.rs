@@ -74,6 +74,8 @@ error_codes! {
     UnknownAttempt => "unknown_attempt",
     ConfirmationReplayed => "confirmation_replayed",
     ReconciliationNotFound => "reconciliation_not_found",
+    UnknownPlan => "unknown_plan",
+    AgreementNotFound => "agreement_not_found",
 }
 
 impl std::fmt::Display for ErrorCode {
