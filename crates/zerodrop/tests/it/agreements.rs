@@ -92,6 +92,17 @@ both_engines! {
         assert!(shown["provider_agreement_no"].is_string(), "{shown}");
         assert!(!shown["sentence"]["zh_cn"].as_str().unwrap().is_empty() && !shown["sentence"]["en"].as_str().unwrap().is_empty());
         assert_eq!(shown["terms_cited"]["sha256"], sha.as_str());
+        // The first period is charged under the agreement and extends the membership.
+        let paid = eventually(Duration::from_secs(15), "the first period paid", || async {
+            let (_, body) = h.client.get(&format!("/v1/agreements/{id}")).await?;
+            Ok((body["agreement"]["periods_paid"] == 1).then_some(body))
+        })
+        .await
+        .expect("first period");
+        assert!(paid["agreement"]["paid_until_ms"].as_i64().unwrap() > zerodrop_store::now_ms() + 29 * 86_400_000);
+        let (status, memberships) = get(&h, "/v1/users/user-a/memberships").await;
+        assert_eq!(status, 200, "{memberships}");
+        assert!(memberships.to_string().contains("svip"), "{memberships}");
         h.audit_passes().await;
 
         // The user ends it inside the provider's app: terminated, provider side.
@@ -104,7 +115,7 @@ both_engines! {
         assert_eq!((status, ack.as_str()), (200, "success"));
         let after = wait_state(&h, &id, "terminated").await;
         let kinds: Vec<_> = after["agreement"]["timeline"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap().to_owned()).collect();
-        assert_eq!(kinds, ["created", "sign_confirmed", "provider_unsigned", "notification_ignored"]);
+        assert_eq!(kinds, ["created", "sign_confirmed", "charge_started", "period_paid", "provider_unsigned", "notification_ignored"]);
         let (status, missing) = get(&h, "/v1/agreements/agr_nope").await;
         assert_eq!((status, code(&missing)), (404, "agreement_not_found"));
         h.audit_passes().await;

@@ -6,6 +6,7 @@
 //! notification is stored raw before it is judged; each change commits with its timeline
 //! events, and follow-up work is enqueued in the same transaction.
 
+pub mod charge;
 pub mod notify;
 
 use crate::services::Services;

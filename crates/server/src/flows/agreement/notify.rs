@@ -164,6 +164,17 @@ pub async fn apply(services: &Services, notification_id: i64, notice: &Agreement
             Err(AppendError::Store(e)) => return Err(e),
         };
     tx.commit().await?;
+    if applied == Applied::Moved && event == AgreementEvent::SignConfirmed {
+        // The first period is charged when the sign is confirmed, after the commit and
+        // outside the provider's request (its acknowledgement does not wait on a charge).
+        let (services, id) = (services.clone(), row.id.clone());
+        tokio::spawn(async move {
+            match super::charge::charge_period(&services, &id, now_ms()).await {
+                Ok(charged) => tracing::info!(agreement = %id, ?charged, "first period"),
+                Err(e) => tracing::error!(agreement = %id, error = %e, "first period not charged"),
+            }
+        });
+    }
     tracing::info!(agreement = %row.id, notification = notification_id, state = row.state.as_str(), ?applied, "agreement notification applied");
     Ok(applied)
 }
