@@ -116,7 +116,7 @@ impl App {
     /// Opens, then connects and migrates at once: fails if the database cannot be reached.
     pub async fn start(config: Config) -> Result<App, StartError> {
         let app = App::open(config)?;
-        readiness::migrate_once(&app.store, &app.readiness).await?;
+        readiness::migrate_once(&app.store, app.catalog.plans(), &app.readiness).await?;
         Ok(app)
     }
 }

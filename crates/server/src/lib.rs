@@ -87,7 +87,8 @@ pub async fn serve(
             jobs::worker::run(services, stop).await
         }))
     });
-    let mut bring_up = readiness::BringUp::start(&app.store, &app.readiness, &app.config.database_url);
+    let mut bring_up =
+        readiness::BringUp::start(&app.store, app.catalog.plans(), &app.readiness, &app.config.database_url);
     // Where the shutdown future leaves the database error that ended the serving, if any.
     let failure = std::sync::Arc::new(std::sync::Mutex::new(None));
     let router = http::router(app.clone());

@@ -14,6 +14,7 @@ use rand::Rng;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+use zerodrop_domain::Plans;
 use zerodrop_store::{Store, StoreError};
 
 /// Pause after the first failed attempt; each later pause doubles, up to the cap.
@@ -56,17 +57,30 @@ impl Readiness {
     }
 }
 
-/// Migrates `store` once; on success the process is ready. For starts that must fail at
-/// once when the database is down (the one-shot commands, the tests' in-process server).
-pub async fn migrate_once(store: &Store, readiness: &Readiness) -> Result<usize, StoreError> {
+/// Migrates `store` once and publishes the catalog's plan terms (a stored terms version
+/// whose content changed is an error naming it: a version never changes); on success the
+/// process is ready. For starts that must fail at once when the database is down (the
+/// one-shot commands, the tests' in-process server).
+pub async fn migrate_once(store: &Store, plans: &Plans, readiness: &Readiness) -> Result<usize, StoreError> {
     let applied = store.migrate().await?;
+    let mut tx = store.begin().await?;
+    let published = zerodrop_store::agreements::terms::publish(&mut tx, plans, zerodrop_store::now_ms()).await?;
+    tx.commit().await?;
+    if published > 0 {
+        tracing::info!(published, "plan terms versions published");
+    }
     readiness.set_ready();
     Ok(applied)
 }
 
 /// Tries to reach and migrate the database until it works, logging every attempt; then
 /// marks the process ready. Returns the error that no retry can fix, if one comes.
-pub async fn bring_up(store: &Store, readiness: &Readiness, database_url: &str) -> Result<(), StoreError> {
+pub async fn bring_up(
+    store: &Store,
+    plans: &Plans,
+    readiness: &Readiness,
+    database_url: &str,
+) -> Result<(), StoreError> {
     let database = redact_url(database_url);
     let mut attempt: u32 = 1;
     let mut pause_ms = RETRY_PAUSE_MS_FIRST;
@@ -74,7 +88,7 @@ pub async fn bring_up(store: &Store, readiness: &Readiness, database_url: &str) 
     // being waited for before the first attempt's verdict.
     tracing::info!(%database, "reaching the database");
     loop {
-        match migrate_once(store, readiness).await {
+        match migrate_once(store, plans, readiness).await {
             Ok(applied) => {
                 tracing::info!(attempt, %database, migrations_applied = applied, "database reached and migrated; ready");
                 return Ok(());
@@ -105,14 +119,15 @@ pub struct BringUp {
 }
 
 impl BringUp {
-    pub fn start(store: &Store, readiness: &Readiness, database_url: &str) -> BringUp {
+    pub fn start(store: &Store, plans: &Plans, readiness: &Readiness, database_url: &str) -> BringUp {
         if readiness.is_ready() {
             return BringUp { task: None, failed: None };
         }
         let (tell, failed) = tokio::sync::oneshot::channel();
         let (store, readiness, url) = (store.clone(), readiness.clone(), database_url.to_owned());
+        let plans = plans.clone();
         let task = tokio::spawn(async move {
-            if let Err(e) = bring_up(&store, &readiness, &url).await {
+            if let Err(e) = bring_up(&store, &plans, &readiness, &url).await {
                 let _ = tell.send(e);
             }
         });

@@ -6,6 +6,7 @@
 //! migrations) are decided here and nowhere else. Money and units are BIGINT, times are
 //! UTC milliseconds, ids are text.
 
+pub mod agreements;
 pub mod answers;
 pub mod attention;
 pub mod audit;

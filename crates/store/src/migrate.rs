@@ -83,10 +83,16 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0009_shared_account_heads.sql"),
         postgres: include_str!("../migrations/postgres/0009_shared_account_heads.sql"),
     },
+    Migration {
+        version: 10,
+        name: "agreements",
+        sqlite: include_str!("../migrations/sqlite/0010_agreements.sql"),
+        postgres: include_str!("../migrations/postgres/0010_agreements.sql"),
+    },
 ];
 
 /// The schema version this build expects.
-pub const MIGRATIONS_LATEST: i64 = 9;
+pub const MIGRATIONS_LATEST: i64 = 10;
 
 /// Arbitrary constant naming zerodrop's migration lock on PostgreSQL, so two processes
 /// starting together do not both apply a migration.

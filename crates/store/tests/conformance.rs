@@ -20,6 +20,9 @@ mod holes;
 #[path = "conformance/bills.rs"]
 mod bills;
 
+#[path = "conformance/agreements.rs"]
+mod agreements;
+
 /// Reads (version, checksum) pairs: the migration table is not behind a repository.
 async fn sqlx_rows(conn: &mut Conn, sql: &str) -> Vec<(i64, Option<String>)> {
     sqlx::query_as::<_, (i64, Option<String>)>(sql).fetch_all(conn).await.unwrap()

@@ -4,6 +4,7 @@
 //! layer's types or returns an HTTP error. Follow-ups are typed jobs enqueued in the same
 //! transaction.
 
+pub mod agreement;
 pub mod attention;
 pub mod card_keys;
 pub mod check;

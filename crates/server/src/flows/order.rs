@@ -140,7 +140,12 @@ impl Prepared {
 }
 
 /// The first payment query and the expiry, stored with the order.
-async fn enqueue_follow_ups(tx: &mut Tx, orders: &OrderConfig, order: &OrderRow, now: i64) -> Result<(), StoreError> {
+pub(crate) async fn enqueue_follow_ups(
+    tx: &mut Tx,
+    orders: &OrderConfig,
+    order: &OrderRow,
+    now: i64,
+) -> Result<(), StoreError> {
     if let Some(first) = next_query_at(orders, order.created_at_ms, order.expires_at_ms, now) {
         enqueue(tx, &QueryPayment { order_id: order.id }, first, now).await?;
     }

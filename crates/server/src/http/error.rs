@@ -74,6 +74,11 @@ error_codes! {
     UnknownAttempt => "unknown_attempt",
     ConfirmationReplayed => "confirmation_replayed",
     ReconciliationNotFound => "reconciliation_not_found",
+    UnknownPlan => "unknown_plan",
+    AgreementNotFound => "agreement_not_found",
+    TotpAlreadyEnrolled => "totp_already_enrolled",
+    TotpNotEnrolled => "totp_not_enrolled",
+    VerificationFailed => "verification_failed",
 }
 
 impl std::fmt::Display for ErrorCode {

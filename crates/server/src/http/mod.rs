@@ -6,6 +6,7 @@
 //! Every request gets an `x-request-id` (the caller's, or a new UUID), echoed in the
 //! response headers and in every error body, and a trace span carrying it.
 
+mod agreements;
 pub mod attention;
 mod delivery;
 pub mod error;
@@ -24,6 +25,7 @@ mod refunds;
 pub mod stats;
 pub mod status_text;
 mod users;
+mod verification;
 
 use crate::app::App;
 use axum::extract::Request;
@@ -44,6 +46,9 @@ pub fn router(app: App) -> Router {
     // Routes that need the database answer 503 at once until it has been reached.
     let api = Router::new()
         .route("/v1/orders", post(orders::create))
+        .route("/v1/plans/{plan}/terms", get(agreements::terms))
+        .route("/v1/agreements", post(agreements::create))
+        .route("/v1/agreements/{id}", get(agreements::get))
         .route("/v1/orders/{order_no}", get(orders::get))
         .route("/v1/orders/{order_no}/check", post(orders::check))
         .route("/v1/orders/{order_no}/refunds", post(refunds::create))
@@ -53,6 +58,9 @@ pub fn router(app: App) -> Router {
         .route("/v1/orders/{order_no}/status-link", post(pages::link))
         .route("/v1/users/{user_id}/wallet", get(users::wallet))
         .route("/v1/users/{user_id}/memberships", get(users::memberships))
+        .route("/v1/users/{user_id}/totp", post(verification::enrol))
+        .route("/v1/users/{user_id}/totp/confirm", post(verification::confirm))
+        .route("/v1/users/{user_id}/messages", get(verification::messages))
         .route("/v1/attention", get(attention::list))
         .route("/v1/attention/{id}", get(attention::show))
         .route("/v1/attention/{id}/resolve", post(attention::resolve))
@@ -71,6 +79,7 @@ pub fn router(app: App) -> Router {
         .merge(pages)
         // Answers "not ready" in the provider's protocol itself.
         .route("/v1/providers/{provider}/notify", post(notify::notify))
+        .route("/v1/providers/{provider}/agreements/notify", post(agreements::notify))
         .route("/v1/openapi.json", get(ops::openapi))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))

@@ -11,6 +11,7 @@
 //! Checks that need what the store does not hold (a provider's public key, the card-key
 //! key) ask a [`Verifier`], which the caller builds from its configuration.
 
+mod agreements;
 mod card_keys;
 mod evidence;
 mod facts;
@@ -149,6 +150,7 @@ pub async fn run(store: &Store, options: &AuditOptions, now_ms: i64) -> Result<R
     checks.extend(orders::checks(c, &mut cause).await?);
     money::transfer_causes(c, &mut cause).await?;
     checks.push(cause);
+    checks.extend(agreements::checks(c).await?);
 
     let attention_open = crate::attention::count_open(&mut *c).await?;
     let attention_overdue = crate::attention::count_overdue(&mut *c, now_ms).await?;

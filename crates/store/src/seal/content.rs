@@ -33,6 +33,30 @@ pub fn event(
     )
 }
 
+/// An agreement's timeline event, chained per agreement like an order's events.
+pub fn agreement_event(
+    prev: &str,
+    agreement_id: &str,
+    seq: i64,
+    at_ms: i64,
+    kind: &str,
+    cause: &str,
+    data: &str,
+) -> String {
+    link(
+        "agreement_events",
+        prev,
+        &[
+            Field::Text(agreement_id),
+            Field::Int(seq),
+            Field::Int(at_ms),
+            Field::Text(kind),
+            Field::Text(cause),
+            Field::Text(data),
+        ],
+    )
+}
+
 /// The transfer an entry belongs to, sealed with each of its entries: editing a transfer
 /// breaks both its entries' seals.
 pub struct TransferFacts<'a> {

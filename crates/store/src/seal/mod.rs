@@ -130,6 +130,9 @@ pub mod stream {
     pub fn events(order_id: &str) -> String {
         format!("order:{order_id}")
     }
+    pub fn agreement(agreement_id: &str) -> String {
+        format!("agreement:{agreement_id}")
+    }
     pub fn entries(account_id: &str) -> String {
         format!("account:{account_id}")
     }

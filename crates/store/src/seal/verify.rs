@@ -178,6 +178,7 @@ pub async fn run(store: &Store, options: &VerifyOptions<'_>) -> Result<Vec<Check
         prev: GENESIS.to_owned(),
     };
     walk_events(c, walk.table("order_events")).await?;
+    walk_agreement_events(c, walk.table("agreement_events")).await?;
     walk_entries(c, walk.table("ledger_entries")).await?;
     walk_actions(c, walk.table("operator_actions")).await?;
     one_row::walk_payments(c, walk.table("payments")).await?;
@@ -286,6 +287,9 @@ async fn heads_current(c: &mut Conn) -> Result<Check> {
         "SELECT 'order ' || o.order_no FROM orders o WHERE o.event_seq > 0 AND COALESCE(o.seal_head, '') <> \
              COALESCE((SELECT e.seal FROM order_events e WHERE e.order_id = o.id AND e.seq = o.event_seq), '-') \
          UNION ALL \
+         SELECT 'agreement ' || g.id FROM agreements g WHERE g.event_seq > 0 AND COALESCE(g.seal_head, '') <> \
+             COALESCE((SELECT e.seal FROM agreement_events e WHERE e.agreement_id = g.id AND e.seq = g.event_seq), '-') \
+         UNION ALL \
          SELECT 'account ' || a.id FROM ledger_accounts a \
              WHERE a.seal_seq <> COALESCE((SELECT MAX(e.seal_seq) FROM ledger_entries e WHERE e.account_id = a.id), 0)",
     )
@@ -293,7 +297,7 @@ async fn heads_current(c: &mut Conn) -> Result<Check> {
     .await?;
     let mut tally = Tally::new(
         "seal_heads_current",
-        "every order's chain head is its last event's seal, and every account's entry count is its last entry's place",
+        "every order's and agreement's chain head is its last event's seal, and every account's entry count is its last entry's place",
     );
     for row in rows {
         tally.fail(|| format!("{row}: head differs from its chain's last seal or position"));
@@ -331,6 +335,41 @@ async fn walk_events(c: &mut Conn, walk: &mut Walk<'_>) -> Result<()> {
         for e in &page {
             walk.visit(&stream::events(&e.order_id), Some(e.seq), e.seal.as_deref(), e.seal_batch.as_deref(), |prev| {
                 content::event(prev, &e.order_id, e.seq, e.at_ms, &e.kind, &e.actor, &e.cause, &e.data)
+            });
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct AgreementEventRecord {
+    agreement_id: String,
+    seq: i64,
+    at_ms: i64,
+    kind: String,
+    cause: String,
+    data: String,
+    seal: Option<String>,
+    seal_batch: Option<Vec<u8>>,
+}
+
+async fn walk_agreement_events(c: &mut Conn, walk: &mut Walk<'_>) -> Result<()> {
+    let (mut after_id, mut after_seq) = (String::new(), 0_i64);
+    loop {
+        let page = sqlx::query_as::<_, AgreementEventRecord>(
+            "SELECT agreement_id, seq, at_ms, kind, cause, data, seal, seal_batch FROM agreement_events \
+             WHERE agreement_id > $1 OR (agreement_id = $1 AND seq > $2) ORDER BY agreement_id, seq LIMIT $3",
+        )
+        .bind(&after_id)
+        .bind(after_seq)
+        .bind(PAGE_ROWS)
+        .fetch_all(&mut *c)
+        .await?;
+        let Some(last) = page.last() else { return Ok(()) };
+        (after_id, after_seq) = (last.agreement_id.clone(), last.seq);
+        for e in &page {
+            let stream = stream::agreement(&e.agreement_id);
+            walk.visit(&stream, Some(e.seq), e.seal.as_deref(), e.seal_batch.as_deref(), |prev| {
+                content::agreement_event(prev, &e.agreement_id, e.seq, e.at_ms, &e.kind, &e.cause, &e.data)
             });
         }
     }

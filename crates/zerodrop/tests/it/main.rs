@@ -2,6 +2,7 @@
 //! server over loopback HTTP with the sandbox provider, on SQLite and on PostgreSQL
 //! (`both_engines!`; PostgreSQL when `ZERODROP_TEST_PG` is set).
 
+mod agreements;
 mod api;
 mod card_keys;
 mod charges;

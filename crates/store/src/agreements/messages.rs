@@ -1,0 +1,45 @@
+//! Messages a user can read (`GET /v1/users/{id}/messages`): one-time codes and notices,
+//! newest first, in bounded pages. Stored in the transaction that made them, so a code
+//! the user was told about always exists.
+
+use crate::{Conn, Result, Tx};
+use serde::Serialize;
+use zerodrop_domain::{Texts, UserId};
+
+/// Longest page of messages.
+pub const PAGE_ROWS_MAX: i64 = 100;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct MessageRow {
+    pub id: i64,
+    pub at_ms: i64,
+    pub kind: String,
+    pub body: Texts,
+}
+
+pub async fn insert(tx: &mut Tx, user_id: &UserId, kind: &str, body: &Texts, now_ms: i64) -> Result<()> {
+    sqlx::query("INSERT INTO user_messages (user_id, at_ms, kind, body) VALUES ($1, $2, $3, $4)")
+        .bind(user_id.as_str())
+        .bind(now_ms)
+        .bind(kind)
+        .bind(serde_json::to_string(body)?)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// A page of the user's messages, newest first: those older than `before_id` (all when
+/// `None`), at most `limit` (clamped to [`PAGE_ROWS_MAX`]).
+pub async fn page(conn: &mut Conn, user_id: &UserId, before_id: Option<i64>, limit: i64) -> Result<Vec<MessageRow>> {
+    let rows = sqlx::query_as::<_, (i64, i64, String, String)>(
+        "SELECT id, at_ms, kind, body FROM user_messages WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
+    )
+    .bind(user_id.as_str())
+    .bind(before_id.unwrap_or(i64::MAX))
+    .bind(limit.clamp(1, PAGE_ROWS_MAX))
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter()
+        .map(|(id, at_ms, kind, body)| Ok(MessageRow { id, at_ms, kind, body: serde_json::from_str(&body)? }))
+        .collect()
+}
