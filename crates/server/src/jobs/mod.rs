@@ -21,6 +21,7 @@ pub mod refund;
 pub mod repair_difference;
 pub mod resolve_parked;
 pub mod restock;
+pub mod unsign;
 pub mod worker;
 
 use crate::services::Services;
