@@ -45,8 +45,8 @@ async fn signed(h: &Harness, user: &str, plan: &str, paid: bool) -> String {
     id
 }
 
-/// Enrols and confirms a TOTP for `user`; returns the secret.
-async fn enrolled(h: &Harness, user: &str) -> Vec<u8> {
+/// Enrols and confirms a TOTP for `user`; returns the secret and the code used.
+async fn enrolled(h: &Harness, user: &str) -> (Vec<u8>, String) {
     let (status, enrolled) = h.post(&format!("/v1/users/{user}/totp"), &json!({}), None).await;
     assert_eq!(status, 201, "{enrolled}");
     let uri = enrolled["otpauth_uri"].as_str().unwrap();
@@ -55,7 +55,7 @@ async fn enrolled(h: &Harness, user: &str) -> Vec<u8> {
     let code = totp_code(TotpAlgorithm::Sha1, &secret, zerodrop_store::now_ms() - 30_000, TOTP_DIGITS);
     let (status, ok) = h.post(&format!("/v1/users/{user}/totp/confirm"), &json!({ "code": code }), None).await;
     assert_eq!(status, 200, "{ok}");
-    secret
+    (secret, code)
 }
 
 fn totp_now(secret: &[u8]) -> String {
@@ -114,7 +114,7 @@ async fn order_status(h: &Harness, order_no: &str) -> String {
 both_engines! {
     async fn a_user_ends_an_agreement_with_totp_the_unsign_confirms_and_nothing_is_charged_after(db) {
         let h = Harness::start(db, calm(), crate::support::notifications_only()).await;
-        let secret = enrolled(&h, "user-end").await;
+        let (secret, _) = enrolled(&h, "user-end").await;
         let id = signed(&h, "user-end", "svip_monthly", true).await;
         let (status, quoted) = quote(&h, &id).await;
         assert_eq!(status, 201, "{quoted}");
@@ -163,15 +163,29 @@ both_engines! {
         let id = signed(&h, "user-outage", "svip_monthly", true).await;
         let qid = quote_id(&h, &id).await;
         let code = one_time_code(&h, &id, "user-outage").await;
+        // A second agreement, whose unsign runs out of attempts during the outage.
+        let other = signed(&h, "user-outage-b", "svip_monthly", true).await;
+        let other_qid = quote_id(&h, &other).await;
+        let other_code = one_time_code(&h, &other, "user-outage-b").await;
         h.sandbox.sandbox.set_faults(Faults { gateway_down_until_ms: zerodrop_store::now_ms() + 600_000, ..calm() });
         let (status, done) = terminate(&h, &id, &qid, json!({ "code": code })).await;
         assert_eq!(status, 200, "{done}");
+        let (status, done) = terminate(&h, &other, &other_qid, json!({ "code": other_code })).await;
+        assert_eq!(status, 200, "{done}");
+        let job_state = |key: String| {
+            let h = &h;
+            async move {
+                let mut conn = h.server.app.store.reader().await.unwrap();
+                sqlx::query_as::<_, (i64, String)>("SELECT attempts, state FROM jobs WHERE dedupe_key = $1")
+                    .bind(key)
+                    .fetch_one(&mut *conn)
+                    .await
+                    .unwrap()
+            }
+        };
         let key = zerodrop_store::agreements::unsign_job_key(&id);
         eventually(Duration::from_secs(20), "the unsign retried", || async {
-            let mut conn = h.server.app.store.reader().await?;
-            let attempts: i64 = sqlx::query_scalar("SELECT attempts FROM jobs WHERE dedupe_key = $1")
-                .bind(&key).fetch_one(&mut *conn).await?;
-            Ok((attempts >= 2).then_some(()))
+            Ok((job_state(key.clone()).await.0 >= 2).then_some(()))
         })
         .await
         .expect("retries");
@@ -179,6 +193,28 @@ both_engines! {
         let charged = charge_period(&h.server.app, &id, zerodrop_store::now_ms()).await.unwrap();
         assert!(matches!(charged, Charged::NotCharged(_)), "{charged:?}");
         h.audit_passes().await;
+
+        // The other one's last attempt fails: a person gets it, the agreement stays terminating.
+        let other_key = zerodrop_store::agreements::unsign_job_key(&other);
+        let mut tx = h.server.app.store.begin().await.unwrap();
+        let sql = format!(
+            "UPDATE jobs SET attempts = max_attempts - 1, run_at_ms = 0 WHERE dedupe_key = '{other_key}' AND state = 'queued'"
+        );
+        zerodrop_store::raw_execute(&mut tx, &sql).await.unwrap();
+        tx.commit().await.unwrap();
+        h.server.app.wake();
+        eventually(Duration::from_secs(20), "the unsign given to a person", || async {
+            Ok((job_state(other_key.clone()).await.1 == "attention").then_some(()))
+        })
+        .await
+        .expect("attention");
+        let shown = agreement(&h, &other).await;
+        assert_eq!(shown["state"], "terminating", "{shown}");
+        assert!(shown["timeline"].to_string().contains("unsign_attention"), "{shown}");
+        let (_, items) = get(&h, "/v1/attention").await;
+        assert!(items.to_string().contains("agreement_unsign_exhausted"), "{items}");
+        h.audit_passes().await;
+
         h.sandbox.sandbox.set_faults(calm());
         h.make_due(zerodrop_store::agreements::UNSIGN_JOB_KIND).await;
         wait_for(&h, &id, "terminated after the outage", |a| a["state"] == "terminated").await;
@@ -261,10 +297,9 @@ both_engines! {
     async fn wrong_and_replayed_codes_count_and_five_place_a_hold_that_pauses_charges(db) {
         let h = Harness::start(db, calm(), crate::support::notifications_only()).await;
         // A replayed TOTP code is refused and counted.
-        let secret = enrolled(&h, "user-replay").await;
+        let (_, used) = enrolled(&h, "user-replay").await;
         let id = signed(&h, "user-replay", "svip_monthly", true).await;
         let qid = quote_id(&h, &id).await;
-        let used = totp_code(TotpAlgorithm::Sha1, &secret, zerodrop_store::now_ms() - 30_000, TOTP_DIGITS);
         let (status, body) = terminate(&h, &id, &qid, json!({ "totp": used })).await;
         assert_eq!(refusal(status, &body, 422, "verification_failed")["attempts_left"], 4, "a replay counts");
 
