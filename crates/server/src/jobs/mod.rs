@@ -21,6 +21,7 @@ pub mod refund;
 pub mod repair_difference;
 pub mod resolve_parked;
 pub mod restock;
+pub mod unsign;
 pub mod worker;
 
 use crate::services::Services;
@@ -248,6 +249,9 @@ mod tests {
             format!("deliver_external:{ORDER}:replay:x")
         );
         assert_eq!(Refund { refund_id: "r".into(), order_id: None }.dedupe_key(), "refund:r");
+        let unsign = super::unsign::UnsignAgreement { agreement_id: "agr_1".into() };
+        assert_eq!(unsign.dedupe_key(), zerodrop_store::agreements::unsign_job_key("agr_1"));
+        assert_eq!(legacy::<super::unsign::UnsignAgreement>(json!({ "agreement_id": "agr_1" })).agreement_id, "agr_1");
         assert_eq!(ResolveParked { notification_id: 7, provider: "s".into() }.dedupe_key(), "parked:7");
         assert_eq!(Restock { sku: "s".into(), batch: "b".into() }.dedupe_key(), "restock:b");
     }

@@ -15,6 +15,7 @@ use super::refund::Refund;
 use super::repair_difference::RepairDifference;
 use super::resolve_parked::ResolveParked;
 use super::restock::Restock;
+use super::unsign::UnsignAgreement;
 use super::{Job, Outcome, Run};
 use crate::services::Services;
 use serde_json::json;
@@ -43,6 +44,7 @@ pub const HANDLED_KINDS: &[&str] = &[
     PruneRefused::KIND,
     RepairDifference::KIND,
     ReconcileDaily::KIND,
+    UnsignAgreement::KIND,
 ];
 
 /// Time kept free between a run's limit and its lease, so a slow run is stopped before
@@ -133,6 +135,7 @@ async fn run_one(services: Services, job: ClaimedJob) {
             PruneRefused::KIND => execute::<PruneRefused>(&services, &job).await,
             RepairDifference::KIND => execute::<RepairDifference>(&services, &job).await,
             ReconcileDaily::KIND => execute::<ReconcileDaily>(&services, &job).await,
+            UnsignAgreement::KIND => execute::<UnsignAgreement>(&services, &job).await,
             other => {
                 let outcome = Outcome::Retry(format!("no handler for job kind {other}"));
                 record(&services, &job, outcome, None).await;

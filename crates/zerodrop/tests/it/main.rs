@@ -25,3 +25,4 @@ mod secrets;
 mod status_pages;
 mod support;
 mod tamper;
+mod termination;
