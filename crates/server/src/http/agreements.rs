@@ -68,6 +68,7 @@ fn refusal(e: AgreementError) -> ApiError {
     match e {
         AgreementError::InvalidUserId => ApiError::invalid(ErrorCode::InvalidUserId, message),
         AgreementError::UnknownPlan(_) => ApiError::invalid(ErrorCode::UnknownPlan, message),
+        AgreementError::PlanNotOffered(_) => ApiError::invalid(ErrorCode::PlanNotOffered, message),
         AgreementError::UnknownProvider { known, .. } => {
             ApiError::invalid(ErrorCode::UnknownProvider, message).with_details(json!({ "providers": known }))
         }

@@ -86,6 +86,7 @@ error_codes! {
     AlreadyTerminated => "already_terminated",
     ChargeInProgress => "charge_in_progress",
     FeeUnpaid => "fee_unpaid",
+    PlanNotOffered => "plan_not_offered",
 }
 
 impl std::fmt::Display for ErrorCode {

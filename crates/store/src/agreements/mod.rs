@@ -274,6 +274,18 @@ pub async fn orders_of(conn: &mut Conn, agreement_id: &str) -> Result<Vec<(Strin
     .await?)
 }
 
+/// An order under the agreement still awaiting its payment, if any (its outcome comes
+/// before another period is charged). Read under the agreement's lock by the charge, so
+/// two charges of one period cannot both start.
+pub async fn order_awaiting_payment(conn: &mut Conn, agreement_id: &str) -> Result<Option<String>> {
+    Ok(sqlx::query_scalar::<_, String>(
+        "SELECT order_no FROM orders WHERE agreement_id = $1 AND status = 'awaiting_payment' LIMIT 1",
+    )
+    .bind(agreement_id)
+    .fetch_optional(conn)
+    .await?)
+}
+
 /// The agreement an order is charged under, if any (read in the caller's transaction,
 /// which holds the order's lock: the paid path asks this before delivering).
 pub async fn agreement_of_order(tx: &mut Tx, order_id: zerodrop_domain::OrderId) -> Result<Option<String>> {

@@ -17,11 +17,10 @@ use crate::jobs::query_payment::{take_answer, Asked};
 use crate::services::Services;
 use serde_json::json;
 use zerodrop_domain::catalog::ProductKind;
-use zerodrop_domain::order::OrderStatus;
 use zerodrop_domain::renewal::may_charge_now;
 use zerodrop_domain::{AgreementEvent, OrderId, OrderNo, Sku};
 use zerodrop_providers::agreement::{AgreementRef, AgreementStatus};
-use zerodrop_store::agreements::timeline::{self, Kind, NewAgreementEvent};
+use zerodrop_store::agreements::timeline::{self, AppendError, Kind, NewAgreementEvent};
 use zerodrop_store::agreements::{self, AgreementRow};
 use zerodrop_store::orders::{self, NewOrder, OrderRow};
 use zerodrop_store::{StoreError, Tx};
@@ -90,15 +89,7 @@ pub async fn charge_period(services: &Services, agreement_id: &str, now_ms: i64)
 /// An order under the agreement still awaiting its payment (its outcome comes first).
 async fn charge_in_flight(services: &Services, row: &AgreementRow) -> Result<Option<String>, StoreError> {
     let mut conn = services.store.reader().await?;
-    for (id, order_no) in agreements::orders_of(&mut conn, &row.id).await? {
-        let Some(id) = OrderId::parse(&id) else { continue };
-        if let Some(order) = orders::get(&mut conn, id).await? {
-            if order.status == OrderStatus::AwaitingPayment {
-                return Ok(Some(order_no));
-            }
-        }
-    }
-    Ok(None)
+    agreements::order_awaiting_payment(&mut conn, &row.id).await
 }
 
 async fn end_provider_side(services: &Services, agreement_id: &str, now_ms: i64) -> Result<(), StoreError> {
@@ -106,11 +97,12 @@ async fn end_provider_side(services: &Services, agreement_id: &str, now_ms: i64)
     let mut row = agreements::lock(&mut tx, agreement_id).await?;
     let event =
         NewAgreementEvent::state(AgreementEvent::ProviderUnsigned, "agreement_query", json!({ "before": "charge" }));
-    // Already ended (a notification came first): nothing to change.
-    if timeline::try_append(&mut tx, &mut row, event, now_ms).await.is_ok() {
-        tx.commit().await?;
+    match timeline::try_append(&mut tx, &mut row, event, now_ms).await {
+        Ok(()) => tx.commit().await,
+        // Already ended (a notification came first): nothing to change.
+        Err(AppendError::Refused(_)) => Ok(()),
+        Err(AppendError::Store(e)) => Err(e),
     }
-    Ok(())
 }
 
 /// Stores the period's order under the agreement's lock, after checking again that the
@@ -121,6 +113,11 @@ async fn store_order(services: &Services, agreement_id: &str, now_ms: i64) -> Re
     // A hold ends by itself at its unlock time: recorded here, under the lock.
     holds::release_if_expired(&mut tx, &mut row, now_ms).await?;
     if !may_charge_now(row.state, row.hold.as_ref(), now_ms) {
+        return Ok(None);
+    }
+    // Checked again under the lock: two charges of one period (two jobs, or one retried
+    // after an error) never both start.
+    if agreements::order_awaiting_payment(&mut tx, agreement_id).await?.is_some() {
         return Ok(None);
     }
     let Some(new) = period_order(services, &row, now_ms)? else { return Ok(None) };

@@ -17,6 +17,7 @@ use crate::services::Services;
 use serde::Deserialize;
 use std::sync::Arc;
 use zerodrop_domain::agreement::{self, StateFacts};
+use zerodrop_domain::terms::FeeRule;
 use zerodrop_domain::{Texts, UserId};
 use zerodrop_providers::agreement::AgreementSignRef;
 use zerodrop_providers::{Provider, ProviderError};
@@ -46,6 +47,11 @@ pub enum AgreementError {
     InvalidUserId,
     #[error("no plan named {0:?}")]
     UnknownPlan(String),
+    /// The plan's terms carry an early-termination fee, and zerodrop cannot take a fee
+    /// yet: a user signed to it could never end it (`fee_unpaid` forever). Refused until
+    /// fee payment exists, so nobody is trapped.
+    #[error("plan {0:?} has an early-termination fee, which cannot be paid yet: it is not offered")]
+    PlanNotOffered(String),
     #[error("no provider named {name:?}")]
     UnknownProvider { name: String, known: Vec<String> },
     #[error("the provider could not prepare the sign request")]
@@ -73,6 +79,9 @@ pub fn prepare(services: &Services, request: SignAgreement, now_ms: i64) -> Resu
     let plan =
         services.catalog.plans().get(&request.plan).ok_or_else(|| AgreementError::UnknownPlan(request.plan.clone()))?;
     let current = plan.current().ok_or_else(|| AgreementError::UnknownPlan(request.plan.clone()))?;
+    if current.early_termination_fee != FeeRule::None {
+        return Err(AgreementError::PlanNotOffered(request.plan.clone()));
+    }
     let (_, terms_sha256) = terms::canonical(current)?;
     let provider_name = request.provider.unwrap_or_else(|| services.config.default_provider.clone());
     let provider = services.provider(&provider_name).cloned().ok_or_else(|| AgreementError::UnknownProvider {
