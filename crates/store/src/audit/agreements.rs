@@ -44,7 +44,10 @@ pub(super) async fn checks(c: &mut Conn) -> Result<Vec<Check>> {
         "agreement_no_charge_while_held",
         "no order under an agreement was created while the agreement was on a security hold",
     );
-    let mut fold = Check::new("agreement_state_is_fold", "every agreement's state is the fold of its timeline");
+    let mut fold = Check::new(
+        "agreement_state_is_fold",
+        "every agreement's state, and its termination time, are the fold of its timeline",
+    );
     let mut after = String::new();
     loop {
         let page = agreement_ids(c, &after).await?;
@@ -59,6 +62,18 @@ pub(super) async fn checks(c: &mut Conn) -> Result<Vec<Check>> {
                     fold.violation(format!("agreement {id}: stored {:?}, timeline folds to {state:?}", row.state))
                 }
                 Err(e) => fold.violation(format!("agreement {id}: {e}")),
+            }
+            // The termination time the checks above (and the paid path) trust is the
+            // sealed timeline's, so nulling or moving the column is caught here.
+            let committed = events
+                .iter()
+                .find(|e| matches!(e.kind.as_str(), "termination_committed" | "unsign_confirmed" | "provider_unsigned"))
+                .map(|e| e.at_ms);
+            if committed != row.termination_committed_at_ms {
+                fold.violation(format!(
+                    "agreement {id}: termination committed at {:?}, its timeline says {committed:?}",
+                    row.termination_committed_at_ms
+                ));
             }
             let holds = hold_intervals(&events);
             if holds.is_empty() {

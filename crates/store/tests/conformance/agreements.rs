@@ -340,6 +340,14 @@ both_engines! {
         tx.commit().await.unwrap();
         let report = audit::run(&db.store, &options, now_ms()).await.unwrap();
         assert_eq!(failing(&report), ["agreement_no_charge_after_termination"]);
+
+        // Hiding it by nulling the termination time (a consistent edit of the unsealed
+        // column) is caught against the sealed timeline.
+        let mut conn = db.store.reader().await.unwrap();
+        raw_execute(&mut conn, "UPDATE agreements SET termination_committed_at_ms = NULL WHERE id = 'agr-x'").await.unwrap();
+        drop(conn);
+        let report = audit::run(&db.store, &options, now_ms()).await.unwrap();
+        assert_eq!(failing(&report), ["agreement_state_is_fold"]);
     }
 }
 
