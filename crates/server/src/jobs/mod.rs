@@ -12,12 +12,14 @@
 pub mod check_payment;
 pub mod deadline;
 pub mod deliver_external;
+pub mod deliver_message;
 pub mod expire_order;
 pub mod late_sweep;
 pub mod prune_refused;
 pub mod query_payment;
 pub mod reconcile_daily;
 pub mod refund;
+pub mod renew_agreement;
 pub mod repair_difference;
 pub mod resolve_parked;
 pub mod restock;

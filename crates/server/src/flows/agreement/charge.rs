@@ -179,8 +179,9 @@ fn period_order(services: &Services, row: &AgreementRow, now_ms: i64) -> Result<
     }))
 }
 
-/// The period the order paid: paid-until moves one period on (from now, if it had lapsed).
-async fn record_period(
+/// The period the order paid: paid-until moves one period on (from now, if it had lapsed),
+/// and the next period's reminder and renewal are enqueued in the same transaction.
+pub async fn record_period(
     services: &Services,
     agreement_id: &str,
     order: &OrderRow,
@@ -200,5 +201,6 @@ async fn record_period(
         json!({ "order_no": order.order_no }),
     );
     timeline::append(&mut tx, &mut row, event, now_ms).await?;
+    crate::flows::renewal::schedule_period(&mut tx, services, &row, now_ms).await?;
     tx.commit().await
 }
