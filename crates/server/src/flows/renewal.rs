@@ -85,7 +85,9 @@ async fn schedule_renewal(
             paid_until_ms: row.paid_until_ms,
             period_end_ms: Some(period_end_ms),
             attempt: 0,
-            scheduled_at_ms: now_ms,
+            // Taken now, not from the caller: the order that paid the period may have been
+            // created in the caller's same millisecond, and it is not this attempt's.
+            scheduled_at_ms: now_ms.max(zerodrop_store::now_ms()),
         };
         jobs::enqueue(tx, &job, at, now_ms).await?;
     }
@@ -312,6 +314,9 @@ async fn try_remind(services: &Services, job: &RemindAgreement) -> Result<Outcom
     let Some((plan, terms)) = plan_terms(services, &row) else {
         return Ok(Outcome::Retry(format!("agreement {}: its terms are not in the catalog", row.id)));
     };
+    if row.paid_until_ms.is_some_and(|paid_until| paid_until > job.period_end_ms) {
+        return Ok(Outcome::Done); // renewed past this period already: nothing ends or renews then
+    }
     let (kind, body) = match row.state {
         AgreementState::Signing => return Ok(Outcome::Done),
         AgreementState::Active | AgreementState::Paused => {
@@ -373,15 +378,16 @@ async fn read(services: &Services, id: &str) -> Result<Option<AgreementRow>, Sto
     agreements::get(&mut conn, id).await
 }
 
-/// The agreement's newest order created at or after `since_ms`: the one this attempt
-/// made (attempts of a period run one after another).
+/// The agreement's newest order created after `since_ms`: the one this attempt made
+/// (attempts of a period run one after another, each scheduled after the previous
+/// attempt's order was settled, so an earlier order is never taken for this one's).
 async fn order_since(services: &Services, agreement_id: &str, since_ms: i64) -> Result<Option<OrderRow>, StoreError> {
     let mut conn = services.store.reader().await?;
     let ids = agreements::orders_of(&mut conn, agreement_id).await?;
     for (id, _) in ids.iter().rev() {
         let Some(id) = OrderId::parse(id) else { continue };
         match orders::get(&mut conn, id).await? {
-            Some(order) if order.created_at_ms >= since_ms => return Ok(Some(order)),
+            Some(order) if order.created_at_ms > since_ms => return Ok(Some(order)),
             Some(_) => return Ok(None),
             None => {}
         }
