@@ -20,6 +20,7 @@ pub mod query_payment;
 pub mod reconcile_daily;
 pub mod refund;
 pub mod renew_agreement;
+pub mod renewal;
 pub mod repair_difference;
 pub mod resolve_parked;
 pub mod restock;
@@ -63,6 +64,18 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
 /// Enqueues `job` to run at `run_at_ms`, in the caller's transaction. `false` means a
 /// job with the same dedupe key already exists (it is never enqueued twice).
 pub async fn enqueue<J: Job>(tx: &mut Tx, job: &J, run_at_ms: i64, now_ms: i64) -> Result<bool, StoreError> {
+    enqueue_bounded(tx, job, run_at_ms, J::ATTEMPTS_MAX, now_ms).await
+}
+
+/// [`enqueue`], with the attempts bounded by `max_attempts` instead of the kind's
+/// constant: for a bound the platform configures (how long its own webhook may be down).
+pub async fn enqueue_bounded<J: Job>(
+    tx: &mut Tx,
+    job: &J,
+    run_at_ms: i64,
+    max_attempts: i64,
+    now_ms: i64,
+) -> Result<bool, StoreError> {
     let payload = serde_json::to_value(job)
         .map_err(|e| StoreError::Invariant(format!("job {} payload does not serialize: {e}", J::KIND)))?;
     let new = NewJob {
@@ -70,8 +83,27 @@ pub async fn enqueue<J: Job>(tx: &mut Tx, job: &J, run_at_ms: i64, now_ms: i64) 
         order_id: job.order_id(),
         payload,
         run_at_ms,
-        max_attempts: J::ATTEMPTS_MAX,
+        max_attempts,
         dedupe_key: Some(job.dedupe_key()),
+    };
+    zerodrop_store::jobs::enqueue(tx, &new, now_ms).await
+}
+
+/// Attempts of a provider unsign enqueued here: a week at the 10-minute backoff cap.
+const UNSIGN_ATTEMPTS_MAX: i64 = 1_000;
+
+/// Enqueues the provider unsign of an agreement whose termination just committed, in that
+/// transaction, once per agreement (the audit holds every terminating agreement to it).
+/// The unsign job's kind and key are the store's (`agreements::UNSIGN_JOB_KIND`), so this
+/// and the termination flow enqueue the same job.
+pub async fn enqueue_unsign(tx: &mut Tx, agreement_id: &str, now_ms: i64) -> Result<bool, StoreError> {
+    let new = NewJob {
+        kind: zerodrop_store::agreements::UNSIGN_JOB_KIND,
+        order_id: None,
+        payload: serde_json::json!({ "agreement_id": agreement_id }),
+        run_at_ms: now_ms,
+        max_attempts: UNSIGN_ATTEMPTS_MAX,
+        dedupe_key: Some(zerodrop_store::agreements::unsign_job_key(agreement_id)),
     };
     zerodrop_store::jobs::enqueue(tx, &new, now_ms).await
 }

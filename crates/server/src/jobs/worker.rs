@@ -13,7 +13,7 @@ use super::prune_refused::PruneRefused;
 use super::query_payment::QueryPayment;
 use super::reconcile_daily::ReconcileDaily;
 use super::refund::Refund;
-use super::renew_agreement::{LapseAgreement, RemindAgreement, RenewAgreement};
+use super::renewal::{LapseAgreement, RemindAgreement, RenewAgreement};
 use super::repair_difference::RepairDifference;
 use super::resolve_parked::ResolveParked;
 use super::restock::Restock;
