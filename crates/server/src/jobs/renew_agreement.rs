@@ -10,7 +10,7 @@
 //! enqueued in the transaction that decided it, so none is lost and none runs twice for
 //! the same fact.
 
-use super::renewal::{LapseAgreement, RemindAgreement, RenewAgreement};
+use super::renewal::{LapseAgreement, RemindAgreement, RemindMembership, RenewAgreement};
 use super::{Job, Outcome, Run};
 use crate::flows::agreement::charge::{self, Charged};
 use crate::flows::messages;
@@ -87,6 +87,50 @@ impl Job for RemindAgreement {
     async fn run(self, services: &Services, run: &Run) -> Outcome {
         remind(services, &self, run).await
     }
+}
+
+impl Job for RemindMembership {
+    const KIND: &'static str = "remind_membership";
+    const ATTEMPTS_MAX: i64 = ATTEMPTS_MAX;
+
+    fn dedupe_key(&self) -> String {
+        format!("remind_membership:{}:{}:{}", self.user_id, self.plan, self.ends_at_ms)
+    }
+
+    fn order_id(&self) -> Option<OrderId> {
+        None
+    }
+
+    async fn run(self, services: &Services, _run: &Run) -> Outcome {
+        match remind_membership(services, &self).await {
+            Ok(()) => Outcome::Done,
+            Err(e) => e.into(),
+        }
+    }
+}
+
+/// Announces a membership's end, unless it was extended since (that extension scheduled
+/// its own reminder) or an agreement still renews it (its renewal reminder says more).
+async fn remind_membership(services: &Services, job: &RemindMembership) -> Result<(), StoreError> {
+    let now = now_ms();
+    let mut tx = services.store.begin().await?;
+    let current = zerodrop_store::memberships::for_user(&mut tx, &job.user_id).await?;
+    if !current.iter().any(|m| m.plan == job.plan && m.ends_at_ms == job.ends_at_ms) {
+        return Ok(());
+    }
+    let renewing = agreements::list_for_user(&mut tx, &job.user_id).await?.into_iter().any(|a| {
+        let membership = services.catalog.plans().get(&a.plan).map(|p| p.membership.as_str());
+        membership == Some(job.plan.as_str()) && matches!(a.state, AgreementState::Active | AgreementState::Paused)
+    });
+    if renewing {
+        return Ok(());
+    }
+    let body = notice::expiry_reminder(&job.title, job.ends_at_ms);
+    let key = format!("expiry_reminder:{}:{}:{}", job.user_id, job.plan, job.ends_at_ms);
+    messages::post(&mut tx, &services.config.messages, &job.user_id, "expiry_reminder", &body, &key, now).await?;
+    tx.commit().await?;
+    services.wake();
+    Ok(())
 }
 
 /// One charge attempt (see the module's comment).
@@ -293,8 +337,9 @@ async fn try_lapse(services: &Services, job: &LapseAgreement, run: &Run) -> Resu
     Ok(Outcome::Done)
 }
 
-/// The reminder: before a renewal charge (amount, date, terms version, the way out), or
-/// before the membership ends when the agreement no longer renews.
+/// The reminder before a renewal charge (amount, date, terms version, the way out). An
+/// agreement that no longer renews says nothing here: its membership's end is announced
+/// by the membership's own reminder (`RemindMembership`).
 async fn remind(services: &Services, job: &RemindAgreement, _run: &Run) -> Outcome {
     match try_remind(services, job).await {
         Ok(outcome) => outcome,
@@ -312,16 +357,18 @@ async fn try_remind(services: &Services, job: &RemindAgreement) -> Result<Outcom
     if row.paid_until_ms.is_some_and(|paid_until| paid_until > job.period_end_ms) {
         return Ok(Outcome::Done); // renewed past this period already: nothing ends or renews then
     }
-    let (kind, body) = match row.state {
-        AgreementState::Signing => return Ok(Outcome::Done),
+    let body = match row.state {
         AgreementState::Active | AgreementState::Paused => {
             let charge_at = job.period_end_ms - CHARGE_LEAD_DAYS * DAY_MS;
-            ("renewal_reminder", notice::renewal_reminder(terms, &plan.title, charge_at, job.period_end_ms))
+            notice::renewal_reminder(terms, &plan.title, charge_at, job.period_end_ms)
         }
-        AgreementState::Terminating { .. } | AgreementState::Terminated { .. } => {
-            ("expiry_reminder", notice::expiry_reminder(&plan.title, job.period_end_ms))
+        // Not signed, or no longer renewing: the membership's own reminder (scheduled when
+        // its period was delivered) announces its end, once.
+        AgreementState::Signing | AgreementState::Terminating { .. } | AgreementState::Terminated { .. } => {
+            return Ok(Outcome::Done);
         }
     };
+    let kind = "renewal_reminder";
     let key = format!("{kind}:{}:{}", row.id, job.period_end_ms);
     messages::post(&mut tx, &services.config.messages, &row.user_id, kind, &body, &key, now).await?;
     tx.commit().await?;

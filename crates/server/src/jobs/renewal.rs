@@ -5,12 +5,15 @@
 //! - [`LapseAgreement`]: the grace ran out after the last attempt, keyed by agreement and
 //!   period;
 //! - [`RemindAgreement`]: the reminder before a renewal charge or a membership's end,
-//!   keyed by agreement and period.
+//!   keyed by agreement and period;
+//! - [`RemindMembership`]: the reminder before any membership's end (bought once or
+//!   renewing), keyed by user, membership and end.
 //!
 //! The payloads stand apart from their runs because the runs charge through a flow that
 //! schedules the next period: that flow names these payloads, and the runs name it.
 
 use serde::{Deserialize, Serialize};
+use zerodrop_domain::UserId;
 
 /// One charge attempt of one period.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -43,4 +46,14 @@ pub struct LapseAgreement {
 pub struct RemindAgreement {
     pub agreement_id: String,
     pub period_end_ms: i64,
+}
+
+/// The reminder before the membership `plan` of `user_id` ends at `ends_at_ms`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RemindMembership {
+    pub user_id: UserId,
+    pub plan: String,
+    /// The product's title as the order had it, for the message.
+    pub title: String,
+    pub ends_at_ms: i64,
 }

@@ -13,7 +13,7 @@ use super::prune_refused::PruneRefused;
 use super::query_payment::QueryPayment;
 use super::reconcile_daily::ReconcileDaily;
 use super::refund::Refund;
-use super::renewal::{LapseAgreement, RemindAgreement, RenewAgreement};
+use super::renewal::{LapseAgreement, RemindAgreement, RemindMembership, RenewAgreement};
 use super::repair_difference::RepairDifference;
 use super::resolve_parked::ResolveParked;
 use super::restock::Restock;
@@ -48,6 +48,7 @@ pub const HANDLED_KINDS: &[&str] = &[
     RenewAgreement::KIND,
     LapseAgreement::KIND,
     RemindAgreement::KIND,
+    RemindMembership::KIND,
     DeliverMessage::KIND,
 ];
 
@@ -142,6 +143,7 @@ async fn run_one(services: Services, job: ClaimedJob) {
             RenewAgreement::KIND => execute::<RenewAgreement>(&services, &job).await,
             LapseAgreement::KIND => execute::<LapseAgreement>(&services, &job).await,
             RemindAgreement::KIND => execute::<RemindAgreement>(&services, &job).await,
+            RemindMembership::KIND => execute::<RemindMembership>(&services, &job).await,
             DeliverMessage::KIND => execute::<DeliverMessage>(&services, &job).await,
             other => {
                 let outcome = Outcome::Retry(format!("no handler for job kind {other}"));

@@ -153,6 +153,8 @@ both_engines! {
         // outcome was recorded): nothing more is charged or said.
         rerun_finished(&h, "renew_agreement").await;
         rerun_finished(&h, "remind_agreement").await;
+        // The membership's own reminder stays quiet while the agreement renews it.
+        h.make_due("remind_membership").await;
         tokio::time::sleep(Duration::from_millis(1_500)).await;
         let after = agreement(&h, &id).await;
         assert_eq!(after["periods_paid"], 2, "charged once");
@@ -161,6 +163,7 @@ both_engines! {
         let (status, memberships) = h.client.get("/v1/users/user-r1/memberships").await.unwrap();
         assert_eq!(status, 200);
         assert!(memberships.to_string().contains("svip"), "{memberships}");
+        assert!(messages_of_kind(&h, "user-r1", "expiry_reminder").await.is_empty(), "it renews: no expiry to announce");
         h.audit_passes().await;
         h.stop().await;
     }
@@ -250,6 +253,7 @@ both_engines! {
         wait_agreement(&h, &id, "terminated", |a| a["state"] == "terminated").await;
         h.make_due("renew_agreement").await;
         h.make_due("remind_agreement").await;
+        h.make_due("remind_membership").await;
         tokio::time::sleep(Duration::from_millis(1_500)).await;
         assert_eq!(orders_under(&h, &id).await, 2, "no charge after termination");
         assert_eq!(messages_of_kind(&h, "user-r5", "agreement_terminated").await.len(), 1);
@@ -382,6 +386,24 @@ both_engines! {
         assert!(!timeline_kinds(&renewed).contains(&"charge_failed".to_owned()));
         assert_eq!(orders_under(&h, &id).await, 2, "no second charge while the first was unknown");
         assert!(messages_of_kind(&h, "user-r9", "charge_failed").await.is_empty());
+        h.audit_passes().await;
+        h.stop().await;
+    }
+}
+
+both_engines! {
+    async fn a_membership_bought_once_is_reminded_before_it_ends(db) {
+        let h = Harness::start(db, calm(), fast()).await;
+        h.paid("user-m1", "svip_30d").await;
+        eventually(WAIT, "the reminder scheduled", || async {
+            Ok((job_states(&h, "remind_membership").await == ["queued"]).then_some(()))
+        }).await.unwrap();
+        h.make_due("remind_membership").await;
+        let told = eventually(WAIT, "the expiry reminder", || async {
+            let found = messages_of_kind(&h, "user-m1", "expiry_reminder").await;
+            Ok((!found.is_empty()).then_some(found))
+        }).await.unwrap();
+        assert!(told[0].body.en.contains("Nothing will be charged") && told[0].body.zh_cn.contains("不会自动扣款"), "{told:?}");
         h.audit_passes().await;
         h.stop().await;
     }
