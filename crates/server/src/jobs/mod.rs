@@ -287,6 +287,34 @@ mod tests {
     }
 
     #[test]
+    fn renewal_keys_name_the_agreement_the_period_and_the_attempt() {
+        use super::deliver_message::DeliverMessage;
+        use super::renewal::{LapseAgreement, RemindAgreement, RemindMembership, RenewAgreement};
+        let attempt = |period_end_ms, attempt| RenewAgreement {
+            agreement_id: "agr_1".into(),
+            paid_until_ms: period_end_ms,
+            period_end_ms,
+            attempt,
+            scheduled_at_ms: 5,
+        };
+        assert_eq!(attempt(None, 0).dedupe_key(), "renew_agreement:agr_1:first:0");
+        assert_eq!(attempt(Some(9), 2).dedupe_key(), "renew_agreement:agr_1:9:2");
+        let lapse = LapseAgreement { agreement_id: "agr_1".into(), paid_until_ms: Some(9), period_end_ms: 9 };
+        assert_eq!(lapse.dedupe_key(), "lapse_agreement:agr_1:9");
+        assert_eq!(
+            RemindAgreement { agreement_id: "agr_1".into(), period_end_ms: 9 }.dedupe_key(),
+            "remind_agreement:agr_1:9"
+        );
+        let user = zerodrop_domain::UserId::parse("u-1").unwrap();
+        let membership = RemindMembership { user_id: user, plan: "svip".into(), title: "SVIP".into(), ends_at_ms: 9 };
+        assert_eq!(membership.dedupe_key(), "remind_membership:u-1:svip:9");
+        assert_eq!(DeliverMessage { message_id: 7 }.dedupe_key(), "deliver_message:7");
+        let stored = legacy::<RenewAgreement>(json!({ "agreement_id": "agr_1", "paid_until_ms": null,
+            "period_end_ms": null, "attempt": 0, "scheduled_at_ms": 5 }));
+        assert_eq!(stored.dedupe_key(), "renew_agreement:agr_1:first:0");
+    }
+
+    #[test]
     fn a_payload_of_the_wrong_shape_is_refused_not_guessed() {
         assert!(serde_json::from_value::<Deadline>(json!({ "order": ORDER })).is_err());
         assert!(serde_json::from_value::<Deadline>(json!({ "order_id": "not-an-id" })).is_err());
