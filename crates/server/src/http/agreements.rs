@@ -105,7 +105,10 @@ pub async fn notify(
             None => super::gate::not_ready().into_response(),
         };
     }
-    match agreement_notify::receive(&app, &provider, Some(remote), &headers, &bytes).await {
+    // Headers bounded as the notification intake bounds them.
+    let inbound = crate::intake::evidence::Inbound::new(&provider, Some(remote), &headers, &bytes);
+    let received = agreement_notify::Received { remote: inbound.remote, headers: inbound.headers, body: inbound.body };
+    match agreement_notify::receive(&app, &provider, received).await {
         Some(ack) => answer(ack),
         None => {
             (StatusCode::NOT_FOUND, format!("unknown provider (request id {})", ApiError::request_id())).into_response()

@@ -76,6 +76,9 @@ error_codes! {
     ReconciliationNotFound => "reconciliation_not_found",
     UnknownPlan => "unknown_plan",
     AgreementNotFound => "agreement_not_found",
+    TotpAlreadyEnrolled => "totp_already_enrolled",
+    TotpNotEnrolled => "totp_not_enrolled",
+    VerificationFailed => "verification_failed",
 }
 
 impl std::fmt::Display for ErrorCode {

@@ -25,6 +25,7 @@ mod refunds;
 pub mod stats;
 pub mod status_text;
 mod users;
+mod verification;
 
 use crate::app::App;
 use axum::extract::Request;
@@ -57,6 +58,9 @@ pub fn router(app: App) -> Router {
         .route("/v1/orders/{order_no}/status-link", post(pages::link))
         .route("/v1/users/{user_id}/wallet", get(users::wallet))
         .route("/v1/users/{user_id}/memberships", get(users::memberships))
+        .route("/v1/users/{user_id}/totp", post(verification::enrol))
+        .route("/v1/users/{user_id}/totp/confirm", post(verification::confirm))
+        .route("/v1/users/{user_id}/messages", get(verification::messages))
         .route("/v1/attention", get(attention::list))
         .route("/v1/attention/{id}", get(attention::show))
         .route("/v1/attention/{id}/resolve", post(attention::resolve))

@@ -141,3 +141,36 @@ both_engines! {
         h.stop().await;
     }
 }
+
+both_engines! {
+    async fn totp_is_enrolled_once_confirmed_by_a_code_and_a_replayed_code_is_refused(db) {
+        use zerodrop_domain::totp::{base32_decode, totp_code, TotpAlgorithm, TOTP_DIGITS};
+        let h = Harness::start(db, calm(), crate::support::notifications_only()).await;
+        let (status, missing) = h.post("/v1/users/user-t/totp/confirm", &json!({ "code": "123456" }), None).await;
+        assert_eq!((status, code(&missing)), (404, "totp_not_enrolled"));
+        let (status, enrolled) = h.post("/v1/users/user-t/totp", &json!({}), None).await;
+        assert_eq!(status, 201, "{enrolled}");
+        let uri = enrolled["otpauth_uri"].as_str().unwrap();
+        let secret = uri.split("secret=").nth(1).unwrap().split('&').next().unwrap();
+        let secret = base32_decode(secret).unwrap();
+        let (status, wrong) = h.post("/v1/users/user-t/totp/confirm", &json!({ "code": "000000" }), None).await;
+        assert_eq!((status, code(&wrong)), (422, "verification_failed"));
+        let now = zerodrop_store::now_ms();
+        let right = totp_code(TotpAlgorithm::Sha1, &secret, now, TOTP_DIGITS);
+        let (status, ok) = h.post("/v1/users/user-t/totp/confirm", &json!({ "code": right }), None).await;
+        assert_eq!((status, &ok["confirmed"]), (200, &json!(true)), "{ok}");
+        let (status, replay) = h.post("/v1/users/user-t/totp/confirm", &json!({ "code": right }), None).await;
+        assert_eq!((status, code(&replay)), (422, "verification_failed"), "a replayed code is refused");
+        let (status, again) = h.post("/v1/users/user-t/totp", &json!({}), None).await;
+        assert_eq!((status, code(&again)), (409, "totp_already_enrolled"));
+        let mut conn = h.server.app.store.reader().await.unwrap();
+        let user = zerodrop_domain::UserId::parse("user-t").unwrap();
+        let failures = zerodrop_store::agreements::verification::failures_since(&mut conn, &user, 0).await.unwrap();
+        assert_eq!(failures.len(), 2, "the wrong code and the replay are counted");
+        drop(conn);
+        let (status, messages) = get(&h, "/v1/users/user-t/messages?limit=5").await;
+        assert_eq!(status, 200, "{messages}");
+        assert_eq!(messages["messages"], json!([]));
+        h.stop().await;
+    }
+}

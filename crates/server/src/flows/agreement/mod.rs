@@ -8,6 +8,7 @@
 
 pub mod charge;
 pub mod notify;
+pub mod verification;
 
 use crate::services::Services;
 use serde::Deserialize;

@@ -8,11 +8,8 @@
 //! is a recorded no-op (`notification_ignored` in the timeline), acknowledged so the
 //! provider stops sending it.
 
-use crate::intake::evidence::Inbound;
 use crate::services::Services;
-use axum::http::HeaderMap;
 use serde_json::json;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use zerodrop_domain::{AgreementEvent, AgreementState};
 use zerodrop_providers::agreement::{AgreementNotice, AgreementNoticeKind};
@@ -35,17 +32,20 @@ pub enum Applied {
     Rejected,
 }
 
+/// A received notification as it is stored: the HTTP layer bounds its headers (as the
+/// notification intake does) and hands it over.
+pub struct Received {
+    pub remote: Option<String>,
+    /// The headers as a JSON object of strings.
+    pub headers: serde_json::Value,
+    pub body: Vec<u8>,
+}
+
 /// Receives one agreement notification and answers in the provider's protocol. `None`
 /// when no provider has this name.
-pub async fn receive(
-    services: &Services,
-    provider_name: &str,
-    remote: Option<SocketAddr>,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Option<Ack> {
+pub async fn receive(services: &Services, provider_name: &str, received: Received) -> Option<Ack> {
     let provider = services.provider(provider_name).cloned()?;
-    let ack = match handle(services, &provider, remote, headers, body).await {
+    let ack = match handle(services, &provider, received).await {
         Ok(Applied::Moved | Applied::Ignored) => AckKind::Accepted,
         Ok(Applied::UnknownAgreement | Applied::Rejected) => AckKind::Rejected,
         Err(e) => {
@@ -56,19 +56,12 @@ pub async fn receive(
     Some(provider.ack(ack))
 }
 
-async fn handle(
-    services: &Services,
-    provider: &Arc<dyn Provider>,
-    remote: Option<SocketAddr>,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<Applied, StoreError> {
-    let inbound = Inbound::new(provider.name(), remote, headers, body);
+async fn handle(services: &Services, provider: &Arc<dyn Provider>, inbound: Received) -> Result<Applied, StoreError> {
     let headers_json = serde_json::to_string(&inbound.headers)?;
     // Store first: a crash after this leaves the notification to be judged again.
     let mut tx = services.store.begin().await?;
     let notice = NewNotice {
-        provider: &inbound.provider,
+        provider: provider.name(),
         remote_addr: inbound.remote.clone(),
         headers: inbound.headers.clone(),
         body: &inbound.body,
