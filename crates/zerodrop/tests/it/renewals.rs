@@ -11,10 +11,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use zerodrop::stack::{eventually, Tuning};
 use zerodrop_domain::hold::HoldRules;
-use zerodrop_domain::{AgreementEvent, UserId};
+use zerodrop_domain::AgreementEvent;
 use zerodrop_sandbox::faults::Faults;
+use zerodrop_store::agreements;
 use zerodrop_store::agreements::timeline::{self, NewAgreementEvent};
-use zerodrop_store::agreements::{self, messages};
 use zerodrop_store::both_engines;
 
 const DAY_MS: i64 = 86_400_000;
@@ -63,12 +63,20 @@ fn timeline_kinds(agreement: &Value) -> Vec<String> {
     agreement["timeline"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap().to_owned()).collect()
 }
 
-async fn user_messages(h: &Harness, user: &str) -> Vec<messages::MessageRow> {
-    let mut conn = h.server.app.store.reader().await.unwrap();
-    messages::page(&mut conn, &UserId::parse(user).unwrap(), None, 100).await.unwrap()
+/// The user's messages as `GET /v1/users/{user}/messages` shows them (newest first).
+async fn user_messages(h: &Harness, user: &str) -> Vec<Message> {
+    let (status, body) = h.client.get(&format!("/v1/users/{user}/messages?limit=100")).await.expect("messages");
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_value(body["messages"].clone()).expect("messages")
 }
 
-async fn messages_of_kind(h: &Harness, user: &str, kind: &str) -> Vec<messages::MessageRow> {
+#[derive(Debug, serde::Deserialize)]
+struct Message {
+    kind: String,
+    body: zerodrop_domain::Texts,
+}
+
+async fn messages_of_kind(h: &Harness, user: &str, kind: &str) -> Vec<Message> {
     user_messages(h, user).await.into_iter().filter(|m| m.kind == kind).collect()
 }
 
