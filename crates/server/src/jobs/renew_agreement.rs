@@ -188,12 +188,33 @@ async fn charge(services: &Services, row: &AgreementRow, now: i64) -> Result<Out
             services.wake();
             Ok(Outcome::Done)
         }
+        Charged::PastValidity => {
+            expire_past_validity(services, &row.id, now).await?;
+            services.wake();
+            Ok(Outcome::Done)
+        }
         Charged::Started { paid: true, .. } => Ok(Outcome::Done),
         Charged::Started { paid: false, order_no } => {
             let note = format!("order {order_no} awaits its outcome");
             Ok(Outcome::RunAgainAt(now + ORDER_OUTCOME_POLL_MS, Some(note)))
         }
     }
+}
+
+/// The agreement outlived its validity at the provider, which now refuses its charges:
+/// terminated `expired` here (the provider unsign follows, harmlessly), and the user told.
+async fn expire_past_validity(services: &Services, id: &str, now: i64) -> Result<(), StoreError> {
+    let mut tx = services.store.begin().await?;
+    let mut row = agreements::lock(&mut tx, id).await?;
+    if row.state.is_terminated_locally() {
+        return Ok(());
+    }
+    let event = AgreementEvent::TerminationCommitted { mode: zerodrop_domain::TerminationMode::Expired };
+    let data = json!({ "effective_at_ms": now, "reason": "past_validity_at_provider" });
+    timeline::append(&mut tx, &mut row, NewAgreementEvent::state(event, &format!("agreement:{id}"), data), now).await?;
+    super::enqueue_unsign(&mut tx, id, now).await?;
+    post_state_message(&mut tx, services, &row, now).await?;
+    tx.commit().await
 }
 
 /// The attempt's order has an outcome (or not yet).

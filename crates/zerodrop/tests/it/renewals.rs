@@ -216,7 +216,7 @@ both_engines! {
         assert_eq!(messages_of_kind(&h, "user-r3", "charge_failed").await.len(), 3);
         let told = messages_of_kind(&h, "user-r3", "lapsed").await;
         assert!(told.len() == 1 && told[0].body.en.contains("terminated"), "{told:?}");
-        assert_eq!(job_states(&h, "agreement_unsign").await, ["queued"], "the provider unsign follows");
+        assert_eq!(job_states(&h, "agreement_unsign").await.len(), 1, "the provider unsign follows");
 
         // Keep policy: the membership lapses, the agreement stays, the next renewal is set.
         let stayed = drive_until(&h, &kept, "lapsed, kept", |a| timeline_kinds(a).contains(&"lapsed".to_owned())).await;
@@ -412,6 +412,23 @@ both_engines! {
             Ok((!found.is_empty()).then_some(found))
         }).await.unwrap();
         assert!(told[0].body.en.contains("Nothing will be charged") && told[0].body.zh_cn.contains("不会自动扣款"), "{told:?}");
+        h.audit_passes().await;
+        h.stop().await;
+    }
+}
+
+both_engines! {
+    async fn an_agreement_past_its_validity_at_the_provider_ends_expired_without_a_charge(db) {
+        // Agreements signed now are valid 3 s at the provider (then refused, silently).
+        let h = Harness::start(db, Faults { agreement_valid_ms: 3_000, ..calm() }, fast()).await;
+        let (id, _) = signed(&h, "user-r10", "svip_monthly").await;
+        tokio::time::sleep(Duration::from_millis(3_200)).await;
+        h.make_due("renew_agreement").await;
+        let ended = wait_agreement(&h, &id, "ended at its validity", |a| a["state"] == "terminating").await;
+        assert_eq!(ended["mode"], "expired", "{ended}");
+        assert_eq!(orders_under(&h, &id).await, 1, "nothing charged past the validity");
+        assert_eq!(job_states(&h, "agreement_unsign").await.len(), 1, "the provider unsign follows");
+        assert_eq!(messages_of_kind(&h, "user-r10", "termination_committed").await.len(), 1);
         h.audit_passes().await;
         h.stop().await;
     }
