@@ -34,3 +34,21 @@ pub async fn post(
     }
     Ok(Some(id))
 }
+
+/// [`post`] for a caller without the configuration at hand (the paid path): the delivery
+/// job is always enqueued, with the kind's own bound, and does nothing when no webhook is
+/// configured when it runs.
+pub async fn post_stored(
+    tx: &mut Tx,
+    user_id: &UserId,
+    kind: &str,
+    body: &Texts,
+    dedupe_key: &str,
+    now_ms: i64,
+) -> Result<Option<i64>, StoreError> {
+    let Some(id) = messages::insert_once(tx, user_id, kind, body, dedupe_key, now_ms).await? else {
+        return Ok(None);
+    };
+    crate::jobs::enqueue(tx, &DeliverMessage { message_id: id }, now_ms, now_ms).await?;
+    Ok(Some(id))
+}

@@ -7,6 +7,7 @@
 //! appends the events and enqueues follow-ups. Duplicates and races between sources are
 //! settled by the order lock and the database's unique constraints, not by timing.
 
+use crate::flows::agreement::paid::{self as agreement_paid, UnderAgreement};
 use crate::flows::delivery;
 use crate::flows::refund::charge;
 use crate::flows::refund::request::request_in;
@@ -201,7 +202,21 @@ pub async fn record_locked(
     });
     let captured = NewEvent::new(EventKind::PaymentCaptured, Actor::Provider, cause, captured);
 
-    if late && order.product.late_payment == LatePolicy::Refund {
+    let late_refund = late && order.product.late_payment == LatePolicy::Refund;
+    // An order charged under an agreement: a termination committed first refunds it in
+    // full (its product policy never delivers it); otherwise its period is recorded.
+    match agreement_paid::on_paid(tx, order, late_refund, now_ms).await? {
+        UnderAgreement::RefundAfterTermination => {
+            let data = json!({ "reason": "agreement_terminated" });
+            let due = NewEvent::new(EventKind::RefundDue, Actor::System, "agreement_terminated", data);
+            events::append_all(tx, order, vec![captured, due], now_ms).await?;
+            let reason = "charged under an agreement after its termination was committed";
+            request_in(tx, order, None, Origin::AgreementTerminated, reason, now_ms).await.map_err(into_store)?;
+            return Ok(Recorded::RefundDue);
+        }
+        UnderAgreement::No | UnderAgreement::PeriodRecorded | UnderAgreement::LateRefund => {}
+    }
+    if late_refund {
         let data = json!({ "reason": "late_payment", "policy": order.product.late_payment.as_str() });
         let due = NewEvent::new(EventKind::RefundDue, Actor::System, "late_payment_policy", data);
         events::append_all(tx, order, vec![captured, due], now_ms).await?;

@@ -31,29 +31,23 @@ pub async fn schedule_first(tx: &mut Tx, row: &AgreementRow, now_ms: i64) -> Res
 }
 
 /// Enqueues the renewal of the period ending at the agreement's paid-until, in the
-/// transaction that moved it: its reminder and its first charge attempt.
-pub async fn schedule_period(
-    tx: &mut Tx,
-    services: &Services,
-    row: &AgreementRow,
-    now_ms: i64,
-) -> Result<(), StoreError> {
+/// transaction that moved it (the paid path's): its reminder and its first charge
+/// attempt. The schedule comes from the terms as published and consented to (stored), so
+/// the paid path needs nothing but its transaction.
+pub async fn schedule_period(tx: &mut Tx, row: &AgreementRow, now_ms: i64) -> Result<(), StoreError> {
     let Some(paid_until) = row.paid_until_ms else { return Ok(()) };
-    schedule_renewal(tx, services, row, paid_until, now_ms).await
+    schedule_renewal(tx, row, paid_until, now_ms).await
 }
 
 /// The reminder and first attempt of the period ending at `period_end_ms`.
 pub async fn schedule_renewal(
     tx: &mut Tx,
-    services: &Services,
     row: &AgreementRow,
     period_end_ms: i64,
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    let Some((_, terms)) = plan_terms(services, row) else {
-        return Err(StoreError::Invariant(format!("agreement {}: its terms are not in the catalog", row.id)));
-    };
-    let schedule = renewal_schedule(terms, period_end_ms, row.state.is_terminated_locally());
+    let terms = consented_terms(tx, row).await?;
+    let schedule = renewal_schedule(&terms, period_end_ms, row.state.is_terminated_locally());
     if let Some(at) = expiry_reminder_at(period_end_ms, terms.remind_days_before, now_ms) {
         let remind = RemindAgreement { agreement_id: row.id.clone(), period_end_ms };
         jobs::enqueue(tx, &remind, at, now_ms).await?;
@@ -71,6 +65,14 @@ pub async fn schedule_renewal(
         jobs::enqueue(tx, &job, at, now_ms).await?;
     }
     Ok(())
+}
+
+/// The terms version the agreement cites, as published (what the user consented to).
+async fn consented_terms(tx: &mut Tx, row: &AgreementRow) -> Result<TermsVersion, StoreError> {
+    let published = zerodrop_store::agreements::terms::get(tx, &row.plan, row.terms_version)
+        .await?
+        .ok_or_else(|| StoreError::Invariant(format!("agreement {}: its terms are not published", row.id)))?;
+    Ok(serde_json::from_str(&published.canonical_json)?)
 }
 
 /// Tells the user what the agreement's state now is (a termination committed or

@@ -7,6 +7,7 @@ use super::extract::{Creates, Idempotent, Merchant};
 use super::idempotency;
 use crate::app::App;
 use crate::flows::agreement::{self, notify as agreement_notify, AgreementError, SignAgreement};
+use crate::intake::{Intake, Request};
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -94,19 +95,40 @@ pub async fn notify(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let bytes = super::extract::read_limited(body, crate::intake::NOTIFY_BODY_BYTES_MAX)
-        .await
-        .unwrap_or(Some(Bytes::new()))
-        .unwrap_or_default();
+    let max = crate::intake::NOTIFY_BODY_BYTES_MAX;
+    let bytes = super::extract::read_limited(body, max).await.unwrap_or(Some(Bytes::new()));
+    let adapter = app.provider(&provider).cloned();
     if !app.readiness.is_ready() {
         // Nothing can be stored yet: the provider's own "retry later".
-        return match app.provider(&provider) {
+        return match adapter {
             Some(adapter) => answer(adapter.ack(AckKind::RetryLater)),
             None => super::gate::not_ready().into_response(),
         };
     }
+    let intake = Intake { store: &app.store, committer: &app.committer, refusals: &app.refusals };
+    let request = Request { provider_name: &provider, remote: Some(remote), headers: &headers, body: bytes.as_deref() };
+    // What nothing can verify as the provider's is refused as the notification intake
+    // refuses it (kept in part, rate-limited per source, pruned); only a message the
+    // provider signed is stored whole, as agreement evidence.
+    let Some(adapter) = adapter else {
+        crate::intake::refuse_unverified(&intake, request, "unknown_provider: no such provider").await;
+        return (StatusCode::NOT_FOUND, format!("unknown provider (request id {})", ApiError::request_id()))
+            .into_response();
+    };
+    let Some(body) = bytes.as_deref() else {
+        let reason = format!("body_too_large: body larger than {max} bytes");
+        crate::intake::refuse_unverified(&intake, request, &reason).await;
+        return answer(Ack { status: 413, ..adapter.ack(AckKind::Rejected) });
+    };
+    if let Err(rejection) = adapter.verify_agreement_notification(&headers, body) {
+        if !rejection.signed {
+            let reason = format!("{}: {}", rejection.code.as_str(), rejection.detail);
+            crate::intake::refuse_unverified(&intake, request, &reason).await;
+            return answer(adapter.ack(AckKind::Rejected));
+        }
+    }
     // Headers bounded as the notification intake bounds them.
-    let inbound = crate::intake::evidence::Inbound::new(&provider, Some(remote), &headers, &bytes);
+    let inbound = crate::intake::evidence::Inbound::new(&provider, Some(remote), &headers, body);
     let received = agreement_notify::Received { remote: inbound.remote, headers: inbound.headers, body: inbound.body };
     match agreement_notify::receive(&app, &provider, received).await {
         Some(ack) => answer(ack),

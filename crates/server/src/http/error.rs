@@ -79,6 +79,13 @@ error_codes! {
     TotpAlreadyEnrolled => "totp_already_enrolled",
     TotpNotEnrolled => "totp_not_enrolled",
     VerificationFailed => "verification_failed",
+    VerificationRequired => "verification_required",
+    SecurityHold => "security_hold",
+    QuoteExpired => "quote_expired",
+    QuoteNotFound => "quote_not_found",
+    AlreadyTerminated => "already_terminated",
+    ChargeInProgress => "charge_in_progress",
+    FeeUnpaid => "fee_unpaid",
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -93,11 +100,20 @@ pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
     pub details: serde_json::Value,
+    /// For a refusal that speaks to the user: `message` becomes `{zh_cn, en}` and the
+    /// error carries a stable `next_step`.
+    pub texts: Option<Box<(zerodrop_domain::Texts, &'static str)>>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into(), details: serde_json::Value::Null }
+        ApiError { status, code, message: message.into(), details: serde_json::Value::Null, texts: None }
+    }
+
+    /// The message in both languages (replacing the English one) and the next step.
+    pub fn with_texts(mut self, texts: zerodrop_domain::Texts, next_step: &'static str) -> ApiError {
+        self.texts = Some(Box::new((texts, next_step)));
+        self
     }
 
     pub fn with_details(mut self, details: serde_json::Value) -> ApiError {
@@ -172,6 +188,11 @@ impl From<zerodrop_store::StoreError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut error = serde_json::json!({ "code": self.code.as_str(), "message": self.message });
+        if let Some(boxed) = self.texts {
+            let (texts, next_step) = *boxed;
+            error["message"] = serde_json::json!(texts);
+            error["next_step"] = serde_json::Value::String(next_step.to_owned());
+        }
         if !self.details.is_null() {
             error["details"] = self.details;
         }

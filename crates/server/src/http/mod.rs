@@ -24,6 +24,7 @@ mod reconciliations;
 mod refunds;
 pub mod stats;
 pub mod status_text;
+mod termination;
 mod users;
 mod verification;
 
@@ -49,6 +50,10 @@ pub fn router(app: App) -> Router {
         .route("/v1/plans/{plan}/terms", get(agreements::terms))
         .route("/v1/agreements", post(agreements::create))
         .route("/v1/agreements/{id}", get(agreements::get))
+        .route("/v1/agreements/{id}/termination-quote", post(termination::quote))
+        .route("/v1/agreements/{id}/terminate", post(termination::terminate))
+        .route("/v1/agreements/{id}/verification-code", post(termination::verification_code))
+        .route("/v1/users/{user_id}/security-signal", post(termination::security_signal))
         .route("/v1/orders/{order_no}", get(orders::get))
         .route("/v1/orders/{order_no}/check", post(orders::check))
         .route("/v1/orders/{order_no}/refunds", post(refunds::create))

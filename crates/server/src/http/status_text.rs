@@ -116,10 +116,10 @@ pub fn status_text(facts: &Facts<'_>, lang: Lang) -> String {
         (OrderStatus::Expired, Lang::En) => format!("Closed: no payment arrived before {}; nothing was charged.", at(Some(order.expires_at_ms))),
         (OrderStatus::RefundDue, Lang::Zh) => format!("待退款：{amount} 元将原路退回{provider}。"),
         (OrderStatus::RefundDue, Lang::En) => format!("Refund due: {amount} goes back to your {provider} account."),
-        (OrderStatus::Refunding, Lang::Zh) => format!("退款中：{refund_amount} 元已提交{provider}原路退回，通常几分钟内到账。"),
-        (OrderStatus::Refunding, Lang::En) => format!("Refunding: {refund_amount} is on its way back through {provider}, usually within minutes."),
-        (OrderStatus::Refunded, Lang::Zh) => format!("已退款：{refund_amount} 元已于 {} 原路退回{provider}。", at(order.settled_at_ms)),
-        (OrderStatus::Refunded, Lang::En) => format!("Refunded: {refund_amount} went back to your {provider} account at {}.", at(order.settled_at_ms)),
+        (OrderStatus::Refunding, Lang::Zh) => format!("退款中：{refund_amount} 元已提交{provider}原路退回：退到余额通常几分钟内到账，退到银行卡通常需要 1–7 个工作日，以银行为准。"),
+        (OrderStatus::Refunding, Lang::En) => format!("Refunding: {refund_amount} is on its way back through {provider} to where it came from: minutes to a balance, usually 1–7 working days to a bank card, as the bank decides."),
+        (OrderStatus::Refunded, Lang::Zh) => format!("已退款：{refund_amount} 元已于 {} 由{provider}原路退回：余额即时到账，银行卡通常 1–7 个工作日入账，以银行为准。", at(order.settled_at_ms)),
+        (OrderStatus::Refunded, Lang::En) => format!("Refunded: {refund_amount} went back through {provider} at {} to where it came from: at once to a balance, usually 1–7 working days to a bank card, as the bank decides.", at(order.settled_at_ms)),
     };
     let partial = order.status == OrderStatus::Delivered && refunding > 0;
     if partial {

@@ -88,6 +88,17 @@ pub async fn receive(intake: &Intake<'_>, provider: Option<Arc<dyn Provider>>, r
     Some(provider.ack(kind))
 }
 
+/// Refuses a request to any notification route that nothing verified as the provider's
+/// (no such provider, a body too large, a forged or unsigned message): kept as every such
+/// refusal is (its first 8 KiB, the whole body's hash and length, pruned after its
+/// retention) while its source is within the refusal limit, so no route lets anyone fill
+/// the disk.
+pub async fn refuse_unverified(intake: &Intake<'_>, request: Request<'_>, reason: &str) {
+    let inbound =
+        Inbound::new(request.provider_name, request.remote, request.headers, request.body.unwrap_or_default());
+    store_refused(intake, &inbound, request.remote, reason).await;
+}
+
 /// Stores a refusal nothing verified (in part), while its source is within the limit.
 async fn store_refused(intake: &Intake<'_>, inbound: &Inbound, remote: Option<SocketAddr>, reason: &str) {
     if intake.refusals.allow(remote, now_ms()) {

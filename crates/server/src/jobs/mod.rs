@@ -24,6 +24,7 @@ pub mod renewal;
 pub mod repair_difference;
 pub mod resolve_parked;
 pub mod restock;
+pub mod unsign;
 pub mod worker;
 
 use crate::services::Services;
@@ -85,25 +86,6 @@ pub async fn enqueue_bounded<J: Job>(
         run_at_ms,
         max_attempts,
         dedupe_key: Some(job.dedupe_key()),
-    };
-    zerodrop_store::jobs::enqueue(tx, &new, now_ms).await
-}
-
-/// Attempts of a provider unsign enqueued here: a week at the 10-minute backoff cap.
-const UNSIGN_ATTEMPTS_MAX: i64 = 1_000;
-
-/// Enqueues the provider unsign of an agreement whose termination just committed, in that
-/// transaction, once per agreement (the audit holds every terminating agreement to it).
-/// The unsign job's kind and key are the store's (`agreements::UNSIGN_JOB_KIND`), so this
-/// and the termination flow enqueue the same job.
-pub async fn enqueue_unsign(tx: &mut Tx, agreement_id: &str, now_ms: i64) -> Result<bool, StoreError> {
-    let new = NewJob {
-        kind: zerodrop_store::agreements::UNSIGN_JOB_KIND,
-        order_id: None,
-        payload: serde_json::json!({ "agreement_id": agreement_id }),
-        run_at_ms: now_ms,
-        max_attempts: UNSIGN_ATTEMPTS_MAX,
-        dedupe_key: Some(zerodrop_store::agreements::unsign_job_key(agreement_id)),
     };
     zerodrop_store::jobs::enqueue(tx, &new, now_ms).await
 }
@@ -282,6 +264,9 @@ mod tests {
             format!("deliver_external:{ORDER}:replay:x")
         );
         assert_eq!(Refund { refund_id: "r".into(), order_id: None }.dedupe_key(), "refund:r");
+        let unsign = super::unsign::UnsignAgreement { agreement_id: "agr_1".into() };
+        assert_eq!(unsign.dedupe_key(), zerodrop_store::agreements::unsign_job_key("agr_1"));
+        assert_eq!(legacy::<super::unsign::UnsignAgreement>(json!({ "agreement_id": "agr_1" })).agreement_id, "agr_1");
         assert_eq!(ResolveParked { notification_id: 7, provider: "s".into() }.dedupe_key(), "parked:7");
         assert_eq!(Restock { sku: "s".into(), batch: "b".into() }.dedupe_key(), "restock:b");
     }

@@ -212,7 +212,7 @@ async fn expire_past_validity(services: &Services, id: &str, now: i64) -> Result
     let event = AgreementEvent::TerminationCommitted { mode: zerodrop_domain::TerminationMode::Expired };
     let data = json!({ "effective_at_ms": now, "reason": "past_validity_at_provider" });
     timeline::append(&mut tx, &mut row, NewAgreementEvent::state(event, &format!("agreement:{id}"), data), now).await?;
-    super::enqueue_unsign(&mut tx, id, now).await?;
+    crate::flows::agreement::terminate::enqueue_unsign(&mut tx, id, now).await?;
     post_state_message(&mut tx, services, &row, now).await?;
     tx.commit().await
 }
@@ -230,12 +230,9 @@ async fn settle(
             let note = format!("order {} awaits its outcome", order.order_no);
             Ok(Outcome::RunAgainAt(now + ORDER_OUTCOME_POLL_MS, Some(note)))
         }
-        OrderStatus::Paid | OrderStatus::Delivered => {
-            // Paid after the charge call returned (processing, then found by a query):
-            // the period is recorded here, which schedules the next one.
-            charge::record_period(services, &job.agreement_id, order, now).await?;
-            Ok(Outcome::Done)
-        }
+        // The paid path recorded the period (and scheduled the next) in the payment's
+        // transaction, or refunded a charge that lost to a termination.
+        OrderStatus::Paid | OrderStatus::Delivered => Ok(Outcome::Done),
         // Closed unpaid (declined, or expired at the provider), or paid and given back:
         // the attempt failed.
         OrderStatus::Expired | OrderStatus::RefundDue | OrderStatus::Refunding | OrderStatus::Refunded => {
@@ -338,7 +335,7 @@ async fn try_lapse(services: &Services, job: &LapseAgreement, run: &Run) -> Resu
         Some(event) => {
             let data = json!({ "effective_at_ms": now, "reason": "lapsed", "period_end_ms": job.period_end_ms });
             timeline::append(&mut tx, &mut row, NewAgreementEvent::state(event, &cause, data), now).await?;
-            super::enqueue_unsign(&mut tx, &row.id, now).await?;
+            crate::flows::agreement::terminate::enqueue_unsign(&mut tx, &row.id, now).await?;
             None
         }
         None => {
@@ -346,7 +343,7 @@ async fn try_lapse(services: &Services, job: &LapseAgreement, run: &Run) -> Resu
             let data = json!({ "period_end_ms": job.period_end_ms, "next_period_end_ms": next_end });
             timeline::append(&mut tx, &mut row, NewAgreementEvent::new(Kind::Recorded("lapsed"), &cause, data), now)
                 .await?;
-            schedule_renewal(&mut tx, services, &row, next_end, now).await?;
+            schedule_renewal(&mut tx, &row, next_end, now).await?;
             Some(next_end - CHARGE_LEAD_DAYS * DAY_MS)
         }
     };

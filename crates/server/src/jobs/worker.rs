@@ -17,6 +17,7 @@ use super::renewal::{LapseAgreement, RemindAgreement, RemindMembership, RenewAgr
 use super::repair_difference::RepairDifference;
 use super::resolve_parked::ResolveParked;
 use super::restock::Restock;
+use super::unsign::UnsignAgreement;
 use super::{Job, Outcome, Run};
 use crate::services::Services;
 use serde_json::json;
@@ -50,6 +51,7 @@ pub const HANDLED_KINDS: &[&str] = &[
     RemindAgreement::KIND,
     RemindMembership::KIND,
     DeliverMessage::KIND,
+    UnsignAgreement::KIND,
 ];
 
 /// Time kept free between a run's limit and its lease, so a slow run is stopped before
@@ -145,6 +147,7 @@ async fn run_one(services: Services, job: ClaimedJob) {
             RemindAgreement::KIND => execute::<RemindAgreement>(&services, &job).await,
             RemindMembership::KIND => execute::<RemindMembership>(&services, &job).await,
             DeliverMessage::KIND => execute::<DeliverMessage>(&services, &job).await,
+            UnsignAgreement::KIND => execute::<UnsignAgreement>(&services, &job).await,
             other => {
                 let outcome = Outcome::Retry(format!("no handler for job kind {other}"));
                 record(&services, &job, outcome, None).await;

@@ -273,3 +273,13 @@ pub async fn orders_of(conn: &mut Conn, agreement_id: &str) -> Result<Vec<(Strin
     .fetch_all(conn)
     .await?)
 }
+
+/// The agreement an order is charged under, if any (read in the caller's transaction,
+/// which holds the order's lock: the paid path asks this before delivering).
+pub async fn agreement_of_order(tx: &mut Tx, order_id: zerodrop_domain::OrderId) -> Result<Option<String>> {
+    let found = sqlx::query_scalar::<_, Option<String>>("SELECT agreement_id FROM orders WHERE id = $1")
+        .bind(order_id.to_string())
+        .fetch_optional(&mut **tx)
+        .await?;
+    Ok(found.flatten())
+}

@@ -124,6 +124,8 @@ both_engines! {
 }
 
 both_engines! {
+    /// A forged notification is refused and kept in part, like any unverified refusal; a
+    /// genuine one for an agreement zerodrop never made is refused and kept whole.
     async fn forged_and_unknown_agreement_notifications_are_refused_and_kept(db) {
         let h = Harness::start(db, calm(), crate::support::notifications_only()).await;
         let mut forged = sign_notice(&h, "ZDAunknown");
@@ -135,7 +137,17 @@ both_engines! {
         let mut conn = h.server.app.store.reader().await.unwrap();
         let verdicts: Vec<String> =
             sqlx::query_scalar("SELECT verdict FROM agreement_notifications ORDER BY id").fetch_all(&mut *conn).await.unwrap();
-        assert_eq!(verdicts, ["rejected", "unknown"], "both kept, with their verdicts");
+        assert_eq!(verdicts, ["unknown"], "the genuine one kept whole, with its verdict");
+        // The forged one is kept as every unverified refusal is: in part, prunable.
+        let refused: Vec<(Option<i64>, Option<String>)> = sqlx::query_as(
+            "SELECT refused_unverified, reason FROM notifications WHERE verdict = 'rejected'",
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert_eq!(refused[0].0, Some(1));
+        assert!(refused[0].1.as_deref().unwrap_or_default().starts_with("bad_signature"), "{refused:?}");
         drop(conn);
         h.audit_passes().await;
         h.stop().await;

@@ -26,3 +26,4 @@ mod secrets;
 mod status_pages;
 mod support;
 mod tamper;
+mod termination;

@@ -53,7 +53,12 @@ impl Forgery {
 /// Posts `count` forged bodies from this one address, [`SENDERS`] at a time; returns the
 /// answers that were not `400 fail`.
 async fn flood(h: &Harness, forgery: Arc<Forgery>, count: usize) -> Vec<(u16, String)> {
-    let url = format!("{}/v1/providers/sandbox/notify", h.server.base_url);
+    flood_route(h, "notify", forgery, count).await
+}
+
+/// [`flood`] against `/v1/providers/sandbox/{route}`.
+async fn flood_route(h: &Harness, route: &str, forgery: Arc<Forgery>, count: usize) -> Vec<(u16, String)> {
+    let url = format!("{}/v1/providers/sandbox/{route}", h.server.base_url);
     let mut senders = tokio::task::JoinSet::new();
     for sender in 0..SENDERS {
         let (http, url, forgery) = (h.client.http.clone(), url.clone(), forgery.clone());
@@ -127,6 +132,31 @@ both_engines! {
             assert_eq!(*mark, Some(1));
         }
         assert_eq!(h.client.order(&no).await.unwrap()["order"]["status"], "awaiting_payment");
+        h.stop().await;
+    }
+}
+
+both_engines! {
+    /// The agreement notification route refuses what nothing verified exactly as the
+    /// payment route does: each forged body kept cut to 8 KiB with its hash, as prunable
+    /// refused evidence, never whole as agreement evidence.
+    async fn forged_agreement_notifications_are_kept_in_part_like_any_refusal(db) {
+        let h = Harness::start_with(db, quiet(), notifications_only(), |config| {
+            config.notifications.refused_per_source_per_minute = 100_000;
+            config.notifications.refused_per_minute = 100_000;
+        })
+        .await;
+        const FORGED: usize = 200;
+        let odd = flood_route(&h, "agreements/notify", Arc::new(Forgery::new("agreement-flood")), FORGED).await;
+        assert!(odd.is_empty(), "every forged body is refused in the provider's protocol: {odd:?}");
+        let rows = refused_rows(db).await;
+        assert_eq!(rows.len(), FORGED);
+        assert!(rows.iter().all(|(stored, whole, _, mark)| *stored == REFUSED_BODY_BYTES_KEPT as i64
+            && *whole == Some(BODY_BYTES as i64) && *mark == Some(1)), "{rows:?}");
+        let mut conn = db.store.reader().await.unwrap();
+        let whole: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM agreement_notifications").fetch_one(&mut *conn).await.unwrap();
+        assert_eq!(whole, 0, "nothing unverified is kept whole");
+        drop(conn);
         h.stop().await;
     }
 }

@@ -209,7 +209,7 @@ both_engines! {
         h.sandbox.sandbox.set_faults(Faults { agreement_decline_nos: vec![ended_no, kept_no], ..calm() });
 
         // Terminate policy: three attempts fail, then the grace runs out.
-        let lapsed = drive_until(&h, &ended, "terminated by the lapse", |a| a["state"] == "terminating").await;
+        let lapsed = drive_until(&h, &ended, "terminated by the lapse", |a| a["mode"] == "expired").await;
         assert_eq!(lapsed["mode"], "expired", "{lapsed}");
         let kinds = timeline_kinds(&lapsed);
         assert_eq!(kinds.iter().filter(|k| *k == "charge_failed").count(), 3, "the charge and two retries: {kinds:?}");
@@ -424,7 +424,7 @@ both_engines! {
         let (id, _) = signed(&h, "user-r10", "svip_monthly").await;
         tokio::time::sleep(Duration::from_millis(3_200)).await;
         h.make_due("renew_agreement").await;
-        let ended = wait_agreement(&h, &id, "ended at its validity", |a| a["state"] == "terminating").await;
+        let ended = wait_agreement(&h, &id, "ended at its validity", |a| a["mode"] == "expired").await;
         assert_eq!(ended["mode"], "expired", "{ended}");
         assert_eq!(orders_under(&h, &id).await, 1, "nothing charged past the validity");
         assert_eq!(job_states(&h, "agreement_unsign").await.len(), 1, "the provider unsign follows");

@@ -10,6 +10,7 @@
 //! extends the membership. An unknown answer is never a failure: the order's own query
 //! schedule (enqueued with it) finds the outcome.
 
+use super::holds;
 use crate::flows::order::enqueue_follow_ups;
 use crate::jobs::order_ref;
 use crate::jobs::query_payment::{take_answer, Asked};
@@ -24,9 +25,6 @@ use zerodrop_store::agreements::timeline::{self, Kind, NewAgreementEvent};
 use zerodrop_store::agreements::{self, AgreementRow};
 use zerodrop_store::orders::{self, NewOrder, OrderRow};
 use zerodrop_store::{StoreError, Tx};
-
-/// One day, for periods.
-const DAY_MS: i64 = 86_400_000;
 
 /// Tries at drawing an unused order number (60 random bits).
 const ORDER_NO_TRIES_MAX: u32 = 3;
@@ -54,7 +52,7 @@ pub async fn charge_period(services: &Services, agreement_id: &str, now_ms: i64)
         let mut conn = services.store.reader().await?;
         agreements::get(&mut conn, agreement_id).await?.ok_or(StoreError::NotFound)?
     };
-    if !may_charge_now(row.state, row.hold.as_ref(), now_ms) {
+    if !may_charge_now(holds::effective_state(&row, now_ms), row.hold.as_ref(), now_ms) {
         return Ok(Charged::NotCharged(format!("agreement is {} (or on hold)", row.state.as_str())));
     }
     if let Some(order_no) = charge_in_flight(services, &row).await? {
@@ -84,11 +82,9 @@ pub async fn charge_period(services: &Services, agreement_id: &str, now_ms: i64)
     };
     let cause = format!("agreement:{agreement_id}");
     let answer = provider.charge_agreement(&order_ref(&order), &agreement_no).await;
+    // The paid path records the period (or refunds a charge that lost to a termination).
     let paid = match take_answer(services, &order, answer, &cause).await? {
-        Asked::Found(_) => {
-            record_period(services, agreement_id, &order, now_ms).await?;
-            true
-        }
+        Asked::Found(_) => true,
         Asked::NotPaid(_) => false,
     };
     Ok(Charged::Started { order_no: order.order_no.to_string(), paid })
@@ -125,6 +121,8 @@ async fn end_provider_side(services: &Services, agreement_id: &str, now_ms: i64)
 async fn store_order(services: &Services, agreement_id: &str, now_ms: i64) -> Result<Option<OrderRow>, StoreError> {
     let mut tx = services.store.begin().await?;
     let mut row = agreements::lock(&mut tx, agreement_id).await?;
+    // A hold ends by itself at its unlock time: recorded here, under the lock.
+    holds::release_if_expired(&mut tx, &mut row, now_ms).await?;
     if !may_charge_now(row.state, row.hold.as_ref(), now_ms) {
         return Ok(None);
     }
@@ -180,30 +178,4 @@ fn period_order(services: &Services, row: &AgreementRow, now_ms: i64) -> Result<
         provider: row.provider.clone(),
         expires_at_ms: now_ms + services.config.orders.ttl_secs * 1000,
     }))
-}
-
-/// The period the order paid: paid-until moves one period on (from now, if it had lapsed),
-/// and the next period's reminder and renewal are enqueued in the same transaction.
-pub async fn record_period(
-    services: &Services,
-    agreement_id: &str,
-    order: &OrderRow,
-    now_ms: i64,
-) -> Result<(), StoreError> {
-    let days = match &order.product.kind {
-        ProductKind::Membership { days, .. } => *days,
-        ProductKind::CurrencyPack { .. } | ProductKind::CardKey | ProductKind::External { .. } => return Ok(()),
-    };
-    let mut tx = services.store.begin().await?;
-    let mut row = agreements::lock(&mut tx, agreement_id).await?;
-    let from = row.paid_until_ms.unwrap_or(now_ms).max(now_ms);
-    let event = NewAgreementEvent::period_paid(
-        &format!("order:{}", order.order_no),
-        from + days * DAY_MS,
-        row.periods_paid + 1,
-        json!({ "order_no": order.order_no }),
-    );
-    timeline::append(&mut tx, &mut row, event, now_ms).await?;
-    crate::flows::renewal::schedule_period(&mut tx, services, &row, now_ms).await?;
-    tx.commit().await
 }

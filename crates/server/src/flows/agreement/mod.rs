@@ -7,7 +7,10 @@
 //! events, and follow-up work is enqueued in the same transaction.
 
 pub mod charge;
+pub mod holds;
 pub mod notify;
+pub mod paid;
+pub mod terminate;
 pub mod verification;
 
 use crate::services::Services;

@@ -29,6 +29,8 @@ pub enum Origin {
     LatePayment,
     /// A person resolving an attention item.
     Operator,
+    /// Charged under an agreement after its termination was committed.
+    AgreementTerminated,
 }
 
 impl Origin {
@@ -39,6 +41,7 @@ impl Origin {
             Origin::DeliveryFailed => "delivery_failed",
             Origin::LatePayment => "late_payment",
             Origin::Operator => "operator",
+            Origin::AgreementTerminated => "agreement_terminated",
         }
     }
 }
