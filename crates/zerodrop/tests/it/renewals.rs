@@ -433,3 +433,26 @@ both_engines! {
         h.stop().await;
     }
 }
+
+both_engines! {
+    async fn a_renewal_that_lands_after_termination_is_refunded_and_the_user_told_where_the_money_goes(db) {
+        let h = Harness::start(db, calm(), fast()).await;
+        let (id, external) = signed(&h, "user-r11", "svip_monthly").await;
+        // The renewal is in flight (processing, paid 2 s later) when the user ends it in the app.
+        h.sandbox.sandbox.set_faults(Faults { agreement_charge_processing_pct: 100, agreement_charge_settle_ms: 2_000, ..calm() });
+        h.make_due("renew_agreement").await;
+        eventually(WAIT, "the renewal order", || async { Ok((orders_under(&h, &id).await == 2).then_some(())) }).await.unwrap();
+        h.sandbox.sandbox.user_unsign(&external).expect("unsigned");
+        wait_agreement(&h, &id, "terminated", |a| a["state"] == "terminated").await;
+        let told = eventually(WAIT, "the refund message", || async {
+            let found = messages_of_kind(&h, "user-r11", "refund_arrival").await;
+            Ok((!found.is_empty()).then_some(found))
+        }).await.unwrap();
+        assert!(told[0].body.en.contains("25.00 CNY") && told[0].body.en.contains("1–7 working days"), "{told:?}");
+        let ended = agreement(&h, &id).await;
+        assert_eq!(ended["periods_paid"], 1, "the late charge bought nothing: {ended}");
+        assert!(timeline_kinds(&ended).contains(&"charge_refunded_after_termination".to_owned()));
+        h.audit_passes().await;
+        h.stop().await;
+    }
+}
