@@ -89,10 +89,16 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0010_agreements.sql"),
         postgres: include_str!("../migrations/postgres/0010_agreements.sql"),
     },
+    Migration {
+        version: 11,
+        name: "message_outbox",
+        sqlite: include_str!("../migrations/sqlite/0011_message_outbox.sql"),
+        postgres: include_str!("../migrations/postgres/0011_message_outbox.sql"),
+    },
 ];
 
 /// The schema version this build expects.
-pub const MIGRATIONS_LATEST: i64 = 10;
+pub const MIGRATIONS_LATEST: i64 = 11;
 
 /// Arbitrary constant naming zerodrop's migration lock on PostgreSQL, so two processes
 /// starting together do not both apply a migration.

@@ -9,6 +9,7 @@ pub use crate::schedule::QueryStep;
 
 mod database;
 mod env;
+mod messages;
 pub use env::ENV_PREFIX;
 mod notifications;
 mod reconcile;
@@ -17,6 +18,7 @@ mod safety;
 mod seal;
 mod settlement;
 pub use database::DatabaseConfig;
+pub use messages::{MessagesConfig, Webhook};
 pub use notifications::NotificationConfig;
 pub use reconcile::ReconcileConfig;
 pub use redact::{redact_url, scrub, url_secrets};
@@ -65,6 +67,8 @@ pub struct Config {
     pub notifications: NotificationConfig,
     pub seal: SealConfig,
     pub reconcile: ReconcileConfig,
+    /// The user-message outbox's webhook (`[messages]`).
+    pub messages: MessagesConfig,
 }
 
 /// `Debug` shows what `config check` shows: the database URL's password and every secret
@@ -313,6 +317,7 @@ impl Default for Config {
             notifications: NotificationConfig::default(),
             seal: SealConfig::default(),
             reconcile: ReconcileConfig::default(),
+            messages: MessagesConfig::default(),
         }
     }
 }
@@ -392,6 +397,7 @@ impl Config {
         self.notifications.validate().map_err(ConfigError::Invalid)?;
         self.seal.validate().map_err(ConfigError::Invalid)?;
         self.reconcile.validate().map_err(ConfigError::Invalid)?;
+        self.messages.validate().map_err(ConfigError::Invalid)?;
         if self.jobs.concurrency == 0 || self.jobs.concurrency > 256 {
             return invalid("jobs.concurrency must be 1..=256".into());
         }
@@ -444,6 +450,8 @@ impl Config {
         for e in &self.delivery_endpoints {
             found.extend(redact::url_secrets(&e.url));
         }
+        found.extend(self.messages.webhook_secret.iter().map(|s| s.expose().clone()));
+        found.extend(self.messages.webhook_url.iter().flat_map(|url| redact::url_secrets(url)));
         found
     }
 
@@ -458,6 +466,7 @@ impl Config {
         for e in &mut shown.delivery_endpoints {
             e.url = redact_url(&e.url);
         }
+        shown.messages.webhook_url = self.messages.webhook_url.as_deref().map(redact_url);
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render configuration: {e}"))
     }
 }

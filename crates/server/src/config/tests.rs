@@ -228,3 +228,21 @@ fn plain_http_gateways_and_endpoints_are_refused_unless_on_loopback() {
     assert!(endpoint("http://localhost:7000/deliver").is_ok());
     assert!(endpoint("http://[::1]:7000/deliver").is_ok());
 }
+
+#[test]
+fn the_message_webhook_loads_from_the_environment_and_its_secret_is_never_printed() {
+    let config = Config::load(
+        None,
+        env(&[
+            ("ZERODROP_MESSAGES__WEBHOOK_URL", "https://hooks.example/m?token=url-secret-token"),
+            ("ZERODROP_MESSAGES__WEBHOOK_SECRET", "message-webhook-secret-0123456789abcdef"),
+        ]),
+    )
+    .unwrap();
+    assert!(config.messages.webhook().is_some());
+    let printed = config.redacted_toml();
+    assert!(!printed.contains("message-webhook-secret"), "{printed}");
+    assert!(config.secrets().iter().any(|s| s == "message-webhook-secret-0123456789abcdef"));
+    let half = Config::load(None, env(&[("ZERODROP_MESSAGES__WEBHOOK_URL", "https://hooks.example/m")]));
+    assert!(half.is_err(), "a webhook without its secret is refused");
+}

@@ -12,12 +12,15 @@
 pub mod check_payment;
 pub mod deadline;
 pub mod deliver_external;
+pub mod deliver_message;
 pub mod expire_order;
 pub mod late_sweep;
 pub mod prune_refused;
 pub mod query_payment;
 pub mod reconcile_daily;
 pub mod refund;
+pub mod renew_agreement;
+pub mod renewal;
 pub mod repair_difference;
 pub mod resolve_parked;
 pub mod restock;
@@ -62,6 +65,18 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
 /// Enqueues `job` to run at `run_at_ms`, in the caller's transaction. `false` means a
 /// job with the same dedupe key already exists (it is never enqueued twice).
 pub async fn enqueue<J: Job>(tx: &mut Tx, job: &J, run_at_ms: i64, now_ms: i64) -> Result<bool, StoreError> {
+    enqueue_bounded(tx, job, run_at_ms, J::ATTEMPTS_MAX, now_ms).await
+}
+
+/// [`enqueue`], with the attempts bounded by `max_attempts` instead of the kind's
+/// constant: for a bound the platform configures (how long its own webhook may be down).
+pub async fn enqueue_bounded<J: Job>(
+    tx: &mut Tx,
+    job: &J,
+    run_at_ms: i64,
+    max_attempts: i64,
+    now_ms: i64,
+) -> Result<bool, StoreError> {
     let payload = serde_json::to_value(job)
         .map_err(|e| StoreError::Invariant(format!("job {} payload does not serialize: {e}", J::KIND)))?;
     let new = NewJob {
@@ -69,7 +84,7 @@ pub async fn enqueue<J: Job>(tx: &mut Tx, job: &J, run_at_ms: i64, now_ms: i64) 
         order_id: job.order_id(),
         payload,
         run_at_ms,
-        max_attempts: J::ATTEMPTS_MAX,
+        max_attempts,
         dedupe_key: Some(job.dedupe_key()),
     };
     zerodrop_store::jobs::enqueue(tx, &new, now_ms).await
@@ -254,6 +269,34 @@ mod tests {
         assert_eq!(legacy::<super::unsign::UnsignAgreement>(json!({ "agreement_id": "agr_1" })).agreement_id, "agr_1");
         assert_eq!(ResolveParked { notification_id: 7, provider: "s".into() }.dedupe_key(), "parked:7");
         assert_eq!(Restock { sku: "s".into(), batch: "b".into() }.dedupe_key(), "restock:b");
+    }
+
+    #[test]
+    fn renewal_keys_name_the_agreement_the_period_and_the_attempt() {
+        use super::deliver_message::DeliverMessage;
+        use super::renewal::{LapseAgreement, RemindAgreement, RemindMembership, RenewAgreement};
+        let attempt = |period_end_ms, attempt| RenewAgreement {
+            agreement_id: "agr_1".into(),
+            paid_until_ms: period_end_ms,
+            period_end_ms,
+            attempt,
+            scheduled_at_ms: 5,
+        };
+        assert_eq!(attempt(None, 0).dedupe_key(), "renew_agreement:agr_1:first:0");
+        assert_eq!(attempt(Some(9), 2).dedupe_key(), "renew_agreement:agr_1:9:2");
+        let lapse = LapseAgreement { agreement_id: "agr_1".into(), paid_until_ms: Some(9), period_end_ms: 9 };
+        assert_eq!(lapse.dedupe_key(), "lapse_agreement:agr_1:9");
+        assert_eq!(
+            RemindAgreement { agreement_id: "agr_1".into(), period_end_ms: 9 }.dedupe_key(),
+            "remind_agreement:agr_1:9"
+        );
+        let user = zerodrop_domain::UserId::parse("u-1").unwrap();
+        let membership = RemindMembership { user_id: user, plan: "svip".into(), title: "SVIP".into(), ends_at_ms: 9 };
+        assert_eq!(membership.dedupe_key(), "remind_membership:u-1:svip:9");
+        assert_eq!(DeliverMessage { message_id: 7 }.dedupe_key(), "deliver_message:7");
+        let stored = legacy::<RenewAgreement>(json!({ "agreement_id": "agr_1", "paid_until_ms": null,
+            "period_end_ms": null, "attempt": 0, "scheduled_at_ms": 5 }));
+        assert_eq!(stored.dedupe_key(), "renew_agreement:agr_1:first:0");
     }
 
     #[test]

@@ -82,7 +82,12 @@ async fn unsign(services: &Services, agreement_id: &str, run: &Run) -> Result<Ou
     let mut row = agreements::lock(&mut tx, agreement_id).await?;
     let event = NewAgreementEvent::state(AgreementEvent::UnsignConfirmed, &run.cause(), json!({ "outcome": outcome }));
     match timeline::try_append(&mut tx, &mut row, event, now_ms()).await {
-        Ok(()) => tx.commit().await?,
+        Ok(()) => {
+            // The user is told the termination is confirmed, once (the outbox dedupes).
+            crate::flows::renewal::post_state_message(&mut tx, services, &row, now_ms()).await?;
+            tx.commit().await?;
+            services.wake();
+        }
         // Confirmed by a notification between the read and the lock: nothing to change.
         Err(AppendError::Refused(_)) => {}
         Err(AppendError::Store(e)) => return Err(e),

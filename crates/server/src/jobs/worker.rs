@@ -6,12 +6,14 @@
 use super::check_payment::CheckPayment;
 use super::deadline::Deadline;
 use super::deliver_external::DeliverExternal;
+use super::deliver_message::DeliverMessage;
 use super::expire_order::ExpireOrder;
 use super::late_sweep::LateSweep;
 use super::prune_refused::PruneRefused;
 use super::query_payment::QueryPayment;
 use super::reconcile_daily::ReconcileDaily;
 use super::refund::Refund;
+use super::renewal::{LapseAgreement, RemindAgreement, RemindMembership, RenewAgreement};
 use super::repair_difference::RepairDifference;
 use super::resolve_parked::ResolveParked;
 use super::restock::Restock;
@@ -44,6 +46,11 @@ pub const HANDLED_KINDS: &[&str] = &[
     PruneRefused::KIND,
     RepairDifference::KIND,
     ReconcileDaily::KIND,
+    RenewAgreement::KIND,
+    LapseAgreement::KIND,
+    RemindAgreement::KIND,
+    RemindMembership::KIND,
+    DeliverMessage::KIND,
     UnsignAgreement::KIND,
 ];
 
@@ -135,6 +142,11 @@ async fn run_one(services: Services, job: ClaimedJob) {
             PruneRefused::KIND => execute::<PruneRefused>(&services, &job).await,
             RepairDifference::KIND => execute::<RepairDifference>(&services, &job).await,
             ReconcileDaily::KIND => execute::<ReconcileDaily>(&services, &job).await,
+            RenewAgreement::KIND => execute::<RenewAgreement>(&services, &job).await,
+            LapseAgreement::KIND => execute::<LapseAgreement>(&services, &job).await,
+            RemindAgreement::KIND => execute::<RemindAgreement>(&services, &job).await,
+            RemindMembership::KIND => execute::<RemindMembership>(&services, &job).await,
+            DeliverMessage::KIND => execute::<DeliverMessage>(&services, &job).await,
             UnsignAgreement::KIND => execute::<UnsignAgreement>(&services, &job).await,
             other => {
                 let outcome = Outcome::Retry(format!("no handler for job kind {other}"));

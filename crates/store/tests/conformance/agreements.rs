@@ -368,3 +368,27 @@ both_engines! {
         assert_eq!(check.violations, 1, "{check:?}");
     }
 }
+
+both_engines! {
+    async fn a_message_with_a_key_is_stored_once_and_read_back_with_its_user(db) {
+        let store = &db.store;
+        let user = UserId::parse("u-once").unwrap();
+        let body = Texts::new("续费提醒", "renewal reminder");
+        let mut tx = store.begin().await.unwrap();
+        let first = messages::insert_once(&mut tx, &user, "renewal_reminder", &body, "remind:agr:1", now_ms()).await.unwrap();
+        let again = messages::insert_once(&mut tx, &user, "renewal_reminder", &body, "remind:agr:1", now_ms()).await.unwrap();
+        let other = messages::insert_once(&mut tx, &user, "renewal_reminder", &body, "remind:agr:2", now_ms()).await.unwrap();
+        // Messages without a key (one-time codes of old) never collide.
+        messages::insert(&mut tx, &user, "verification_code", &body, now_ms()).await.unwrap();
+        messages::insert(&mut tx, &user, "verification_code", &body, now_ms()).await.unwrap();
+        tx.commit().await.unwrap();
+        let first = first.expect("stored the first time");
+        assert!(again.is_none(), "the same key stores nothing more");
+        assert!(other.is_some_and(|id| id != first));
+        let mut conn = store.reader().await.unwrap();
+        let (owner, message) = messages::get(&mut conn, first).await.unwrap().expect("found");
+        assert_eq!((owner, message.kind.as_str(), message.body), (user.clone(), "renewal_reminder", body));
+        assert_eq!(messages::page(&mut conn, &user, None, 100).await.unwrap().len(), 4);
+        assert!(messages::get(&mut conn, i64::MAX).await.unwrap().is_none());
+    }
+}

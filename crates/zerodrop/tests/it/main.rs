@@ -19,6 +19,7 @@ mod reconcile;
 mod refunds;
 mod refunds_never_double;
 mod refunds_refused;
+mod renewals;
 mod scenarios;
 mod seal;
 mod secrets;

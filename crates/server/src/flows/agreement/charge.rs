@@ -36,6 +36,9 @@ pub enum Charged {
     NotCharged(String),
     /// The provider says the agreement is gone: terminated `provider_side`.
     Ended,
+    /// The agreement is past its validity at the provider (its `invalid_time`): the
+    /// provider refuses charges but sends nothing, so the caller ends it (`expired`).
+    PastValidity,
     /// An order was stored and charged; `paid` when the provider confirmed at once (the
     /// period is then recorded), else its query schedule finds the outcome.
     Started { order_no: String, paid: bool },
@@ -67,7 +70,7 @@ pub async fn charge_period(services: &Services, agreement_id: &str, now_ms: i64)
             return Ok(Charged::Ended);
         }
         Ok(status @ AgreementStatus::Normal { .. }) if !status.chargeable_at(now_ms) => {
-            return Ok(Charged::NotCharged("the agreement is past its validity at the provider".into()));
+            return Ok(Charged::PastValidity);
         }
         Ok(AgreementStatus::Normal { agreement_no, .. }) => agreement_no,
         Ok(AgreementStatus::Temp) => return Ok(Charged::NotCharged("signing is not finished at the provider".into())),

@@ -13,7 +13,7 @@ use zerodrop_domain::refusal::VerificationMethod;
 use zerodrop_domain::totp::{one_time_code, ONE_TIME_CODE_VALID_MS};
 use zerodrop_domain::{AgreementEvent, AgreementState, Refusal, Texts, UserId};
 use zerodrop_store::agreements::timeline::{self, NewAgreementEvent};
-use zerodrop_store::agreements::{self, messages, verification, AgreementRow};
+use zerodrop_store::agreements::{self, verification, AgreementRow};
 use zerodrop_store::{StoreError, Tx};
 
 /// The kind of the user message that carries a one-time code.
@@ -125,8 +125,12 @@ pub async fn send_code(services: &Services, row: &AgreementRow, now_ms: i64) -> 
             code.expose()
         ),
     );
-    messages::insert(&mut tx, &row.user_id, CODE_MESSAGE_KIND, &body, now_ms).await?;
+    // Through the outbox: stored, and delivered to the platform's webhook when configured.
+    let key = format!("{CODE_MESSAGE_KIND}:{id}");
+    let config = &services.config.messages;
+    crate::flows::messages::post(&mut tx, config, &row.user_id, CODE_MESSAGE_KIND, &body, &key, now_ms).await?;
     tx.commit().await?;
+    services.wake();
     Ok(CodeSent { expires_at_ms })
 }
 

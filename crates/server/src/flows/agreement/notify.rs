@@ -136,6 +136,12 @@ pub async fn apply(services: &Services, notification_id: i64, notice: &Agreement
         {
             Ok(()) => {
                 notices::judge(&mut tx, notification_id, &judged(NoticeVerdict::Accepted, None), now).await?;
+                if event == AgreementEvent::SignConfirmed {
+                    // The first period is charged by a job enqueued with the sign, so a
+                    // crash after this commit still charges it (and only once).
+                    crate::flows::renewal::schedule_first(&mut tx, &row, now).await?;
+                }
+                crate::flows::renewal::post_state_message(&mut tx, services, &row, now).await?;
                 Applied::Moved
             }
             Err(AppendError::Refused(refusal)) => {
@@ -157,16 +163,9 @@ pub async fn apply(services: &Services, notification_id: i64, notice: &Agreement
             Err(AppendError::Store(e)) => return Err(e),
         };
     tx.commit().await?;
-    if applied == Applied::Moved && event == AgreementEvent::SignConfirmed {
-        // The first period is charged when the sign is confirmed, after the commit and
-        // outside the provider's request (its acknowledgement does not wait on a charge).
-        let (services, id) = (services.clone(), row.id.clone());
-        tokio::spawn(async move {
-            match super::charge::charge_period(&services, &id, now_ms()).await {
-                Ok(charged) => tracing::info!(agreement = %id, ?charged, "first period"),
-                Err(e) => tracing::error!(agreement = %id, error = %e, "first period not charged"),
-            }
-        });
+    if applied == Applied::Moved {
+        // Woken for the first period's charge (enqueued with the sign) and the messages.
+        services.wake();
     }
     tracing::info!(agreement = %row.id, notification = notification_id, state = row.state.as_str(), ?applied, "agreement notification applied");
     Ok(applied)

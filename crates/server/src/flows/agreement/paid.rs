@@ -13,6 +13,7 @@
 //! under the agreement's lock, which no one else can hold yet), so this cannot deadlock.
 
 use serde_json::json;
+use zerodrop_domain::notice::{self, RefundChannel};
 use zerodrop_domain::ProductKind;
 use zerodrop_store::agreements;
 use zerodrop_store::agreements::timeline::{self, Kind, NewAgreementEvent};
@@ -57,6 +58,10 @@ pub async fn on_paid(
         );
         timeline::append(tx, &mut row, event, now_ms).await?;
         tracing::warn!(agreement = %row.id, order.no = %order.order_no, "a charge landed after termination: refunding");
+        // The user is told where the money goes and how long it takes, once per order.
+        let body = notice::refund_arrival(order.amount, &order.provider, RefundChannel::Unknown);
+        let key = format!("refund_arrival:{}", order.order_no);
+        crate::flows::messages::post_stored(tx, &order.user_id, "refund_arrival", &body, &key, now_ms).await?;
         return Ok(UnderAgreement::RefundAfterTermination);
     }
     if late_refund {
@@ -77,5 +82,7 @@ pub async fn on_paid(
         json!({ "order_no": order.order_no }),
     );
     timeline::append(tx, &mut row, event, now_ms).await?;
+    // The next period's reminder and renewal, in the transaction that paid this one.
+    crate::flows::renewal::schedule_period(tx, &row, now_ms).await?;
     Ok(UnderAgreement::PeriodRecorded)
 }

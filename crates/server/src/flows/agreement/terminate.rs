@@ -203,6 +203,8 @@ pub async fn confirm(
         timeline::append(&mut tx, &mut row, NewAgreementEvent::state(event, &cause, data), now_ms).await?;
     }
     enqueue_unsign(&mut tx, &row.id, now_ms).await?;
+    // The user is told, through the outbox, in the transaction that committed it.
+    crate::flows::renewal::post_state_message(&mut tx, services, &row, now_ms).await?;
     let body = json!({
         "agreement_id": row.id,
         "state": row.state.as_str(),
@@ -218,6 +220,7 @@ pub async fn confirm(
         return Err(StoreError::Invariant(format!("quote {} used twice under its lock", stored.id)).into());
     }
     tx.commit().await?;
+    services.wake();
     tracing::info!(agreement = %row.id, "termination committed; unsign queued");
     Ok(Answered { body, first: true })
 }

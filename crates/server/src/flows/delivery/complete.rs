@@ -3,10 +3,13 @@
 //! ever), the `delivered` event, the ledger credit, and the product's compensation when
 //! the delivery is late through the platform's fault.
 
+use crate::jobs::renewal::RemindMembership;
 use serde_json::json;
 use zerodrop_domain::catalog::{Compensation, ProductKind};
 use zerodrop_domain::ledger::Transfer;
 use zerodrop_domain::order::{Actor, EventKind};
+use zerodrop_domain::renewal::expiry_reminder_at;
+use zerodrop_domain::terms::REMIND_DAYS_BEFORE_DEFAULT;
 use zerodrop_store::events::{self, NewEvent};
 use zerodrop_store::ledger;
 use zerodrop_store::orders::OrderRow;
@@ -38,6 +41,7 @@ pub(super) async fn complete(
         ProductKind::Membership { plan, days } => {
             let days = days.checked_mul(order.quantity).ok_or_else(|| invariant("membership days overflow".into()))?;
             let period = memberships::extend(tx, &order.user_id, plan, days, order.id, now_ms).await?;
+            remind_before_expiry(tx, order, plan, period.ends_at_ms, now_ms).await?;
             json!({ "kind": "membership", "plan": plan, "days": days, "starts_at_ms": period.starts_at_ms, "ends_at_ms": period.ends_at_ms })
         }
         ProductKind::CurrencyPack { virtual_currency, units } => {
@@ -69,6 +73,26 @@ pub(super) async fn complete(
         apply_once(tx, order, &transfer, now_ms).await?;
     }
     Ok(())
+}
+
+/// Enqueues the reminder before the membership's new end, in the delivery's transaction
+/// (every membership's end is announced, renewing or not; a later extension makes this
+/// one moot and schedules its own). None when that moment already passed.
+async fn remind_before_expiry(
+    tx: &mut Tx,
+    order: &OrderRow,
+    plan: &str,
+    ends_at_ms: i64,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let Some(at) = expiry_reminder_at(ends_at_ms, REMIND_DAYS_BEFORE_DEFAULT, now_ms) else { return Ok(()) };
+    let job = RemindMembership {
+        user_id: order.user_id.clone(),
+        plan: plan.to_owned(),
+        title: order.product.title.clone(),
+        ends_at_ms,
+    };
+    crate::jobs::enqueue(tx, &job, at, now_ms).await.map(|_| ())
 }
 
 /// The compensation event's data when delivery lands after the deadline through the
