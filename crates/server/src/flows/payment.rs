@@ -202,10 +202,13 @@ pub async fn record_locked(
     });
     let captured = NewEvent::new(EventKind::PaymentCaptured, Actor::Provider, cause, captured);
 
-    let late_refund = late && order.product.late_payment == LatePolicy::Refund;
     // An order charged under an agreement: a termination committed first refunds it in
-    // full (its product policy never delivers it); otherwise its period is recorded.
-    match agreement_paid::on_paid(tx, order, late_refund, now_ms).await? {
+    // full (its product policy never delivers it), as does a late payment (the renewal
+    // moved on); otherwise its period is recorded.
+    let under_agreement = agreement_paid::on_paid(tx, order, late, now_ms).await?;
+    let late_refund =
+        (late && order.product.late_payment == LatePolicy::Refund) || under_agreement == UnderAgreement::LateRefund;
+    match under_agreement {
         UnderAgreement::RefundAfterTermination => {
             let data = json!({ "reason": "agreement_terminated" });
             let due = NewEvent::new(EventKind::RefundDue, Actor::System, "agreement_terminated", data);

@@ -6,6 +6,9 @@
 //! - the agreement's termination was committed (by the user, or the provider's side) before
 //!   this payment landed: the charge is refunded in full through the one refund path, and
 //!   the order's product policy never delivers it;
+//! - the payment landed after its order expired (a charge the provider settled late): it
+//!   is refunded in full too, whatever the product's late policy, because the renewal has
+//!   moved on (retried with another order, or lapsed) and nobody pays twice for a period;
 //! - otherwise the period is recorded on the agreement (paid-until, periods paid), exactly
 //!   once, because this runs once per order payment.
 //!
@@ -32,18 +35,15 @@ pub enum UnderAgreement {
     PeriodRecorded,
     /// Under an agreement that was terminated first: refund in full, never deliver.
     RefundAfterTermination,
-    /// Under an agreement, but the order's late policy refunds it anyway: nothing recorded.
+    /// Under an agreement, and late (its order expired before the payment landed):
+    /// refunded in full, nothing recorded. The renewal had moved on (retried, or lapsed),
+    /// so nobody pays twice for one period, whatever the product's late policy.
     LateRefund,
 }
 
 /// Decides (and records) what an agreement order's payment means, in the paid path's
-/// transaction. `late_refund`: the order's own policy is about to refund it as late.
-pub async fn on_paid(
-    tx: &mut Tx,
-    order: &OrderRow,
-    late_refund: bool,
-    now_ms: i64,
-) -> Result<UnderAgreement, StoreError> {
+/// transaction. `late`: the payment landed after the order expired.
+pub async fn on_paid(tx: &mut Tx, order: &OrderRow, late: bool, now_ms: i64) -> Result<UnderAgreement, StoreError> {
     let Some(agreement_id) = agreements::agreement_of_order(tx, order.id).await? else {
         return Ok(UnderAgreement::No);
     };
@@ -64,7 +64,14 @@ pub async fn on_paid(
         crate::flows::messages::post_stored(tx, &order.user_id, "refund_arrival", &body, &key, now_ms).await?;
         return Ok(UnderAgreement::RefundAfterTermination);
     }
-    if late_refund {
+    if late {
+        let event = NewAgreementEvent::new(
+            Kind::Recorded("late_charge_refunded"),
+            &cause,
+            json!({ "order_no": order.order_no, "amount_minor": order.amount.minor,
+                    "currency": order.amount.currency.code() }),
+        );
+        timeline::append(tx, &mut row, event, now_ms).await?;
         return Ok(UnderAgreement::LateRefund);
     }
     let days = match &order.product.kind {
