@@ -264,7 +264,7 @@ mod tests {
             format!("deliver_external:{ORDER}:replay:x")
         );
         assert_eq!(Refund { refund_id: "r".into(), order_id: None }.dedupe_key(), "refund:r");
-        let unsign = super::unsign::UnsignAgreement { agreement_id: "agr_1".into() };
+        let unsign = super::unsign::UnsignAgreement { agreement_id: "agr_1".into(), late_sign: false };
         assert_eq!(unsign.dedupe_key(), zerodrop_store::agreements::unsign_job_key("agr_1"));
         assert_eq!(legacy::<super::unsign::UnsignAgreement>(json!({ "agreement_id": "agr_1" })).agreement_id, "agr_1");
         assert_eq!(ResolveParked { notification_id: 7, provider: "s".into() }.dedupe_key(), "parked:7");

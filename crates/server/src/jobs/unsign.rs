@@ -24,6 +24,12 @@ const ATTEMPTS_MAX: i64 = 16;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct UnsignAgreement {
     pub agreement_id: String,
+    /// The provider confirmed a sign after zerodrop had already terminated the agreement
+    /// (the user finished the provider's sign page after ending it while it was still
+    /// `signing`): the provider's now-live agreement is unsigned too, and the agreement
+    /// (already `terminated`) only records it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub late_sign: bool,
 }
 
 impl Job for UnsignAgreement {
@@ -31,7 +37,10 @@ impl Job for UnsignAgreement {
     const ATTEMPTS_MAX: i64 = ATTEMPTS_MAX;
 
     fn dedupe_key(&self) -> String {
-        unsign_job_key(&self.agreement_id)
+        match self.late_sign {
+            true => format!("{}:late_sign", unsign_job_key(&self.agreement_id)),
+            false => unsign_job_key(&self.agreement_id),
+        }
     }
 
     fn order_id(&self) -> Option<OrderId> {
@@ -39,14 +48,14 @@ impl Job for UnsignAgreement {
     }
 
     async fn run(self, services: &Services, run: &Run) -> Outcome {
-        match unsign(services, &self.agreement_id, run).await {
+        match unsign(services, &self.agreement_id, self.late_sign, run).await {
             Ok(outcome) => outcome,
             Err(e) => e.into(),
         }
     }
 }
 
-async fn unsign(services: &Services, agreement_id: &str, run: &Run) -> Result<Outcome, StoreError> {
+async fn unsign(services: &Services, agreement_id: &str, late_sign: bool, run: &Run) -> Result<Outcome, StoreError> {
     let row = {
         let mut conn = services.store.reader().await?;
         agreements::get(&mut conn, agreement_id).await?
@@ -54,6 +63,7 @@ async fn unsign(services: &Services, agreement_id: &str, run: &Run) -> Result<Ou
     let Some(row) = row else { return Ok(Outcome::Retry(format!("agreement {agreement_id} not found"))) };
     match row.state {
         AgreementState::Terminating { .. } => {}
+        AgreementState::Terminated { .. } if late_sign => {}
         // Confirmed meanwhile (a notification came first), or never terminating.
         AgreementState::Terminated { .. }
         | AgreementState::Signing
@@ -80,6 +90,14 @@ async fn unsign(services: &Services, agreement_id: &str, run: &Run) -> Result<Ou
     };
     let mut tx = services.store.begin().await?;
     let mut row = agreements::lock(&mut tx, agreement_id).await?;
+    if late_sign && matches!(row.state, AgreementState::Terminated { .. }) {
+        let event =
+            NewAgreementEvent::new(Kind::Recorded("late_sign_unsigned"), &run.cause(), json!({ "outcome": outcome }));
+        timeline::append(&mut tx, &mut row, event, now_ms()).await?;
+        tx.commit().await?;
+        tracing::info!(agreement = %agreement_id, outcome, "a sign confirmed after termination was unsigned");
+        return Ok(Outcome::Done);
+    }
     let event = NewAgreementEvent::state(AgreementEvent::UnsignConfirmed, &run.cause(), json!({ "outcome": outcome }));
     match timeline::try_append(&mut tx, &mut row, event, now_ms()).await {
         Ok(()) => {

@@ -384,3 +384,55 @@ both_engines! {
         h.stop().await;
     }
 }
+
+both_engines! {
+    /// Ended while still signing: the unsign finds nothing at the provider and confirms.
+    /// When the user then finishes the provider's sign page anyway, the sign is recorded
+    /// as ignored and the provider's now-live agreement is unsigned too; nothing is charged.
+    async fn a_sign_that_lands_after_termination_is_unsigned_at_the_provider(db) {
+        let h = Harness::start(db, calm(), crate::support::notifications_only()).await;
+        let (status, created) = h.post("/v1/agreements", &json!({ "user_id": "user-late", "plan": "svip_monthly" }), None).await;
+        assert_eq!(status, 201, "{created}");
+        let id = created["agreement"]["id"].as_str().unwrap().to_owned();
+        let external = created["agreement"]["external_agreement_no"].as_str().unwrap().to_owned();
+        let qid = quote_id(&h, &id).await;
+        let code = one_time_code(&h, &id, "user-late").await;
+        let (status, done) = terminate(&h, &id, &qid, json!({ "code": code })).await;
+        assert_eq!(status, 200, "{done}");
+        wait_for(&h, &id, "terminated", |a| a["state"] == "terminated").await;
+
+        h.sandbox.sandbox.sign_agreement(created["sign"]["sign_request"].as_str().unwrap()).expect("signed late");
+        let ended = wait_for(&h, &id, "the late sign unsigned", |a| {
+            a["timeline"].as_array().is_some_and(|t| t.iter().any(|e| e["kind"] == "late_sign_unsigned"))
+        })
+        .await;
+        assert_eq!(ended["state"], "terminated", "{ended}");
+        let at_provider = h.sandbox.sandbox.agreement(&external).expect("the provider's agreement");
+        assert_eq!(at_provider.status, zerodrop_sandbox::state::AgreementState::Stop, "unsigned at the provider");
+        assert!(orders_of(&h, &id).await.is_empty(), "nothing charged");
+        h.audit_passes().await;
+        h.stop().await;
+    }
+}
+
+both_engines! {
+    /// A user whose authenticator is enrolled but lost is never trapped: where the quote
+    /// asks for TOTP, a one-time code sent through the user's own channel is accepted.
+    async fn a_lost_authenticator_never_traps_a_one_time_code_is_accepted_instead(db) {
+        let h = Harness::start(db, calm(), crate::support::notifications_only()).await;
+        enrolled(&h, "user-lost").await;
+        let id = signed(&h, "user-lost", "svip_monthly", true).await;
+        let (status, quoted) = quote(&h, &id).await;
+        assert_eq!(status, 201, "{quoted}");
+        assert_eq!(quoted["quote"]["quote"]["verification"], "totp");
+        let qid = quoted["quote"]["id"].as_str().unwrap().to_owned();
+        let (status, body) = terminate(&h, &id, &qid, json!({ "code": "000000" })).await;
+        refusal(status, &body, 422, "verification_failed");
+        let code = one_time_code(&h, &id, "user-lost").await;
+        let (status, done) = terminate(&h, &id, &qid, json!({ "code": code })).await;
+        assert_eq!(status, 200, "{done}");
+        wait_for(&h, &id, "terminated", |a| a["state"] == "terminated").await;
+        h.audit_passes().await;
+        h.stop().await;
+    }
+}

@@ -151,6 +151,13 @@ pub async fn apply(services: &Services, notification_id: i64, notice: &Agreement
                 data["refusal"] = serde_json::to_value(refusal)?;
                 let ignored = NewAgreementEvent::new(Kind::Recorded("notification_ignored"), &cause, data);
                 timeline::append(&mut tx, &mut row, ignored, now).await?;
+                // A sign the provider confirmed after zerodrop terminated the agreement
+                // (ended while still signing): the provider's live agreement is unsigned
+                // too, by a job enqueued here, so the user's app never shows it active.
+                if event == AgreementEvent::SignConfirmed && matches!(row.state, AgreementState::Terminated { .. }) {
+                    let job = crate::jobs::unsign::UnsignAgreement { agreement_id: row.id.clone(), late_sign: true };
+                    crate::jobs::enqueue(&mut tx, &job, now, now).await?;
+                }
                 notices::judge(
                     &mut tx,
                     notification_id,

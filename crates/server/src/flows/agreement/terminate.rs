@@ -228,7 +228,7 @@ pub async fn confirm(
 /// Enqueues the agreement's unsign job (once per agreement, ever), in the transaction that
 /// commits its termination.
 pub async fn enqueue_unsign(tx: &mut Tx, agreement_id: &str, now_ms: i64) -> Result<(), StoreError> {
-    let job = UnsignAgreement { agreement_id: agreement_id.to_owned() };
+    let job = UnsignAgreement { agreement_id: agreement_id.to_owned(), late_sign: false };
     jobs::enqueue(tx, &job, now_ms, now_ms).await?;
     Ok(())
 }
@@ -239,8 +239,11 @@ enum Checked {
     Wrong,
 }
 
-/// Checks the code the quote asked for. A proof of the other kind counts as none (the
-/// refusal names the method to use); a replayed TOTP code is wrong.
+/// Checks the code the quote asked for; a replayed TOTP code is wrong. Where the quote
+/// asks for TOTP, a one-time code sent through the user's own channel is accepted instead
+/// when no TOTP code is given: a lost phone must never leave a user unable to end the
+/// agreement. Otherwise a proof of the other kind counts as none (the refusal names the
+/// method to use).
 async fn check_proof(
     tx: &mut Tx,
     row: &AgreementRow,
@@ -249,6 +252,9 @@ async fn check_proof(
     now_ms: i64,
 ) -> Result<Checked, StoreError> {
     match method {
+        VerificationMethod::Totp if proof.totp.is_none() && proof.code.is_some() => {
+            one_time(tx, row, proof, now_ms).await
+        }
         VerificationMethod::Totp => {
             let Some(code) = proof.totp.as_deref() else { return Ok(Checked::Missing) };
             let Some(enrolled) = verification::totp(tx, &row.user_id).await? else { return Ok(Checked::Wrong) };
@@ -259,10 +265,12 @@ async fn check_proof(
             };
             Ok(if used { Checked::Passed } else { Checked::Wrong })
         }
-        VerificationMethod::OneTimeCode => {
-            let Some(code) = proof.code.as_deref() else { return Ok(Checked::Missing) };
-            let used = verification::use_code(tx, &row.id, code, now_ms).await?;
-            Ok(if used { Checked::Passed } else { Checked::Wrong })
-        }
+        VerificationMethod::OneTimeCode => one_time(tx, row, proof, now_ms).await,
     }
+}
+
+async fn one_time(tx: &mut Tx, row: &AgreementRow, proof: &Proof, now_ms: i64) -> Result<Checked, StoreError> {
+    let Some(code) = proof.code.as_deref() else { return Ok(Checked::Missing) };
+    let used = verification::use_code(tx, &row.id, code, now_ms).await?;
+    Ok(if used { Checked::Passed } else { Checked::Wrong })
 }
