@@ -119,6 +119,16 @@ pub async fn insert_code(
     expires_at_ms: i64,
     now_ms: i64,
 ) -> Result<()> {
+    // A new code supersedes the agreement's earlier live ones: only the newest works, so
+    // asking again and again never multiplies the odds of a guess.
+    sqlx::query(
+        "UPDATE verification_codes SET expires_at_ms = $1 \
+         WHERE agreement_id = $2 AND used_at_ms IS NULL AND expires_at_ms > $1",
+    )
+    .bind(now_ms)
+    .bind(agreement_id)
+    .execute(&mut **tx)
+    .await?;
     sqlx::query(
         "INSERT INTO verification_codes (id, agreement_id, user_id, code_sha256, created_at_ms, expires_at_ms) \
          VALUES ($1, $2, $3, $4, $5, $6)",

@@ -222,12 +222,15 @@ both_engines! {
             "a confirmed secret is kept");
 
         let code = Secret::new("123456".to_owned());
-        verification::insert_code(&mut tx, "c-1", "agr-v", &user, &code, now_ms() + 10 * MINUTE_MS, now_ms()).await.unwrap();
         verification::insert_code(&mut tx, "c-2", "agr-v", &user, &Secret::new("654321".to_owned()), now_ms() - 1, now_ms() - 2).await.unwrap();
+        verification::insert_code(&mut tx, "c-1", "agr-v", &user, &code, now_ms() + 10 * MINUTE_MS, now_ms()).await.unwrap();
         assert!(!verification::use_code(&mut tx, "agr-v", "000000", now_ms()).await.unwrap(), "wrong");
         assert!(!verification::use_code(&mut tx, "agr-v", "654321", now_ms()).await.unwrap(), "expired");
-        assert!(verification::use_code(&mut tx, "agr-v", "123456", now_ms()).await.unwrap());
-        assert!(!verification::use_code(&mut tx, "agr-v", "123456", now_ms()).await.unwrap(), "used once");
+        // A newer code supersedes it: only the newest works.
+        verification::insert_code(&mut tx, "c-3", "agr-v", &user, &Secret::new("111111".to_owned()), now_ms() + 10 * MINUTE_MS, now_ms()).await.unwrap();
+        assert!(!verification::use_code(&mut tx, "agr-v", "123456", now_ms()).await.unwrap(), "superseded");
+        assert!(verification::use_code(&mut tx, "agr-v", "111111", now_ms()).await.unwrap());
+        assert!(!verification::use_code(&mut tx, "agr-v", "111111", now_ms()).await.unwrap(), "used once");
         for minutes_ago in [20, 3, 2, 1] {
             verification::record_failure(&mut tx, &user, Some("agr-v"), "totp", now_ms() - minutes_ago * MINUTE_MS).await.unwrap();
         }
